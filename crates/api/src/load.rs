@@ -1,0 +1,578 @@
+//! Loading resources from files, folders and standard input.
+//!
+//! Input is what `kubectl apply -f` takes: multi-document YAML, JSON, and
+//! `kind: List`. Folders are read recursively in sorted order (hidden
+//! entries such as `.git` are skipped). Kinds weft does not model are
+//! skipped with a note; everything else either loads or gets an error that
+//! names file, line, column, resource and field.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use crate::de::{self, from_node};
+use crate::diagnostic::{Diagnostic, Level};
+use crate::path::Path;
+use crate::resource::{CORE, KindInfo, Resource, Source, Spec};
+use crate::types::common::ObjectMeta;
+use crate::types::kube::ConfigMapData;
+use crate::types::mesh::MeshConfig;
+use crate::yaml::{self, Node, Pos, Value};
+
+/// Fields every Kubernetes object may have at its top level.
+const ENVELOPE: &[&str] = &["apiVersion", "kind", "metadata", "spec", "status"];
+
+/// The name of the ConfigMap that holds MeshConfig under its `mesh` key.
+pub const MESH_CONFIGMAP: &str = "istio";
+
+/// An input that could not be read at all (as opposed to read and refused).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// MeshConfig and where it was read from.
+#[derive(Debug, Clone)]
+pub struct MeshSource {
+    pub config: MeshConfig,
+    pub source: Source,
+}
+
+/// Everything read from a set of inputs.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub resources: Vec<Resource>,
+    pub diagnostics: Vec<Diagnostic>,
+    /// How many files (and standard input) were read.
+    pub files: usize,
+    /// From the `istio` ConfigMap, when the inputs hold one.
+    pub mesh: Option<MeshSource>,
+}
+
+impl Loaded {
+    /// Reads every path: `-` is standard input, a folder is walked.
+    pub fn from_paths<P: AsRef<FsPath>>(paths: &[P]) -> Result<Loaded, ReadError> {
+        let mut loaded = Loaded::default();
+        for path in paths {
+            loaded.read_path(path.as_ref())?;
+        }
+        loaded.check_duplicates();
+        Ok(loaded)
+    }
+
+    /// Loads one text; `file` names it in messages. Call
+    /// [`Loaded::check_duplicates`] once every text is in.
+    pub fn add_text(&mut self, file: &str, text: &str) {
+        self.files += 1;
+        let file: Arc<str> = Arc::from(file);
+        let docs = match yaml::parse_stream(text) {
+            Ok(docs) => docs,
+            Err(e) => {
+                self.error(
+                    &file,
+                    e.pos,
+                    None,
+                    None,
+                    format!("YAML syntax error: {}", e.message),
+                );
+                return;
+            }
+        };
+        for doc in docs {
+            if let Some(root) = doc.root {
+                self.add_document(&file, root);
+            }
+        }
+    }
+
+    /// Errors for every (kind, namespace, name) defined more than once.
+    pub fn check_duplicates(&mut self) {
+        let mut seen: HashMap<(&str, &str, &str, &str), &Source> = HashMap::new();
+        let mut found = Vec::new();
+        for r in &self.resources {
+            let key = (r.kind.group, r.kind.kind, r.namespace(), r.name.as_str());
+            match seen.get(&key) {
+                Some(first) => found.push(Diagnostic {
+                    level: Level::Error,
+                    file: r.source.file.clone(),
+                    pos: r.source.pos,
+                    origin: Some(r.origin()),
+                    path: None,
+                    message: format!("defined twice; first at {first}"),
+                }),
+                None => {
+                    seen.insert(key, &r.source);
+                }
+            }
+        }
+        self.diagnostics.extend(found);
+    }
+
+    pub fn errors(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+
+    fn read_path(&mut self, path: &FsPath) -> Result<(), ReadError> {
+        let io = |e| ReadError::Io {
+            path: path.display().to_string(),
+            source: e,
+        };
+        if path.as_os_str() == "-" {
+            let mut bytes = Vec::new();
+            std::io::stdin().read_to_end(&mut bytes).map_err(io)?;
+            self.add_bytes("-", &bytes);
+            return Ok(());
+        }
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if meta.is_dir() {
+            for file in walk(path).map_err(io)? {
+                let bytes = std::fs::read(&file).map_err(|e| ReadError::Io {
+                    path: file.display().to_string(),
+                    source: e,
+                })?;
+                self.add_bytes(&file.display().to_string(), &bytes);
+            }
+        } else {
+            let bytes = std::fs::read(path).map_err(io)?;
+            self.add_bytes(&path.display().to_string(), &bytes);
+        }
+        Ok(())
+    }
+
+    fn add_bytes(&mut self, file: &str, bytes: &[u8]) {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => self.add_text(file, text),
+            Err(e) => {
+                self.files += 1;
+                let pos = line_col(bytes, e.valid_up_to());
+                self.error(
+                    &Arc::from(file),
+                    pos,
+                    None,
+                    None,
+                    "not UTF-8 text".to_string(),
+                );
+            }
+        }
+    }
+
+    fn add_document(&mut self, file: &Arc<str>, root: Node) {
+        if !matches!(root.value, Value::Map(_)) {
+            let found = root.describe();
+            self.error(
+                file,
+                root.pos,
+                None,
+                None,
+                format!("expected a Kubernetes object (a mapping with apiVersion and kind), found {found}"),
+            );
+            return;
+        }
+        let (Some(api_version), Some(kind)) = (
+            root.get("apiVersion").and_then(Node::as_str),
+            root.get("kind").and_then(Node::as_str),
+        ) else {
+            let missing = if root.get("apiVersion").and_then(Node::as_str).is_none() {
+                "apiVersion"
+            } else {
+                "kind"
+            };
+            self.error(file, root.pos, None, None, format!("{missing}: required"));
+            return;
+        };
+        let (group, version) = match api_version.rsplit_once('/') {
+            Some((g, v)) => (g, v),
+            None => (CORE, api_version),
+        };
+        if group == CORE && kind == "List" {
+            self.add_list(file, root);
+            return;
+        }
+        let Some(info) = KindInfo::find(group, kind) else {
+            let why = if KindInfo::known_group(group) {
+                "weft does not support this kind"
+            } else {
+                "not a kind weft reads"
+            };
+            let name = root
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(Node::as_str)
+                .unwrap_or("");
+            self.push(
+                Level::Note,
+                file,
+                root.pos,
+                Some(format!("{kind} {name}")),
+                None,
+                format!("skipped ({api_version}): {why}"),
+            );
+            return;
+        };
+        if !info.versions.contains(&version) {
+            let served: Vec<String> = info
+                .versions
+                .iter()
+                .map(|v| {
+                    if group.is_empty() {
+                        v.to_string()
+                    } else {
+                        format!("{group}/{v}")
+                    }
+                })
+                .collect();
+            let pos = root.get("apiVersion").map_or(root.pos, |n| n.pos);
+            self.error(
+                file,
+                pos,
+                None,
+                None,
+                format!(
+                    "apiVersion: {api_version} does not serve {kind}; use {}",
+                    served.join(" or ")
+                ),
+            );
+            return;
+        }
+        let api_version = api_version.to_string();
+        self.add_object(file, info, api_version, root);
+    }
+
+    fn add_list(&mut self, file: &Arc<str>, root: Node) {
+        let Value::Map(entries) = root.value else {
+            return;
+        };
+        for (k, v) in entries {
+            if k.as_str() != Some("items") {
+                continue;
+            }
+            match v.value {
+                Value::Seq(items) => {
+                    for item in items {
+                        self.add_document(file, item);
+                    }
+                }
+                _ if v.is_null() => {}
+                _ => {
+                    let found = v.describe();
+                    self.error(
+                        file,
+                        v.pos,
+                        Some("List".into()),
+                        None,
+                        format!("items: expected a list, found {found}"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn add_object(
+        &mut self,
+        file: &Arc<str>,
+        info: &'static KindInfo,
+        api_version: String,
+        root: Node,
+    ) {
+        let root = Arc::new(root);
+        let meta: ObjectMeta = match root.get("metadata") {
+            Some(node) => match from_node(node, &Path::Root.field("metadata")) {
+                Ok(meta) => meta,
+                Err(e) => return self.de_error(file, &root, Some(info.kind.to_string()), e),
+            },
+            None => ObjectMeta::default(),
+        };
+        let name = meta.name.clone().unwrap_or_default();
+        let namespace = info.namespaced.then(|| {
+            meta.namespace
+                .clone()
+                .filter(|ns| !ns.is_empty())
+                .unwrap_or_else(|| "default".to_string())
+        });
+        let origin = match &namespace {
+            Some(ns) => format!("{} {ns}/{name}", info.kind),
+            None => format!("{} {name}", info.kind),
+        };
+        if name.is_empty() {
+            let pos = root.get("metadata").map_or(root.pos, |n| n.pos);
+            let path = Path::Root.field("metadata");
+            let path = path.field("name");
+            self.push(
+                Level::Error,
+                file,
+                pos,
+                Some(origin),
+                Some(path.to_path()),
+                "required".into(),
+            );
+            return;
+        }
+        if info.strict {
+            if let Value::Map(entries) = &root.value {
+                for (k, _) in entries {
+                    let key = k.as_str().unwrap_or_default();
+                    if !ENVELOPE.contains(&key) {
+                        let path = Path::Root.field(key).to_path();
+                        self.push(
+                            Level::Error,
+                            file,
+                            k.pos,
+                            Some(origin.clone()),
+                            Some(path),
+                            format!("unknown field `{key}`"),
+                        );
+                    }
+                }
+            }
+        }
+        let spec = match parse_spec(info, &root) {
+            Ok(spec) => spec,
+            Err(e) => return self.de_error(file, &root, Some(origin), e),
+        };
+        if let Spec::ConfigMap(data) = &spec {
+            if name == MESH_CONFIGMAP {
+                self.add_mesh_from_configmap(file, &root, &origin, data);
+            }
+        }
+        self.resources.push(Resource {
+            kind: info,
+            api_version,
+            meta,
+            name,
+            namespace,
+            spec,
+            source: Source {
+                file: file.clone(),
+                pos: root.pos,
+            },
+            node: root,
+        });
+    }
+
+    fn add_mesh_from_configmap(
+        &mut self,
+        file: &Arc<str>,
+        root: &Node,
+        origin: &str,
+        data: &ConfigMapData,
+    ) {
+        let Some(text) = data.data.get("mesh") else {
+            return;
+        };
+        let Some(value) = root.get("data").and_then(|d| d.get("mesh")) else {
+            return;
+        };
+        // A block scalar's first line is the one after its `|`.
+        let offset = value.pos.line - u32::from(!text.contains('\n'));
+        match parse_mesh_config(file, text, offset) {
+            Ok(config) => {
+                self.mesh = Some(MeshSource {
+                    config,
+                    source: Source {
+                        file: file.clone(),
+                        pos: value.pos,
+                    },
+                })
+            }
+            Err(mut diags) => {
+                for d in &mut diags {
+                    d.origin = Some(format!("{origin} (data.mesh)"));
+                }
+                self.diagnostics.extend(diags);
+            }
+        }
+    }
+
+    fn de_error(&mut self, file: &Arc<str>, root: &Node, origin: Option<String>, e: de::Error) {
+        let (path, pos) = match e.at {
+            Some((path, pos)) => (Some(path), pos),
+            None => (None, root.pos),
+        };
+        self.push(Level::Error, file, pos, origin, path, e.message);
+    }
+
+    fn error(
+        &mut self,
+        file: &Arc<str>,
+        pos: Pos,
+        origin: Option<String>,
+        path: Option<crate::path::FieldPath>,
+        message: String,
+    ) {
+        self.push(Level::Error, file, pos, origin, path, message);
+    }
+
+    fn push(
+        &mut self,
+        level: Level,
+        file: &Arc<str>,
+        pos: Pos,
+        origin: Option<String>,
+        path: Option<crate::path::FieldPath>,
+        message: String,
+    ) {
+        self.diagnostics.push(Diagnostic {
+            level,
+            file: file.clone(),
+            pos,
+            origin,
+            path,
+            message,
+        });
+    }
+}
+
+/// An empty value, for a resource that has no `spec`.
+static NULL: Node = Node {
+    pos: Pos { line: 0, col: 0 },
+    value: Value::Scalar {
+        text: String::new(),
+        plain: true,
+    },
+};
+
+fn parse_spec(info: &KindInfo, root: &Node) -> Result<Spec, de::Error> {
+    fn spec<T: DeserializeOwned>(root: &Node) -> Result<T, de::Error> {
+        let node = root.get("spec").unwrap_or(&NULL);
+        from_node(node, &Path::Root.field("spec"))
+    }
+    use crate::resource::{APPS, GATEWAY_API, NETWORKING, SECURITY, TELEMETRY};
+    Ok(match (info.group, info.kind) {
+        (NETWORKING, "VirtualService") => Spec::VirtualService(spec(root)?),
+        (NETWORKING, "DestinationRule") => Spec::DestinationRule(spec(root)?),
+        (NETWORKING, "Gateway") => Spec::Gateway(spec(root)?),
+        (NETWORKING, "ServiceEntry") => Spec::ServiceEntry(spec(root)?),
+        (NETWORKING, "Sidecar") => Spec::Sidecar(spec(root)?),
+        (NETWORKING, "WorkloadEntry") => Spec::WorkloadEntry(spec(root)?),
+        (NETWORKING, "WorkloadGroup") => Spec::WorkloadGroup(spec(root)?),
+        (NETWORKING, "EnvoyFilter") => Spec::EnvoyFilter(spec(root)?),
+        (SECURITY, "PeerAuthentication") => Spec::PeerAuthentication(spec(root)?),
+        (SECURITY, "AuthorizationPolicy") => Spec::AuthorizationPolicy(spec(root)?),
+        (SECURITY, "RequestAuthentication") => Spec::RequestAuthentication(spec(root)?),
+        (TELEMETRY, "Telemetry") => Spec::Telemetry(spec(root)?),
+        (GATEWAY_API, "Gateway") => Spec::KubeGateway(spec(root)?),
+        (GATEWAY_API, "HTTPRoute") => Spec::HttpRoute(spec(root)?),
+        (GATEWAY_API, "GRPCRoute") => Spec::GrpcRoute(spec(root)?),
+        (GATEWAY_API, "TCPRoute") => Spec::TcpRoute(spec(root)?),
+        (GATEWAY_API, "TLSRoute") => Spec::TlsRoute(spec(root)?),
+        (GATEWAY_API, "ReferenceGrant") => Spec::ReferenceGrant(spec(root)?),
+        (CORE, "Namespace") => Spec::Namespace,
+        (CORE, "ServiceAccount") => Spec::ServiceAccount,
+        (CORE, "Service") => Spec::Service(spec(root)?),
+        (CORE, "Pod") => Spec::Pod(spec(root)?),
+        (APPS, "Deployment") => Spec::Deployment(spec(root)?),
+        (CORE, "ConfigMap") => {
+            let node = root.get("data").unwrap_or(&NULL);
+            Spec::ConfigMap(ConfigMapData {
+                data: from_node(node, &Path::Root.field("data"))?,
+            })
+        }
+        _ => unreachable!("every entry of KINDS has a parser"),
+    })
+}
+
+/// Reads MeshConfig from its own file. A ConfigMap holding it under `mesh`
+/// is accepted too.
+pub fn load_mesh_config(file: &str, text: &str) -> Result<MeshConfig, Vec<Diagnostic>> {
+    let is_configmap = text.contains("kind: ConfigMap");
+    if is_configmap {
+        let mut loaded = Loaded::default();
+        loaded.add_text(file, text);
+        if loaded.errors() > 0 {
+            return Err(loaded.diagnostics);
+        }
+        if let Some(mesh) = loaded.mesh {
+            return Ok(mesh.config);
+        }
+    }
+    parse_mesh_config(&Arc::from(file), text, 0)
+}
+
+/// MeshConfig from YAML text whose first line is line `offset + 1` of `file`.
+fn parse_mesh_config(
+    file: &Arc<str>,
+    text: &str,
+    offset: u32,
+) -> Result<MeshConfig, Vec<Diagnostic>> {
+    let shift = |pos: Pos| Pos {
+        line: pos.line + offset,
+        col: pos.col,
+    };
+    let fail = |pos: Pos, path, message: String| {
+        vec![Diagnostic {
+            level: Level::Error,
+            file: file.clone(),
+            pos: shift(pos),
+            origin: Some("MeshConfig".into()),
+            path,
+            message,
+        }]
+    };
+    let docs = yaml::parse_stream(text)
+        .map_err(|e| fail(e.pos, None, format!("YAML syntax error: {}", e.message)))?;
+    let mut roots = docs.into_iter().filter_map(|d| d.root);
+    let Some(root) = roots.next() else {
+        return Ok(MeshConfig::default());
+    };
+    if let Some(extra) = roots.next() {
+        return Err(fail(
+            extra.pos,
+            None,
+            "mesh config must be a single document".into(),
+        ));
+    }
+    from_node(&root, &Path::Root).map_err(|e| match e.at {
+        Some((path, pos)) => fail(pos, Some(path), e.message),
+        None => fail(root.pos, None, e.message),
+    })
+}
+
+/// Every `.yaml`, `.yml` and `.json` file under `dir`, sorted, skipping
+/// hidden entries.
+fn walk(dir: &FsPath) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            out.extend(walk(&path)?);
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
+            out.push(path);
+        }
+    }
+    Ok(out)
+}
+
+fn line_col(bytes: &[u8], offset: usize) -> Pos {
+    let before = &bytes[..offset];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let col = offset
+        - before
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1)
+        + 1;
+    Pos {
+        line: u32::try_from(line).unwrap_or(u32::MAX),
+        col: u32::try_from(col).unwrap_or(u32::MAX),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,4 @@
+//! The subcommands of `weft`.
+
+pub(crate) mod demo;
+pub(crate) mod validate;
