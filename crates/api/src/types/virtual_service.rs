@@ -62,6 +62,9 @@ pub struct HttpRoute {
     pub mirror_percentage: Option<Percent>,
     pub cors_policy: Option<CorsPolicy>,
     pub headers: Option<Headers>,
+    /// Removed from Istio's API long ago but still in old YAML; accepted
+    /// with a warning (WebSocket upgrades are always allowed).
+    pub websocket_upgrade: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
