@@ -495,7 +495,7 @@ fn unknown_field_hint(message: &str, key: &str, fields: Option<&[&str]>) -> Stri
     let closest = fields
         .iter()
         .map(|f| (edit_distance(&key.to_lowercase(), &f.to_lowercase()), f))
-        .filter(|(d, _)| *d <= 3)
+        .filter(|(d, _)| *d <= 2 && d * 2 <= key.len())
         .min();
     match closest {
         Some((_, f)) => format!("unknown field `{key}` (did you mean `{f}`?)"),

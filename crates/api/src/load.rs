@@ -370,8 +370,12 @@ impl Loaded {
         let Some(value) = root.get("data").and_then(|d| d.get("mesh")) else {
             return;
         };
-        // A block scalar's first line is the one after its `|`.
-        let offset = value.pos.line - u32::from(!text.contains('\n'));
+        // The scalar's position is where its text starts, so the text's
+        // line N is the file's line `value.pos.line + N - 1`.
+        let offset = Pos {
+            line: value.pos.line - 1,
+            col: value.pos.col - 1,
+        };
         match parse_mesh_config(file, text, offset) {
             Ok(config) => {
                 self.mesh = Some(MeshSource {
@@ -493,18 +497,19 @@ pub fn load_mesh_config(file: &str, text: &str) -> Result<MeshConfig, Vec<Diagno
             return Ok(mesh.config);
         }
     }
-    parse_mesh_config(&Arc::from(file), text, 0)
+    parse_mesh_config(&Arc::from(file), text, Pos::default())
 }
 
-/// MeshConfig from YAML text whose first line is line `offset + 1` of `file`.
+/// MeshConfig from YAML text that starts `offset` lines and columns into
+/// `file` (zero for a file of its own, more for a ConfigMap's `mesh` key).
 fn parse_mesh_config(
     file: &Arc<str>,
     text: &str,
-    offset: u32,
+    offset: Pos,
 ) -> Result<MeshConfig, Vec<Diagnostic>> {
     let shift = |pos: Pos| Pos {
-        line: pos.line + offset,
-        col: pos.col,
+        line: pos.line + offset.line,
+        col: pos.col + offset.col,
     };
     let fail = |pos: Pos, path, message: String| {
         vec![Diagnostic {

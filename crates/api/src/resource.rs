@@ -90,9 +90,10 @@ impl KindInfo {
         KINDS.iter().find(|k| k.group == group && k.kind == kind)
     }
 
-    /// Whether weft knows the group at all (for "unsupported kind" notes).
+    /// Whether the group is one of the mesh APIs weft models (for
+    /// "unsupported kind" notes).
     pub fn known_group(group: &str) -> bool {
-        KINDS.iter().any(|k| k.group == group)
+        KINDS.iter().any(|k| k.group == group && k.strict)
     }
 }
 

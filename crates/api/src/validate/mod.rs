@@ -634,7 +634,8 @@ pub(crate) fn regex(re: &str, what: &str) -> Result<(), String> {
     }
     regex::Regex::new(re).map(|_| ()).map_err(|e| {
         let detail = e.to_string();
-        let detail = detail.lines().last().unwrap_or(&detail).trim().to_string();
+        let detail = detail.lines().last().unwrap_or(&detail).trim();
+        let detail = detail.strip_prefix("error: ").unwrap_or(detail).to_string();
         format!("{what:?}: {detail}; Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)")
     })
 }

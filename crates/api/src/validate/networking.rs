@@ -507,8 +507,7 @@ fn http_route(
             && redirect.scheme.is_none()
         {
             cx.err(&at, "redirect must specify URI, authority, scheme, or port");
-        }
-        if let Some(code) = redirect.redirect_code.filter(|c| *c != 0) {
+        } else if let Some(code) = redirect.redirect_code.filter(|c| *c != 0) {
             if !(300..=399).contains(&code) {
                 cx.err(
                     &at.field("redirectCode"),

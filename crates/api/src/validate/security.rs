@@ -318,17 +318,20 @@ pub(super) fn authorization_policy(cx: &mut Cx, r: &Resource, ap: &Authorization
                 );
                 continue;
             }
-            if let Err(e) = attribute(&cond.key, &cond.values) {
-                cx.err(
-                    &here.field("values"),
-                    format!("invalid `value` for `key` {}: {e}", cond.key),
-                );
-            }
-            if let Err(e) = attribute(&cond.key, &cond.not_values) {
-                cx.err(
-                    &here.field("notValues"),
-                    format!("invalid `notValue` for `key` {}: {e}", cond.key),
-                );
+            // Each list that is set is checked on its own.
+            for (field, word, list) in [
+                ("values", "value", &cond.values),
+                ("notValues", "notValue", &cond.not_values),
+            ] {
+                if list.is_empty() {
+                    continue;
+                }
+                if let Err(e) = attribute(&cond.key, list) {
+                    cx.err(
+                        &here.field(field),
+                        format!("invalid `{word}` for `key` {}: {e}", cond.key),
+                    );
+                }
             }
         }
         let from_exists = rule.from.iter().any(|f| f.source.is_some());
