@@ -4,16 +4,12 @@
 //! turns that path into file, line and column. Messages follow Istio's where
 //! Istio has one, so that people can search for them.
 
-use std::collections::HashSet;
-use std::sync::OnceLock;
-
-use regex::Regex;
-
 use crate::diagnostic::{Diagnostic, Level};
 use crate::path::{FieldPath, Path};
 use crate::resource::{Resource, Spec};
 use crate::types::common::{Duration, Labels, Percent, PolicyTargetReference, WorkloadSelector};
 use crate::types::mesh::MeshConfig;
+use std::collections::HashSet;
 
 mod gateway_api;
 mod networking;
@@ -227,11 +223,25 @@ fn validate_meta(cx: &mut Cx, r: &Resource) {
 
 // ---- shared rules -------------------------------------------------------
 
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
 pub(crate) fn is_dns1123_label(s: &str) -> bool {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    let re =
-        RE.get_or_init(|| Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$").expect("valid regex"));
-    s.len() <= 63 && re.is_match(s)
+    let b = s.as_bytes();
+    let inner = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !b.is_empty()
+        && b.len() <= 63
+        && inner(&b[0])
+        && inner(&b[b.len() - 1])
+        && b.iter().all(|c| inner(c) || *c == b'-')
+}
+
+/// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`: label names and values.
+fn is_label_word(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
 pub(crate) fn is_dns1123_subdomain(s: &str) -> bool {
@@ -446,31 +456,23 @@ pub(crate) fn percent(v: i32) -> Result<(), String> {
 
 /// Kubernetes label keys and values, as Istio checks selectors.
 pub(crate) fn check_labels(cx: &mut Cx, at: &Path<'_>, labels: &Labels) {
-    static VALUE: OnceLock<Regex> = OnceLock::new();
-    let value_re = VALUE.get_or_init(|| {
-        Regex::new(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$").expect("valid regex")
-    });
     for (k, v) in labels {
         let here = at.key(k);
         if !is_label_key(k) {
             cx.err(&here, format!("invalid tag key: {k:?}"));
         }
-        if v.len() > 63 || !value_re.is_match(v) {
+        if v.len() > 63 || !(v.is_empty() || is_label_word(v)) {
             cx.err(&here, format!("invalid tag value: {v:?}"));
         }
     }
 }
 
 fn is_label_key(k: &str) -> bool {
-    static NAME: OnceLock<Regex> = OnceLock::new();
-    let name_re = NAME.get_or_init(|| {
-        Regex::new(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$").expect("valid regex")
-    });
     let (prefix, name) = match k.rsplit_once('/') {
         Some((p, n)) => (Some(p), n),
         None => (None, k),
     };
-    prefix.is_none_or(is_dns1123_subdomain) && name.len() <= 63 && name_re.is_match(name)
+    prefix.is_none_or(is_dns1123_subdomain) && name.len() <= 63 && is_label_word(name)
 }
 
 /// `selector: {matchLabels}` of security and telemetry resources.

@@ -18,8 +18,8 @@ use crate::types::gateway::{Gateway, Port, ServerTlsMode, ServerTlsSettings, Tls
 use crate::types::service_entry::{Resolution, ServiceEntry, WorkloadEntry, WorkloadGroup};
 use crate::types::sidecar::{CaptureMode, OutboundMode, Sidecar};
 use crate::types::virtual_service::{
-    Destination, HeaderOperations, Headers, HttpRoute, HttpRouteDestination, RouteDestination,
-    StringMatch, VirtualService,
+    Destination, HeaderOperations, Headers, HttpMatchRequest, HttpRoute, HttpRouteDestination,
+    RouteDestination, StringMatch, VirtualService,
 };
 
 const MESH_GATEWAY: &str = "mesh";
@@ -925,7 +925,7 @@ fn subset_name(name: &str) -> Result<(), String> {
 /// every match repeats an earlier one.
 fn unreachable_http_rules(cx: &mut Cx, at: &Path<'_>, routes: &[HttpRoute]) {
     let mut catch_all = false;
-    let mut seen: Vec<(String, usize)> = Vec::new();
+    let mut seen: Vec<(&HttpMatchRequest, usize)> = Vec::new();
     for (i, route) in routes.iter().enumerate() {
         let name = route
             .name
@@ -940,13 +940,10 @@ fn unreachable_http_rules(cx: &mut Cx, at: &Path<'_>, routes: &[HttpRoute]) {
         }
         let mut dups = 0;
         for m in &route.r#match {
-            let mut m = m.clone();
-            m.name = None;
-            let key = format!("{m:?}");
-            if seen.iter().any(|(k, _)| *k == key) {
+            if seen.iter().any(|(prev, _)| same_match(prev, m)) {
                 dups += 1;
             } else {
-                seen.push((key, i));
+                seen.push((m, i));
             }
         }
         if dups == route.r#match.len() {
@@ -956,6 +953,23 @@ fn unreachable_http_rules(cx: &mut Cx, at: &Path<'_>, routes: &[HttpRoute]) {
             );
         }
     }
+}
+
+/// Two matches select the same requests (their names aside).
+fn same_match(a: &HttpMatchRequest, b: &HttpMatchRequest) -> bool {
+    a.uri == b.uri
+        && a.scheme == b.scheme
+        && a.method == b.method
+        && a.authority == b.authority
+        && a.headers == b.headers
+        && a.port == b.port
+        && a.source_labels == b.source_labels
+        && a.gateways == b.gateways
+        && a.query_params == b.query_params
+        && a.ignore_uri_case == b.ignore_uri_case
+        && a.without_headers == b.without_headers
+        && a.source_namespace == b.source_namespace
+        && a.stat_prefix == b.stat_prefix
 }
 
 pub(super) fn destination_rule(cx: &mut Cx, r: &Resource, dr: &DestinationRule) {
