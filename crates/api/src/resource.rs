@@ -99,6 +99,10 @@ impl KindInfo {
 
 /// The typed content of a resource.
 #[derive(Debug, Clone, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "resources are built once and kept; boxing would only add a pointer chase"
+)]
 pub enum Spec {
     VirtualService(virtual_service::VirtualService),
     DestinationRule(destination_rule::DestinationRule),

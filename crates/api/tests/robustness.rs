@@ -49,9 +49,13 @@ fn samples() -> Vec<String> {
     ];
     while let Some(p) = stack.pop() {
         if p.is_dir() {
-            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            stack.extend(
+                std::fs::read_dir(&p)
+                    .expect("readable")
+                    .map(|e| e.expect("entry").path()),
+            );
         } else if p.extension().is_some_and(|e| e == "yaml") {
-            out.push(std::fs::read_to_string(&p).unwrap());
+            out.push(std::fs::read_to_string(&p).expect("utf-8"));
         }
     }
     out.sort();
