@@ -207,18 +207,12 @@ pub(super) fn authorization_policy(cx: &mut Cx, r: &Resource, ap: &Authorization
             for (field, name, list) in lists {
                 check_empty_values(cx, &here.field(field), name, list);
             }
-            for field in [
-                "ipBlocks",
-                "notIpBlocks",
-                "remoteIpBlocks",
-                "notRemoteIpBlocks",
+            for (field, list) in [
+                ("ipBlocks", &src.ip_blocks),
+                ("notIpBlocks", &src.not_ip_blocks),
+                ("remoteIpBlocks", &src.remote_ip_blocks),
+                ("notRemoteIpBlocks", &src.not_remote_ip_blocks),
             ] {
-                let list = match field {
-                    "ipBlocks" => &src.ip_blocks,
-                    "notIpBlocks" => &src.not_ip_blocks,
-                    "remoteIpBlocks" => &src.remote_ip_blocks,
-                    _ => &src.not_remote_ip_blocks,
-                };
                 check_ips(cx, &here.field(field), list);
             }
             if !src.service_accounts.is_empty() && !src.principals.is_empty() {

@@ -111,18 +111,29 @@ pub(super) fn telemetry(cx: &mut Cx, t: &Telemetry) {
             }
         }
     }
-    for (field, providers) in t
-        .tracing
-        .iter()
-        .map(|x| &x.providers)
-        .chain(t.metrics.iter().map(|x| &x.providers))
-        .chain(t.access_logging.iter().map(|x| &x.providers))
-        .enumerate()
-    {
-        let _ = field;
-        for p in providers {
-            if p.name.is_empty() {
-                cx.err(&spec, "provider name must not be empty");
+    let kinds = [
+        (
+            "tracing",
+            t.tracing.iter().map(|x| &x.providers).collect::<Vec<_>>(),
+        ),
+        ("metrics", t.metrics.iter().map(|x| &x.providers).collect()),
+        (
+            "accessLogging",
+            t.access_logging.iter().map(|x| &x.providers).collect(),
+        ),
+    ];
+    for (field, lists) in kinds {
+        let at = spec.field(field);
+        for (i, providers) in lists.iter().enumerate() {
+            let item = at.index(i);
+            let here = item.field("providers");
+            for (j, p) in providers.iter().enumerate() {
+                if p.name.is_empty() {
+                    cx.err(
+                        &here.index(j).field("name"),
+                        "provider name must not be empty",
+                    );
+                }
             }
         }
     }

@@ -53,19 +53,14 @@ fn traffic_policy(cx: &mut Cx, at: &Path<'_>, policy: Option<&TrafficPolicy>) {
     if p.tunnel.is_some() && p.proxy_protocol.is_some() {
         cx.err(at, "tunnel and proxyProtocol must not be set together");
     }
-    outlier_detection(
+    shared_settings(
         cx,
-        &at.field("outlierDetection"),
+        at,
         p.outlier_detection.as_ref(),
-    );
-    connection_pool(cx, &at.field("connectionPool"), p.connection_pool.as_ref());
-    load_balancer(
-        cx,
-        &at.field("loadBalancer"),
+        p.connection_pool.as_ref(),
         p.load_balancer.as_ref(),
-        p.outlier_detection.as_ref(),
+        p.tls.as_ref(),
     );
-    client_tls(cx, &at.field("tls"), p.tls.as_ref());
     let ports = at.field("portLevelSettings");
     for (i, pl) in p.port_level_settings.iter().enumerate() {
         let here = ports.index(i);
@@ -80,23 +75,14 @@ fn traffic_policy(cx: &mut Cx, at: &Path<'_>, policy: Option<&TrafficPolicy>) {
         {
             cx.err(&here, "port traffic policy must have at least one field");
         }
-        outlier_detection(
+        shared_settings(
             cx,
-            &here.field("outlierDetection"),
+            &here,
             pl.outlier_detection.as_ref(),
-        );
-        connection_pool(
-            cx,
-            &here.field("connectionPool"),
             pl.connection_pool.as_ref(),
-        );
-        load_balancer(
-            cx,
-            &here.field("loadBalancer"),
             pl.load_balancer.as_ref(),
-            pl.outlier_detection.as_ref(),
+            pl.tls.as_ref(),
         );
-        client_tls(cx, &here.field("tls"), pl.tls.as_ref());
     }
     if let Some(t) = &p.tunnel {
         let here = at.field("tunnel");
@@ -138,6 +124,21 @@ fn traffic_policy(cx: &mut Cx, at: &Path<'_>, policy: Option<&TrafficPolicy>) {
             b.budget_interval.as_ref(),
         );
     }
+}
+
+/// The settings a traffic policy and a port-level policy both have.
+fn shared_settings(
+    cx: &mut Cx,
+    at: &Path<'_>,
+    outlier: Option<&OutlierDetection>,
+    pool: Option<&ConnectionPoolSettings>,
+    lb: Option<&LoadBalancerSettings>,
+    tls: Option<&ClientTlsSettings>,
+) {
+    outlier_detection(cx, &at.field("outlierDetection"), outlier);
+    connection_pool(cx, &at.field("connectionPool"), pool);
+    load_balancer(cx, &at.field("loadBalancer"), lb, outlier);
+    client_tls(cx, &at.field("tls"), tls);
 }
 
 fn outlier_detection(cx: &mut Cx, at: &Path<'_>, od: Option<&OutlierDetection>) {
