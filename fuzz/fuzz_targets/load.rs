@@ -9,7 +9,7 @@ fuzz_target!(|data: &[u8]| {
         let mut loaded = Loaded::default();
         loaded.add_text("fuzz.yaml", text);
         loaded.check_duplicates();
-        let _ = validate(&loaded.resources, loaded.mesh.as_ref().map(|m| &m.config));
+        let _ = validate(&loaded.resources, loaded.mesh.as_ref());
         let _ = load_mesh_config("mesh.yaml", text);
     }
 });

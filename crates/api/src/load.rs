@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 
 use crate::de::{self, from_node};
 use crate::diagnostic::{Diagnostic, Level};
-use crate::path::Path;
+use crate::path::{FieldPath, Path};
 use crate::resource::{CORE, KindInfo, Resource, Source, Spec};
 use crate::types::common::ObjectMeta;
 use crate::types::kube::ConfigMapData;
@@ -43,7 +43,23 @@ pub enum ReadError {
 #[derive(Debug, Clone)]
 pub struct MeshSource {
     pub config: MeshConfig,
-    pub source: Source,
+    pub file: Arc<str>,
+    /// The MeshConfig document, to place validation findings.
+    pub node: Arc<Node>,
+    /// Added to positions in `node`: non-zero when the document is the
+    /// `mesh` key of a ConfigMap.
+    pub offset: Pos,
+}
+
+impl MeshSource {
+    /// Where `path` is in the file MeshConfig came from.
+    pub fn locate(&self, path: &FieldPath) -> Pos {
+        let pos = path.locate(&self.node);
+        Pos {
+            line: pos.line + self.offset.line,
+            col: pos.col + self.offset.col,
+        }
+    }
 }
 
 /// Everything read from a set of inputs.
@@ -377,15 +393,7 @@ impl Loaded {
             col: value.pos.col - 1,
         };
         match parse_mesh_config(file, text, offset) {
-            Ok(config) => {
-                self.mesh = Some(MeshSource {
-                    config,
-                    source: Source {
-                        file: file.clone(),
-                        pos: value.pos,
-                    },
-                })
-            }
+            Ok(mesh) => self.mesh = Some(mesh),
             Err(mut diags) => {
                 for d in &mut diags {
                     d.origin = Some(format!("{origin} (data.mesh)"));
@@ -485,19 +493,31 @@ fn parse_spec(info: &KindInfo, root: &Node) -> Result<Spec, de::Error> {
 
 /// Reads MeshConfig from its own file. A ConfigMap holding it under `mesh`
 /// is accepted too.
-pub fn load_mesh_config(file: &str, text: &str) -> Result<MeshConfig, Vec<Diagnostic>> {
-    let is_configmap = text.contains("kind: ConfigMap");
+pub fn load_mesh_config(file: &str, text: &str) -> Result<MeshSource, Vec<Diagnostic>> {
+    let file: Arc<str> = Arc::from(file);
+    let is_configmap = yaml::parse_stream(text).is_ok_and(|docs| {
+        docs.iter()
+            .filter_map(|d| d.root.as_ref())
+            .any(|r| r.get("kind").and_then(Node::as_str) == Some("ConfigMap"))
+    });
     if is_configmap {
         let mut loaded = Loaded::default();
-        loaded.add_text(file, text);
+        loaded.add_text(&file, text);
         if loaded.errors() > 0 {
             return Err(loaded.diagnostics);
         }
-        if let Some(mesh) = loaded.mesh {
-            return Ok(mesh.config);
-        }
+        return loaded.mesh.ok_or_else(|| {
+            vec![Diagnostic {
+                level: Level::Error,
+                file: file.clone(),
+                pos: Pos { line: 1, col: 1 },
+                origin: Some("MeshConfig".into()),
+                path: None,
+                message: format!("no ConfigMap named `{MESH_CONFIGMAP}` with a `mesh` key"),
+            }]
+        });
     }
-    parse_mesh_config(&Arc::from(file), text, Pos::default())
+    parse_mesh_config(&file, text, Pos::default())
 }
 
 /// MeshConfig from YAML text that starts `offset` lines and columns into
@@ -506,7 +526,7 @@ fn parse_mesh_config(
     file: &Arc<str>,
     text: &str,
     offset: Pos,
-) -> Result<MeshConfig, Vec<Diagnostic>> {
+) -> Result<MeshSource, Vec<Diagnostic>> {
     let shift = |pos: Pos| Pos {
         line: pos.line + offset.line,
         col: pos.col + offset.col,
@@ -524,9 +544,7 @@ fn parse_mesh_config(
     let docs = yaml::parse_stream(text)
         .map_err(|e| fail(e.pos, None, format!("YAML syntax error: {}", e.message)))?;
     let mut roots = docs.into_iter().filter_map(|d| d.root);
-    let Some(root) = roots.next() else {
-        return Ok(MeshConfig::default());
-    };
+    let root = roots.next().unwrap_or_else(|| NULL.clone());
     if let Some(extra) = roots.next() {
         return Err(fail(
             extra.pos,
@@ -534,9 +552,15 @@ fn parse_mesh_config(
             "mesh config must be a single document".into(),
         ));
     }
-    from_node(&root, &Path::Root).map_err(|e| match e.at {
+    let config = from_node(&root, &Path::Root).map_err(|e| match e.at {
         Some((path, pos)) => fail(pos, Some(path), e.message),
         None => fail(root.pos, None, e.message),
+    })?;
+    Ok(MeshSource {
+        config,
+        file: file.clone(),
+        node: Arc::new(root),
+        offset,
     })
 }
 

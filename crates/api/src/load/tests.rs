@@ -113,7 +113,7 @@ fn mesh_config_from_the_istio_configmap_keeps_lines() {
 #[test]
 fn mesh_config_file() {
     let m = load_mesh_config("mesh.yaml", "rootNamespace: mesh-root\ndefaultConfig:\n  proxyMetadata: {A: b}\nunknownFutureField: 1\n").unwrap();
-    assert_eq!(m.root_namespace.as_deref(), Some("mesh-root"));
+    assert_eq!(m.config.root_namespace.as_deref(), Some("mesh-root"));
     let e = load_mesh_config("mesh.yaml", "enableTracing: maybe\n").unwrap_err();
     assert_eq!(
         e[0].to_string(),

@@ -5,10 +5,10 @@
 //! Istio has one, so that people can search for them.
 
 use crate::diagnostic::{Diagnostic, Level};
+use crate::load::MeshSource;
 use crate::path::{FieldPath, Path};
 use crate::resource::{Resource, Spec};
 use crate::types::common::{Duration, Labels, Percent, PolicyTargetReference, WorkloadSelector};
-use crate::types::mesh::MeshConfig;
 use std::collections::HashSet;
 
 mod gateway_api;
@@ -17,7 +17,7 @@ mod security;
 mod telemetry;
 
 /// Validates every resource, and MeshConfig when given.
-pub fn validate(resources: &[Resource], mesh: Option<&MeshConfig>) -> Vec<Diagnostic> {
+pub fn validate(resources: &[Resource], mesh: Option<&MeshSource>) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for r in resources {
         out.extend(validate_resource(r));
@@ -75,9 +75,9 @@ pub fn validate_resource(r: &Resource) -> Vec<Diagnostic> {
         .collect()
 }
 
-/// MeshConfig rules; MeshConfig has no single source file, so findings name
-/// the field only.
-pub fn validate_mesh(mesh: &MeshConfig) -> Vec<Diagnostic> {
+/// MeshConfig rules, placed in the file MeshConfig came from.
+pub fn validate_mesh(source: &MeshSource) -> Vec<Diagnostic> {
+    let mesh = &source.config;
     let mut cx = Cx::default();
     let root = Path::Root;
     if let Some(td) = &mesh.trust_domain {
@@ -124,8 +124,8 @@ pub fn validate_mesh(mesh: &MeshConfig) -> Vec<Diagnostic> {
         .into_iter()
         .map(|issue| Diagnostic {
             level: issue.level,
-            file: "mesh config".into(),
-            pos: Default::default(),
+            file: source.file.clone(),
+            pos: source.locate(&issue.path),
             origin: Some("MeshConfig".into()),
             path: Some(issue.path),
             message: issue.message,

@@ -1233,10 +1233,8 @@ fn resource_names_and_labels() {
 
 #[test]
 fn mesh_config_rules() {
-    let mesh: crate::types::mesh::MeshConfig = {
-        let docs = crate::yaml::parse_stream("extensionProviders:\n- name: a\n  envoyExtAuthzHttp: {service: ext.default.svc.cluster.local}\n- name: a\n  zipkin: {service: z, port: 9411}\n  opentelemetry: {service: o, port: 4317}\n").unwrap();
-        crate::de::from_node(docs[0].root.as_ref().unwrap(), &crate::path::Path::Root).unwrap()
-    };
+    let text = "extensionProviders:\n- name: a\n  envoyExtAuthzHttp: {service: ext.default.svc.cluster.local}\n- name: a\n  zipkin: {service: z, port: 9411}\n  opentelemetry: {service: o, port: 4317}\n";
+    let mesh = crate::load_mesh_config("mesh.yaml", text).unwrap();
     let msgs: Vec<String> = super::validate_mesh(&mesh)
         .iter()
         .map(ToString::to_string)
@@ -1244,9 +1242,20 @@ fn mesh_config_rules() {
     assert_eq!(
         msgs,
         vec![
-            "mesh config:0:0: MeshConfig: extensionProviders[0].envoyExtAuthzHttp.port: port must be set",
-            "mesh config:0:0: MeshConfig: extensionProviders[1].name: duplicate extension provider name a",
-            "mesh config:0:0: MeshConfig: extensionProviders[1]: extension provider may set only one provider kind, found zipkin, opentelemetry",
+            "mesh.yaml:3:22: MeshConfig: extensionProviders[0].envoyExtAuthzHttp.port: port must be set",
+            "mesh.yaml:4:9: MeshConfig: extensionProviders[1].name: duplicate extension provider name a",
+            "mesh.yaml:4:3: MeshConfig: extensionProviders[1]: extension provider may set only one provider kind, found zipkin, opentelemetry",
         ]
+    );
+    // Inside the `istio` ConfigMap, findings point into the ConfigMap.
+    let indented: String = text.lines().map(|l| format!("    {l}\n")).collect();
+    let cm = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio, namespace: istio-system}}\ndata:\n  mesh: |\n{indented}"
+    );
+    let mesh = crate::load_mesh_config("cm.yaml", &cm).unwrap();
+    let first = super::validate_mesh(&mesh)[0].to_string();
+    assert_eq!(
+        first,
+        "cm.yaml:8:26: MeshConfig: extensionProviders[0].envoyExtAuthzHttp.port: port must be set"
     );
 }

@@ -37,16 +37,16 @@ enum Output {
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut loaded = Loaded::from_paths(&args.paths)?;
-    let mut mesh = loaded.mesh.as_ref().map(|m| m.config.clone());
+    // `--mesh-config` wins over an `istio` ConfigMap among the inputs.
     if let Some(file) = &args.mesh_config {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("reading mesh config {}", file.display()))?;
         match load_mesh_config(&file.display().to_string(), &text) {
-            Ok(config) => mesh = Some(config),
+            Ok(mesh) => loaded.mesh = Some(mesh),
             Err(diags) => loaded.diagnostics.extend(diags),
         }
     }
-    let found = validate::validate(&loaded.resources, mesh.as_ref());
+    let found = validate::validate(&loaded.resources, loaded.mesh.as_ref());
     loaded.diagnostics.extend(found);
     let diags: Vec<&Diagnostic> = loaded
         .diagnostics
