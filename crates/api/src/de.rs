@@ -385,22 +385,7 @@ struct MapDe<'a, 'p> {
     fields: Option<&'static [&'static str]>,
     next: usize,
     /// The name the current key was read as.
-    key: Option<KeyName<'a>>,
-}
-
-#[derive(Clone)]
-enum KeyName<'a> {
-    Borrowed(&'a str),
-    Field(&'static str),
-}
-
-impl<'a> KeyName<'a> {
-    fn as_str(&self) -> &str {
-        match self {
-            KeyName::Borrowed(s) => s,
-            KeyName::Field(s) => s,
-        }
-    }
+    key: Option<&'a str>,
 }
 
 impl<'a, 'p> MapDe<'a, 'p> {
@@ -419,17 +404,17 @@ impl<'a, 'p> MapDe<'a, 'p> {
     }
 
     /// The struct field a key names, accepting the snake_case spelling.
-    fn field_name(&self, key: &'a str) -> KeyName<'a> {
+    fn field_name(&self, key: &'a str) -> &'a str {
         let Some(fields) = self.fields else {
-            return KeyName::Borrowed(key);
+            return key;
         };
         if key.contains('_') && !fields.contains(&key) {
             let camel = snake_to_camel(key);
             if let Some(f) = fields.iter().find(|f| **f == camel) {
-                return KeyName::Field(f);
+                return f;
             }
         }
-        KeyName::Borrowed(key)
+        key
     }
 }
 
@@ -451,14 +436,11 @@ impl<'de> de::MapAccess<'de> for MapDe<'de, '_> {
             .at(self.path, k.pos));
         };
         let name = self.field_name(text);
-        let r = match &name {
-            KeyName::Borrowed(s) => seed.deserialize(de::value::BorrowedStrDeserializer::new(s)),
-            KeyName::Field(s) => seed.deserialize(de::value::BorrowedStrDeserializer::new(s)),
-        };
+        let r = seed.deserialize(de::value::BorrowedStrDeserializer::new(name));
         let at = if self.fields.is_some() {
-            self.path.field(name.as_str())
+            self.path.field(name)
         } else {
-            self.path.key(name.as_str())
+            self.path.key(name)
         };
         let fields = self.fields;
         let r = r.map_err(|e: de::value::Error| {
@@ -472,11 +454,11 @@ impl<'de> de::MapAccess<'de> for MapDe<'de, '_> {
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
         let (_, node) = &self.entries[self.next];
         self.next += 1;
-        let name = self.key.take().unwrap_or(KeyName::Borrowed(""));
+        let name = self.key.take().unwrap_or("");
         let path = if self.fields.is_some() {
-            self.path.field(name.as_str())
+            self.path.field(name)
         } else {
-            self.path.key(name.as_str())
+            self.path.key(name)
         };
         seed.deserialize(NodeDe { node, path: &path })
             .map_err(|e| e.at(&path, node.pos))
