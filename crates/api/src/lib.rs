@@ -9,6 +9,7 @@
 pub mod de;
 pub mod diagnostic;
 pub mod load;
+mod par;
 pub mod path;
 pub mod resource;
 pub mod types;

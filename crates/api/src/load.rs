@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 use crate::de::{self, from_node};
 use crate::diagnostic::{Diagnostic, Level};
+use crate::par;
 use crate::path::{FieldPath, Path};
 use crate::resource::{CORE, KindInfo, Resource, Source, Spec};
 use crate::types::common::ObjectMeta;
@@ -76,10 +77,24 @@ pub struct Loaded {
 impl Loaded {
     /// Reads every path: `-` is standard input, a folder is walked.
     pub fn from_paths<P: AsRef<FsPath>>(paths: &[P]) -> Result<Loaded, ReadError> {
-        let mut loaded = Loaded::default();
+        let mut inputs = Vec::new();
         for path in paths {
-            loaded.read_path(path.as_ref())?;
+            read_path(path.as_ref(), &mut inputs)?;
         }
+        let mut loaded = Loaded::default();
+        let mut texts = Vec::with_capacity(inputs.len());
+        for (name, bytes) in &inputs {
+            match std::str::from_utf8(bytes) {
+                Ok(text) => texts.push((name.as_str(), text)),
+                Err(e) => {
+                    loaded.files += 1;
+                    let pos = line_col(bytes, e.valid_up_to());
+                    let file = Arc::from(name.as_str());
+                    loaded.error(&file, pos, None, None, "not UTF-8 text".to_string());
+                }
+            }
+        }
+        loaded.add_texts(&texts);
         loaded.check_duplicates();
         Ok(loaded)
     }
@@ -87,25 +102,70 @@ impl Loaded {
     /// Loads one text; `file` names it in messages. Call
     /// [`Loaded::check_duplicates`] once every text is in.
     pub fn add_text(&mut self, file: &str, text: &str) {
-        self.files += 1;
-        let file: Arc<str> = Arc::from(file);
-        let docs = match yaml::parse_stream(text) {
-            Ok(docs) => docs,
-            Err(e) => {
-                self.error(
-                    &file,
-                    e.pos,
-                    None,
-                    None,
-                    format!("YAML syntax error: {}", e.message),
-                );
-                return;
+        self.add_texts(&[(file, text)]);
+    }
+
+    /// Loads `(file, text)` pairs, spreading the parsing over the machine's
+    /// cores: large texts are cut at document boundaries, the pieces are
+    /// loaded on scoped threads, and the results are merged in input order,
+    /// so the outcome is the same as loading them one by one.
+    pub fn add_texts(&mut self, texts: &[(&str, &str)]) {
+        let workers = par::workers();
+        let files: Vec<Arc<str>> = texts.iter().map(|(f, _)| Arc::from(*f)).collect();
+        let mut pieces = Vec::new();
+        for (i, (_, text)) in texts.iter().enumerate() {
+            for (line_offset, chunk) in yaml::split_documents(text, workers) {
+                pieces.push((i, line_offset, chunk));
             }
+        }
+        let load = |&(i, line_offset, chunk): &(usize, u32, &str)| -> Result<Loaded, Diagnostic> {
+            let file = &files[i];
+            let docs = yaml::parse_stream_at(chunk, line_offset).map_err(|e| Diagnostic {
+                level: Level::Error,
+                file: file.clone(),
+                pos: e.pos,
+                origin: None,
+                path: None,
+                message: format!("YAML syntax error: {}", e.message),
+            })?;
+            let mut part = Loaded::default();
+            for root in docs.into_iter().filter_map(|d| d.root) {
+                part.add_document(file, root);
+            }
+            Ok(part)
         };
-        for doc in docs {
-            if let Some(root) = doc.root {
-                self.add_document(&file, root);
+        let total: usize = texts.iter().map(|(_, t)| t.len()).sum();
+        let results: Vec<Result<Loaded, Diagnostic>> =
+            if workers < 2 || pieces.len() < 2 || total < PARALLEL_MIN_BYTES {
+                pieces.iter().map(load).collect()
+            } else {
+                par::map(&pieces, workers, |p| p.2.len(), load)
+            };
+        // A text with a syntax error anywhere loads nothing, as when it is
+        // parsed in one piece.
+        let mut failed = vec![false; texts.len()];
+        for ((i, _, _), r) in pieces.iter().zip(&results) {
+            failed[*i] |= r.is_err();
+        }
+        let mut reported = vec![false; texts.len()];
+        for ((i, _, _), r) in pieces.iter().zip(results) {
+            match r {
+                Err(d) if !reported[*i] => {
+                    reported[*i] = true;
+                    self.diagnostics.push(d);
+                }
+                Ok(part) if !failed[*i] => self.absorb(part),
+                _ => {}
             }
+        }
+        self.files += texts.len();
+    }
+
+    fn absorb(&mut self, part: Loaded) {
+        self.resources.extend(part.resources);
+        self.diagnostics.extend(part.diagnostics);
+        if part.mesh.is_some() {
+            self.mesh = part.mesh;
         }
     }
 
@@ -134,50 +194,6 @@ impl Loaded {
 
     pub fn errors(&self) -> usize {
         self.diagnostics.iter().filter(|d| d.is_error()).count()
-    }
-
-    fn read_path(&mut self, path: &FsPath) -> Result<(), ReadError> {
-        let io = |e| ReadError::Io {
-            path: path.display().to_string(),
-            source: e,
-        };
-        if path.as_os_str() == "-" {
-            let mut bytes = Vec::new();
-            std::io::stdin().read_to_end(&mut bytes).map_err(io)?;
-            self.add_bytes("-", &bytes);
-            return Ok(());
-        }
-        let meta = std::fs::metadata(path).map_err(io)?;
-        if meta.is_dir() {
-            for file in walk(path).map_err(io)? {
-                let bytes = std::fs::read(&file).map_err(|e| ReadError::Io {
-                    path: file.display().to_string(),
-                    source: e,
-                })?;
-                self.add_bytes(&file.display().to_string(), &bytes);
-            }
-        } else {
-            let bytes = std::fs::read(path).map_err(io)?;
-            self.add_bytes(&path.display().to_string(), &bytes);
-        }
-        Ok(())
-    }
-
-    fn add_bytes(&mut self, file: &str, bytes: &[u8]) {
-        match std::str::from_utf8(bytes) {
-            Ok(text) => self.add_text(file, text),
-            Err(e) => {
-                self.files += 1;
-                let pos = line_col(bytes, e.valid_up_to());
-                self.error(
-                    &Arc::from(file),
-                    pos,
-                    None,
-                    None,
-                    "not UTF-8 text".to_string(),
-                );
-            }
-        }
     }
 
     fn add_document(&mut self, file: &Arc<str>, root: Node) {
@@ -562,6 +578,38 @@ fn parse_mesh_config(
         node: Arc::new(root),
         offset,
     })
+}
+
+/// Below this much input a load stays on one thread.
+const PARALLEL_MIN_BYTES: usize = 256 << 10;
+
+/// Reads `path` into `out` as (name, bytes): `-` is standard input, a
+/// folder is walked.
+fn read_path(path: &FsPath, out: &mut Vec<(String, Vec<u8>)>) -> Result<(), ReadError> {
+    let io = |e| ReadError::Io {
+        path: path.display().to_string(),
+        source: e,
+    };
+    if path.as_os_str() == "-" {
+        let mut bytes = Vec::new();
+        std::io::stdin().read_to_end(&mut bytes).map_err(io)?;
+        out.push(("-".to_string(), bytes));
+        return Ok(());
+    }
+    let meta = std::fs::metadata(path).map_err(io)?;
+    let files = if meta.is_dir() {
+        walk(path).map_err(io)?
+    } else {
+        vec![path.to_path_buf()]
+    };
+    for file in files {
+        let bytes = std::fs::read(&file).map_err(|e| ReadError::Io {
+            path: file.display().to_string(),
+            source: e,
+        })?;
+        out.push((file.display().to_string(), bytes));
+    }
+    Ok(())
 }
 
 /// Every `.yaml`, `.yml` and `.json` file under `dir`, sorted, skipping

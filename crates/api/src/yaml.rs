@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span};
+use saphyr_parser::{Event, Parser, ScalarStyle};
 
 /// Deepest nesting accepted; real Istio resources stay well below 30.
 pub const MAX_DEPTH: usize = 128;
@@ -229,25 +229,75 @@ pub struct Document {
 
 /// Parses every document of a YAML (or JSON) stream.
 pub fn parse_stream(text: &str) -> Result<Vec<Document>, SyntaxError> {
-    Builder::default().run(text)
+    parse_stream_at(text, 0)
 }
 
-fn pos_of(span: &Span) -> Pos {
-    let m = span.start;
-    Pos {
-        line: u32::try_from(m.line()).unwrap_or(u32::MAX),
-        col: u32::try_from(m.col() + 1).unwrap_or(u32::MAX),
+/// Parses a stream that starts after `line_offset` lines of a larger text
+/// (a piece from [`split_documents`]); positions are in the larger text.
+pub fn parse_stream_at(text: &str, line_offset: u32) -> Result<Vec<Document>, SyntaxError> {
+    Builder {
+        line_offset,
+        ..Builder::default()
     }
+    .run(text)
 }
 
-fn scan_error(e: &ScanError) -> SyntaxError {
-    let m = e.marker();
-    SyntaxError {
-        pos: Pos {
-            line: u32::try_from(m.line()).unwrap_or(u32::MAX),
-            col: u32::try_from(m.col() + 1).unwrap_or(u32::MAX),
-        },
-        message: e.info().to_string(),
+/// Below this size a stream is parsed in one piece: threads cost more
+/// than they save.
+const SPLIT_MIN_BYTES: usize = 256 << 10;
+
+/// Cuts a large stream into about `pieces` parts at document boundaries (a
+/// `---` at the start of a line, which YAML never allows inside a
+/// document's content), so the parts can be parsed in parallel. Returns
+/// each part with the number of lines before it. A stream with directives
+/// (`%YAML`) stays whole, since a directive belongs to the document after
+/// it.
+pub fn split_documents(text: &str, pieces: usize) -> Vec<(u32, &str)> {
+    if pieces < 2 || text.len() < SPLIT_MIN_BYTES || text.starts_with('%') || text.contains("\n%") {
+        return vec![(0, text)];
+    }
+    let bytes = text.as_bytes();
+    let mut cuts = vec![0];
+    for k in 1..pieces {
+        let target = text.len() * k / pieces;
+        let from = target.max(*cuts.last().unwrap_or(&0));
+        let mut at = from;
+        let cut = loop {
+            match text[at..].find("\n---") {
+                None => break None,
+                Some(i) => {
+                    let start = at + i + 1;
+                    let after = bytes.get(start + 3).copied();
+                    if matches!(after, None | Some(b' ' | b'\t' | b'\r' | b'\n')) {
+                        break Some(start);
+                    }
+                    at = start;
+                }
+            }
+        };
+        match cut {
+            Some(c) if c > *cuts.last().unwrap_or(&0) => cuts.push(c),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    cuts.push(text.len());
+    let mut line = 0u32;
+    let mut out = Vec::with_capacity(cuts.len() - 1);
+    for w in cuts.windows(2) {
+        out.push((line, &text[w[0]..w[1]]));
+        let newlines = bytes[w[0]..w[1]].iter().filter(|b| **b == b'\n').count();
+        line = line.saturating_add(u32::try_from(newlines).unwrap_or(u32::MAX));
+    }
+    out
+}
+
+fn marker_pos(line: usize, col: usize, line_offset: u32) -> Pos {
+    Pos {
+        line: u32::try_from(line)
+            .unwrap_or(u32::MAX)
+            .saturating_add(line_offset),
+        col: u32::try_from(col + 1).unwrap_or(u32::MAX),
     }
 }
 
@@ -280,13 +330,18 @@ struct Builder {
     docs: Vec<Document>,
     doc_pos: Pos,
     root: Option<Node>,
+    /// Lines before this stream in the text it was cut from.
+    line_offset: u32,
 }
 
 impl Builder {
     fn run(mut self, text: &str) -> Result<Vec<Document>, SyntaxError> {
         for event in Parser::new_from_str(text) {
-            let (event, span) = event.map_err(|e| scan_error(&e))?;
-            let pos = pos_of(&span);
+            let (event, span) = event.map_err(|e| SyntaxError {
+                pos: marker_pos(e.marker().line(), e.marker().col(), self.line_offset),
+                message: e.info().to_string(),
+            })?;
+            let pos = marker_pos(span.start.line(), span.start.col(), self.line_offset);
             match event {
                 Event::StreamStart | Event::StreamEnd | Event::Nothing => {}
                 Event::DocumentStart(_) => {

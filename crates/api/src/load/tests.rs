@@ -148,7 +148,69 @@ fn folders_are_walked_sorted_skipping_hidden_entries() {
 
 #[test]
 fn non_utf8_input_is_an_error_with_position() {
+    let dir = std::env::temp_dir().join(format!("weft-utf8-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bin.yaml");
+    std::fs::write(&file, b"a: 1\nb: \xff\n").unwrap();
+    let l = Loaded::from_paths(&[&file]).unwrap();
+    assert_eq!(
+        messages(&l),
+        vec![format!("{}:2:4: not UTF-8 text", file.display())]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A stream large enough to be loaded in parallel pieces.
+fn big_stream(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: r{i}\nspec:\n  host: r{i}\n  subsets:\n  - name: v1\n    labels: {{version: v1}}\n"
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn large_streams_load_in_pieces_with_the_same_result() {
+    let text = big_stream(4000);
+    assert!(
+        yaml::split_documents(&text, 2).len() == 2,
+        "the stream should be cut"
+    );
+    let mut parallel = Loaded::default();
+    parallel.add_text("big.yaml", &text);
+    assert_eq!(parallel.resources.len(), 4000);
+    assert_eq!(parallel.files, 1);
+    // Every resource is where the whole-stream parser puts it.
+    let whole = yaml::parse_stream(&text).unwrap();
+    for (r, doc) in parallel.resources.iter().zip(&whole) {
+        assert_eq!(r.source.pos, doc.root.as_ref().unwrap().pos, "{}", r.name);
+    }
+    assert_eq!(parallel.resources[3999].name, "r3999");
+    assert_eq!(parallel.resources[3999].source.pos.line, 3999 * 10 + 2);
+}
+
+#[test]
+fn a_syntax_error_in_any_piece_loads_nothing_from_that_text() {
+    let mut text = big_stream(4000);
+    text.push_str("---\napiVersion: v1\nkind: [unclosed\n");
+    let lines = text.lines().count();
     let mut l = Loaded::default();
-    l.add_bytes("bin.yaml", b"a: 1\nb: \xff\n");
-    assert_eq!(messages(&l), vec!["bin.yaml:2:4: not UTF-8 text"]);
+    l.add_texts(&[
+        ("big.yaml", &text),
+        (
+            "small.yaml",
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: a}\n",
+        ),
+    ]);
+    assert_eq!(l.resources.len(), 1, "only small.yaml loads");
+    assert_eq!(l.diagnostics.len(), 1);
+    let d = &l.diagnostics[0];
+    assert!(d.message.starts_with("YAML syntax error"), "{d}");
+    assert!(
+        d.pos.line as usize >= lines - 1,
+        "{d} should point at the end ({lines} lines)"
+    );
+    assert_eq!(l.files, 2);
 }

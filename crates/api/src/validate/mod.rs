@@ -18,15 +18,22 @@ mod telemetry;
 
 /// Validates every resource, and MeshConfig when given.
 pub fn validate(resources: &[Resource], mesh: Option<&MeshSource>) -> Vec<Diagnostic> {
-    let mut out = Vec::new();
-    for r in resources {
-        out.extend(validate_resource(r));
-    }
+    // Rules are pure and per resource: large sets are checked in parallel.
+    let workers = crate::par::workers();
+    let per_resource = if workers > 1 && resources.len() >= PARALLEL_MIN_RESOURCES {
+        crate::par::map(resources, workers, |_| 1, validate_resource)
+    } else {
+        resources.iter().map(validate_resource).collect()
+    };
+    let mut out: Vec<Diagnostic> = per_resource.into_iter().flatten().collect();
     if let Some(mesh) = mesh {
         out.extend(validate_mesh(mesh));
     }
     out
 }
+
+/// Below this many resources validation stays on one thread.
+const PARALLEL_MIN_RESOURCES: usize = 1000;
 
 /// The findings for one resource, positioned in its source.
 pub fn validate_resource(r: &Resource) -> Vec<Diagnostic> {
