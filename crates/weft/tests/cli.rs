@@ -13,9 +13,11 @@ fn weft(args: &[&str], stdin: Option<&str>) -> Output {
         .spawn()
         .expect("weft runs");
     let mut input = child.stdin.take().expect("stdin");
-    input
-        .write_all(stdin.unwrap_or("").as_bytes())
-        .expect("write stdin");
+    // A command that exits before reading (a usage error) closes the pipe.
+    match input.write_all(stdin.unwrap_or("").as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        r => r.expect("write stdin"),
+    }
     drop(input);
     child.wait_with_output().expect("weft exits")
 }
