@@ -19,6 +19,9 @@ struct Cli {
 enum Command {
     Validate(cmd::validate::Args),
     Demo(cmd::demo::Args),
+    Ca(cmd::ca::Args),
+    Token(cmd::token::Args),
+    Certs(cmd::certs::Args),
 }
 
 fn main() -> ExitCode {
@@ -26,6 +29,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => cmd::validate::run(args),
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Ca(args) => cmd::ca::run(args),
+        Command::Token(args) => cmd::token::run(args),
+        Command::Certs(args) => cmd::certs::run(args),
     };
     match result {
         Ok(code) => code,
