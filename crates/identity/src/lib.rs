@@ -10,6 +10,7 @@ pub mod bundle;
 pub mod ca;
 pub mod cert;
 pub mod pem;
+pub mod service;
 pub mod spiffe;
 pub mod tls;
 pub mod token;

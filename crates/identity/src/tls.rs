@@ -88,10 +88,31 @@ pub fn server_config(
     policy: PeerPolicy,
     alpn: &[&[u8]],
 ) -> Result<ServerConfig, TlsError> {
+    server_config_with(store, policy, alpn, true)
+}
+
+/// Server side for the certificate service: a client without a certificate
+/// yet may connect (it authenticates with a bootstrap token instead); a
+/// certificate, when presented, must still verify.
+pub fn server_config_optional_client(
+    store: Arc<CertStore>,
+    policy: PeerPolicy,
+    alpn: &[&[u8]],
+) -> Result<ServerConfig, TlsError> {
+    server_config_with(store, policy, alpn, false)
+}
+
+fn server_config_with(
+    store: Arc<CertStore>,
+    policy: PeerPolicy,
+    alpn: &[&[u8]],
+    mandatory: bool,
+) -> Result<ServerConfig, TlsError> {
     let provider = provider();
     let verifier = Arc::new(SpiffeClientVerifier {
         policy,
         algs: provider.signature_verification_algorithms,
+        mandatory,
     });
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
@@ -175,11 +196,16 @@ impl ServerCertVerifier for SpiffeServerVerifier {
 struct SpiffeClientVerifier {
     policy: PeerPolicy,
     algs: WebPkiSupportedAlgorithms,
+    mandatory: bool,
 }
 
 impl ClientCertVerifier for SpiffeClientVerifier {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         &[]
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
     }
 
     fn verify_client_cert(

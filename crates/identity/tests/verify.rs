@@ -225,3 +225,24 @@ fn chains_through_an_intermediate_verify() {
             .is_err()
     );
 }
+
+#[test]
+fn a_bundle_with_two_roots_trusts_both_during_root_rotation() {
+    let (old_dir, old) = new_ca("v-rot-old");
+    let (new_dir, new) = new_ca("v-rot-new");
+    let pem = old.bundle().to_pem() + &new.bundle().to_pem();
+    let both = weft_identity::TrustBundle::from_pem(pem.as_bytes(), "root-cert.pem").unwrap();
+    assert_eq!(both.roots().len(), 2);
+    let tds = TrustDomains::from(td("cluster.local"));
+    for dir in [&old_dir, &new_dir] {
+        let cert = sign_leaf(dir, leaf(&[ID]));
+        assert!(
+            both.verify_svid(&cert, &[], Usage::Client, &tds, now())
+                .is_ok()
+        );
+    }
+    // A CA directory whose root-cert.pem holds both roots loads and signs.
+    std::fs::write(new_dir.join("root-cert.pem"), &pem).unwrap();
+    let ca = Ca::load(&new_dir, None).unwrap();
+    assert_eq!(ca.bundle().roots().len(), 2);
+}
