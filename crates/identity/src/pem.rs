@@ -31,13 +31,18 @@ pub fn encode(certs: &[CertificateDer<'_>]) -> String {
 }
 
 pub fn encode_one(cert: &CertificateDer<'_>) -> String {
+    block("CERTIFICATE", cert.as_ref())
+}
+
+/// One PEM block: `-----BEGIN {label}-----`, base64 in lines of 64.
+pub fn block(label: &str, der: &[u8]) -> String {
     use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
     for line in b64.as_bytes().chunks(64) {
         out.push_str(std::str::from_utf8(line).unwrap_or_default());
         out.push('\n');
     }
-    out.push_str("-----END CERTIFICATE-----\n");
+    out.push_str(&format!("-----END {label}-----\n"));
     out
 }

@@ -221,7 +221,7 @@ pub async fn request_certificate(
         .await
         .map_err(|e| ServiceError::Transport(format!("{e}: {}", source_chain(&e))))?;
     let mut client = IstioCertificateServiceClient::new(channel);
-    let csr = pem_block("CERTIFICATE REQUEST", csr_der);
+    let csr = crate::pem::block("CERTIFICATE REQUEST", csr_der);
     let mut request = Request::new(IstioCertificateRequest {
         csr,
         validity_duration: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
@@ -259,16 +259,4 @@ fn source_chain(e: &dyn std::error::Error) -> String {
         at = s.source();
     }
     out.join(": ")
-}
-
-fn pem_block(label: &str, der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
 }
