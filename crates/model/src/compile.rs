@@ -1,0 +1,369 @@
+//! Resources + registry -> one proxy's configuration. Pure: no I/O, no
+//! clock; the same inputs give the same output.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use weft_api::types::destination_rule::DestinationRule;
+use weft_api::types::virtual_service::{self as vs, VirtualService};
+use weft_api::{Resource, Spec};
+
+use crate::config::{
+    Cluster, ClusterEndpoint, HeaderMatch, HttpRoute, InboundPort, OutboundService, ProxyConfig,
+    RequestMatch, RouteAction, StrMatch, WeightedCluster, WorkloadInfo, cluster_name,
+};
+use crate::registry::{Registry, Service, selects};
+
+/// The mesh's DNS suffix for Kubernetes-style short names.
+const CLUSTER_DOMAIN: &str = "svc.cluster.local";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    #[error(
+        "no WorkloadEntry {0} with an IP address: the proxy needs one to know its address, labels and service account"
+    )]
+    NoWorkload(String),
+}
+
+/// Compiles the configuration of the sidecar of workload `namespace/name`.
+pub fn compile(
+    resources: &[Resource],
+    registry: &Registry,
+    namespace: &str,
+    name: &str,
+    trust_domain: &str,
+) -> Result<ProxyConfig, CompileError> {
+    let w = registry
+        .workload(namespace, name)
+        .ok_or_else(|| CompileError::NoWorkload(format!("{namespace}/{name}")))?;
+    let virtual_services: Vec<(&Resource, &VirtualService)> = resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::VirtualService(v)
+                if v.gateways.is_empty() || v.gateways.iter().any(|g| g == "mesh") =>
+            {
+                Some((r, v))
+            }
+            _ => None,
+        })
+        .collect();
+    let rules: Vec<(&Resource, &DestinationRule)> = resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::DestinationRule(d) => Some((r, d)),
+            _ => None,
+        })
+        .collect();
+    let mut cx = Compiler {
+        registry,
+        rules,
+        trust_domain,
+        clusters: BTreeMap::new(),
+    };
+    let mut outbound = Vec::new();
+    for service in &registry.services {
+        for port in &service.ports {
+            let bound = virtual_services.iter().find(|(r, v)| {
+                v.hosts
+                    .iter()
+                    .any(|h| host_covers(&expand(h, r.namespace()), &service.host))
+            });
+            let (routes, tcp) = match bound {
+                Some((r, v)) => cx.routes_from(r.namespace(), v, port.number, service),
+                None => {
+                    let default = vec![WeightedCluster {
+                        cluster: cx.cluster(&service.host, port.number, None),
+                        weight: 100,
+                    }];
+                    let route = HttpRoute {
+                        name: Some("default".into()),
+                        matches: Vec::new(),
+                        action: RouteAction::Forward(default.clone()),
+                        timeout: None,
+                    };
+                    (vec![route], default)
+                }
+            };
+            outbound.push(OutboundService {
+                host: service.host.clone(),
+                aliases: aliases(&service.host, namespace),
+                port: port.number,
+                protocol: port.protocol,
+                routes,
+                tcp,
+            });
+        }
+    }
+    outbound.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
+    let inbound = w
+        .ports
+        .iter()
+        .map(|(name, port)| InboundPort {
+            port: *port,
+            name: name.clone(),
+        })
+        .collect();
+    Ok(ProxyConfig {
+        workload: WorkloadInfo {
+            namespace: w.namespace.clone(),
+            name: w.name.clone(),
+            address: w.address,
+            service_account: w.service_account.clone(),
+            identity: format!(
+                "spiffe://{trust_domain}/ns/{}/sa/{}",
+                w.namespace, w.service_account
+            ),
+            labels: w.labels.clone(),
+        },
+        outbound,
+        clusters: cx.clusters,
+        inbound,
+    })
+}
+
+struct Compiler<'a> {
+    registry: &'a Registry,
+    rules: Vec<(&'a Resource, &'a DestinationRule)>,
+    trust_domain: &'a str,
+    clusters: BTreeMap<String, Cluster>,
+}
+
+impl Compiler<'_> {
+    /// HTTP routes and TCP destinations of VirtualService `v` (in namespace
+    /// `ns`) for `port` of `service`.
+    fn routes_from(
+        &mut self,
+        ns: &str,
+        v: &VirtualService,
+        port: u32,
+        service: &Service,
+    ) -> (Vec<HttpRoute>, Vec<WeightedCluster>) {
+        let mut routes = Vec::new();
+        for (i, http) in v.http.iter().enumerate() {
+            // Matches for another port do not apply here; a route whose every
+            // match names another port is not on this port at all.
+            let matches: Vec<RequestMatch> = http
+                .r#match
+                .iter()
+                .filter(|m| m.port.is_none_or(|p| p == port))
+                .map(request_match)
+                .collect();
+            if !http.r#match.is_empty() && matches.is_empty() {
+                continue;
+            }
+            let action = if let Some(dr) = &http.direct_response {
+                RouteAction::DirectResponse {
+                    status: u16::try_from(dr.status.unwrap_or(200)).unwrap_or(500),
+                    body: dr.body.as_ref().and_then(|b| b.string.clone()),
+                }
+            } else if let Some(r) = &http.redirect {
+                RouteAction::Redirect {
+                    uri: r.uri.clone(),
+                    authority: r.authority.clone(),
+                    scheme: r.scheme.clone(),
+                    port: r.port,
+                    code: u16::try_from(r.redirect_code.unwrap_or(301)).unwrap_or(301),
+                }
+            } else {
+                let dests: Vec<(Option<&vs::Destination>, Option<i32>)> = http
+                    .route
+                    .iter()
+                    .map(|d| (d.destination.as_ref(), d.weight))
+                    .collect();
+                RouteAction::Forward(self.weighted(ns, &dests, port, service))
+            };
+            routes.push(HttpRoute {
+                name: http.name.clone().or_else(|| Some(format!("route-{i}"))),
+                matches,
+                action,
+                timeout: http.timeout.map(|d| d.0),
+            });
+        }
+        let tcp = v
+            .tcp
+            .iter()
+            .find(|t| {
+                t.r#match.is_empty() || t.r#match.iter().any(|m| m.port.is_none_or(|p| p == port))
+            })
+            .map(|t| {
+                let dests: Vec<_> = t
+                    .route
+                    .iter()
+                    .map(|d| (d.destination.as_ref(), d.weight))
+                    .collect();
+                self.weighted(ns, &dests, port, service)
+            })
+            .unwrap_or_default();
+        (routes, tcp)
+    }
+
+    fn weighted(
+        &mut self,
+        ns: &str,
+        dests: &[(Option<&vs::Destination>, Option<i32>)],
+        port: u32,
+        service: &Service,
+    ) -> Vec<WeightedCluster> {
+        dests
+            .iter()
+            .filter_map(|(d, weight)| {
+                let d = (*d)?;
+                let host = expand(&d.host, ns);
+                // Without a port, the destination is the port the request
+                // came to, or the only port of the destination service.
+                let dport = d.port.and_then(|p| p.number).unwrap_or_else(|| {
+                    match self.registry.service(&host).map(|s| s.ports.as_slice()) {
+                        Some([only]) if host != service.host => only.number,
+                        _ => port,
+                    }
+                });
+                let weight = match (weight, dests.len()) {
+                    (Some(w), _) => u32::try_from(*w).unwrap_or(0),
+                    (None, 1) => 100,
+                    (None, _) => 0,
+                };
+                Some(WeightedCluster {
+                    cluster: self.cluster(&host, dport, d.subset.as_deref()),
+                    weight,
+                })
+            })
+            .filter(|w| w.weight > 0)
+            .collect()
+    }
+
+    /// The cluster for (host, port, subset), built on first use.
+    fn cluster(&mut self, host: &str, port: u32, subset: Option<&str>) -> String {
+        let name = cluster_name(port, subset, host);
+        if self.clusters.contains_key(&name) {
+            return name;
+        }
+        let service = self.registry.service(host);
+        let subset_labels = subset.and_then(|s| {
+            self.rules
+                .iter()
+                .find(|(r, d)| expand(&d.host, r.namespace()) == host)
+                .and_then(|(_, d)| d.subsets.iter().find(|x| x.name == s))
+                .map(|x| x.labels.clone())
+        });
+        let endpoints = match service {
+            None => Vec::new(),
+            Some(s) => {
+                let sport = s.port(port);
+                s.endpoints
+                    .iter()
+                    .filter(|e| match (&subset, &subset_labels) {
+                        (None, _) => true,
+                        (Some(_), Some(labels)) => selects(labels, &e.labels),
+                        // A subset no DestinationRule defines selects nothing.
+                        (Some(_), None) => false,
+                    })
+                    .map(|e| {
+                        let target = sport
+                            .and_then(|p| e.ports.get(&p.name).copied().or(p.target_port))
+                            .unwrap_or(port);
+                        ClusterEndpoint {
+                            address: SocketAddr::new(e.address, u16::try_from(target).unwrap_or(0)),
+                            identity: e.service_account.as_ref().map(|sa| {
+                                format!("spiffe://{}/ns/{}/sa/{sa}", self.trust_domain, e.namespace)
+                            }),
+                            weight: e.weight.max(1),
+                        }
+                    })
+                    .collect()
+            }
+        };
+        self.clusters.insert(
+            name.clone(),
+            Cluster {
+                name: name.clone(),
+                host: host.to_string(),
+                port,
+                subset: subset.map(str::to_string),
+                endpoints,
+                missing: service.is_none(),
+            },
+        );
+        name
+    }
+}
+
+fn request_match(m: &vs::HttpMatchRequest) -> RequestMatch {
+    let str_match = |sm: &vs::StringMatch| -> Option<StrMatch> {
+        if let Some(e) = &sm.exact {
+            Some(StrMatch::Exact(e.clone()))
+        } else if let Some(p) = &sm.prefix {
+            Some(StrMatch::Prefix(p.clone()))
+        } else {
+            // Validated RE2; anchored as Envoy anchors it.
+            sm.regex
+                .as_ref()
+                .and_then(|r| regex::Regex::new(&format!("^(?:{r})$")).ok())
+                .map(StrMatch::Regex)
+        }
+    };
+    let mut headers: Vec<HeaderMatch> = m
+        .headers
+        .iter()
+        .map(|(k, v)| HeaderMatch {
+            name: k.to_ascii_lowercase(),
+            matcher: str_match(v),
+            invert: false,
+        })
+        .collect();
+    headers.extend(m.without_headers.iter().map(|(k, v)| HeaderMatch {
+        name: k.to_ascii_lowercase(),
+        matcher: str_match(v),
+        invert: true,
+    }));
+    RequestMatch {
+        uri: m.uri.as_ref().and_then(str_match),
+        scheme: m.scheme.as_ref().and_then(str_match),
+        method: m.method.as_ref().and_then(str_match),
+        authority: m.authority.as_ref().and_then(str_match),
+        headers,
+        query_params: m
+            .query_params
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), str_match(v)?)))
+            .collect(),
+        port: m.port,
+        ignore_uri_case: m.ignore_uri_case.unwrap_or(false),
+    }
+}
+
+/// A short name as Istio reads it in a resource of namespace `ns`:
+/// `reviews` -> `reviews.<ns>.svc.cluster.local`, `reviews.prod` ->
+/// `reviews.prod.svc.cluster.local`; anything with more dots, a wildcard or
+/// an IP stays as written.
+pub fn expand(host: &str, ns: &str) -> String {
+    if host.starts_with('*') || host.parse::<std::net::IpAddr>().is_ok() {
+        return host.to_string();
+    }
+    match host.matches('.').count() {
+        0 => format!("{host}.{ns}.{CLUSTER_DOMAIN}"),
+        1 => format!("{host}.{CLUSTER_DOMAIN}"),
+        _ => host.to_string(),
+    }
+}
+
+/// Whether a VirtualService host (expanded) covers a service host.
+fn host_covers(vs_host: &str, service_host: &str) -> bool {
+    match vs_host.strip_prefix('*') {
+        Some(suffix) => service_host.ends_with(suffix),
+        None => vs_host.eq_ignore_ascii_case(service_host),
+    }
+}
+
+/// The short names a client in namespace `ns` may use for `host`.
+fn aliases(host: &str, ns: &str) -> Vec<String> {
+    let Some(base) = host.strip_suffix(&format!(".{CLUSTER_DOMAIN}")) else {
+        return Vec::new();
+    };
+    let mut out = vec![format!("{base}.svc"), base.to_string()];
+    if let Some((name, svc_ns)) = base.split_once('.') {
+        if svc_ns == ns {
+            out.push(name.to_string());
+        }
+    }
+    out
+}

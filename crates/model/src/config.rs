@@ -1,0 +1,277 @@
+//! One proxy's compiled configuration: what it listens for, how requests
+//! are routed, and where clusters' endpoints are. Immutable once built; the
+//! proxy swaps a whole new one in. Serializes to JSON for `/config_dump`.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+
+use crate::protocol::Protocol;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyConfig {
+    pub workload: WorkloadInfo,
+    /// Services this proxy can reach, by host and port.
+    pub outbound: Vec<OutboundService>,
+    pub clusters: BTreeMap<String, Cluster>,
+    /// The workload's own ports, served through inbound HBONE.
+    pub inbound: Vec<InboundPort>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadInfo {
+    pub namespace: String,
+    pub name: String,
+    pub address: IpAddr,
+    pub service_account: String,
+    /// `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`
+    pub identity: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InboundPort {
+    pub port: u32,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboundService {
+    pub host: String,
+    /// Other names a client in this proxy's namespace may use (`reviews`,
+    /// `reviews.default`, ...).
+    pub aliases: Vec<String>,
+    pub port: u32,
+    pub protocol: Protocol,
+    /// HTTP routes in order; the first that matches wins.
+    pub routes: Vec<HttpRoute>,
+    /// For TCP and TLS ports: where connections go.
+    pub tcp: Vec<WeightedCluster>,
+}
+
+impl OutboundService {
+    /// Whether `host` (without port) names this service.
+    pub fn answers_to(&self, host: &str) -> bool {
+        self.host.eq_ignore_ascii_case(host)
+            || self.aliases.iter().any(|a| a.eq_ignore_ascii_case(host))
+    }
+
+    /// The first route that matches the request, as Istio orders them.
+    pub fn route(&self, req: &RequestView<'_>) -> Option<&HttpRoute> {
+        self.routes
+            .iter()
+            .find(|r| r.matches.is_empty() || r.matches.iter().any(|m| m.matches(req)))
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpRoute {
+    pub name: Option<String>,
+    /// Any one of these selects the route; none means every request.
+    pub matches: Vec<RequestMatch>,
+    pub action: RouteAction,
+    #[serde(serialize_with = "opt_duration")]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteAction {
+    Forward(Vec<WeightedCluster>),
+    DirectResponse {
+        status: u16,
+        body: Option<String>,
+    },
+    Redirect {
+        uri: Option<String>,
+        authority: Option<String>,
+        scheme: Option<String>,
+        port: Option<u32>,
+        code: u16,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WeightedCluster {
+    pub cluster: String,
+    pub weight: u32,
+}
+
+/// A view of a request for matching, independent of any HTTP library.
+pub struct RequestView<'a> {
+    pub method: &'a str,
+    pub scheme: &'a str,
+    pub authority: &'a str,
+    /// Path with query string.
+    pub path: &'a str,
+    pub port: u32,
+    pub headers: &'a dyn Fn(&str) -> Option<&'a str>,
+}
+
+impl std::fmt::Debug for RequestView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestView")
+            .field("method", &self.method)
+            .field("authority", &self.authority)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RequestMatch {
+    pub uri: Option<StrMatch>,
+    pub scheme: Option<StrMatch>,
+    pub method: Option<StrMatch>,
+    pub authority: Option<StrMatch>,
+    pub headers: Vec<HeaderMatch>,
+    pub query_params: Vec<(String, StrMatch)>,
+    pub port: Option<u32>,
+    pub ignore_uri_case: bool,
+}
+
+impl RequestMatch {
+    pub fn matches(&self, req: &RequestView<'_>) -> bool {
+        let (path, query) = match req.path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (req.path, None),
+        };
+        if let Some(uri) = &self.uri {
+            let ok = if self.ignore_uri_case {
+                uri.matches_ignore_case(path)
+            } else {
+                uri.matches(path)
+            };
+            if !ok {
+                return false;
+            }
+        }
+        let single = [
+            (&self.scheme, req.scheme),
+            (&self.method, req.method),
+            (&self.authority, req.authority),
+        ];
+        if single
+            .iter()
+            .any(|(m, v)| m.as_ref().is_some_and(|m| !m.matches(v)))
+        {
+            return false;
+        }
+        if self.port.is_some_and(|p| p != req.port) {
+            return false;
+        }
+        if !self
+            .headers
+            .iter()
+            .all(|h| h.matches((req.headers)(&h.name)))
+        {
+            return false;
+        }
+        self.query_params.iter().all(|(name, m)| {
+            query
+                .into_iter()
+                .flat_map(|q| q.split('&'))
+                .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+                .any(|(k, v)| k == name && m.matches(v))
+        })
+    }
+}
+
+/// A header condition: `matcher` on its value; with `absent`, the header
+/// must not be there (or must not match, for `withoutHeaders` with a value).
+#[derive(Debug, Clone, Serialize)]
+pub struct HeaderMatch {
+    /// Lower case.
+    pub name: String,
+    pub matcher: Option<StrMatch>,
+    pub invert: bool,
+}
+
+impl HeaderMatch {
+    fn matches(&self, value: Option<&str>) -> bool {
+        let hit = match (value, &self.matcher) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(v), Some(m)) => m.matches(v),
+        };
+        hit != self.invert
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum StrMatch {
+    Exact(String),
+    Prefix(String),
+    /// Anchored: the whole value must match, as Envoy's safe_regex does.
+    Regex(regex::Regex),
+}
+
+impl StrMatch {
+    pub fn matches(&self, v: &str) -> bool {
+        match self {
+            StrMatch::Exact(e) => v == e,
+            StrMatch::Prefix(p) => v.starts_with(p.as_str()),
+            StrMatch::Regex(r) => r.is_match(v),
+        }
+    }
+
+    fn matches_ignore_case(&self, v: &str) -> bool {
+        match self {
+            StrMatch::Exact(e) => v.eq_ignore_ascii_case(e),
+            StrMatch::Prefix(p) => {
+                v.len() >= p.len()
+                    && v.is_char_boundary(p.len())
+                    && v[..p.len()].eq_ignore_ascii_case(p)
+            }
+            StrMatch::Regex(r) => r.is_match(v),
+        }
+    }
+}
+
+impl Serialize for StrMatch {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (k, v) = match self {
+            StrMatch::Exact(e) => ("exact", e.as_str()),
+            StrMatch::Prefix(p) => ("prefix", p.as_str()),
+            StrMatch::Regex(r) => ("regex", r.as_str()),
+        };
+        let mut m = BTreeMap::new();
+        m.insert(k, v);
+        m.serialize(s)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Cluster {
+    pub name: String,
+    pub host: String,
+    pub port: u32,
+    pub subset: Option<String>,
+    pub endpoints: Vec<ClusterEndpoint>,
+    /// The host is not in the registry: requests get 503 with flag NC.
+    pub missing: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterEndpoint {
+    /// Workload address and the port the application listens on.
+    pub address: SocketAddr,
+    /// The SPIFFE ID to expect; `None` for endpoints outside the mesh,
+    /// reached directly instead of through HBONE.
+    pub identity: Option<String>,
+    pub weight: u32,
+}
+
+fn opt_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&format!("{}ms", d.as_millis())),
+        None => s.serialize_none(),
+    }
+}
+
+/// Envoy-style cluster names: `outbound|PORT|SUBSET|HOST`.
+pub fn cluster_name(port: u32, subset: Option<&str>, host: &str) -> String {
+    format!("outbound|{port}|{}|{host}", subset.unwrap_or(""))
+}

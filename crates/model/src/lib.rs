@@ -1,0 +1,17 @@
+//! The mesh model: a registry of services and workloads, and the pure
+//! compile of Istio resources into one proxy's configuration (routes,
+//! clusters, endpoints). No I/O and no clock: the proxy swaps in what this
+//! returns, and most routing behaviour is tested here in microseconds.
+
+pub mod compile;
+pub mod config;
+pub mod protocol;
+pub mod registry;
+
+pub use compile::{CompileError, compile};
+pub use config::ProxyConfig;
+pub use protocol::Protocol;
+pub use registry::Registry;
+
+#[cfg(test)]
+mod tests;

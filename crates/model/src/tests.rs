@@ -1,0 +1,329 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::config::{RequestView, RouteAction};
+
+const MESH: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: productpage, namespace: default}
+spec: {address: 127.0.0.21, serviceAccount: productpage, labels: {app: productpage}, ports: {http: 9080}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v1, namespace: default}
+spec: {address: 127.0.0.31, serviceAccount: reviews, labels: {app: reviews, version: v1}, ports: {http: 9081}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v2, namespace: default}
+spec: {address: 127.0.0.32, serviceAccount: reviews, labels: {app: reviews, version: v2}, ports: {http: 9082}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: productpage, namespace: default}
+spec:
+  hosts: [productpage.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: productpage}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+"#;
+
+fn load(extra: &str) -> Vec<weft_api::Resource> {
+    let mut l = weft_api::Loaded::default();
+    l.add_text("mesh.yaml", &format!("{MESH}---\n{extra}"));
+    assert_eq!(l.errors(), 0, "{:?}", l.diagnostics);
+    let found = weft_api::validate(&l.resources, None);
+    assert!(found.iter().all(|d| !d.is_error()), "{found:?}");
+    l.resources
+}
+
+fn config(extra: &str) -> ProxyConfig {
+    let resources = load(extra);
+    let registry = Registry::from_resources(&resources);
+    compile(
+        &resources,
+        &registry,
+        "default",
+        "productpage",
+        "cluster.local",
+    )
+    .unwrap()
+}
+
+fn view<'a>(path: &'a str, headers: &'a dyn Fn(&str) -> Option<&'a str>) -> RequestView<'a> {
+    RequestView {
+        method: "GET",
+        scheme: "http",
+        authority: "reviews:9080",
+        path,
+        port: 9080,
+        headers,
+    }
+}
+
+fn forward(action: &RouteAction) -> Vec<(String, u32)> {
+    match action {
+        RouteAction::Forward(w) => w.iter().map(|w| (w.cluster.clone(), w.weight)).collect(),
+        other => panic!("not a forward: {other:?}"),
+    }
+}
+
+#[test]
+fn the_workload_and_its_identity() {
+    let c = config("");
+    assert_eq!(
+        c.workload.identity,
+        "spiffe://cluster.local/ns/default/sa/productpage"
+    );
+    assert_eq!(c.workload.address.to_string(), "127.0.0.21");
+    assert_eq!(c.inbound.len(), 1);
+    assert_eq!(c.inbound[0].port, 9080);
+}
+
+#[test]
+fn without_a_virtual_service_traffic_goes_to_every_endpoint() {
+    let c = config("");
+    let svc = c
+        .outbound
+        .iter()
+        .find(|s| s.host == "reviews.default.svc.cluster.local")
+        .unwrap();
+    assert!(
+        svc.answers_to("reviews")
+            && svc.answers_to("reviews.default")
+            && svc.answers_to("reviews.default.svc")
+    );
+    let no_headers = |_: &str| None;
+    let route = svc.route(&view("/", &no_headers)).unwrap();
+    assert_eq!(
+        forward(&route.action),
+        vec![(
+            "outbound|9080||reviews.default.svc.cluster.local".to_string(),
+            100
+        )]
+    );
+    let cluster = &c.clusters["outbound|9080||reviews.default.svc.cluster.local"];
+    let addrs: Vec<String> = cluster
+        .endpoints
+        .iter()
+        .map(|e| e.address.to_string())
+        .collect();
+    assert_eq!(
+        addrs,
+        vec!["127.0.0.31:9081", "127.0.0.32:9082"],
+        "the workload's port for the service port name"
+    );
+    assert_eq!(
+        cluster.endpoints[0].identity.as_deref(),
+        Some("spiffe://cluster.local/ns/default/sa/reviews")
+    );
+}
+
+#[test]
+fn weighted_subsets_and_first_match_wins() {
+    let c = config(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - headers: {end-user: {exact: jason}}
+    route:
+    - destination: {host: reviews, subset: v2}
+  - match:
+    - uri: {regex: "/api/v[0-9]+/.*"}
+      ignoreUriCase: true
+    route:
+    - destination: {host: reviews, subset: v1}
+  - route:
+    - destination: {host: reviews, subset: v1}
+      weight: 90
+    - destination: {host: reviews, subset: v2}
+      weight: 10
+"#,
+    );
+    let svc = c
+        .outbound
+        .iter()
+        .find(|s| s.host == "reviews.default.svc.cluster.local")
+        .unwrap();
+    let jason: BTreeMap<&str, &str> = [("end-user", "jason")].into();
+    let jason = |k: &str| jason.get(k).copied();
+    let none = |_: &str| None;
+    let r = svc.route(&view("/", &jason)).unwrap();
+    assert_eq!(
+        forward(&r.action),
+        vec![(
+            "outbound|9080|v2|reviews.default.svc.cluster.local".into(),
+            100
+        )]
+    );
+    let r = svc.route(&view("/api/v2/books?x=1", &none)).unwrap();
+    assert_eq!(r.name.as_deref(), Some("route-1"));
+    let r = svc.route(&view("/API/v2/x", &none)).unwrap();
+    assert_eq!(
+        r.name.as_deref(),
+        Some("route-2"),
+        "regex is case-sensitive even with ignoreUriCase"
+    );
+    let r = svc.route(&view("/other", &none)).unwrap();
+    assert_eq!(
+        forward(&r.action),
+        vec![
+            (
+                "outbound|9080|v1|reviews.default.svc.cluster.local".into(),
+                90
+            ),
+            (
+                "outbound|9080|v2|reviews.default.svc.cluster.local".into(),
+                10
+            )
+        ]
+    );
+    let v1: Vec<String> = c.clusters["outbound|9080|v1|reviews.default.svc.cluster.local"]
+        .endpoints
+        .iter()
+        .map(|e| e.address.to_string())
+        .collect();
+    assert_eq!(v1, vec!["127.0.0.31:9081"]);
+}
+
+#[test]
+fn matches_on_method_query_absent_headers_and_port() {
+    let c = config(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - name: posts
+    match: [{method: {exact: POST}}]
+    directResponse: {status: 405}
+  - name: debug
+    match: [{queryParams: {debug: {exact: "1"}}}]
+    directResponse: {status: 418, body: {string: teapot}}
+  - name: anonymous
+    match: [{withoutHeaders: {authorization: {}}}]
+    redirect: {uri: /login}
+  - name: other-port
+    match: [{port: 9999}]
+    directResponse: {status: 500}
+  - route: [{destination: {host: reviews}}]
+"#,
+    );
+    let svc = c
+        .outbound
+        .iter()
+        .find(|s| s.host == "reviews.default.svc.cluster.local")
+        .unwrap();
+    assert!(
+        svc.routes
+            .iter()
+            .all(|r| r.name.as_deref() != Some("other-port")),
+        "routes for other ports are dropped"
+    );
+    let auth = |k: &str| (k == "authorization").then_some("Bearer x");
+    let none = |_: &str| None;
+    let mut post = view("/", &auth);
+    post.method = "POST";
+    assert_eq!(svc.route(&post).unwrap().name.as_deref(), Some("posts"));
+    assert_eq!(
+        svc.route(&view("/?a=2&debug=1", &auth))
+            .unwrap()
+            .name
+            .as_deref(),
+        Some("debug")
+    );
+    assert_eq!(
+        svc.route(&view("/?debug=10", &auth))
+            .unwrap()
+            .name
+            .as_deref(),
+        Some("route-4")
+    );
+    assert_eq!(
+        svc.route(&view("/", &none)).unwrap().name.as_deref(),
+        Some("anonymous")
+    );
+    assert_eq!(
+        svc.route(&view("/", &auth)).unwrap().name.as_deref(),
+        Some("route-4")
+    );
+}
+
+#[test]
+fn unknown_destinations_and_undefined_subsets_have_no_endpoints() {
+    let c = config(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews, subset: v9}
+      weight: 50
+    - destination: {host: nowhere.example.com, port: {number: 80}}
+      weight: 50
+"#,
+    );
+    let v9 = &c.clusters["outbound|9080|v9|reviews.default.svc.cluster.local"];
+    assert!(v9.endpoints.is_empty() && !v9.missing);
+    let nowhere = &c.clusters["outbound|80||nowhere.example.com"];
+    assert!(nowhere.missing);
+    // The compiled config is serializable for /config_dump.
+    let json = serde_json::to_string(&c).unwrap();
+    assert!(json.contains("\"identity\":\"spiffe://cluster.local/ns/default/sa/productpage\""));
+}
+
+#[test]
+fn a_proxy_without_a_workload_entry_is_an_error() {
+    let resources = load("");
+    let registry = Registry::from_resources(&resources);
+    let err = compile(&resources, &registry, "default", "ghost", "cluster.local").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no WorkloadEntry default/ghost with an IP address: the proxy needs one to know its address, labels and service account"
+    );
+}
+
+#[test]
+fn short_names_expand_like_istio() {
+    assert_eq!(
+        compile::expand("reviews", "prod"),
+        "reviews.prod.svc.cluster.local"
+    );
+    assert_eq!(
+        compile::expand("reviews.prod", "x"),
+        "reviews.prod.svc.cluster.local"
+    );
+    assert_eq!(compile::expand("api.example.com", "x"), "api.example.com");
+    assert_eq!(compile::expand("*.example.com", "x"), "*.example.com");
+}
