@@ -107,7 +107,7 @@ pub struct RequestView<'a> {
     /// Path with query string.
     pub path: &'a str,
     pub port: u32,
-    pub headers: &'a dyn Fn(&str) -> Option<&'a str>,
+    pub headers: &'a (dyn Fn(&str) -> Option<&'a str> + Sync),
 }
 
 impl std::fmt::Debug for RequestView<'_> {

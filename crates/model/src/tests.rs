@@ -71,7 +71,10 @@ fn config(extra: &str) -> ProxyConfig {
     .unwrap()
 }
 
-fn view<'a>(path: &'a str, headers: &'a dyn Fn(&str) -> Option<&'a str>) -> RequestView<'a> {
+fn view<'a>(
+    path: &'a str,
+    headers: &'a (dyn Fn(&str) -> Option<&'a str> + Sync),
+) -> RequestView<'a> {
     RequestView {
         method: "GET",
         scheme: "http",

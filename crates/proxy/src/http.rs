@@ -1,0 +1,36 @@
+//! Bodies and small responses shared by the listeners.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::{Response, StatusCode};
+
+/// Every response body the proxy sends: streamed from upstream or local.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+pub fn full(status: StatusCode, text: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(Full::new(text.into()).map_err(never).boxed());
+    *resp.status_mut() = status;
+    resp
+}
+
+pub fn empty() -> Body {
+    Empty::new().map_err(never).boxed()
+}
+
+/// A local answer with Envoy's response flag, as Envoy's sidecar gives it.
+pub fn flagged(status: StatusCode, flag: &'static str, text: &str) -> Response<Body> {
+    let mut resp = full(status, format!("{text}\n"));
+    resp.extensions_mut().insert(ResponseFlag(flag));
+    resp
+}
+
+/// Envoy's response flag for a request the proxy answered itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseFlag(pub &'static str);
+
+fn never(e: Infallible) -> hyper::Error {
+    match e {}
+}

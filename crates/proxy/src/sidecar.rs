@@ -1,0 +1,167 @@
+//! A sidecar: the listeners of one workload, started together on the
+//! workload's own address, sharing one configuration snapshot.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use weft_identity::CertStore;
+use weft_identity::tls::PeerPolicy;
+use weft_model::ProxyConfig;
+
+use crate::hbone::{self, Pool};
+use crate::http::{Body, full};
+use crate::outbound::{self, Outbound};
+
+/// Istio's well-known ports.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub admin: u16,
+    pub outbound: u16,
+    pub hbone: u16,
+    pub health: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Ports {
+            admin: 15000,
+            outbound: 15001,
+            hbone: hbone::HBONE_PORT,
+            health: 15021,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("bind {addr}: {source} (is another proxy using this workload address?)")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running sidecar; dropping it stops every listener.
+#[derive(Debug)]
+pub struct Sidecar {
+    config: Arc<ArcSwap<ProxyConfig>>,
+    tasks: Vec<JoinHandle<()>>,
+    pub address: IpAddr,
+    pub ports: Ports,
+}
+
+impl Sidecar {
+    /// Binds the listeners on the workload's address and starts serving.
+    pub async fn start(
+        config: ProxyConfig,
+        store: Arc<CertStore>,
+        policy: PeerPolicy,
+        ports: Ports,
+    ) -> Result<Sidecar, StartError> {
+        let address = config.workload.address;
+        let bind = |port: u16| async move {
+            let addr = SocketAddr::new(address, port);
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        let (out_l, hbone_l, health_l, admin_l) = (
+            bind(ports.outbound).await?,
+            bind(ports.hbone).await?,
+            bind(ports.health).await?,
+            bind(ports.admin).await?,
+        );
+        let config = Arc::new(ArcSwap::from_pointee(config));
+        let outbound = Arc::new(Outbound::new(
+            config.clone(),
+            Pool::new(store.clone(), policy.clone()),
+        ));
+        let allowed = {
+            let config = config.clone();
+            Arc::new(move |target: SocketAddr| {
+                let c = config.load();
+                target.ip() == c.workload.address
+                    && c.inbound.iter().any(|p| p.port == u32::from(target.port()))
+            })
+        };
+        let mut tasks = vec![tokio::spawn(outbound::serve(out_l, outbound))];
+        let (hbone_store, hbone_policy) = (store.clone(), policy);
+        tasks.push(tokio::spawn(async move {
+            let _ = hbone::serve(hbone_l, hbone_store, hbone_policy, allowed).await;
+        }));
+        let ready = {
+            let store = store.clone();
+            move || store.current().is_some()
+        };
+        tasks.push(tokio::spawn(serve_small(
+            health_l,
+            move |path| match path {
+                "/healthz/ready" if ready() => full(StatusCode::OK, "ready\n"),
+                "/healthz/ready" => full(StatusCode::SERVICE_UNAVAILABLE, "no certificate yet\n"),
+                _ => full(StatusCode::NOT_FOUND, "try /healthz/ready\n"),
+            },
+        )));
+        let dump = config.clone();
+        tasks.push(tokio::spawn(serve_small(admin_l, move |path| match path {
+            "/config_dump" => match serde_json::to_string_pretty(&**dump.load()) {
+                Ok(json) => full(StatusCode::OK, json),
+                Err(e) => full(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            },
+            _ => full(StatusCode::NOT_FOUND, "try /config_dump\n"),
+        })));
+        Ok(Sidecar {
+            config,
+            tasks,
+            address,
+            ports,
+        })
+    }
+
+    /// Swaps in a new configuration; requests in flight keep the old one.
+    pub fn update(&self, config: ProxyConfig) {
+        self.config.store(Arc::new(config));
+    }
+
+    pub fn outbound_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.ports.outbound)
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// A tiny HTTP/1 server answering by path (health, admin).
+async fn serve_small(
+    listener: TcpListener,
+    answer: impl Fn(&str) -> Response<Body> + Send + Sync + 'static,
+) {
+    let answer = Arc::new(answer);
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let answer = answer.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let answer = answer.clone();
+                async move { Ok::<_, hyper::Error>(answer(req.uri().path())) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,435 @@
+//! Sidecars on their own 127.0.x.y addresses, talking HBONE to each other,
+//! in front of small stand-in applications: routing, weights, subsets,
+//! direct responses, timeouts, unknown hosts, health and config dump, and
+//! the rule that 15008 serves nobody without a mesh certificate.
+
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a failed test
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use weft_identity::tls::PeerPolicy;
+use weft_identity::{Ca, CertStore, LocalSigner, Rotator, SpiffeId, TrustDomain, TrustDomains};
+use weft_proxy::{Ports, Sidecar};
+
+/// The mesh of a test, on addresses 127.0.NET.x.
+fn mesh(net: u8, extra: &str) -> String {
+    format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: productpage, namespace: default}}
+spec: {{address: 127.0.{net}.21, serviceAccount: productpage, labels: {{app: productpage}}, ports: {{http: 9080}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: reviews-v1, namespace: default}}
+spec: {{address: 127.0.{net}.31, serviceAccount: reviews, labels: {{app: reviews, version: v1}}, ports: {{http: 9081}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: reviews-v2, namespace: default}}
+spec: {{address: 127.0.{net}.32, serviceAccount: reviews, labels: {{app: reviews, version: v2}}, ports: {{http: 9082}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: reviews, namespace: default}}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{{number: 9080, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  workloadSelector: {{labels: {{app: reviews}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: reviews, namespace: default}}
+spec:
+  host: reviews
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+---
+{extra}
+"#
+    )
+}
+
+struct Mesh {
+    _sidecars: Vec<Sidecar>,
+    /// Requests each stand-in app received, by version.
+    hits: Arc<HashMap<&'static str, AtomicUsize>>,
+    client: SocketAddr,
+    ca: Arc<Ca>,
+    net: u8,
+}
+
+fn store(ca: &Arc<Ca>, sa: &str) -> Arc<CertStore> {
+    let id: SpiffeId = format!("spiffe://cluster.local/ns/default/sa/{sa}")
+        .parse()
+        .unwrap();
+    let s = CertStore::new();
+    Rotator::new(
+        s.clone(),
+        LocalSigner {
+            ca: ca.clone(),
+            id: id.clone(),
+        },
+        id,
+        Duration::from_secs(3600),
+    )
+    .tick(SystemTime::now())
+    .unwrap();
+    s
+}
+
+fn policy(ca: &Ca) -> PeerPolicy {
+    PeerPolicy {
+        bundle: Arc::new(ca.bundle().clone()),
+        trust_domains: TrustDomains::from(TrustDomain::new("cluster.local").unwrap()),
+        expected: Vec::new(),
+    }
+}
+
+/// A stand-in app: answers `<version> <host> <path>`, slowly for `/slow`.
+async fn app(
+    addr: SocketAddr,
+    version: &'static str,
+    hits: Arc<HashMap<&'static str, AtomicUsize>>,
+) {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let hits = hits.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let hits = hits.clone();
+                    async move {
+                        hits[version].fetch_add(1, Ordering::SeqCst);
+                        if req.uri().path() == "/slow" {
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                        let host = req
+                            .headers()
+                            .get("host")
+                            .and_then(|h| h.to_str().ok())
+                            .unwrap_or("")
+                            .to_string();
+                        let body = format!("{version} {host} {}", req.uri());
+                        Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(body))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+}
+
+async fn start(net: u8, extra: &str) -> Mesh {
+    let dir = std::env::temp_dir().join(format!("weft-proxy-{net}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let ca = Arc::new(
+        Ca::init(
+            &dir,
+            &TrustDomain::new("cluster.local").unwrap(),
+            SystemTime::now(),
+        )
+        .unwrap(),
+    );
+    let mut loaded = weft_api::Loaded::default();
+    loaded.add_text("mesh.yaml", &mesh(net, extra));
+    assert_eq!(loaded.errors(), 0, "{:?}", loaded.diagnostics);
+    let registry = weft_model::Registry::from_resources(&loaded.resources);
+    let hits: Arc<HashMap<&'static str, AtomicUsize>> =
+        Arc::new([("v1", AtomicUsize::new(0)), ("v2", AtomicUsize::new(0))].into());
+    let mut sidecars = Vec::new();
+    for (name, sa) in [
+        ("productpage", "productpage"),
+        ("reviews-v1", "reviews"),
+        ("reviews-v2", "reviews"),
+    ] {
+        let config = weft_model::compile(
+            &loaded.resources,
+            &registry,
+            "default",
+            name,
+            "cluster.local",
+        )
+        .unwrap();
+        sidecars.push(
+            Sidecar::start(config, store(&ca, sa), policy(&ca), Ports::default())
+                .await
+                .unwrap(),
+        );
+    }
+    app(
+        format!("127.0.{net}.31:9081").parse().unwrap(),
+        "v1",
+        hits.clone(),
+    )
+    .await;
+    app(
+        format!("127.0.{net}.32:9082").parse().unwrap(),
+        "v2",
+        hits.clone(),
+    )
+    .await;
+    Mesh {
+        client: sidecars[0].outbound_addr(),
+        _sidecars: sidecars,
+        hits,
+        ca,
+        net,
+    }
+}
+
+/// One HTTP/1.1 request through `proxy`; `target` is an absolute URI or a
+/// path (then `host` gives the Host header).
+async fn get(
+    proxy: SocketAddr,
+    target: &str,
+    host: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (StatusCode, String) {
+    let tcp = TcpStream::connect(proxy).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::builder().uri(target);
+    if let Some(h) = host {
+        req = req.header("host", h);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = sender
+        .send_request(req.body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+const URL: &str = "http://reviews.default.svc.cluster.local:9080/books?id=1";
+
+#[tokio::test]
+async fn requests_reach_the_app_through_hbone_by_absolute_uri_or_host_header() {
+    let m = start(101, "").await;
+    let (status, body) = get(m.client, URL, None, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body.ends_with(" reviews.default.svc.cluster.local:9080 /books?id=1"),
+        "{body}"
+    );
+    // Origin-form with a short Host, as `wrk -H Host:` sends it.
+    let (status, body) = get(m.client, "/x", Some("reviews:9080"), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.ends_with(" reviews:9080 /x"), "{body}");
+    let total = m.hits["v1"].load(Ordering::SeqCst) + m.hits["v2"].load(Ordering::SeqCst);
+    assert_eq!(total, 2);
+    // Unknown hosts are not forwarded anywhere.
+    let (status, body) = get(m.client, "http://evil.example.com/", None, &[]).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(
+        body.contains("no service evil.example.com:80 in the mesh registry"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn weights_split_traffic_and_headers_pick_subsets() {
+    let m = start(
+        102,
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{headers: {end-user: {exact: jason}}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - match: [{uri: {prefix: /static}}]
+    directResponse: {status: 503, body: {string: "static is down"}}
+  - route:
+    - {destination: {host: reviews, subset: v1}, weight: 80}
+    - {destination: {host: reviews, subset: v2}, weight: 20}
+"#,
+    )
+    .await;
+    let n = 400;
+    for _ in 0..n {
+        let (status, _) = get(m.client, URL, None, &[]).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let v2 = m.hits["v2"].load(Ordering::SeqCst);
+    // 20% of 400 = 80; the standard deviation is 8: allow four of them.
+    assert!((48..=112).contains(&v2), "v2 got {v2} of {n}");
+    for _ in 0..20 {
+        let (_, body) = get(m.client, URL, None, &[("end-user", "jason")]).await;
+        assert!(body.starts_with("v2 "), "{body}");
+    }
+    let (status, body) = get(
+        m.client,
+        "http://reviews.default.svc.cluster.local:9080/static/a.css",
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "static is down")
+    );
+}
+
+#[tokio::test]
+async fn route_timeouts_answer_504() {
+    let m = start(
+        103,
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews}}]
+    timeout: 100ms
+"#,
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let (status, body) = get(
+        m.client,
+        "http://reviews.default.svc.cluster.local:9080/slow",
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert!(started.elapsed() < Duration::from_millis(450));
+    let (status, _) = get(m.client, URL, None, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn hbone_serves_nobody_without_a_mesh_certificate() {
+    let m = start(104, "").await;
+    let hbone: SocketAddr = format!("127.0.{}.31:15008", m.net).parse().unwrap();
+    // Plaintext HTTP/1 CONNECT to 15008: no TLS, nothing reaches the app.
+    let mut tcp = TcpStream::connect(hbone).await.unwrap();
+    tcp.write_all(
+        format!(
+            "CONNECT 127.0.{}.31:9081 HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            m.net
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read_to_end(&mut buf)).await;
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("v1 "),
+        "plaintext must not reach the app"
+    );
+    // TLS without a client certificate: refused at the handshake.
+    let no_cert = CertStore::new();
+    let pool = weft_proxy::hbone::Pool::new(no_cert, policy(&m.ca));
+    let target: SocketAddr = format!("127.0.{}.31:9081", m.net).parse().unwrap();
+    let err = pool
+        .connect(
+            hbone,
+            "spiffe://cluster.local/ns/default/sa/reviews",
+            target,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("mTLS") || err.to_string().contains("HTTP/2"),
+        "{err}"
+    );
+    // A proxy with a certificate from another mesh: refused too.
+    let dir = std::env::temp_dir().join(format!("weft-proxy-other-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let other = Arc::new(
+        Ca::init(
+            &dir,
+            &TrustDomain::new("cluster.local").unwrap(),
+            SystemTime::now(),
+        )
+        .unwrap(),
+    );
+    let pool = weft_proxy::hbone::Pool::new(store(&other, "productpage"), policy(&m.ca));
+    assert!(
+        pool.connect(
+            hbone,
+            "spiffe://cluster.local/ns/default/sa/reviews",
+            target
+        )
+        .await
+        .is_err()
+    );
+    // A mesh peer may only reach this workload's own ports.
+    let pool = weft_proxy::hbone::Pool::new(store(&m.ca, "productpage"), policy(&m.ca));
+    let elsewhere: SocketAddr = format!("127.0.{}.32:9082", m.net).parse().unwrap();
+    let err = pool
+        .connect(
+            hbone,
+            "spiffe://cluster.local/ns/default/sa/reviews",
+            elsewhere,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the destination proxy refused the tunnel: 403 Forbidden"
+    );
+    assert_eq!(
+        m.hits["v1"].load(Ordering::SeqCst) + m.hits["v2"].load(Ordering::SeqCst),
+        0
+    );
+    // ...and with a valid certificate the tunnel works and is TLS 1.3.
+    assert!(
+        pool.connect(
+            hbone,
+            "spiffe://cluster.local/ns/default/sa/reviews",
+            target
+        )
+        .await
+        .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn health_and_config_dump() {
+    let m = start(105, "").await;
+    let ip: IpAddr = format!("127.0.{}.21", m.net).parse().unwrap();
+    let (status, body) = get(SocketAddr::new(ip, 15021), "/healthz/ready", Some("x"), &[]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ready\n"));
+    let (status, body) = get(SocketAddr::new(ip, 15000), "/config_dump", Some("x"), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let dump: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        dump["workload"]["identity"],
+        "spiffe://cluster.local/ns/default/sa/productpage"
+    );
+    assert!(
+        dump["clusters"]["outbound|9080||reviews.default.svc.cluster.local"]["endpoints"]
+            .is_array()
+    );
+}
