@@ -22,6 +22,7 @@ enum Command {
     Ca(cmd::ca::Args),
     Token(cmd::token::Args),
     Certs(cmd::certs::Args),
+    Proxy(cmd::proxy::Args),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
         Command::Ca(args) => cmd::ca::run(args),
         Command::Token(args) => cmd::token::run(args),
         Command::Certs(args) => cmd::certs::run(args),
+        Command::Proxy(args) => cmd::proxy::run(args),
     };
     match result {
         Ok(code) => code,

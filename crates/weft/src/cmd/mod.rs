@@ -3,6 +3,7 @@
 pub(crate) mod ca;
 pub(crate) mod certs;
 pub(crate) mod demo;
+pub(crate) mod proxy;
 pub(crate) mod token;
 pub(crate) mod validate;
 

@@ -1,0 +1,192 @@
+//! `weft proxy`: a sidecar for one workload, standalone: configuration from a
+//! folder of Istio YAML, certificate from a CA directory.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use weft_api::{Level, Loaded, load_mesh_config, validate};
+use weft_identity::tls::PeerPolicy;
+use weft_identity::{Ca, CertStore, LocalSigner, Rotator, SpiffeId, TrustDomain, TrustDomains, ca};
+use weft_model::{ProxyConfig, Registry, compile};
+use weft_proxy::{Ports, Sidecar};
+
+/// Run the sidecar of workload NS/NAME (its WorkloadEntry gives address,
+/// labels, service account and ports): outbound 15001, HBONE 15008, health
+/// 15021, admin 15000, all on the workload's address. Reloads on SIGHUP and
+/// when the folder changes; a configuration that fails validation is
+/// refused and the last good one stays.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Folder of Istio YAML: WorkloadEntries, ServiceEntries, routing and policy.
+    #[arg(long, value_name = "DIR")]
+    mesh_dir: PathBuf,
+    /// This proxy's workload, as NAMESPACE/NAME of its WorkloadEntry.
+    #[arg(long, value_name = "NS/NAME")]
+    workload: String,
+    /// The CA directory that signs this workload's certificate.
+    #[arg(long, value_name = "DIR")]
+    ca_dir: PathBuf,
+    /// MeshConfig YAML (trustDomain, trustDomainAliases, ...).
+    #[arg(long, value_name = "FILE")]
+    mesh_config: Option<PathBuf>,
+    /// The proxy's role.
+    #[arg(long, value_enum, default_value_t = Role::Sidecar)]
+    role: Role,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Role {
+    /// Beside one workload.
+    Sidecar,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let Role::Sidecar = args.role;
+    let (ns, name) = args
+        .workload
+        .split_once('/')
+        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
+        .with_context(|| format!("--workload {:?}: expected NAMESPACE/NAME", args.workload))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(&args, ns, name))
+}
+
+/// The configuration in `dir`, or every error that stops it.
+fn load(
+    dir: &Path,
+    mesh_config: Option<&Path>,
+    ns: &str,
+    name: &str,
+    trust_domain: &str,
+) -> Result<ProxyConfig, String> {
+    let mut loaded = Loaded::from_paths(&[dir]).map_err(|e| e.to_string())?;
+    if let Some(file) = mesh_config {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        match load_mesh_config(&file.display().to_string(), &text) {
+            Ok(mesh) => loaded.mesh = Some(mesh),
+            Err(diags) => loaded.diagnostics.extend(diags),
+        }
+    }
+    let found = validate(&loaded.resources, loaded.mesh.as_ref());
+    loaded.diagnostics.extend(found);
+    let errors: Vec<String> = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.level == Level::Error)
+        .map(ToString::to_string)
+        .collect();
+    if !errors.is_empty() {
+        return Err(errors.join("\n"));
+    }
+    let registry = Registry::from_resources(&loaded.resources);
+    compile(&loaded.resources, &registry, ns, name, trust_domain).map_err(|e| e.to_string())
+}
+
+/// What changes in the folder: file names, sizes and modification times.
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if e.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(m) = e.metadata() {
+                out.push((p, m.len(), m.modified().ok()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn serve(args: &Args, ns: &str, name: &str) -> anyhow::Result<ExitCode> {
+    let ca = Arc::new(Ca::load(&args.ca_dir, None)?);
+    let trust_domain = ca.trust_domain().clone();
+    let mesh_config = args.mesh_config.as_deref();
+    let config = match load(&args.mesh_dir, mesh_config, ns, name, trust_domain.as_str()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "weft proxy: the configuration in {} is not valid:\n{e}",
+                args.mesh_dir.display()
+            );
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let id = SpiffeId::new(trust_domain.clone(), ns, &config.workload.service_account)?;
+    let store = CertStore::new();
+    let mut rotator = Rotator::new(
+        store.clone(),
+        LocalSigner {
+            ca: ca.clone(),
+            id: id.clone(),
+        },
+        id.clone(),
+        ca::DEFAULT_TTL,
+    );
+    rotator.tick(SystemTime::now())?;
+    let policy = PeerPolicy {
+        bundle: Arc::new(ca.bundle().clone()),
+        trust_domains: TrustDomains::from(TrustDomain::new(trust_domain.as_str())?),
+        expected: Vec::new(),
+    };
+    let address = config.workload.address;
+    let sidecar = Sidecar::start(config, store, policy, Ports::default()).await?;
+    println!(
+        "weft proxy {ns}/{name} ({id}) on {address}: outbound :15001, hbone :15008, health :15021, admin :15000"
+    );
+    let mut seen = fingerprint(&args.mesh_dir);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut poll = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let due = rotator
+            .renew_at()
+            .and_then(|t| t.duration_since(SystemTime::now()).ok())
+            .unwrap_or_default();
+        let reload = tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => true,
+            _ = poll.tick() => {
+                let now = fingerprint(&args.mesh_dir);
+                let changed = now != seen;
+                seen = now;
+                changed
+            }
+            _ = tokio::time::sleep(due) => {
+                match rotator.tick(SystemTime::now()) {
+                    Ok(true) => println!("weft proxy: certificate renewed"),
+                    Ok(false) => {}
+                    Err(e) => eprintln!("weft proxy: certificate renewal failed, keeping the current one: {e}"),
+                }
+                false
+            }
+        };
+        if reload {
+            match load(&args.mesh_dir, mesh_config, ns, name, trust_domain.as_str()) {
+                Ok(c) => {
+                    sidecar.update(c);
+                    println!("weft proxy: configuration reloaded");
+                }
+                Err(e) => eprintln!(
+                    "weft proxy: keeping the last good configuration; the new one is not valid:\n{e}"
+                ),
+            }
+        }
+    }
+    println!("weft proxy: stopping");
+    Ok(ExitCode::SUCCESS)
+}

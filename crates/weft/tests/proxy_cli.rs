@@ -1,0 +1,186 @@
+//! `weft proxy` as an operator runs it: two sidecars as processes on their
+//! own addresses, a stand-in app, requests through the outbound listener,
+//! and live reload that refuses a broken configuration.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("weft-proxycli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A stand-in app on `addr` that answers every request with `body`.
+fn app(addr: &str, body: &'static str) {
+    let listener = TcpListener::bind(addr).expect("app binds");
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(resp.as_bytes());
+            });
+        }
+    });
+}
+
+/// `GET url` through the HTTP proxy at `proxy`; (status, body).
+fn get(proxy: &str, url: &str) -> Option<(u16, String)> {
+    let mut tcp = TcpStream::connect(proxy).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let host = url.trim_start_matches("http://").split('/').next()?;
+    tcp.write_all(
+        format!("GET {url} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .ok()?;
+    let mut resp = String::new();
+    tcp.read_to_string(&mut resp).ok()?;
+    let status = resp.split(' ').nth(1)?.parse().ok()?;
+    let body = resp.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn proxy(mesh: &Path, ca: &Path, workload: &str) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args([
+            "proxy",
+            "--mesh-dir",
+            mesh.to_str().unwrap_or_default(),
+            "--workload",
+            workload,
+            "--ca-dir",
+            ca.to_str().unwrap_or_default(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("weft proxy starts");
+    Proc(child)
+}
+
+const MESH: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: client, namespace: default}
+spec: {address: 127.0.201.21, serviceAccount: client, ports: {http: 8000}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: echo, namespace: default}
+spec: {address: 127.0.201.31, serviceAccount: echo, labels: {app: echo}, ports: {http: 8080}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: echo, namespace: default}
+spec:
+  hosts: [echo.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: echo}}
+"#;
+
+#[test]
+fn two_sidecars_route_and_reload_keeping_the_last_good_config() {
+    let dir = temp("pair");
+    let (mesh, ca) = (dir.join("mesh"), dir.join("ca"));
+    std::fs::create_dir_all(&mesh).expect("mesh dir");
+    std::fs::write(mesh.join("mesh.yaml"), MESH).expect("write mesh");
+    let init = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["ca", "init", "--dir", ca.to_str().unwrap_or_default()])
+        .output()
+        .expect("ca init");
+    assert!(init.status.success());
+    app("127.0.201.31:8080", "hello from echo");
+    let _client = proxy(&mesh, &ca, "default/client");
+    let _echo = proxy(&mesh, &ca, "default/echo");
+    for health in ["127.0.201.21:15021", "127.0.201.31:15021"] {
+        wait_until(health, || {
+            get(health, &format!("http://{health}/healthz/ready")).is_some_and(|(s, _)| s == 200)
+        });
+    }
+    let url = "http://echo.default.svc.cluster.local:8080/";
+    assert_eq!(
+        get("127.0.201.21:15001", url),
+        Some((200, "hello from echo".into()))
+    );
+
+    // A routing change in the folder is picked up.
+    std::fs::write(
+        mesh.join("route.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: echo}\nspec:\n  hosts: [echo]\n  http:\n  - directResponse: {status: 418, body: {string: teapot}}\n",
+    )
+    .expect("write route");
+    wait_until("reload", || {
+        get("127.0.201.21:15001", url) == Some((418, "teapot".into()))
+    });
+
+    // A broken change is refused; the last good configuration keeps serving.
+    std::fs::write(
+        mesh.join("route.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: echo}\nspec:\n  hosts: [echo]\n  http:\n  - directResponse: {status: 99}\n",
+    )
+    .expect("write broken route");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(get("127.0.201.21:15001", url), Some((418, "teapot".into())));
+}
+
+#[test]
+fn an_invalid_folder_stops_the_proxy_with_the_errors() {
+    let dir = temp("invalid");
+    let (mesh, ca) = (dir.join("mesh"), dir.join("ca"));
+    std::fs::create_dir_all(&mesh).expect("mesh dir");
+    std::fs::write(mesh.join("bad.yaml"), "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: x}\nspec: {hosts: [a]}\n").expect("write");
+    assert!(
+        Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(["ca", "init", "--dir", ca.to_str().unwrap_or_default()])
+            .output()
+            .expect("ca init")
+            .status
+            .success()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args([
+            "proxy",
+            "--mesh-dir",
+            mesh.to_str().unwrap_or_default(),
+            "--workload",
+            "default/x",
+            "--ca-dir",
+            ca.to_str().unwrap_or_default(),
+        ])
+        .output()
+        .expect("weft proxy runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.yaml:4:7: VirtualService default/x: spec: http, tcp or tls must be provided in virtual service"), "{err}");
+}
