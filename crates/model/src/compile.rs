@@ -9,8 +9,9 @@ use weft_api::types::virtual_service::{self as vs, VirtualService};
 use weft_api::{Resource, Spec};
 
 use crate::config::{
-    Cluster, ClusterEndpoint, HeaderMatch, HttpRoute, InboundPort, OutboundService, ProxyConfig,
-    RequestMatch, RouteAction, StrMatch, WeightedCluster, WorkloadInfo, cluster_name,
+    Cluster, ClusterEndpoint, Fault, FaultDelay, HeaderMatch, HeaderOps, HttpRoute, InboundPort,
+    Mirror, Ops, OutboundService, ProxyConfig, RequestMatch, Retry, Rewrite, RouteAction, StrMatch,
+    WeightedCluster, WorkloadInfo, cluster_name,
 };
 use crate::registry::{Registry, Service, selects};
 
@@ -74,12 +75,18 @@ pub fn compile(
                     let default = vec![WeightedCluster {
                         cluster: cx.cluster(&service.host, port.number, None),
                         weight: 100,
+                        headers: HeaderOps::default(),
                     }];
                     let route = HttpRoute {
                         name: Some("default".into()),
                         matches: Vec::new(),
                         action: RouteAction::Forward(default.clone()),
                         timeout: None,
+                        retries: Retry::default(),
+                        fault: None,
+                        rewrite: None,
+                        headers: HeaderOps::default(),
+                        mirror: None,
                     };
                     (vec![route], default)
                 }
@@ -165,18 +172,51 @@ impl Compiler<'_> {
                     code: u16::try_from(r.redirect_code.unwrap_or(301)).unwrap_or(301),
                 }
             } else {
-                let dests: Vec<(Option<&vs::Destination>, Option<i32>)> = http
+                let dests: Vec<_> = http
                     .route
                     .iter()
-                    .map(|d| (d.destination.as_ref(), d.weight))
+                    .map(|d| (d.destination.as_ref(), d.weight, d.headers.as_ref()))
                     .collect();
                 RouteAction::Forward(self.weighted(ns, &dests, port, service))
             };
+            let mirror = match (&http.mirror, http.mirrors.first()) {
+                (Some(d), _) => Some((
+                    d,
+                    http.mirror_percentage
+                        .and_then(|p| p.value)
+                        .or(http.mirror_percent.map(f64::from)),
+                )),
+                (None, Some(m)) => m
+                    .destination
+                    .as_ref()
+                    .map(|d| (d, m.percentage.and_then(|p| p.value))),
+                (None, None) => None,
+            };
+            let mirror = mirror.map(|(d, pct)| {
+                let host = expand(&d.host, ns);
+                let dport = d.port.and_then(|p| p.number).unwrap_or(port);
+                Mirror {
+                    cluster: self.cluster(&host, dport, d.subset.as_deref()),
+                    percent: pct.unwrap_or(100.0),
+                }
+            });
             routes.push(HttpRoute {
                 name: http.name.clone().or_else(|| Some(format!("route-{i}"))),
                 matches,
                 action,
                 timeout: http.timeout.map(|d| d.0),
+                retries: retry(http.retries.as_ref()),
+                fault: http.fault.as_ref().map(fault),
+                rewrite: http.rewrite.as_ref().map(|r| Rewrite {
+                    uri: r.uri.clone(),
+                    authority: r.authority.clone(),
+                    uri_regex: r
+                        .uri_regex_rewrite
+                        .as_ref()
+                        .and_then(|x| Some((x.r#match.clone()?, x.rewrite.clone()?))),
+                }),
+                headers: header_ops(http.headers.as_ref()),
+                mirror,
             });
         }
         let tcp = v
@@ -189,7 +229,7 @@ impl Compiler<'_> {
                 let dests: Vec<_> = t
                     .route
                     .iter()
-                    .map(|d| (d.destination.as_ref(), d.weight))
+                    .map(|d| (d.destination.as_ref(), d.weight, None))
                     .collect();
                 self.weighted(ns, &dests, port, service)
             })
@@ -200,13 +240,13 @@ impl Compiler<'_> {
     fn weighted(
         &mut self,
         ns: &str,
-        dests: &[(Option<&vs::Destination>, Option<i32>)],
+        dests: &[(Option<&vs::Destination>, Option<i32>, Option<&vs::Headers>)],
         port: u32,
         service: &Service,
     ) -> Vec<WeightedCluster> {
         dests
             .iter()
-            .filter_map(|(d, weight)| {
+            .filter_map(|(d, weight, headers)| {
                 let d = (*d)?;
                 let host = expand(&d.host, ns);
                 // Without a port, the destination is the port the request
@@ -225,6 +265,7 @@ impl Compiler<'_> {
                 Some(WeightedCluster {
                     cluster: self.cluster(&host, dport, d.subset.as_deref()),
                     weight,
+                    headers: header_ops(*headers),
                 })
             })
             .filter(|w| w.weight > 0)
@@ -284,6 +325,61 @@ impl Compiler<'_> {
             },
         );
         name
+    }
+}
+
+fn retry(r: Option<&vs::HttpRetry>) -> Retry {
+    let Some(r) = r else { return Retry::default() };
+    Retry {
+        attempts: u32::try_from(r.attempts.unwrap_or(0)).unwrap_or(0),
+        per_try_timeout: r.per_try_timeout.map(|d| d.0),
+        retry_on: match r.retry_on.as_deref() {
+            Some(on) if !on.is_empty() => on.split(',').map(|p| p.trim().to_string()).collect(),
+            _ => Retry::default().retry_on,
+        },
+    }
+}
+
+fn fault(f: &vs::HttpFaultInjection) -> Fault {
+    // Without a percentage, a fault applies to every request.
+    let pct =
+        |p: Option<weft_api::types::common::Percent>| p.and_then(|p| p.value).unwrap_or(100.0);
+    Fault {
+        delay: f.delay.as_ref().and_then(|d| {
+            let pct = match (d.percentage, d.percent) {
+                (Some(p), _) => pct(Some(p)),
+                (None, Some(p)) => f64::from(p),
+                (None, None) => 100.0,
+            };
+            Some((FaultDelay(d.fixed_delay?.0), pct))
+        }),
+        abort: f
+            .abort
+            .as_ref()
+            .and_then(|a| Some((u16::try_from(a.http_status?).ok()?, pct(a.percentage)))),
+    }
+}
+
+fn header_ops(h: Option<&vs::Headers>) -> HeaderOps {
+    let ops = |o: Option<&vs::HeaderOperations>| -> Ops {
+        let Some(o) = o else { return Ops::default() };
+        Ops {
+            set: o
+                .set
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect(),
+            add: o
+                .add
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect(),
+            remove: o.remove.iter().map(|k| k.to_ascii_lowercase()).collect(),
+        }
+    };
+    HeaderOps {
+        request: ops(h.and_then(|h| h.request.as_ref())),
+        response: ops(h.and_then(|h| h.response.as_ref())),
     }
 }
 

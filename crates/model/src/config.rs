@@ -74,6 +74,119 @@ pub struct HttpRoute {
     pub action: RouteAction,
     #[serde(serialize_with = "opt_duration")]
     pub timeout: Option<Duration>,
+    pub retries: Retry,
+    pub fault: Option<Fault>,
+    pub rewrite: Option<Rewrite>,
+    pub headers: HeaderOps,
+    pub mirror: Option<Mirror>,
+}
+
+impl HttpRoute {
+    /// The prefix the request matched by, when it matched a uri prefix:
+    /// what a `rewrite.uri` replaces.
+    pub fn matched_prefix(&self, req: &RequestView<'_>) -> Option<&str> {
+        self.matches
+            .iter()
+            .find(|m| m.matches(req))
+            .and_then(|m| match &m.uri {
+                Some(StrMatch::Prefix(p)) => Some(p.as_str()),
+                _ => None,
+            })
+    }
+}
+
+/// Istio's retry policy. Without `retries` on a route, Istio retries twice
+/// on connection failures, refused streams and 503s; `attempts: 0` turns
+/// retries off.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Retry {
+    pub attempts: u32,
+    #[serde(serialize_with = "opt_duration")]
+    pub per_try_timeout: Option<Duration>,
+    pub retry_on: Vec<String>,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            attempts: 2,
+            per_try_timeout: None,
+            retry_on: vec![
+                "connect-failure".into(),
+                "refused-stream".into(),
+                "503".into(),
+            ],
+        }
+    }
+}
+
+impl Retry {
+    /// Whether a response status is worth another attempt.
+    pub fn on_status(&self, status: u16) -> bool {
+        self.retry_on.iter().any(|p| match p.as_str() {
+            "5xx" => status >= 500,
+            "gateway-error" => matches!(status, 502..=504),
+            "retriable-4xx" => status == 409,
+            code => code.parse::<u16>().is_ok_and(|c| c == status),
+        })
+    }
+
+    /// Whether a failure to connect or a reset is worth another attempt.
+    pub fn on_connect_failure(&self) -> bool {
+        self.retry_on.iter().any(|p| {
+            matches!(
+                p.as_str(),
+                "connect-failure" | "reset" | "5xx" | "gateway-error" | "refused-stream"
+            )
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fault {
+    /// Delay and the percentage of requests it applies to.
+    pub delay: Option<(FaultDelay, f64)>,
+    /// Status and the percentage of requests it applies to.
+    pub abort: Option<(u16, f64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FaultDelay(#[serde(serialize_with = "duration")] pub Duration);
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rewrite {
+    /// Replaces the matched prefix, or the whole path.
+    pub uri: Option<String>,
+    pub authority: Option<String>,
+    /// RE2 match and replacement over the path.
+    pub uri_regex: Option<(String, String)>,
+}
+
+/// Header changes on the request to the upstream and on its response.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct HeaderOps {
+    pub request: Ops,
+    pub response: Ops,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Ops {
+    pub set: Vec<(String, String)>,
+    pub add: Vec<(String, String)>,
+    pub remove: Vec<String>,
+}
+
+impl Ops {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Mirror {
+    pub cluster: String,
+    /// Percentage of requests copied (default 100).
+    pub percent: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -93,10 +206,12 @@ pub enum RouteAction {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WeightedCluster {
     pub cluster: String,
     pub weight: u32,
+    /// Header changes for this destination only.
+    pub headers: HeaderOps,
 }
 
 /// A view of a request for matching, independent of any HTTP library.
@@ -262,6 +377,10 @@ pub struct ClusterEndpoint {
     /// reached directly instead of through HBONE.
     pub identity: Option<String>,
     pub weight: u32,
+}
+
+fn duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{}ms", d.as_millis()))
 }
 
 fn opt_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {

@@ -7,6 +7,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
 
 use arc_swap::ArcSwap;
 use http_body_util::BodyExt;
@@ -20,7 +23,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use weft_model::ProxyConfig;
 use weft_model::config::{
-    Cluster, ClusterEndpoint, OutboundService, RequestView, RouteAction, WeightedCluster,
+    Cluster, ClusterEndpoint, HttpRoute, Ops, OutboundService, RequestView, Retry, RouteAction,
+    WeightedCluster,
 };
 
 use crate::hbone::{HBONE_PORT, Pool};
@@ -138,6 +142,7 @@ async fn handle(outbound: &Outbound, req: Request<Incoming>) -> Response<Body> {
             &format!("no route matches in {}", service.host),
         );
     };
+    let prefix = route.matched_prefix(&view).map(str::to_string);
     let weighted = match &route.action {
         RouteAction::DirectResponse { status, body } => {
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -163,14 +168,63 @@ async fn handle(outbound: &Outbound, req: Request<Incoming>) -> Response<Body> {
         }
         RouteAction::Forward(w) => w,
     };
-    let timeout = route.timeout;
-    let Some(cluster) = pick_cluster(outbound, weighted).and_then(|name| config.clusters.get(name))
-    else {
+    // Faults come first, as Envoy's fault filter runs before the router.
+    if let Some(fault) = &route.fault {
+        if let Some((delay, pct)) = &fault.delay {
+            if chance(outbound, *pct) {
+                tokio::time::sleep(delay.0).await;
+            }
+        }
+        if let Some((status, pct)) = fault.abort {
+            if chance(outbound, pct) {
+                let status =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                return flagged(status, "FI", "fault filter abort");
+            }
+        }
+    }
+    let Some(chosen) = pick_cluster(outbound, weighted) else {
         return flagged(StatusCode::SERVICE_UNAVAILABLE, "NC", "no cluster");
     };
-    let forward = forward(outbound, cluster, req, &host, port);
-    match timeout {
-        Some(t) => match tokio::time::timeout(t, forward).await {
+    let Some(cluster) = config.clusters.get(&chosen.cluster) else {
+        return flagged(StatusCode::SERVICE_UNAVAILABLE, "NC", "no cluster");
+    };
+    let (mut parts, body) = req.into_parts();
+    prepare(&mut parts, route, chosen, prefix.as_deref(), &host, port);
+    // A request that may be sent more than once (retries, mirror) is
+    // buffered; others stream.
+    let replay = route.retries.attempts > 0 || route.mirror.is_some();
+    let body = if replay {
+        match http_body_util::Limited::new(body, REPLAY_LIMIT)
+            .collect()
+            .await
+        {
+            Ok(b) => Replay::Buffered(b.to_bytes()),
+            Err(_) => {
+                return full(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large to retry or mirror\n",
+                );
+            }
+        }
+    } else {
+        Replay::Streaming(body)
+    };
+    if let (Some(mirror), Replay::Buffered(bytes)) = (&route.mirror, &body) {
+        if chance(outbound, mirror.percent) {
+            if let Some(mc) = config.clusters.get(&mirror.cluster) {
+                shadow(outbound, mc, &parts, bytes.clone()).await;
+            }
+        }
+    }
+    let attempts = async {
+        let mut resp = send_with_retries(outbound, cluster, &route.retries, &parts, body).await;
+        apply_ops(resp.headers_mut(), &route.headers.response);
+        apply_ops(resp.headers_mut(), &chosen.headers.response);
+        resp
+    };
+    match route.timeout {
+        Some(t) => match tokio::time::timeout(t, attempts).await {
             Ok(resp) => resp,
             Err(_) => flagged(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -178,7 +232,7 @@ async fn handle(outbound: &Outbound, req: Request<Incoming>) -> Response<Body> {
                 "upstream request timeout",
             ),
         },
-        None => forward.await,
+        None => attempts.await,
     }
 }
 
@@ -217,8 +271,108 @@ fn redirect(
     resp
 }
 
+/// Requests bodies above this are not buffered for retries or mirroring.
+const REPLAY_LIMIT: usize = 4 << 20;
+
+enum Replay {
+    Buffered(Bytes),
+    Streaming(Incoming),
+}
+
+/// Whether this request falls in `pct` percent.
+fn chance(outbound: &Outbound, pct: f64) -> bool {
+    if pct >= 100.0 {
+        return true;
+    }
+    let r = mix(outbound.counter.fetch_add(1, Ordering::Relaxed)) % 1_000_000;
+    (r as f64) < pct * 10_000.0
+}
+
+/// The request as the upstream sees it: origin-form, rewritten, with the
+/// route's and the destination's header changes.
+fn prepare(
+    parts: &mut http::request::Parts,
+    route: &HttpRoute,
+    chosen: &WeightedCluster,
+    prefix: Option<&str>,
+    host: &str,
+    port: u16,
+) {
+    let mut path = parts
+        .uri
+        .path_and_query()
+        .map_or("/".to_string(), |p| p.to_string());
+    if !parts.headers.contains_key(HOST) {
+        let value = if port == 80 {
+            host.to_string()
+        } else {
+            format!("{host}:{port}")
+        };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            parts.headers.insert(HOST, v);
+        }
+    }
+    if let Some(rw) = &route.rewrite {
+        let (p, q) = match path.split_once('?') {
+            Some((p, q)) => (p.to_string(), Some(q.to_string())),
+            None => (path.clone(), None),
+        };
+        let mut p = p;
+        if let Some(to) = &rw.uri {
+            p = match prefix {
+                Some(prefix) if p.starts_with(prefix) => format!("{to}{}", &p[prefix.len()..]),
+                _ => to.clone(),
+            };
+        } else if let Some((re, to)) = &rw.uri_regex {
+            if let Ok(re) = regex::Regex::new(re) {
+                p = re.replace_all(&p, to.as_str()).into_owned();
+            }
+        }
+        path = match q {
+            Some(q) => format!("{p}?{q}"),
+            None => p,
+        };
+        if let Some(a) = &rw.authority {
+            if let Ok(v) = HeaderValue::from_str(a) {
+                parts.headers.insert(HOST, v);
+            }
+        }
+    }
+    if let Ok(uri) = path.parse::<Uri>() {
+        parts.uri = uri;
+    }
+    parts.headers.remove("proxy-connection");
+    apply_ops(&mut parts.headers, &route.headers.request);
+    apply_ops(&mut parts.headers, &chosen.headers.request);
+}
+
+fn apply_ops(headers: &mut http::HeaderMap, ops: &Ops) {
+    for name in &ops.remove {
+        headers.remove(name.as_str());
+    }
+    for (name, value) in &ops.set {
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.insert(n, v);
+        }
+    }
+    for (name, value) in &ops.add {
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.append(n, v);
+        }
+    }
+}
+
 /// A cluster by weight (weights are relative, as in Istio).
-fn pick_cluster<'a>(outbound: &Outbound, weighted: &'a [WeightedCluster]) -> Option<&'a str> {
+fn pick_cluster<'a>(
+    outbound: &Outbound,
+    weighted: &'a [WeightedCluster],
+) -> Option<&'a WeightedCluster> {
     let total: u64 = weighted.iter().map(|w| u64::from(w.weight)).sum();
     if total == 0 {
         return None;
@@ -226,7 +380,7 @@ fn pick_cluster<'a>(outbound: &Outbound, weighted: &'a [WeightedCluster]) -> Opt
     let mut r = mix(outbound.counter.fetch_add(1, Ordering::Relaxed)) % total;
     for w in weighted {
         if r < u64::from(w.weight) {
-            return Some(&w.cluster);
+            return Some(w);
         }
         r -= u64::from(w.weight);
     }
@@ -276,76 +430,138 @@ async fn open(outbound: &Outbound, ep: &ClusterEndpoint) -> Result<Box<dyn Io>, 
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
-async fn forward(
+/// Why one attempt failed before a response came back.
+enum Failure {
+    /// No endpoint, or the cluster's host is unknown: not retried.
+    Final(Box<Response<Body>>),
+    /// Could not connect or the connection was reset: retried when the
+    /// policy says so.
+    Connect(String),
+}
+
+/// One attempt on one endpoint.
+async fn send_once(
     outbound: &Outbound,
     cluster: &Cluster,
-    mut req: Request<Incoming>,
-    host: &str,
-    port: u16,
-) -> Response<Body> {
+    parts: &http::request::Parts,
+    body: Body,
+) -> Result<Response<Incoming>, Failure> {
     if cluster.missing {
-        return flagged(
+        return Err(Failure::Final(Box::new(flagged(
             StatusCode::SERVICE_UNAVAILABLE,
             "NC",
             &format!("no cluster for {}", cluster.host),
-        );
+        ))));
     }
     let Some(ep) = pick_endpoint(outbound, cluster) else {
-        return flagged(
+        return Err(Failure::Final(Box::new(flagged(
             StatusCode::SERVICE_UNAVAILABLE,
             "UH",
             &format!("no healthy upstream in {}", cluster.name),
-        );
+        ))));
     };
-    let stream = match open(outbound, ep).await {
-        Ok(s) => s,
-        Err(e) => {
-            return flagged(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "UF",
-                &format!("upstream connect error: {e}"),
-            );
-        }
-    };
-    // The upstream gets an origin-form request with the Host it was sent to.
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/".to_string(), |p| p.to_string());
-    if let Ok(uri) = path.parse::<Uri>() {
-        *req.uri_mut() = uri;
-    }
-    if !req.headers().contains_key(HOST) {
-        let value = if port == 80 {
-            host.to_string()
-        } else {
-            format!("{host}:{port}")
-        };
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            req.headers_mut().insert(HOST, v);
-        }
-    }
-    req.headers_mut().remove("proxy-connection");
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-    {
-        Ok(x) => x,
-        Err(e) => {
-            return flagged(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "UF",
-                &format!("upstream handshake: {e}"),
-            );
-        }
-    };
+    let stream = open(outbound, ep).await.map_err(Failure::Connect)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| Failure::Connect(format!("upstream handshake: {e}")))?;
     tokio::spawn(conn);
-    match sender.send_request(req).await {
-        Ok(resp) => resp.map(|b| b.boxed()),
-        Err(e) => flagged(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UC",
-            &format!("upstream connection closed: {e}"),
-        ),
+    let mut req = Request::from_parts(parts.clone(), body);
+    *req.extensions_mut() = http::Extensions::new();
+    sender
+        .send_request(req)
+        .await
+        .map_err(|e| Failure::Connect(format!("upstream connection closed: {e}")))
+}
+
+/// Istio's retry loop: up to `attempts` more tries on the failures and
+/// statuses `retry_on` names, each within `per_try_timeout`.
+async fn send_with_retries(
+    outbound: &Outbound,
+    cluster: &Cluster,
+    retry: &Retry,
+    parts: &http::request::Parts,
+    body: Replay,
+) -> Response<Body> {
+    let bytes = match body {
+        Replay::Streaming(b) => {
+            return match send_once(outbound, cluster, parts, b.boxed()).await {
+                Ok(resp) => resp.map(|b| b.boxed()),
+                Err(Failure::Final(resp)) => *resp,
+                Err(Failure::Connect(e)) => flagged(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UF",
+                    &format!("upstream connect error: {e}"),
+                ),
+            };
+        }
+        Replay::Buffered(b) => b,
+    };
+    let mut tries = 0u32;
+    loop {
+        let body = http_body_util::Full::new(bytes.clone())
+            .map_err(|never| match never {})
+            .boxed();
+        let attempt = send_once(outbound, cluster, parts, body);
+        let result = match retry.per_try_timeout {
+            Some(t) => tokio::time::timeout(t, attempt)
+                .await
+                .unwrap_or_else(|_| Err(Failure::Connect("per-try timeout".into()))),
+            None => attempt.await,
+        };
+        let last = tries >= retry.attempts;
+        match result {
+            Ok(resp) if !last && retry.on_status(resp.status().as_u16()) => {}
+            Ok(resp) => return resp.map(|b| b.boxed()),
+            Err(Failure::Final(resp)) => return *resp,
+            Err(Failure::Connect(e)) if last || !retry.on_connect_failure() => {
+                let flag = if tries > 0 { "URX" } else { "UF" };
+                return flagged(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    flag,
+                    &format!("upstream connect error: {e}"),
+                );
+            }
+            Err(Failure::Connect(_)) => {}
+        }
+        tries += 1;
+        // Envoy's default back-off: 25 ms base, jittered.
+        let backoff = Duration::from_millis(25 * u64::from(tries) + mix(u64::from(tries)) % 25);
+        tokio::time::sleep(backoff).await;
     }
+}
+
+/// A copy of the request to the mirror cluster; its answer is dropped.
+/// Envoy appends `-shadow` to the authority of mirrored requests.
+async fn shadow(outbound: &Outbound, cluster: &Cluster, parts: &http::request::Parts, body: Bytes) {
+    let mut parts = parts.clone();
+    if let Some(host) = parts.headers.get(HOST).and_then(|h| h.to_str().ok()) {
+        let shadowed = match host.rsplit_once(':') {
+            Some((h, p)) => format!("{h}-shadow:{p}"),
+            None => format!("{host}-shadow"),
+        };
+        if let Ok(v) = HeaderValue::from_str(&shadowed) {
+            parts.headers.insert(HOST, v);
+        }
+    }
+    let body = http_body_util::Full::new(body)
+        .map_err(|never| match never {})
+        .boxed();
+    let cluster = cluster.clone();
+    let Some(ep) = pick_endpoint(outbound, &cluster).cloned() else {
+        return;
+    };
+    let Ok(stream) = open(outbound, &ep).await else {
+        return;
+    };
+    tokio::spawn(async move {
+        let Ok((mut sender, conn)) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+        else {
+            return;
+        };
+        tokio::spawn(conn);
+        let _ = sender.send_request(Request::from_parts(parts, body)).await;
+    });
 }
 
 /// CONNECT through the outbound listener: a TCP tunnel to an endpoint of
@@ -369,7 +585,8 @@ async fn connect(
     } else {
         service.tcp.clone()
     };
-    let Some(cluster) = pick_cluster(outbound, &weighted).and_then(|n| config.clusters.get(n))
+    let Some(cluster) =
+        pick_cluster(outbound, &weighted).and_then(|w| config.clusters.get(&w.cluster))
     else {
         return flagged(StatusCode::SERVICE_UNAVAILABLE, "NC", "no cluster");
     };

@@ -125,8 +125,18 @@ async fn app(
                             .and_then(|h| h.to_str().ok())
                             .unwrap_or("")
                             .to_string();
-                        let body = format!("{version} {host} {}", req.uri());
-                        Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(body))))
+                        let mut body = format!("{version} {host} {}", req.uri());
+                        if req.uri().path().starts_with("/headers") {
+                            for (k, v) in req.headers() {
+                                body.push_str(&format!("\n{k}: {}", v.to_str().unwrap_or("")));
+                            }
+                        }
+                        let mut resp = Response::new(Full::new(Bytes::from(body)));
+                        if let Some(code) = req.uri().path().strip_prefix("/status/") {
+                            *resp.status_mut() =
+                                StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap();
+                        }
+                        Ok::<_, hyper::Error>(resp)
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -203,6 +213,16 @@ async fn get(
     host: Option<&str>,
     headers: &[(&str, &str)],
 ) -> (StatusCode, String) {
+    let (status, _, body) = get_full(proxy, target, host, headers).await;
+    (status, body)
+}
+
+async fn get_full(
+    proxy: SocketAddr,
+    target: &str,
+    host: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (StatusCode, hyper::HeaderMap, String) {
     let tcp = TcpStream::connect(proxy).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
@@ -220,8 +240,13 @@ async fn get(
         .await
         .unwrap();
     let status = resp.status();
+    let resp_headers = resp.headers().clone();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    (
+        status,
+        resp_headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
 }
 
 const URL: &str = "http://reviews.default.svc.cluster.local:9080/books?id=1";
@@ -432,4 +457,146 @@ async fn health_and_config_dump() {
         dump["clusters"]["outbound|9080||reviews.default.svc.cluster.local"]["endpoints"]
             .is_array()
     );
+}
+
+fn hits(m: &Mesh, v: &str) -> usize {
+    m.hits[v].load(Ordering::SeqCst)
+}
+
+const R: &str = "http://reviews.default.svc.cluster.local:9080";
+
+#[tokio::test]
+async fn retries_are_counted_at_the_upstream() {
+    let m = start(
+        106,
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /status/500}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+    retries: {attempts: 0}
+  - route: [{destination: {host: reviews, subset: v1}}]
+    retries: {attempts: 3, retryOn: 5xx}
+"#,
+    )
+    .await;
+    let (status, _) = get(m.client, &format!("{R}/status/503"), None, &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(hits(&m, "v1"), 4, "one try and three retries");
+    let (status, _) = get(m.client, &format!("{R}/status/200"), None, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(hits(&m, "v1"), 5);
+    let (status, _) = get(m.client, &format!("{R}/status/500"), None, &[]).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(hits(&m, "v2"), 1, "attempts: 0 turns retries off");
+}
+
+#[tokio::test]
+async fn faults_abort_and_delay_at_their_percentages() {
+    let m = start(
+        107,
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{headers: {end-user: {exact: jason}}}]
+    fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{uri: {prefix: /half}}]
+    fault: {abort: {httpStatus: 500, percentage: {value: 50}}}
+    route: [{destination: {host: reviews, subset: v1}}]
+    retries: {attempts: 0}
+  - fault: {delay: {fixedDelay: 200ms}}
+    route: [{destination: {host: reviews, subset: v2}}]
+"#,
+    )
+    .await;
+    let (status, _) = get(m.client, &format!("{R}/"), None, &[("end-user", "jason")]).await;
+    assert_eq!(status, StatusCode::IM_A_TEAPOT);
+    assert_eq!(
+        hits(&m, "v1"),
+        0,
+        "an aborted request never reaches the app"
+    );
+    let n = 400;
+    let mut aborted = 0;
+    for _ in 0..n {
+        if get(m.client, &format!("{R}/half"), None, &[]).await.0
+            == StatusCode::INTERNAL_SERVER_ERROR
+        {
+            aborted += 1;
+        }
+    }
+    // 50% of 400 = 200; the standard deviation is 10: allow four of them.
+    assert!((160..=240).contains(&aborted), "{aborted} of {n} aborted");
+    assert_eq!(hits(&m, "v1"), n - aborted);
+    let started = std::time::Instant::now();
+    let (status, _) = get(m.client, &format!("{R}/"), None, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "the delay applies"
+    );
+}
+
+#[tokio::test]
+async fn headers_rewrites_and_mirrors() {
+    let m = start(
+        108,
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /old}}]
+    rewrite: {uri: /headers/new, authority: books.internal}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{uri: {prefix: /mirror}}]
+    route: [{destination: {host: reviews, subset: v1}}]
+    mirror: {host: reviews, subset: v2}
+    mirrorPercentage: {value: 100}
+  - headers:
+      request: {set: {x-route: "yes"}, remove: [x-secret]}
+      response: {add: {x-served-by: weft}}
+    route:
+    - destination: {host: reviews, subset: v1}
+      headers: {request: {add: {x-subset: v1}}}
+"#,
+    )
+    .await;
+    let (status, resp_headers, body) = get_full(
+        m.client,
+        &format!("{R}/headers"),
+        None,
+        &[("x-secret", "s3cret"), ("x-route", "no")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("\nx-route: yes"), "{body}");
+    assert!(body.contains("\nx-subset: v1"), "{body}");
+    assert!(!body.contains("s3cret"), "{body}");
+    assert_eq!(resp_headers.get("x-served-by").unwrap(), "weft");
+    let (_, body) = get(m.client, &format!("{R}/old/page?x=1"), None, &[]).await;
+    assert!(
+        body.starts_with("v1 books.internal /headers/new/page?x=1"),
+        "{body}"
+    );
+    let (status, body) = get(m.client, &format!("{R}/mirror"), None, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.starts_with("v1 "), "{body}");
+    // The copy arrives at v2, its answer dropped.
+    let start = std::time::Instant::now();
+    while hits(&m, "v2") == 0 && start.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(hits(&m, "v2"), 1, "the mirrored copy arrived");
 }
