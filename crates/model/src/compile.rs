@@ -308,6 +308,9 @@ impl Compiler<'_> {
                                 format!("spiffe://{}/ns/{}/sa/{sa}", self.trust_domain, e.namespace)
                             }),
                             weight: e.weight.max(1),
+                            workload: e.workload.clone(),
+                            namespace: e.namespace.clone(),
+                            labels: e.labels.clone(),
                         }
                     })
                     .collect()
@@ -318,6 +321,7 @@ impl Compiler<'_> {
             Cluster {
                 name: name.clone(),
                 host: host.to_string(),
+                service_namespace: service.map(|s| s.namespace.clone()),
                 port,
                 subset: subset.map(str::to_string),
                 endpoints,

@@ -362,6 +362,8 @@ impl Serialize for StrMatch {
 pub struct Cluster {
     pub name: String,
     pub host: String,
+    /// The namespace of the service, for telemetry.
+    pub service_namespace: Option<String>,
     pub port: u32,
     pub subset: Option<String>,
     pub endpoints: Vec<ClusterEndpoint>,
@@ -377,6 +379,10 @@ pub struct ClusterEndpoint {
     /// reached directly instead of through HBONE.
     pub identity: Option<String>,
     pub weight: u32,
+    /// Telemetry: the workload behind the endpoint, its namespace and labels.
+    pub workload: Option<String>,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
 }
 
 fn duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

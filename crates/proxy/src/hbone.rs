@@ -23,6 +23,7 @@ use weft_identity::tls::{self, PeerPolicy};
 use weft_identity::{CertStore, SpiffeId};
 
 use crate::http::{Body, empty, full};
+use crate::metrics::{Labels, Metrics};
 
 /// The port HBONE listens on.
 pub const HBONE_PORT: u16 = 15008;
@@ -166,6 +167,7 @@ pub async fn serve(
     store: Arc<CertStore>,
     policy: PeerPolicy,
     allowed: Arc<dyn Fn(SocketAddr) -> bool + Send + Sync>,
+    telemetry: Inbound,
 ) -> Result<(), HboneError> {
     let config =
         tls::server_config(store, policy, &[b"h2"]).map_err(|e| HboneError::Tls(e.to_string()))?;
@@ -176,6 +178,7 @@ pub async fn serve(
         };
         let acceptor = acceptor.clone();
         let allowed = allowed.clone();
+        let telemetry = telemetry.clone();
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
             // A peer without a valid certificate ends here.
@@ -183,7 +186,9 @@ pub async fn serve(
                 return;
             };
             let peer = tls::peer_identity(tls.get_ref().1);
-            let service = service_fn(move |req| tunnel(req, peer.clone(), allowed.clone()));
+            let service = service_fn(move |req| {
+                tunnel(req, peer.clone(), allowed.clone(), telemetry.clone())
+            });
             let _ = server_h2::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tls), service)
                 .await;
@@ -191,10 +196,24 @@ pub async fn serve(
     }
 }
 
+/// Inbound telemetry: the metrics and how to label a peer's connection.
+#[derive(Clone)]
+pub struct Inbound {
+    pub metrics: Arc<Metrics>,
+    pub labels: Arc<dyn Fn(Option<&str>) -> Labels + Send + Sync>,
+}
+
+impl std::fmt::Debug for Inbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Inbound")
+    }
+}
+
 async fn tunnel(
     req: Request<hyper::body::Incoming>,
-    _peer: Option<SpiffeId>,
+    peer: Option<SpiffeId>,
     allowed: Arc<dyn Fn(SocketAddr) -> bool + Send + Sync>,
+    telemetry: Inbound,
 ) -> Result<Response<Body>, hyper::Error> {
     if req.method() != Method::CONNECT {
         return Ok(full(
@@ -228,12 +247,20 @@ async fn tunnel(
         }
     };
     let _ = upstream.set_nodelay(true);
+    let labels = (telemetry.labels)(peer.map(|p| p.to_string()).as_deref());
+    telemetry.metrics.tcp_opened(&labels);
     tokio::spawn(async move {
+        let (mut sent, mut received) = (0, 0);
         if let Ok(up) = hyper::upgrade::on(req).await {
             let mut up = TokioIo::new(up);
             let mut upstream = upstream;
-            let _ = tokio::io::copy_bidirectional(&mut up, &mut upstream).await;
+            if let Ok((to_app, to_peer)) =
+                tokio::io::copy_bidirectional(&mut up, &mut upstream).await
+            {
+                (sent, received) = (to_peer, to_app);
+            }
         }
+        telemetry.metrics.tcp_closed(&labels, sent, received);
     });
     Ok(Response::new(empty()))
 }

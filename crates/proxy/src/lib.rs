@@ -6,7 +6,9 @@
 
 pub mod hbone;
 pub mod http;
+pub mod metrics;
 pub mod outbound;
 pub mod sidecar;
+pub mod telemetry;
 
 pub use sidecar::{Ports, Sidecar};

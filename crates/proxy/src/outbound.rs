@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -28,7 +28,9 @@ use weft_model::config::{
 };
 
 use crate::hbone::{HBONE_PORT, Pool};
-use crate::http::{Body, flagged, full};
+use crate::http::{Body, ResponseFlag, flagged, full};
+use crate::metrics::Metrics;
+use crate::telemetry::{DestService, Upstream, outbound_labels, record};
 
 /// What the outbound listener works with: the current config (swapped as a
 /// whole on reload) and the HBONE pool.
@@ -36,15 +38,17 @@ use crate::http::{Body, flagged, full};
 pub struct Outbound {
     pub config: Arc<ArcSwap<ProxyConfig>>,
     pub pool: Pool,
+    pub metrics: Arc<Metrics>,
     /// Drives round robin and weighted picks.
     counter: AtomicU64,
 }
 
 impl Outbound {
-    pub fn new(config: Arc<ArcSwap<ProxyConfig>>, pool: Pool) -> Outbound {
+    pub fn new(config: Arc<ArcSwap<ProxyConfig>>, pool: Pool, metrics: Arc<Metrics>) -> Outbound {
         Outbound {
             config,
             pool,
+            metrics,
             counter: AtomicU64::new(0),
         }
     }
@@ -61,7 +65,7 @@ pub async fn serve(listener: TcpListener, outbound: Arc<Outbound>) {
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let outbound = outbound.clone();
-                async move { Ok::<_, hyper::Error>(handle(&outbound, req).await) }
+                async move { Ok::<_, hyper::Error>(observed(&outbound, req).await) }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service)
@@ -69,6 +73,38 @@ pub async fn serve(listener: TcpListener, outbound: Arc<Outbound>) {
                 .await;
         });
     }
+}
+
+/// Handles a request and records it in Istio's metrics when its response
+/// body has been sent.
+async fn observed(outbound: &Outbound, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let connect = req.method() == Method::CONNECT;
+    let request_bytes = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(0);
+    let resp = handle(outbound, req).await;
+    if connect {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let labels = outbound_labels(
+        &outbound.config.load().workload,
+        parts.extensions.get::<Upstream>(),
+        parts.extensions.get::<DestService>(),
+        parts.status.as_u16(),
+        parts.extensions.get::<ResponseFlag>().map(|f| f.0),
+    );
+    let body = record(
+        outbound.metrics.clone(),
+        labels,
+        started,
+        request_bytes,
+        body,
+    );
+    Response::from_parts(parts, BodyExt::boxed(body))
 }
 
 /// Where a request is going: host without port, and port.
@@ -223,7 +259,7 @@ async fn handle(outbound: &Outbound, req: Request<Incoming>) -> Response<Body> {
         apply_ops(resp.headers_mut(), &chosen.headers.response);
         resp
     };
-    match route.timeout {
+    let mut resp = match route.timeout {
         Some(t) => match tokio::time::timeout(t, attempts).await {
             Ok(resp) => resp,
             Err(_) => flagged(
@@ -233,7 +269,12 @@ async fn handle(outbound: &Outbound, req: Request<Incoming>) -> Response<Body> {
             ),
         },
         None => attempts.await,
-    }
+    };
+    resp.extensions_mut().insert(DestService {
+        host: cluster.host.clone(),
+        namespace: cluster.service_namespace.clone(),
+    });
+    resp
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -467,10 +508,17 @@ async fn send_once(
     tokio::spawn(conn);
     let mut req = Request::from_parts(parts.clone(), body);
     *req.extensions_mut() = http::Extensions::new();
-    sender
+    let mut resp = sender
         .send_request(req)
         .await
-        .map_err(|e| Failure::Connect(format!("upstream connection closed: {e}")))
+        .map_err(|e| Failure::Connect(format!("upstream connection closed: {e}")))?;
+    resp.extensions_mut().insert(Upstream {
+        workload: ep.workload.clone(),
+        namespace: ep.namespace.clone(),
+        identity: ep.identity.clone(),
+        labels: ep.labels.clone(),
+    });
+    Ok(resp)
 }
 
 /// Istio's retry loop: up to `attempts` more tries on the failures and

@@ -17,7 +17,9 @@ use weft_model::ProxyConfig;
 
 use crate::hbone::{self, Pool};
 use crate::http::{Body, full};
+use crate::metrics::Metrics;
 use crate::outbound::{self, Outbound};
+use crate::telemetry::inbound_tcp_labels;
 
 /// Istio's well-known ports.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +28,7 @@ pub struct Ports {
     pub outbound: u16,
     pub hbone: u16,
     pub health: u16,
+    pub metrics: u16,
 }
 
 impl Default for Ports {
@@ -35,6 +38,7 @@ impl Default for Ports {
             outbound: 15001,
             hbone: hbone::HBONE_PORT,
             health: 15021,
+            metrics: 15090,
         }
     }
 }
@@ -73,16 +77,19 @@ impl Sidecar {
                 .await
                 .map_err(|source| StartError::Bind { addr, source })
         };
-        let (out_l, hbone_l, health_l, admin_l) = (
+        let (out_l, hbone_l, health_l, admin_l, metrics_l) = (
             bind(ports.outbound).await?,
             bind(ports.hbone).await?,
             bind(ports.health).await?,
             bind(ports.admin).await?,
+            bind(ports.metrics).await?,
         );
         let config = Arc::new(ArcSwap::from_pointee(config));
+        let metrics = Metrics::new();
         let outbound = Arc::new(Outbound::new(
             config.clone(),
             Pool::new(store.clone(), policy.clone()),
+            metrics.clone(),
         ));
         let allowed = {
             let config = config.clone();
@@ -94,9 +101,26 @@ impl Sidecar {
         };
         let mut tasks = vec![tokio::spawn(outbound::serve(out_l, outbound))];
         let (hbone_store, hbone_policy) = (store.clone(), policy);
+        let inbound = hbone::Inbound {
+            metrics: metrics.clone(),
+            labels: {
+                let config = config.clone();
+                Arc::new(move |peer: Option<&str>| {
+                    inbound_tcp_labels(&config.load().workload, peer)
+                })
+            },
+        };
         tasks.push(tokio::spawn(async move {
-            let _ = hbone::serve(hbone_l, hbone_store, hbone_policy, allowed).await;
+            let _ = hbone::serve(hbone_l, hbone_store, hbone_policy, allowed, inbound).await;
         }));
+        let exposition = metrics.clone();
+        tasks.push(tokio::spawn(serve_small(
+            metrics_l,
+            move |path| match path {
+                "/stats/prometheus" => full(StatusCode::OK, exposition.encode()),
+                _ => full(StatusCode::NOT_FOUND, "try /stats/prometheus\n"),
+            },
+        )));
         let ready = {
             let store = store.clone();
             move || store.current().is_some()

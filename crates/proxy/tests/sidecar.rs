@@ -600,3 +600,148 @@ spec:
     }
     assert_eq!(hits(&m, "v2"), 1, "the mirrored copy arrived");
 }
+
+/// Istio's label names on `istio_requests_total`, in Istio's order.
+const ISTIO_REQUEST_LABELS: [&str; 25] = [
+    "reporter",
+    "source_workload",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "source_workload_namespace",
+    "source_principal",
+    "source_app",
+    "source_version",
+    "source_cluster",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_app",
+    "destination_version",
+    "destination_service",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_cluster",
+    "request_protocol",
+    "response_code",
+    "grpc_response_status",
+    "response_flags",
+    "connection_security_policy",
+];
+
+/// `name{k="v",...} value` lines of a Prometheus text exposition.
+fn samples(text: &str, name: &str) -> Vec<(Vec<(String, String)>, f64)> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .map(|l| {
+            let (head, value) = l.rsplit_once(' ').unwrap();
+            let inner = head[name.len() + 1..head.len() - 1].to_string();
+            let labels = inner
+                .split("\",")
+                .map(|kv| {
+                    let (k, v) = kv.split_once("=\"").unwrap();
+                    (k.to_string(), v.trim_end_matches('"').to_string())
+                })
+                .collect();
+            (labels, value.parse().unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn prometheus_metrics_have_istios_names_and_labels() {
+    let m = start(109, "").await;
+    for _ in 0..3 {
+        assert_eq!(get(m.client, URL, None, &[]).await.0, StatusCode::OK);
+    }
+    assert_eq!(
+        get(m.client, "http://unknown.example.com/", None, &[])
+            .await
+            .0,
+        StatusCode::BAD_GATEWAY
+    );
+    let ip: IpAddr = format!("127.0.{}.21", m.net).parse().unwrap();
+    let (status, text) = get(
+        SocketAddr::new(ip, 15090),
+        "/stats/prometheus",
+        Some("x"),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let requests = samples(&text, "istio_requests_total");
+    assert!(!requests.is_empty(), "{text}");
+    for (labels, _) in &requests {
+        let names: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ISTIO_REQUEST_LABELS);
+    }
+    let ok: f64 = requests
+        .iter()
+        .filter(|(l, _)| l.iter().any(|(k, v)| k == "response_code" && v == "200"))
+        .map(|(l, v)| {
+            let get = |name: &str| {
+                l.iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_str())
+                    .unwrap()
+            };
+            assert_eq!(get("reporter"), "source");
+            assert_eq!(get("source_workload"), "productpage");
+            assert_eq!(
+                get("source_principal"),
+                "spiffe://cluster.local/ns/default/sa/productpage"
+            );
+            assert_eq!(
+                get("destination_service"),
+                "reviews.default.svc.cluster.local"
+            );
+            assert_eq!(get("destination_service_name"), "reviews");
+            assert_eq!(
+                get("destination_principal"),
+                "spiffe://cluster.local/ns/default/sa/reviews"
+            );
+            assert_eq!(get("destination_app"), "reviews");
+            assert!(get("destination_version") == "v1" || get("destination_version") == "v2");
+            assert_eq!(get("response_flags"), "-");
+            *v
+        })
+        .sum();
+    assert_eq!(ok, 3.0);
+    let nr = requests
+        .iter()
+        .find(|(l, _)| l.iter().any(|(k, v)| k == "response_flags" && v == "NR"))
+        .expect("the unknown host is counted with flag NR");
+    assert!(nr.0.iter().any(|(k, v)| k == "response_code" && v == "502"));
+    // Histograms with Istio's buckets.
+    assert!(
+        text.contains("istio_request_duration_milliseconds_bucket{"),
+        "{text}"
+    );
+    assert!(text.contains("le=\"0.5\""));
+    assert!(text.contains("le=\"3600000.0\""));
+    assert!(text.contains("istio_response_bytes_bucket{"));
+    // The destination proxies count the HBONE connections they accepted.
+    let server: IpAddr = format!("127.0.{}.31", m.net).parse().unwrap();
+    let server2: IpAddr = format!("127.0.{}.32", m.net).parse().unwrap();
+    let mut opened = 0.0;
+    for ip in [server, server2] {
+        let (_, text) = get(
+            SocketAddr::new(ip, 15090),
+            "/stats/prometheus",
+            Some("x"),
+            &[],
+        )
+        .await;
+        for (labels, v) in samples(&text, "istio_tcp_connections_opened_total") {
+            assert!(labels.contains(&("reporter".into(), "destination".into())));
+            assert!(labels.contains(&("connection_security_policy".into(), "mutual_tls".into())));
+            assert!(labels.contains(&(
+                "source_principal".into(),
+                "spiffe://cluster.local/ns/default/sa/productpage".into()
+            )));
+            opened += v;
+        }
+    }
+    assert_eq!(opened, 3.0, "one tunnel per request");
+}

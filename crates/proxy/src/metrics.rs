@@ -1,0 +1,156 @@
+//! Istio's standard metrics, with Istio's names, label names and buckets,
+//! so existing dashboards and alerts work: served on 15090 at
+//! `/stats/prometheus`.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Label name and value pairs in Istio's order.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// Istio's request duration buckets, in milliseconds.
+const DURATION_BUCKETS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+/// Istio's request and response size buckets, in bytes.
+const SIZE_BUCKETS: [f64; 9] = [
+    1.0,
+    10.0,
+    100.0,
+    1000.0,
+    10000.0,
+    100000.0,
+    1000000.0,
+    10000000.0,
+    100000000.0,
+];
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+fn size_histogram() -> Histogram {
+    Histogram::new(SIZE_BUCKETS)
+}
+
+type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<Labels, Counter>,
+    duration: HistogramFamily,
+    request_bytes: HistogramFamily,
+    response_bytes: HistogramFamily,
+    tcp_opened: Family<Labels, Counter>,
+    tcp_closed: Family<Labels, Counter>,
+    tcp_sent: Family<Labels, Counter>,
+    tcp_received: Family<Labels, Counter>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::default();
+        let requests = Family::<Labels, Counter>::default();
+        let duration =
+            HistogramFamily::new_with_constructor(duration_histogram as fn() -> Histogram);
+        let request_bytes =
+            HistogramFamily::new_with_constructor(size_histogram as fn() -> Histogram);
+        let response_bytes =
+            HistogramFamily::new_with_constructor(size_histogram as fn() -> Histogram);
+        let tcp_opened = Family::<Labels, Counter>::default();
+        let tcp_closed = Family::<Labels, Counter>::default();
+        let tcp_sent = Family::<Labels, Counter>::default();
+        let tcp_received = Family::<Labels, Counter>::default();
+        // Counters get their `_total` suffix from the encoder.
+        registry.register("istio_requests", "Total requests", requests.clone());
+        registry.register(
+            "istio_request_duration_milliseconds",
+            "Request duration",
+            duration.clone(),
+        );
+        registry.register(
+            "istio_request_bytes",
+            "Request body size",
+            request_bytes.clone(),
+        );
+        registry.register(
+            "istio_response_bytes",
+            "Response body size",
+            response_bytes.clone(),
+        );
+        registry.register(
+            "istio_tcp_connections_opened",
+            "TCP connections opened",
+            tcp_opened.clone(),
+        );
+        registry.register(
+            "istio_tcp_connections_closed",
+            "TCP connections closed",
+            tcp_closed.clone(),
+        );
+        registry.register(
+            "istio_tcp_sent_bytes",
+            "Bytes sent to the peer",
+            tcp_sent.clone(),
+        );
+        registry.register(
+            "istio_tcp_received_bytes",
+            "Bytes received from the peer",
+            tcp_received.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            requests,
+            duration,
+            request_bytes,
+            response_bytes,
+            tcp_opened,
+            tcp_closed,
+            tcp_sent,
+            tcp_received,
+        })
+    }
+
+    /// One finished request.
+    pub fn request(
+        &self,
+        labels: &Labels,
+        duration_ms: f64,
+        request_bytes: u64,
+        response_bytes: u64,
+    ) {
+        self.requests.get_or_create(labels).inc();
+        self.duration.get_or_create(labels).observe(duration_ms);
+        self.request_bytes
+            .get_or_create(labels)
+            .observe(request_bytes as f64);
+        self.response_bytes
+            .get_or_create(labels)
+            .observe(response_bytes as f64);
+    }
+
+    pub fn tcp_opened(&self, labels: &Labels) {
+        self.tcp_opened.get_or_create(labels).inc();
+    }
+
+    /// One finished connection with the bytes each way.
+    pub fn tcp_closed(&self, labels: &Labels, sent: u64, received: u64) {
+        self.tcp_closed.get_or_create(labels).inc();
+        self.tcp_sent.get_or_create(labels).inc_by(sent);
+        self.tcp_received.get_or_create(labels).inc_by(received);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
