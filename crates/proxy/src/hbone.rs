@@ -200,8 +200,11 @@ pub async fn serve(
 #[derive(Clone)]
 pub struct Inbound {
     pub metrics: Arc<Metrics>,
-    pub labels: Arc<dyn Fn(Option<&str>) -> Labels + Send + Sync>,
+    pub labels: LabelPeer,
 }
+
+/// Labels for a connection from a peer (its SPIFFE ID, when it has one).
+pub type LabelPeer = Arc<dyn Fn(Option<&str>) -> Labels + Send + Sync>;
 
 impl std::fmt::Debug for Inbound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
