@@ -10,5 +10,6 @@ pub mod metrics;
 pub mod outbound;
 pub mod sidecar;
 pub mod telemetry;
+pub mod trace;
 
 pub use sidecar::{Ports, Sidecar};

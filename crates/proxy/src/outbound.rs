@@ -30,7 +30,7 @@ use weft_model::config::{
 use crate::hbone::{HBONE_PORT, Pool};
 use crate::http::{Body, ResponseFlag, flagged, full};
 use crate::metrics::Metrics;
-use crate::telemetry::{DestService, Upstream, outbound_labels, record};
+use crate::telemetry::{AccessEntry, AccessLog, Counted, DestService, Upstream, outbound_labels};
 
 /// What the outbound listener works with: the current config (swapped as a
 /// whole on reload) and the HBONE pool.
@@ -39,16 +39,24 @@ pub struct Outbound {
     pub config: Arc<ArcSwap<ProxyConfig>>,
     pub pool: Pool,
     pub metrics: Arc<Metrics>,
+    /// Where access-log lines go, when access logging is on.
+    pub access_log: Option<AccessLog>,
     /// Drives round robin and weighted picks.
     counter: AtomicU64,
 }
 
 impl Outbound {
-    pub fn new(config: Arc<ArcSwap<ProxyConfig>>, pool: Pool, metrics: Arc<Metrics>) -> Outbound {
+    pub fn new(
+        config: Arc<ArcSwap<ProxyConfig>>,
+        pool: Pool,
+        metrics: Arc<Metrics>,
+        access_log: Option<AccessLog>,
+    ) -> Outbound {
         Outbound {
             config,
             pool,
             metrics,
+            access_log,
             counter: AtomicU64::new(0),
         }
     }
@@ -57,7 +65,7 @@ impl Outbound {
 /// Serves the outbound listener until the task is dropped.
 pub async fn serve(listener: TcpListener, outbound: Arc<Outbound>) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
+        let Ok((tcp, peer)) = listener.accept().await else {
             continue;
         };
         let _ = tcp.set_nodelay(true);
@@ -65,7 +73,7 @@ pub async fn serve(listener: TcpListener, outbound: Arc<Outbound>) {
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let outbound = outbound.clone();
-                async move { Ok::<_, hyper::Error>(observed(&outbound, req).await) }
+                async move { Ok::<_, hyper::Error>(observed(&outbound, req, peer).await) }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service)
@@ -77,33 +85,73 @@ pub async fn serve(listener: TcpListener, outbound: Arc<Outbound>) {
 
 /// Handles a request and records it in Istio's metrics when its response
 /// body has been sent.
-async fn observed(outbound: &Outbound, req: Request<Incoming>) -> Response<Body> {
+async fn observed(
+    outbound: &Outbound,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
     let started = Instant::now();
-    let connect = req.method() == Method::CONNECT;
-    let request_bytes = req
-        .headers()
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse().ok())
-        .unwrap_or(0);
-    let resp = handle(outbound, req).await;
-    if connect {
-        return resp;
+    let start_time = std::time::SystemTime::now();
+    if req.method() == Method::CONNECT {
+        return handle(outbound, req).await;
     }
+    let request_id = crate::trace::propagate(req.headers_mut());
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let request_bytes: u64 = header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let entry = AccessEntry {
+        start_time,
+        method: req.method().to_string(),
+        path: req
+            .uri()
+            .path_and_query()
+            .map_or("/".into(), |p| p.to_string()),
+        protocol: format!("{:?}", req.version()),
+        authority: req
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .or_else(|| header("host")),
+        user_agent: header("user-agent"),
+        request_id,
+        downstream: peer,
+        bytes_received: request_bytes,
+    };
+    let resp = handle(outbound, req).await;
     let (parts, body) = resp.into_parts();
+    let flag = parts.extensions.get::<ResponseFlag>().map(|f| f.0);
     let labels = outbound_labels(
         &outbound.config.load().workload,
         parts.extensions.get::<Upstream>(),
         parts.extensions.get::<DestService>(),
         parts.status.as_u16(),
-        parts.extensions.get::<ResponseFlag>().map(|f| f.0),
+        flag,
     );
-    let body = record(
-        outbound.metrics.clone(),
-        labels,
-        started,
-        request_bytes,
-        body,
-    );
+    let metrics = outbound.metrics.clone();
+    let log = outbound.access_log.clone();
+    let status = parts.status.as_u16();
+    let upstream_host = parts
+        .extensions
+        .get::<Upstream>()
+        .and_then(|u| u.address)
+        .map(|a| a.to_string());
+    let cluster = parts
+        .extensions
+        .get::<DestService>()
+        .map(|d| d.cluster.clone());
+    let body = Counted::new(body, move |response_bytes| {
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        metrics.request(&labels, ms, request_bytes, response_bytes);
+        if let Some(log) = log {
+            let _ = log.send(entry.line(status, flag, response_bytes, ms, upstream_host, cluster));
+        }
+    });
     Response::from_parts(parts, BodyExt::boxed(body))
 }
 
@@ -273,6 +321,7 @@ async fn handle(outbound: &Outbound, req: Request<Incoming>) -> Response<Body> {
     resp.extensions_mut().insert(DestService {
         host: cluster.host.clone(),
         namespace: cluster.service_namespace.clone(),
+        cluster: cluster.name.clone(),
     });
     resp
 }
@@ -513,6 +562,7 @@ async fn send_once(
         .await
         .map_err(|e| Failure::Connect(format!("upstream connection closed: {e}")))?;
     resp.extensions_mut().insert(Upstream {
+        address: Some(ep.address),
         workload: ep.workload.clone(),
         namespace: ep.namespace.clone(),
         identity: ep.identity.clone(),

@@ -19,7 +19,7 @@ use crate::hbone::{self, Pool};
 use crate::http::{Body, full};
 use crate::metrics::Metrics;
 use crate::outbound::{self, Outbound};
-use crate::telemetry::inbound_tcp_labels;
+use crate::telemetry::{AccessLog, inbound_tcp_labels};
 
 /// Istio's well-known ports.
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +69,7 @@ impl Sidecar {
         store: Arc<CertStore>,
         policy: PeerPolicy,
         ports: Ports,
+        access_log: Option<AccessLog>,
     ) -> Result<Sidecar, StartError> {
         let address = config.workload.address;
         let bind = |port: u16| async move {
@@ -90,6 +91,7 @@ impl Sidecar {
             config.clone(),
             Pool::new(store.clone(), policy.clone()),
             metrics.clone(),
+            access_log,
         ));
         let allowed = {
             let config = config.clone();

@@ -4,20 +4,19 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use weft_model::config::WorkloadInfo;
 
 use crate::http::Body;
-use crate::metrics::{Labels, Metrics};
+use crate::metrics::Labels;
 
 /// The upstream a response came from, left on it by the router.
 #[derive(Debug, Clone)]
 pub struct Upstream {
+    pub address: Option<std::net::SocketAddr>,
     pub workload: Option<String>,
     pub namespace: String,
     pub identity: Option<String>,
@@ -29,6 +28,7 @@ pub struct Upstream {
 pub struct DestService {
     pub host: String,
     pub namespace: Option<String>,
+    pub cluster: String,
 }
 
 fn canonical(labels: &BTreeMap<String, String>, fallback: &str) -> (String, String) {
@@ -237,16 +237,55 @@ impl HttpBody for Counted {
     }
 }
 
-/// Records one request in `metrics` when `body` ends.
-pub fn record(
-    metrics: Arc<Metrics>,
-    labels: Labels,
-    started: Instant,
-    request_bytes: u64,
-    body: Body,
-) -> Counted {
-    Counted::new(body, move |response_bytes| {
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
-        metrics.request(&labels, ms, request_bytes, response_bytes);
-    })
+/// Where access-log lines go: one JSON object per request.
+pub type AccessLog = tokio::sync::mpsc::UnboundedSender<String>;
+
+/// What the access log records about a request before it is answered.
+#[derive(Debug)]
+pub struct AccessEntry {
+    pub start_time: std::time::SystemTime,
+    pub method: String,
+    pub path: String,
+    pub protocol: String,
+    pub authority: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: String,
+    pub downstream: std::net::SocketAddr,
+    pub bytes_received: u64,
+}
+
+impl AccessEntry {
+    /// The JSON line, with Envoy's field names and response flags.
+    pub fn line(
+        &self,
+        code: u16,
+        flag: Option<&str>,
+        bytes_sent: u64,
+        duration_ms: f64,
+        upstream_host: Option<String>,
+        upstream_cluster: Option<String>,
+    ) -> String {
+        let start = self
+            .start_time
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        serde_json::json!({
+            "start_time": start,
+            "method": self.method,
+            "path": self.path,
+            "protocol": self.protocol,
+            "response_code": code,
+            "response_flags": flag.unwrap_or("-"),
+            "bytes_received": self.bytes_received,
+            "bytes_sent": bytes_sent,
+            "duration": duration_ms.round() as u64,
+            "authority": self.authority,
+            "user_agent": self.user_agent,
+            "x_request_id": self.request_id,
+            "downstream_remote_address": self.downstream.to_string(),
+            "upstream_host": upstream_host,
+            "upstream_cluster": upstream_cluster,
+        })
+        .to_string()
+    }
 }

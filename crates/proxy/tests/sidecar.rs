@@ -66,6 +66,8 @@ spec:
 
 struct Mesh {
     _sidecars: Vec<Sidecar>,
+    /// Access-log lines of every sidecar.
+    log: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<String>>,
     /// Requests each stand-in app received, by version.
     hits: Arc<HashMap<&'static str, AtomicUsize>>,
     client: SocketAddr,
@@ -164,6 +166,8 @@ async fn start(net: u8, extra: &str) -> Mesh {
     let registry = weft_model::Registry::from_resources(&loaded.resources);
     let hits: Arc<HashMap<&'static str, AtomicUsize>> =
         Arc::new([("v1", AtomicUsize::new(0)), ("v2", AtomicUsize::new(0))].into());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let log = Some(tx);
     let mut sidecars = Vec::new();
     for (name, sa) in [
         ("productpage", "productpage"),
@@ -179,9 +183,15 @@ async fn start(net: u8, extra: &str) -> Mesh {
         )
         .unwrap();
         sidecars.push(
-            Sidecar::start(config, store(&ca, sa), policy(&ca), Ports::default())
-                .await
-                .unwrap(),
+            Sidecar::start(
+                config,
+                store(&ca, sa),
+                policy(&ca),
+                Ports::default(),
+                log.clone(),
+            )
+            .await
+            .unwrap(),
         );
     }
     app(
@@ -199,6 +209,7 @@ async fn start(net: u8, extra: &str) -> Mesh {
     Mesh {
         client: sidecars[0].outbound_addr(),
         _sidecars: sidecars,
+        log: tokio::sync::Mutex::new(rx),
         hits,
         ca,
         net,
@@ -744,4 +755,55 @@ async fn prometheus_metrics_have_istios_names_and_labels() {
         }
     }
     assert_eq!(opened, 3.0, "one tunnel per request");
+}
+
+#[tokio::test]
+async fn access_log_lines_and_trace_context() {
+    let m = start(110, "").await;
+    let (status, body) = get(
+        m.client,
+        &format!("{R}/headers"),
+        None,
+        &[("user-agent", "curl/8")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // The app sees a request ID and trace context the proxy created.
+    let header = |name: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("{name} missing in {body}"))
+            .to_string()
+    };
+    let request_id = header("x-request-id");
+    assert_eq!(request_id.len(), 36);
+    assert!(header("traceparent").starts_with("00-"));
+    assert_eq!(header("x-b3-traceid").len(), 32);
+    assert_eq!(
+        get(m.client, "http://nowhere.example.com/x", None, &[])
+            .await
+            .0,
+        StatusCode::BAD_GATEWAY
+    );
+    let mut log = m.log.lock().await;
+    let first: serde_json::Value = serde_json::from_str(&log.recv().await.unwrap()).unwrap();
+    assert_eq!(first["response_code"], 200);
+    assert_eq!(first["response_flags"], "-");
+    assert_eq!(first["method"], "GET");
+    assert_eq!(first["path"], "/headers");
+    assert_eq!(first["user_agent"], "curl/8");
+    assert_eq!(first["x_request_id"], request_id.as_str());
+    assert_eq!(
+        first["upstream_cluster"],
+        "outbound|9080||reviews.default.svc.cluster.local"
+    );
+    assert!(
+        first["upstream_host"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.110.3")
+    );
+    let second: serde_json::Value = serde_json::from_str(&log.recv().await.unwrap()).unwrap();
+    assert_eq!(second["response_code"], 502);
+    assert_eq!(second["response_flags"], "NR");
 }

@@ -15,7 +15,8 @@ use weft_proxy::{Ports, Sidecar};
 
 /// Run the sidecar of workload NS/NAME (its WorkloadEntry gives address,
 /// labels, service account and ports): outbound 15001, HBONE 15008, health
-/// 15021, admin 15000, all on the workload's address. Reloads on SIGHUP and
+/// 15021, admin 15000, Prometheus 15090, all on the workload's address; one
+/// JSON access-log line per request on standard output. Reloads on SIGHUP and
 /// when the folder changes; a configuration that fails validation is
 /// refused and the last good one stays.
 #[derive(Debug, clap::Args)]
@@ -143,9 +144,20 @@ async fn serve(args: &Args, ns: &str, name: &str) -> anyhow::Result<ExitCode> {
         expected: Vec::new(),
     };
     let address = config.workload.address;
-    let sidecar = Sidecar::start(config, store, policy, Ports::default()).await?;
+    // One JSON access-log line per request, on standard output.
+    let (log, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    // A thread of its own: a slow reader of standard output never stalls
+    // the proxy's workers.
+    std::thread::spawn(move || {
+        use std::io::Write;
+        while let Some(line) = lines.blocking_recv() {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+        }
+    });
+    let sidecar = Sidecar::start(config, store, policy, Ports::default(), Some(log)).await?;
     println!(
-        "weft proxy {ns}/{name} ({id}) on {address}: outbound :15001, hbone :15008, health :15021, admin :15000"
+        "weft proxy {ns}/{name} ({id}) on {address}: outbound :15001, hbone :15008, health :15021, admin :15000, metrics :15090"
     );
     let mut seen = fingerprint(&args.mesh_dir);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
