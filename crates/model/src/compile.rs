@@ -323,6 +323,9 @@ impl Compiler<'_> {
                 host: host.to_string(),
                 service_namespace: service.map(|s| s.namespace.clone()),
                 port,
+                protocol: service
+                    .and_then(|s| s.port(port))
+                    .map_or(crate::Protocol::Http, |p| p.protocol),
                 subset: subset.map(str::to_string),
                 endpoints,
                 missing: service.is_none(),

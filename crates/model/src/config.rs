@@ -365,6 +365,8 @@ pub struct Cluster {
     /// The namespace of the service, for telemetry.
     pub service_namespace: Option<String>,
     pub port: u32,
+    /// What the upstream speaks: HTTP/2 (and gRPC) ports get HTTP/2.
+    pub protocol: Protocol,
     pub subset: Option<String>,
     pub endpoints: Vec<ClusterEndpoint>,
     /// The host is not in the registry: requests get 503 with flag NC.

@@ -15,17 +15,17 @@ use arc_swap::ArcSwap;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HOST, HeaderValue, LOCATION};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use weft_model::ProxyConfig;
 use weft_model::config::{
     Cluster, ClusterEndpoint, HttpRoute, Ops, OutboundService, RequestView, Retry, RouteAction,
     WeightedCluster,
 };
+use weft_model::{Protocol, ProxyConfig};
 
 use crate::hbone::{HBONE_PORT, Pool};
 use crate::http::{Body, ResponseFlag, flagged, full};
@@ -75,9 +75,10 @@ pub async fn serve(listener: TcpListener, outbound: Arc<Outbound>) {
                 let outbound = outbound.clone();
                 async move { Ok::<_, hyper::Error>(observed(&outbound, req, peer).await) }
             });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades()
+            // HTTP/1.1, or HTTP/2 with prior knowledge (h2c, as gRPC
+            // clients speak to a proxy).
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(tcp), service)
                 .await;
         });
     }
@@ -551,16 +552,40 @@ async fn send_once(
         ))));
     };
     let stream = open(outbound, ep).await.map_err(Failure::Connect)?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| Failure::Connect(format!("upstream handshake: {e}")))?;
-    tokio::spawn(conn);
     let mut req = Request::from_parts(parts.clone(), body);
     *req.extensions_mut() = http::Extensions::new();
-    let mut resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| Failure::Connect(format!("upstream connection closed: {e}")))?;
+    let closed = |e: hyper::Error| Failure::Connect(format!("upstream connection closed: {e}"));
+    let mut resp = if matches!(cluster.protocol, Protocol::Http2 | Protocol::Grpc) {
+        // HTTP/2 (h2c) to the app: gRPC keeps its trailers end to end.
+        let authority = req
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost")
+            .to_string();
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/".to_string(), |p| p.to_string());
+        if let Ok(uri) = format!("http://{authority}{path}").parse() {
+            *req.uri_mut() = uri;
+        }
+        *req.version_mut() = http::Version::HTTP_2;
+        req.headers_mut().remove(HOST);
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .map_err(|e| Failure::Connect(format!("upstream handshake: {e}")))?;
+        tokio::spawn(conn);
+        sender.send_request(req).await.map_err(closed)?
+    } else {
+        *req.version_mut() = http::Version::HTTP_11;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| Failure::Connect(format!("upstream handshake: {e}")))?;
+        tokio::spawn(conn);
+        sender.send_request(req).await.map_err(closed)?
+    };
     resp.extensions_mut().insert(Upstream {
         address: Some(ep.address),
         workload: ep.workload.clone(),

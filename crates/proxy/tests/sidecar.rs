@@ -807,3 +807,123 @@ async fn access_log_lines_and_trace_context() {
     assert_eq!(second["response_code"], 502);
     assert_eq!(second["response_flags"], "NR");
 }
+
+/// A body of one data frame and then trailers, as a gRPC server sends.
+struct WithTrailers(Option<Bytes>, Option<hyper::HeaderMap>);
+
+impl hyper::body::Body for WithTrailers {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if let Some(data) = self.0.take() {
+            return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(data))));
+        }
+        std::task::Poll::Ready(self.1.take().map(|t| Ok(hyper::body::Frame::trailers(t))))
+    }
+}
+
+#[tokio::test]
+async fn grpc_over_h2c_keeps_trailers_end_to_end() {
+    let m = start(111, "").await;
+    let net = m.net;
+    let yaml = format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: grpc-echo, namespace: default}}
+spec: {{address: 127.0.{net}.33, serviceAccount: grpc-echo, labels: {{app: grpc-echo}}, ports: {{grpc: 9093}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: grpc-echo, namespace: default}}
+spec:
+  hosts: [grpc-echo.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{{number: 9090, name: grpc, protocol: GRPC}}]
+  resolution: STATIC
+  workloadSelector: {{labels: {{app: grpc-echo}}}}
+"#
+    );
+    let mut loaded = weft_api::Loaded::default();
+    loaded.add_text("mesh.yaml", &(mesh(net, "") + &yaml));
+    assert_eq!(loaded.errors(), 0, "{:?}", loaded.diagnostics);
+    let registry = weft_model::Registry::from_resources(&loaded.resources);
+    let compiled = |name: &str| {
+        weft_model::compile(
+            &loaded.resources,
+            &registry,
+            "default",
+            name,
+            "cluster.local",
+        )
+        .unwrap()
+    };
+    // The client needs the new service; the server gets its own sidecar.
+    m._sidecars[0].update(compiled("productpage"));
+    let _server = Sidecar::start(
+        compiled("grpc-echo"),
+        store(&m.ca, "grpc-echo"),
+        policy(&m.ca),
+        Ports::default(),
+        None,
+    )
+    .await
+    .unwrap();
+    // An h2c app that answers with a message and grpc-status trailers.
+    let listener = TcpListener::bind(format!("127.0.{net}.33:9093"))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        assert_eq!(req.version(), hyper::Version::HTTP_2);
+                        let mut trailers = hyper::HeaderMap::new();
+                        trailers.insert("grpc-status", "0".parse().unwrap());
+                        trailers.insert("grpc-message", "ok".parse().unwrap());
+                        let path = req.uri().path().to_string();
+                        let mut resp = Response::new(WithTrailers(
+                            Some(Bytes::from(format!("hi {path}"))),
+                            Some(trailers),
+                        ));
+                        resp.headers_mut()
+                            .insert("content-type", "application/grpc".parse().unwrap());
+                        Ok::<_, std::convert::Infallible>(resp)
+                    });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+            });
+        }
+    });
+    // The client speaks HTTP/2 with prior knowledge to its sidecar.
+    let tcp = TcpStream::connect(m.client).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .method("POST")
+        .uri("http://grpc-echo.default.svc.cluster.local:9090/echo.Echo/Say")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers arrive");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["grpc-message"], "ok");
+    assert_eq!(collected.to_bytes(), "hi /echo.Echo/Say");
+}
