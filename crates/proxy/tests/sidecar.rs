@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a panic is a failed test
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -12,13 +14,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
+use common::{get, get_full, policy, store};
+use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use weft_identity::tls::PeerPolicy;
-use weft_identity::{Ca, CertStore, LocalSigner, Rotator, SpiffeId, TrustDomain, TrustDomains};
+use weft_identity::{Ca, CertStore, TrustDomain};
 use weft_proxy::{Ports, Sidecar};
 
 /// The mesh of a test, on addresses 127.0.NET.x.
@@ -73,33 +75,6 @@ struct Mesh {
     client: SocketAddr,
     ca: Arc<Ca>,
     net: u8,
-}
-
-fn store(ca: &Arc<Ca>, sa: &str) -> Arc<CertStore> {
-    let id: SpiffeId = format!("spiffe://cluster.local/ns/default/sa/{sa}")
-        .parse()
-        .unwrap();
-    let s = CertStore::new();
-    Rotator::new(
-        s.clone(),
-        LocalSigner {
-            ca: ca.clone(),
-            id: id.clone(),
-        },
-        id,
-        Duration::from_secs(3600),
-    )
-    .tick(SystemTime::now())
-    .unwrap();
-    s
-}
-
-fn policy(ca: &Ca) -> PeerPolicy {
-    PeerPolicy {
-        bundle: Arc::new(ca.bundle().clone()),
-        trust_domains: TrustDomains::from(TrustDomain::new("cluster.local").unwrap()),
-        expected: Vec::new(),
-    }
 }
 
 /// A stand-in app: answers `<version> <host> <path>`, slowly for `/slow`.
@@ -214,50 +189,6 @@ async fn start(net: u8, extra: &str) -> Mesh {
         ca,
         net,
     }
-}
-
-/// One HTTP/1.1 request through `proxy`; `target` is an absolute URI or a
-/// path (then `host` gives the Host header).
-async fn get(
-    proxy: SocketAddr,
-    target: &str,
-    host: Option<&str>,
-    headers: &[(&str, &str)],
-) -> (StatusCode, String) {
-    let (status, _, body) = get_full(proxy, target, host, headers).await;
-    (status, body)
-}
-
-async fn get_full(
-    proxy: SocketAddr,
-    target: &str,
-    host: Option<&str>,
-    headers: &[(&str, &str)],
-) -> (StatusCode, hyper::HeaderMap, String) {
-    let tcp = TcpStream::connect(proxy).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut req = Request::builder().uri(target);
-    if let Some(h) = host {
-        req = req.header("host", h);
-    }
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = sender
-        .send_request(req.body(Empty::<Bytes>::new()).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status();
-    let resp_headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        resp_headers,
-        String::from_utf8_lossy(&body).into_owned(),
-    )
 }
 
 const URL: &str = "http://reviews.default.svc.cluster.local:9080/books?id=1";
