@@ -11,5 +11,6 @@ pub mod outbound;
 pub mod sidecar;
 pub mod telemetry;
 pub mod trace;
+pub mod upstream;
 
 pub use sidecar::{Ports, Sidecar};

@@ -31,18 +31,24 @@ use crate::hbone::{HBONE_PORT, Pool};
 use crate::http::{Body, ResponseFlag, flagged, full};
 use crate::metrics::Metrics;
 use crate::telemetry::{AccessEntry, AccessLog, Counted, DestService, Upstream, outbound_labels};
+use crate::upstream::Clients;
 
 /// What the outbound listener works with: the current config (swapped as a
 /// whole on reload) and the HBONE pool.
 #[derive(Debug)]
 pub struct Outbound {
     pub config: Arc<ArcSwap<ProxyConfig>>,
-    pub pool: Pool,
+    pub pool: Arc<Pool>,
+    /// Pooled HTTP connections to applications, inside HBONE tunnels.
+    pub clients: Clients,
     pub metrics: Arc<Metrics>,
     /// Where access-log lines go, when access logging is on.
     pub access_log: Option<AccessLog>,
-    /// Drives round robin and weighted picks.
+    /// Drives weighted picks and percentages (mixed into random bits).
     counter: AtomicU64,
+    /// Round robin over endpoints, on a counter of its own so that other
+    /// picks do not skew it.
+    round_robin: AtomicU64,
 }
 
 impl Outbound {
@@ -52,12 +58,15 @@ impl Outbound {
         metrics: Arc<Metrics>,
         access_log: Option<AccessLog>,
     ) -> Outbound {
+        let pool = Arc::new(pool);
         Outbound {
+            clients: Clients::new(pool.clone(), config.clone()),
             config,
             pool,
             metrics,
             access_log,
             counter: AtomicU64::new(0),
+            round_robin: AtomicU64::new(0),
         }
     }
 }
@@ -483,7 +492,7 @@ fn pick_endpoint<'a>(outbound: &Outbound, cluster: &'a Cluster) -> Option<&'a Cl
     if cluster.endpoints.is_empty() {
         return None;
     }
-    let i = outbound.counter.fetch_add(1, Ordering::Relaxed) as usize % cluster.endpoints.len();
+    let i = outbound.round_robin.fetch_add(1, Ordering::Relaxed) as usize % cluster.endpoints.len();
     cluster.endpoints.get(i)
 }
 
@@ -551,41 +560,28 @@ async fn send_once(
             &format!("no healthy upstream in {}", cluster.name),
         ))));
     };
-    let stream = open(outbound, ep).await.map_err(Failure::Connect)?;
     let mut req = Request::from_parts(parts.clone(), body);
     *req.extensions_mut() = http::Extensions::new();
-    let closed = |e: hyper::Error| Failure::Connect(format!("upstream connection closed: {e}"));
-    let mut resp = if matches!(cluster.protocol, Protocol::Http2 | Protocol::Grpc) {
+    // The pool is keyed by endpoint: the URI names it; Host stays as sent.
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/".to_string(), |p| p.to_string());
+    if let Ok(uri) = format!("http://{}{path}", ep.address).parse() {
+        *req.uri_mut() = uri;
+    }
+    let client = if matches!(cluster.protocol, Protocol::Http2 | Protocol::Grpc) {
         // HTTP/2 (h2c) to the app: gRPC keeps its trailers end to end.
-        let authority = req
-            .headers()
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("localhost")
-            .to_string();
-        let path = req
-            .uri()
-            .path_and_query()
-            .map_or("/".to_string(), |p| p.to_string());
-        if let Ok(uri) = format!("http://{authority}{path}").parse() {
-            *req.uri_mut() = uri;
-        }
         *req.version_mut() = http::Version::HTTP_2;
-        req.headers_mut().remove(HOST);
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .map_err(|e| Failure::Connect(format!("upstream handshake: {e}")))?;
-        tokio::spawn(conn);
-        sender.send_request(req).await.map_err(closed)?
+        &outbound.clients.http2
     } else {
         *req.version_mut() = http::Version::HTTP_11;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| Failure::Connect(format!("upstream handshake: {e}")))?;
-        tokio::spawn(conn);
-        sender.send_request(req).await.map_err(closed)?
+        &outbound.clients.http1
     };
+    let mut resp = client
+        .request(req)
+        .await
+        .map_err(|e| Failure::Connect(format!("upstream: {e}: {}", source_chain(&e))))?;
     resp.extensions_mut().insert(Upstream {
         address: Some(ep.address),
         workload: ep.workload.clone(),
@@ -594,6 +590,16 @@ async fn send_once(
         labels: ep.labels.clone(),
     });
     Ok(resp)
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = Vec::new();
+    let mut at = e.source();
+    while let Some(s) = at {
+        out.push(s.to_string());
+        at = s.source();
+    }
+    out.join(": ")
 }
 
 /// Istio's retry loop: up to `attempts` more tries on the failures and

@@ -36,6 +36,15 @@ pub(crate) struct Args {
     /// The proxy's role.
     #[arg(long, value_enum, default_value_t = Role::Sidecar)]
     role: Role,
+    /// Where the per-request JSON access log goes.
+    #[arg(long, value_enum, default_value_t = AccessLogTo::Stdout)]
+    access_log: AccessLogTo,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AccessLogTo {
+    Stdout,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -144,18 +153,20 @@ async fn serve(args: &Args, ns: &str, name: &str) -> anyhow::Result<ExitCode> {
         expected: Vec::new(),
     };
     let address = config.workload.address;
-    // One JSON access-log line per request, on standard output.
-    let (log, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
-    // A thread of its own: a slow reader of standard output never stalls
-    // the proxy's workers.
-    std::thread::spawn(move || {
-        use std::io::Write;
-        while let Some(line) = lines.blocking_recv() {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{line}");
-        }
+    // One JSON access-log line per request, on standard output, written
+    // by a thread of its own: a slow reader never stalls the proxy.
+    let log = (args.access_log == AccessLogTo::Stdout).then(|| {
+        let (log, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            while let Some(line) = lines.blocking_recv() {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+            }
+        });
+        log
     });
-    let sidecar = Sidecar::start(config, store, policy, Ports::default(), Some(log)).await?;
+    let sidecar = Sidecar::start(config, store, policy, Ports::default(), log).await?;
     println!(
         "weft proxy {ns}/{name} ({id}) on {address}: outbound :15001, hbone :15008, health :15021, admin :15000, metrics :15090"
     );

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# The data-plane benchmark: client -> proxy -> mTLS hop -> proxy -> server,
+# for a weft sidecar pair (HBONE) and an HAProxy pair (TLS 1.3 with client
+# certificates), against the same request with no proxy, in one run with the
+# rounds interleaved. Reports throughput (wrk), latency p50/p90/p99 at fixed
+# rates (weft-loadgen), CPU seconds per 1,000 requests and peak RSS per proxy.
+#
+# Needs Debian's wrk, haproxy and nginx-light (installed when missing, as
+# root). Everything listens on 127.0.0.x. Usage: bench/run.sh [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-10}
+RATES=(1000 5000)
+
+for pkg in wrk:wrk haproxy:haproxy nginx:nginx-light; do
+  if ! command -v "${pkg%%:*}" >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkg#*:}" >/dev/null
+  fi
+done
+cargo build --release -q -p weft -p weft-loadgen
+WEFT=target/release/weft
+LOAD=target/release/weft-loadgen
+W=$(mktemp -d /tmp/weft-bench.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
+trap cleanup EXIT
+
+# The server: nginx answering 1 KB.
+BODY=$(head -c 1024 /dev/zero | tr '\0' 'x')
+mkdir -p "$W/nginx"
+cat > "$W/nginx/nginx.conf" <<CONF
+worker_processes 1;
+pid $W/nginx/pid;
+error_log $W/nginx/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server { listen 127.0.0.40:8080; keepalive_requests 1000000; location / { return 200 "$BODY"; } }
+}
+CONF
+nginx -c "$W/nginx/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+
+# The mesh: a CA, the two workloads and the service.
+$WEFT ca init --dir "$W/ca" >/dev/null
+mkdir -p "$W/mesh"
+cat > "$W/mesh/mesh.yaml" <<YAML
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: client, namespace: default}
+spec: {address: 127.0.0.21, serviceAccount: client, ports: {http: 8000}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: echo, namespace: default}
+spec: {address: 127.0.0.40, serviceAccount: echo, labels: {app: echo}, ports: {http: 8080}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: echo, namespace: default}
+spec:
+  hosts: [echo.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: echo}}
+YAML
+$WEFT proxy --mesh-dir "$W/mesh" --workload default/client --ca-dir "$W/ca" --access-log off >/dev/null & WEFT_A=$!; PIDS+=($WEFT_A)
+$WEFT proxy --mesh-dir "$W/mesh" --workload default/echo --ca-dir "$W/ca" --access-log off >/dev/null & WEFT_B=$!; PIDS+=($WEFT_B)
+
+# The HAProxy pair, with certificates from the same CA.
+for side in a b; do
+  $WEFT ca issue --dir "$W/ca" --spiffe-id "spiffe://cluster.local/ns/default/sa/haproxy-$side" --out-dir "$W/$side" >/dev/null
+  cat "$W/$side/cert-chain.pem" "$W/$side/key.pem" > "$W/$side/crt.pem"
+done
+cat > "$W/haproxy-a.cfg" <<CONF
+global
+  maxconn 8192
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend out
+  bind 127.0.0.50:8081
+  default_backend mesh
+backend mesh
+  server b 127.0.0.60:8443 ssl crt $W/a/crt.pem ca-file $W/a/root-cert.pem verify required ssl-min-ver TLSv1.3 alpn http/1.1
+CONF
+cat > "$W/haproxy-b.cfg" <<CONF
+global
+  maxconn 8192
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend in
+  bind 127.0.0.60:8443 ssl crt $W/b/crt.pem ca-file $W/b/root-cert.pem verify required ssl-min-ver TLSv1.3 alpn http/1.1
+  default_backend app
+backend app
+  server app 127.0.0.40:8080
+CONF
+haproxy -f "$W/haproxy-a.cfg" -db >/dev/null 2>&1 & HAP_A=$!; PIDS+=($HAP_A)
+haproxy -f "$W/haproxy-b.cfg" -db >/dev/null 2>&1 & HAP_B=$!; PIDS+=($HAP_B)
+
+# Each path: where to connect and the Host header.
+declare -A CONNECT=( [direct]=127.0.0.40:8080 [weft]=127.0.0.21:15001 [haproxy]=127.0.0.50:8081 )
+HOST=echo.default.svc.cluster.local:8080
+declare -A PROCS=( [direct]="" [weft]="$WEFT_A $WEFT_B" [haproxy]="$HAP_A $HAP_B" )
+
+for path in direct weft haproxy; do
+  for i in $(seq 50); do
+    if curl -sf -o /dev/null -H "Host: $HOST" "http://${CONNECT[$path]}/" 2>/dev/null; then break; fi
+    sleep 0.2
+  done
+  curl -sf -o /dev/null -H "Host: $HOST" "http://${CONNECT[$path]}/" || { echo "$path is not answering" >&2; exit 1; }
+done
+
+ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+HZ=$(getconf CLK_TCK)
+declare -A RPS P50 P90 P99 CPU
+for round in 1 2; do
+  for path in direct weft haproxy; do
+    out=$(wrk -t2 -c32 -d"${SECS}s" -H "Host: $HOST" "http://${CONNECT[$path]}/" | awk '/Requests\/sec/ {print $2}')
+    RPS[$path]=$(python3 -c "print(max(float('${RPS[$path]:-0}'), float('$out')))")
+    for rate in "${RATES[@]}"; do
+      before=$(ticks ${PROCS[$path]})
+      json=$($LOAD --connect "${CONNECT[$path]}" --host "$HOST" --rate "$rate" --duration "$SECS")
+      after=$(ticks ${PROCS[$path]})
+      key="$path/$rate"
+      read -r p50 p90 p99 ok <<<"$(python3 -c "import json,sys; j=json.loads(sys.argv[1]); print(j['p50_ms'], j['p90_ms'], j['p99_ms'], j['ok'])" "$json")"
+      # Keep the better of the two rounds for each figure.
+      P50[$key]=$(python3 -c "a='${P50[$key]:-}'; print(min(float(a), $p50) if a else $p50)")
+      P90[$key]=$(python3 -c "a='${P90[$key]:-}'; print(min(float(a), $p90) if a else $p90)")
+      P99[$key]=$(python3 -c "a='${P99[$key]:-}'; print(min(float(a), $p99) if a else $p99)")
+      if [ -n "${PROCS[$path]}" ]; then
+        cpu=$(python3 -c "print(($after - $before) / $HZ / max($ok, 1) * 1000)")
+        CPU[$key]=$(python3 -c "a='${CPU[$key]:-}'; print(min(float(a), $cpu) if a else $cpu)")
+      fi
+    done
+  done
+done
+
+rss() { local m=0; for p in "$@"; do v=$(awk '/VmHWM/ {print $2}' "/proc/$p/status"); [ "$v" -gt "$m" ] && m=$v; done; echo $((m / 1024)); }
+echo
+echo "$(date -u +%Y-%m-%d), $(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//'), ${SECS}s per measurement, best of 2 interleaved rounds"
+echo
+echo "| path | wrk req/s (32 conns) | p50/p90/p99 ms at 1,000 rps | p50/p90/p99 ms at 5,000 rps | CPU s per 1,000 req (pair, at 1,000 / 5,000 rps) | peak RSS per proxy |"
+echo "| --- | --- | --- | --- | --- | --- |"
+for path in direct weft haproxy; do
+  lat() { printf "%.2f / %.2f / %.2f" "${P50[$path/$1]}" "${P90[$path/$1]}" "${P99[$path/$1]}"; }
+  if [ -n "${PROCS[$path]}" ]; then
+    cpu=$(printf "%.3f / %.3f" "${CPU[$path/1000]}" "${CPU[$path/5000]}")
+    mem="$(rss ${PROCS[$path]}) MB"
+  else
+    cpu="-"; mem="-"
+  fi
+  printf "| %s | %.0f | %s | %s | %s | %s |\n" "$path" "${RPS[$path]}" "$(lat 1000)" "$(lat 5000)" "$cpu" "$mem"
+done
