@@ -2,7 +2,8 @@
 //! so existing dashboards and alerts work: served on 15090 at
 //! `/stats/prometheus`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -41,9 +42,31 @@ fn size_histogram() -> Histogram {
 
 type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
 
+/// The metrics of one label set, looked up once and then reused.
+#[derive(Debug)]
+pub struct RequestHandles {
+    requests: Counter,
+    duration: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
+}
+
+impl RequestHandles {
+    /// One finished request.
+    pub fn observe(&self, duration_ms: f64, request_bytes: u64, response_bytes: u64) {
+        self.requests.inc();
+        self.duration.observe(duration_ms);
+        self.request_bytes.observe(request_bytes as f64);
+        self.response_bytes.observe(response_bytes as f64);
+    }
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// Label sets already built, by a hash of what determines them: most
+    /// requests skip building and hashing 25 labels four times.
+    cache: RwLock<HashMap<u64, Arc<RequestHandles>>>,
     requests: Family<Labels, Counter>,
     duration: HistogramFamily,
     request_bytes: HistogramFamily,
@@ -107,6 +130,7 @@ impl Metrics {
         );
         Arc::new(Metrics {
             registry,
+            cache: RwLock::new(HashMap::new()),
             requests,
             duration,
             request_bytes,
@@ -126,14 +150,37 @@ impl Metrics {
         request_bytes: u64,
         response_bytes: u64,
     ) {
-        self.requests.get_or_create(labels).inc();
-        self.duration.get_or_create(labels).observe(duration_ms);
-        self.request_bytes
-            .get_or_create(labels)
-            .observe(request_bytes as f64);
-        self.response_bytes
-            .get_or_create(labels)
-            .observe(response_bytes as f64);
+        self.handles_for(labels)
+            .observe(duration_ms, request_bytes, response_bytes);
+    }
+
+    fn handles_for(&self, labels: &Labels) -> RequestHandles {
+        RequestHandles {
+            requests: self.requests.get_or_create(labels).clone(),
+            duration: self.duration.get_or_create(labels).clone(),
+            request_bytes: self.request_bytes.get_or_create(labels).clone(),
+            response_bytes: self.response_bytes.get_or_create(labels).clone(),
+        }
+    }
+
+    /// The metrics for the label set that `key` stands for, building the
+    /// labels only the first time.
+    pub fn cached(&self, key: u64, labels: impl FnOnce() -> Labels) -> Arc<RequestHandles> {
+        if let Some(h) = self.cache.read().ok().and_then(|c| c.get(&key).cloned()) {
+            return h;
+        }
+        let handles = Arc::new(self.handles_for(&labels()));
+        if let Ok(mut cache) = self.cache.write() {
+            cache.insert(key, handles.clone());
+        }
+        handles
+    }
+
+    /// Forgets cached label sets (the workload's own labels changed).
+    pub fn forget_cached(&self) {
+        if let Ok(mut cache) = self.cache.write() {
+            cache.clear();
+        }
     }
 
     pub fn tcp_opened(&self, labels: &Labels) {

@@ -136,14 +136,27 @@ async fn observed(
     let resp = handle(outbound, req).await;
     let (parts, body) = resp.into_parts();
     let flag = parts.extensions.get::<ResponseFlag>().map(|f| f.0);
-    let labels = outbound_labels(
-        &outbound.config.load().workload,
-        parts.extensions.get::<Upstream>(),
-        parts.extensions.get::<DestService>(),
-        parts.status.as_u16(),
-        flag,
-    );
-    let metrics = outbound.metrics.clone();
+    let upstream = parts.extensions.get::<Upstream>();
+    let dest = parts.extensions.get::<DestService>();
+    // What decides the labels: the upstream, the service, code and flag.
+    let key = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        upstream.and_then(|u| u.address).hash(&mut h);
+        dest.map(|d| d.host.as_str()).hash(&mut h);
+        parts.status.as_u16().hash(&mut h);
+        flag.hash(&mut h);
+        h.finish()
+    };
+    let handles = outbound.metrics.cached(key, || {
+        outbound_labels(
+            &outbound.config.load().workload,
+            upstream,
+            dest,
+            parts.status.as_u16(),
+            flag,
+        )
+    });
     let log = outbound.access_log.clone();
     let status = parts.status.as_u16();
     let upstream_host = parts
@@ -157,7 +170,7 @@ async fn observed(
         .map(|d| d.cluster.clone());
     let body = Counted::new(body, move |response_bytes| {
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        metrics.request(&labels, ms, request_bytes, response_bytes);
+        handles.observe(ms, request_bytes, response_bytes);
         if let Some(log) = log {
             let _ = log.send(entry.line(status, flag, response_bytes, ms, upstream_host, cluster));
         }
@@ -213,30 +226,28 @@ async fn handle(outbound: &Outbound, req: Request<Incoming>) -> Response<Body> {
     if req.method() == Method::CONNECT {
         return connect(outbound, &config, service, req).await;
     }
-    let headers = req.headers().clone();
-    let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+    // Matching borrows the request; the route found borrows the config.
     let authority = format!("{host}:{port}");
-    let view = RequestView {
-        method: req.method().as_str(),
-        scheme: req.uri().scheme_str().unwrap_or("http"),
-        authority: &authority,
-        path: &path,
-        port: u32::from(port),
-        headers: &lookup,
+    let (route, prefix) = {
+        let headers = req.headers();
+        let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let view = RequestView {
+            method: req.method().as_str(),
+            scheme: req.uri().scheme_str().unwrap_or("http"),
+            authority: &authority,
+            path: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+            port: u32::from(port),
+            headers: &lookup,
+        };
+        let Some(route) = service.route(&view) else {
+            return flagged(
+                StatusCode::NOT_FOUND,
+                "NR",
+                &format!("no route matches in {}", service.host),
+            );
+        };
+        (route, route.matched_prefix(&view).map(str::to_string))
     };
-    let Some(route) = service.route(&view) else {
-        return flagged(
-            StatusCode::NOT_FOUND,
-            "NR",
-            &format!("no route matches in {}", service.host),
-        );
-    };
-    let prefix = route.matched_prefix(&view).map(str::to_string);
     let weighted = match &route.action {
         RouteAction::DirectResponse { status, body } => {
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

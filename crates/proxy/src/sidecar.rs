@@ -57,6 +57,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Sidecar {
     config: Arc<ArcSwap<ProxyConfig>>,
+    metrics: Arc<Metrics>,
     tasks: Vec<JoinHandle<()>>,
     pub address: IpAddr,
     pub ports: Ports,
@@ -145,6 +146,7 @@ impl Sidecar {
         })));
         Ok(Sidecar {
             config,
+            metrics,
             tasks,
             address,
             ports,
@@ -154,6 +156,7 @@ impl Sidecar {
     /// Swaps in a new configuration; requests in flight keep the old one.
     pub fn update(&self, config: ProxyConfig) {
         self.config.store(Arc::new(config));
+        self.metrics.forget_cached();
     }
 
     pub fn outbound_addr(&self) -> SocketAddr {

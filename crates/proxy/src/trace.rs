@@ -4,10 +4,49 @@
 
 use http::{HeaderMap, HeaderValue};
 
+thread_local! {
+    /// Trace and request IDs need uniqueness, not secrecy: a per-thread
+    /// generator seeded once from the OS saves a system call per ID.
+    static RNG: std::cell::Cell<u64> = std::cell::Cell::new({
+        let mut seed = [0u8; 8];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed);
+        u64::from_le_bytes(seed) | 1
+    });
+}
+
+/// SplitMix64 over the thread's state.
+fn next_u64() -> u64 {
+    RNG.with(|s| {
+        let x = s.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        s.set(x);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    })
+}
+
+fn fill(buf: &mut [u8]) {
+    for chunk in buf.chunks_mut(8) {
+        let r = next_u64().to_le_bytes();
+        chunk.copy_from_slice(&r[..chunk.len()]);
+    }
+}
+
 fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    fill(&mut buf);
+    hex(&buf)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
 }
 
 fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
@@ -19,10 +58,10 @@ fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
 /// A UUID v4, as Envoy generates `x-request-id`.
 fn uuid() -> String {
     let mut b = [0u8; 16];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    fill(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let h = hex(&b);
     format!(
         "{}-{}-{}-{}-{}",
         &h[..8],
