@@ -64,8 +64,8 @@ spec:
   resolution: STATIC
   workloadSelector: {labels: {app: echo}}
 YAML
-$WEFT proxy --mesh-dir "$W/mesh" --workload default/client --ca-dir "$W/ca" --access-log off >/dev/null & WEFT_A=$!; PIDS+=($WEFT_A)
-$WEFT proxy --mesh-dir "$W/mesh" --workload default/echo --ca-dir "$W/ca" --access-log off >/dev/null & WEFT_B=$!; PIDS+=($WEFT_B)
+$WEFT proxy --mesh-dir "$W/mesh" --workload default/client --ca-dir "$W/ca" --access-log off ${WEFT_THREADS:+--threads $WEFT_THREADS} >/dev/null & WEFT_A=$!; PIDS+=($WEFT_A)
+$WEFT proxy --mesh-dir "$W/mesh" --workload default/echo --ca-dir "$W/ca" --access-log off ${WEFT_THREADS:+--threads $WEFT_THREADS} >/dev/null & WEFT_B=$!; PIDS+=($WEFT_B)
 
 # The HAProxy pair, with certificates from the same CA.
 for side in a b; do

@@ -36,6 +36,9 @@ pub(crate) struct Args {
     /// The proxy's role.
     #[arg(long, value_enum, default_value_t = Role::Sidecar)]
     role: Role,
+    /// Worker threads [default: one per core].
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
     /// Where the per-request JSON access log goes.
     #[arg(long, value_enum, default_value_t = AccessLogTo::Stdout)]
     access_log: AccessLogTo,
@@ -60,9 +63,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .split_once('/')
         .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
         .with_context(|| format!("--workload {:?}: expected NAMESPACE/NAME", args.workload))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.threads {
+        anyhow::ensure!(n > 0, "--threads must be at least 1");
+        builder.worker_threads(n);
+    }
+    let runtime = builder.enable_all().build()?;
     runtime.block_on(serve(&args, ns, name))
 }
 
