@@ -279,13 +279,16 @@ impl Compiler<'_> {
             return name;
         }
         let service = self.registry.service(host);
+        let rule = self
+            .rules
+            .iter()
+            .find(|(r, d)| expand(&d.host, r.namespace()) == host)
+            .map(|(_, d)| *d);
         let subset_labels = subset.and_then(|s| {
-            self.rules
-                .iter()
-                .find(|(r, d)| expand(&d.host, r.namespace()) == host)
-                .and_then(|(_, d)| d.subsets.iter().find(|x| x.name == s))
+            rule.and_then(|d| d.subsets.iter().find(|x| x.name == s))
                 .map(|x| x.labels.clone())
         });
+        let policy = crate::policy::cluster_policy(rule, port, subset);
         let endpoints = match service {
             None => Vec::new(),
             Some(s) => {
@@ -329,6 +332,7 @@ impl Compiler<'_> {
                 subset: subset.map(str::to_string),
                 endpoints,
                 missing: service.is_none(),
+                policy,
             },
         );
         name

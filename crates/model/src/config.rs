@@ -371,6 +371,8 @@ pub struct Cluster {
     pub endpoints: Vec<ClusterEndpoint>,
     /// The host is not in the registry: requests get 503 with flag NC.
     pub missing: bool,
+    /// Load balancing, circuit breaking and outlier detection.
+    pub policy: crate::policy::ClusterPolicy,
 }
 
 #[derive(Debug, Clone, Serialize)]

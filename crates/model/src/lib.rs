@@ -5,6 +5,7 @@
 
 pub mod compile;
 pub mod config;
+pub mod policy;
 pub mod protocol;
 pub mod registry;
 

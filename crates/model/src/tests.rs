@@ -330,3 +330,73 @@ fn short_names_expand_like_istio() {
     assert_eq!(compile::expand("api.example.com", "x"), "api.example.com");
     assert_eq!(compile::expand("*.example.com", "x"), "*.example.com");
 }
+
+#[test]
+fn traffic_policies_merge_host_port_and_subset_as_istio_does() {
+    use crate::policy::{HashKey, LbPolicy};
+    let resources = {
+        let mut l = weft_api::Loaded::default();
+        let text = MESH.replace(
+            "  subsets:\n  - {name: v1, labels: {version: v1}}\n  - {name: v2, labels: {version: v2}}\n",
+            r#"  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+    connectionPool: {tcp: {maxConnections: 10}, http: {http1MaxPendingRequests: 5}}
+    outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 2s}
+    portLevelSettings:
+    - port: {number: 9080}
+      connectionPool: {tcp: {maxConnections: 1}}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      loadBalancer: {consistentHash: {httpHeaderName: X-User}}
+  - {name: v2, labels: {version: v2}}
+"#,
+        );
+        l.add_text("mesh.yaml", &text);
+        assert_eq!(l.errors(), 0, "{:?}", l.diagnostics);
+        l.resources
+    };
+    let registry = Registry::from_resources(&resources);
+    let c = compile(
+        &resources,
+        &registry,
+        "default",
+        "productpage",
+        "cluster.local",
+    )
+    .unwrap();
+    let all = &c.clusters["outbound|9080||reviews.default.svc.cluster.local"].policy;
+    assert_eq!(all.lb, LbPolicy::RoundRobin);
+    // Port-level settings replace the host's connection pool as a whole.
+    assert_eq!(
+        all.pool.max_connections,
+        Some(1),
+        "port level overrides the host level"
+    );
+    assert_eq!(all.pool.http1_max_pending_requests, None);
+    let outlier = all.outlier.as_ref().unwrap();
+    assert_eq!(outlier.consecutive_5xx, Some(3));
+    assert_eq!(
+        outlier.base_ejection_time,
+        std::time::Duration::from_secs(2)
+    );
+    assert_eq!(outlier.max_ejection_percent, 10, "Istio's default");
+    // The v1 cluster exists once a route names it; compile one that does.
+    let mut extra = resources.clone();
+    let mut vs = weft_api::Loaded::default();
+    vs.add_text("vs.yaml", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r, namespace: default}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews, subset: v1}}]\n");
+    extra.extend(vs.resources);
+    let c = compile(&extra, &registry, "default", "productpage", "cluster.local").unwrap();
+    let v1 = &c.clusters["outbound|9080|v1|reviews.default.svc.cluster.local"].policy;
+    assert_eq!(
+        v1.lb,
+        LbPolicy::ConsistentHash(HashKey::Header("x-user".into())),
+        "the subset overrides"
+    );
+    assert_eq!(
+        v1.pool.max_connections,
+        Some(1),
+        "what the subset does not set is inherited"
+    );
+}
