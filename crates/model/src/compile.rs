@@ -279,16 +279,28 @@ impl Compiler<'_> {
             return name;
         }
         let service = self.registry.service(host);
-        let rule = self
+        // Several DestinationRules for one host merge as in Istio: subsets
+        // from all of them, the traffic policy of the first that has one.
+        let rules: Vec<&DestinationRule> = self
             .rules
             .iter()
-            .find(|(r, d)| expand(&d.host, r.namespace()) == host)
-            .map(|(_, d)| *d);
+            .filter(|(r, d)| expand(&d.host, r.namespace()) == host)
+            .map(|(_, d)| *d)
+            .collect();
+        let subset_rule = subset.and_then(|s| {
+            rules
+                .iter()
+                .copied()
+                .find(|d| d.subsets.iter().any(|x| x.name == s))
+        });
         let subset_labels = subset.and_then(|s| {
-            rule.and_then(|d| d.subsets.iter().find(|x| x.name == s))
+            subset_rule
+                .and_then(|d| d.subsets.iter().find(|x| x.name == s))
                 .map(|x| x.labels.clone())
         });
-        let policy = crate::policy::cluster_policy(rule, port, subset);
+        let host_policy = rules.iter().copied().find(|d| d.traffic_policy.is_some());
+        let policy =
+            crate::policy::cluster_policy(host_policy.or(subset_rule), subset_rule, port, subset);
         let endpoints = match service {
             None => Vec::new(),
             Some(s) => {

@@ -136,19 +136,23 @@ impl<'a> Parts<'a> {
 
 /// The policy of (DestinationRule, port, subset); Istio's defaults without one
 /// (weft, like Istio, balances by least request).
+///
+/// `rule` gives the host-level policy; `subset_rule` the rule defining
+/// `subset` (they differ when several rules for one host are merged).
 pub fn cluster_policy(
     rule: Option<&DestinationRule>,
+    subset_rule: Option<&DestinationRule>,
     port: u32,
     subset: Option<&str>,
 ) -> ClusterPolicy {
-    let Some(rule) = rule else {
+    if rule.is_none() && subset_rule.is_none() {
         return ClusterPolicy::default();
-    };
+    }
     let subset_policy = subset
-        .and_then(|s| rule.subsets.iter().find(|x| x.name == s))
+        .and_then(|s| subset_rule.and_then(|r| r.subsets.iter().find(|x| x.name == s)))
         .and_then(|s| s.traffic_policy.as_ref());
     let parts = Parts::default()
-        .policy(port, rule.traffic_policy.as_ref())
+        .policy(port, rule.and_then(|r| r.traffic_policy.as_ref()))
         .policy(port, subset_policy);
     ClusterPolicy {
         lb: parts.lb.map_or(LbPolicy::LeastRequest, lb),

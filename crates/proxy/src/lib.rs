@@ -4,6 +4,7 @@
 //! [`weft_model::ProxyConfig`] swapped in as one snapshot; the request path
 //! never waits for the control plane.
 
+pub mod balance;
 pub mod hbone;
 pub mod http;
 pub mod metrics;

@@ -25,8 +25,10 @@ use weft_model::config::{
     Cluster, ClusterEndpoint, HttpRoute, Ops, OutboundService, RequestView, Retry, RouteAction,
     WeightedCluster,
 };
+use weft_model::policy::{HashKey, LbPolicy};
 use weft_model::{Protocol, ProxyConfig};
 
+use crate::balance::{Outcome, Tracker};
 use crate::hbone::{HBONE_PORT, Pool};
 use crate::http::{Body, ResponseFlag, flagged, full};
 use crate::metrics::Metrics;
@@ -38,6 +40,8 @@ use crate::upstream::Clients;
 #[derive(Debug)]
 pub struct Outbound {
     pub config: Arc<ArcSwap<ProxyConfig>>,
+    /// Requests in flight and endpoint health, by cluster.
+    pub tracker: Tracker,
     pub pool: Arc<Pool>,
     /// Pooled HTTP connections to applications, inside HBONE tunnels.
     pub clients: Clients,
@@ -60,6 +64,7 @@ impl Outbound {
     ) -> Outbound {
         let pool = Arc::new(pool);
         Outbound {
+            tracker: Tracker::default(),
             clients: Clients::new(pool.clone(), config.clone()),
             config,
             pool,
@@ -102,6 +107,7 @@ async fn observed(
 ) -> Response<Body> {
     let started = Instant::now();
     let start_time = std::time::SystemTime::now();
+    req.extensions_mut().insert(Peer(peer));
     if req.method() == Method::CONNECT {
         return handle(outbound, req).await;
     }
@@ -294,7 +300,18 @@ async fn handle(outbound: &Outbound, req: Request<Incoming>) -> Response<Body> {
     let Some(cluster) = config.clusters.get(&chosen.cluster) else {
         return flagged(StatusCode::SERVICE_UNAVAILABLE, "NC", "no cluster");
     };
+    // Circuit breaking: a cluster at its limit answers at once.
+    let Some(_admitted) = outbound.tracker.admit(cluster) else {
+        return flagged(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UO",
+            "upstream overflow: connection pool limit reached",
+        );
+    };
     let (mut parts, body) = req.into_parts();
+    if let Some(key) = hash_key(&cluster.policy.lb, &parts) {
+        parts.extensions.insert(LbKey(key));
+    }
     prepare(&mut parts, route, chosen, prefix.as_deref(), &host, port);
     // A request that may be sent more than once (retries, mirror) is
     // buffered; others stream.
@@ -380,6 +397,50 @@ fn redirect(
         resp.headers_mut().insert(LOCATION, v);
     }
     resp
+}
+
+/// The downstream peer of a request.
+#[derive(Debug, Clone, Copy)]
+struct Peer(SocketAddr);
+
+/// The consistent-hash key of a request.
+#[derive(Debug, Clone, Copy)]
+struct LbKey(u64);
+
+/// The consistent-hash key the cluster's policy asks for, when the request
+/// has it.
+fn hash_key(lb: &LbPolicy, parts: &http::request::Parts) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let LbPolicy::ConsistentHash(key) = lb else {
+        return None;
+    };
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    match key {
+        HashKey::Header(name) => parts.headers.get(name.as_str())?.as_bytes().hash(&mut h),
+        HashKey::Cookie(name) => {
+            let value = parts
+                .headers
+                .get_all(hyper::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|c| c.trim().split_once('='))
+                .find(|(k, _)| k == name)?
+                .1;
+            value.hash(&mut h);
+        }
+        HashKey::SourceIp => parts.extensions.get::<Peer>()?.0.ip().hash(&mut h),
+        HashKey::QueryParameter(name) => {
+            let query = parts.uri.query()?;
+            let value = query
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| k == name)?
+                .1;
+            value.hash(&mut h);
+        }
+    }
+    Some(h.finish())
 }
 
 /// Requests bodies above this are not buffered for retries or mirroring.
@@ -564,7 +625,9 @@ async fn send_once(
             &format!("no cluster for {}", cluster.host),
         ))));
     }
-    let Some(ep) = pick_endpoint(outbound, cluster) else {
+    let key = parts.extensions.get::<LbKey>().map(|k| k.0);
+    let random = mix(outbound.counter.fetch_add(1, Ordering::Relaxed));
+    let Some((ep, picked)) = outbound.tracker.pick(cluster, key, random) else {
         return Err(Failure::Final(Box::new(flagged(
             StatusCode::SERVICE_UNAVAILABLE,
             "UH",
@@ -589,10 +652,23 @@ async fn send_once(
         *req.version_mut() = http::Version::HTTP_11;
         &outbound.clients.http1
     };
-    let mut resp = client
-        .request(req)
-        .await
-        .map_err(|e| Failure::Connect(format!("upstream: {e}: {}", source_chain(&e))))?;
+    let mut resp = match client.request(req).await {
+        Ok(resp) => {
+            outbound
+                .tracker
+                .report(cluster, &picked, Outcome::Status(resp.status().as_u16()));
+            resp
+        }
+        Err(e) => {
+            outbound
+                .tracker
+                .report(cluster, &picked, Outcome::ConnectFailure);
+            return Err(Failure::Connect(format!(
+                "upstream: {e}: {}",
+                source_chain(&e)
+            )));
+        }
+    };
     resp.extensions_mut().insert(Upstream {
         address: Some(ep.address),
         workload: ep.workload.clone(),

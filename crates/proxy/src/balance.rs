@@ -1,0 +1,267 @@
+//! Runtime state of clusters: requests in flight (for circuit breaking and
+//! least-request balancing) and passive health (outlier detection). The
+//! compiled configuration says what the limits are; this remembers what is
+//! happening. State is kept by cluster name and endpoint address, so it
+//! survives a configuration swap.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use weft_model::config::{Cluster, ClusterEndpoint};
+use weft_model::policy::{LbPolicy, Outlier};
+
+#[derive(Debug, Default)]
+pub struct EndpointState {
+    active: AtomicU64,
+    consecutive_5xx: AtomicU32,
+    consecutive_gateway: AtomicU32,
+    ejections: AtomicU32,
+    /// Milliseconds since the tracker started; 0 means not ejected.
+    ejected_until: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+pub struct ClusterState {
+    active: AtomicU64,
+    /// Round robin position.
+    next: AtomicU64,
+    endpoints: RwLock<HashMap<SocketAddr, Arc<EndpointState>>>,
+}
+
+impl ClusterState {
+    fn endpoint(&self, addr: SocketAddr) -> Arc<EndpointState> {
+        if let Some(e) = self
+            .endpoints
+            .read()
+            .ok()
+            .and_then(|m| m.get(&addr).cloned())
+        {
+            return e;
+        }
+        let mut m = match self.endpoints.write() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        m.entry(addr).or_default().clone()
+    }
+}
+
+/// All clusters' state.
+#[derive(Debug)]
+pub struct Tracker {
+    clusters: RwLock<HashMap<String, Arc<ClusterState>>>,
+    started: Instant,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Tracker {
+            clusters: RwLock::new(HashMap::new()),
+            started: Instant::now(),
+        }
+    }
+}
+
+/// An admitted request: counts as in flight until dropped.
+#[derive(Debug)]
+pub struct Admitted {
+    cluster: Arc<ClusterState>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.cluster.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A picked endpoint, in flight until dropped; report how it went.
+#[derive(Debug)]
+pub struct Picked {
+    state: Arc<EndpointState>,
+}
+
+impl Drop for Picked {
+    fn drop(&mut self) {
+        self.state.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How one attempt on an endpoint ended, for outlier detection.
+#[derive(Debug, Clone, Copy)]
+pub enum Outcome {
+    Status(u16),
+    ConnectFailure,
+}
+
+impl Tracker {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    pub fn cluster(&self, name: &str) -> Arc<ClusterState> {
+        if let Some(c) = self.clusters.read().ok().and_then(|m| m.get(name).cloned()) {
+            return c;
+        }
+        let mut m = match self.clusters.write() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        m.entry(name.to_string()).or_default().clone()
+    }
+
+    /// Admits a request to `cluster` unless it is at its limit (503 UO).
+    pub fn admit(&self, cluster: &Cluster) -> Option<Admitted> {
+        let state = self.cluster(&cluster.name);
+        let active = state.active.fetch_add(1, Ordering::Relaxed);
+        let admitted = Admitted { cluster: state };
+        match cluster.policy.pool.max_active() {
+            Some(max) if active >= max => None,
+            _ => Some(admitted),
+        }
+    }
+
+    /// Picks an endpoint by the cluster's policy among those not ejected
+    /// (all of them when too few are healthy). `key` is the consistent-hash
+    /// key, `random` fresh random bits.
+    pub fn pick<'a>(
+        &self,
+        cluster: &'a Cluster,
+        key: Option<u64>,
+        random: u64,
+    ) -> Option<(&'a ClusterEndpoint, Picked)> {
+        let state = self.cluster(&cluster.name);
+        let now = self.now_ms();
+        let states: Vec<Arc<EndpointState>> = cluster
+            .endpoints
+            .iter()
+            .map(|e| state.endpoint(e.address))
+            .collect();
+        let healthy: Vec<usize> = (0..cluster.endpoints.len())
+            .filter(|&i| states[i].ejected_until.load(Ordering::Relaxed) <= now)
+            .collect();
+        let panic = match &cluster.policy.outlier {
+            Some(o) => {
+                healthy.is_empty()
+                    || (healthy.len() * 100)
+                        < (o.min_health_percent as usize * cluster.endpoints.len())
+            }
+            None => healthy.is_empty(),
+        };
+        let candidates: Vec<usize> = if panic {
+            (0..cluster.endpoints.len()).collect()
+        } else {
+            healthy
+        };
+        if candidates.is_empty() {
+            return None;
+        }
+        let n = candidates.len();
+        let i = match (&cluster.policy.lb, key) {
+            (LbPolicy::ConsistentHash(_), Some(key)) => {
+                // Rendezvous hashing: the same key keeps its endpoint while
+                // that endpoint stays, and moves minimally when others change.
+                *candidates
+                    .iter()
+                    .max_by_key(|&&i| {
+                        let mut h = std::collections::hash_map::DefaultHasher::new();
+                        (key, cluster.endpoints[i].address).hash(&mut h);
+                        h.finish()
+                    })
+                    .unwrap_or(&candidates[0])
+            }
+            (LbPolicy::Random, _) => candidates[(random % n as u64) as usize],
+            (LbPolicy::RoundRobin | LbPolicy::ConsistentHash(_), _) => {
+                candidates[(state.next.fetch_add(1, Ordering::Relaxed) % n as u64) as usize]
+            }
+            (LbPolicy::LeastRequest, _) => {
+                // Power of two choices.
+                let a = candidates[(random % n as u64) as usize];
+                let b = candidates[((random >> 32) % n as u64) as usize];
+                if states[b].active.load(Ordering::Relaxed)
+                    < states[a].active.load(Ordering::Relaxed)
+                {
+                    b
+                } else {
+                    a
+                }
+            }
+        };
+        let chosen = states[i].clone();
+        chosen.active.fetch_add(1, Ordering::Relaxed);
+        Some((&cluster.endpoints[i], Picked { state: chosen }))
+    }
+
+    /// Records how an attempt ended, ejecting the endpoint when it has
+    /// failed too many times in a row and the cluster may lose one more.
+    pub fn report(&self, cluster: &Cluster, picked: &Picked, outcome: Outcome) {
+        let Some(o) = &cluster.policy.outlier else {
+            return;
+        };
+        let ep = &picked.state;
+        let (is_5xx, is_gateway) = match outcome {
+            Outcome::Status(s) => (s >= 500, matches!(s, 502..=504)),
+            Outcome::ConnectFailure => (true, true),
+        };
+        if !is_5xx {
+            ep.consecutive_5xx.store(0, Ordering::Relaxed);
+            ep.consecutive_gateway.store(0, Ordering::Relaxed);
+            return;
+        }
+        let c5 = ep.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1;
+        let gw = if is_gateway {
+            ep.consecutive_gateway.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            0
+        };
+        let tripped = o.consecutive_5xx.is_some_and(|t| c5 >= t)
+            || o.consecutive_gateway_errors.is_some_and(|t| gw >= t);
+        if tripped && self.may_eject(cluster, o) {
+            let n = ep.ejections.fetch_add(1, Ordering::Relaxed) + 1;
+            // The ejection time grows with each ejection, as in Envoy.
+            let ms = u64::try_from(o.base_ejection_time.as_millis())
+                .unwrap_or(u64::MAX)
+                .saturating_mul(u64::from(n));
+            ep.ejected_until
+                .store(self.now_ms().saturating_add(ms), Ordering::Relaxed);
+            ep.consecutive_5xx.store(0, Ordering::Relaxed);
+            ep.consecutive_gateway.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn may_eject(&self, cluster: &Cluster, o: &Outlier) -> bool {
+        if o.max_ejection_percent == 0 {
+            return false;
+        }
+        let state = self.cluster(&cluster.name);
+        let now = self.now_ms();
+        let ejected = cluster
+            .endpoints
+            .iter()
+            .filter(|e| {
+                state
+                    .endpoint(e.address)
+                    .ejected_until
+                    .load(Ordering::Relaxed)
+                    > now
+            })
+            .count();
+        // At least one endpoint may always be ejected, as Envoy allows.
+        let allowed = (cluster.endpoints.len() * o.max_ejection_percent as usize / 100).max(1);
+        ejected < allowed
+    }
+
+    /// Whether an endpoint is ejected now (for `/clusters`).
+    pub fn is_ejected(&self, cluster: &str, addr: SocketAddr) -> bool {
+        self.cluster(cluster)
+            .endpoint(addr)
+            .ejected_until
+            .load(Ordering::Relaxed)
+            > self.now_ms()
+    }
+}
