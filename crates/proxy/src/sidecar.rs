@@ -102,6 +102,7 @@ impl Sidecar {
                     && c.inbound.iter().any(|p| p.port == u32::from(target.port()))
             })
         };
+        let admin_outbound = outbound.clone();
         let mut tasks = vec![tokio::spawn(outbound::serve(out_l, outbound))];
         let (hbone_store, hbone_policy) = (store.clone(), policy);
         let inbound = hbone::Inbound {
@@ -136,13 +137,18 @@ impl Sidecar {
                 _ => full(StatusCode::NOT_FOUND, "try /healthz/ready\n"),
             },
         )));
-        let dump = config.clone();
+        let (dump, stats) = (config.clone(), metrics.clone());
         tasks.push(tokio::spawn(serve_small(admin_l, move |path| match path {
             "/config_dump" => match serde_json::to_string_pretty(&**dump.load()) {
                 Ok(json) => full(StatusCode::OK, json),
                 Err(e) => full(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             },
-            _ => full(StatusCode::NOT_FOUND, "try /config_dump\n"),
+            "/clusters" => full(StatusCode::OK, clusters(&dump.load(), &admin_outbound)),
+            "/stats" | "/stats/prometheus" => full(StatusCode::OK, stats.encode()),
+            _ => full(
+                StatusCode::NOT_FOUND,
+                "try /config_dump, /clusters or /stats\n",
+            ),
         })));
         Ok(Sidecar {
             config,
@@ -170,6 +176,30 @@ impl Drop for Sidecar {
             t.abort();
         }
     }
+}
+
+/// `/clusters`: every cluster's endpoints, their identity and whether
+/// outlier detection has ejected them.
+fn clusters(config: &ProxyConfig, outbound: &Outbound) -> String {
+    let clusters: Vec<serde_json::Value> = config
+        .clusters
+        .values()
+        .map(|c| {
+            let endpoints: Vec<serde_json::Value> = c
+                .endpoints
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "address": e.address.to_string(),
+                        "identity": e.identity,
+                        "ejected": outbound.tracker.is_ejected(&c.name, e.address),
+                    })
+                })
+                .collect();
+            serde_json::json!({"name": c.name, "missing": c.missing, "endpoints": endpoints})
+        })
+        .collect();
+    serde_json::to_string_pretty(&clusters).unwrap_or_default()
 }
 
 /// A tiny HTTP/1 server answering by path (health, admin).

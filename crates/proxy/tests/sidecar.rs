@@ -399,6 +399,24 @@ async fn health_and_config_dump() {
         dump["clusters"]["outbound|9080||reviews.default.svc.cluster.local"]["endpoints"]
             .is_array()
     );
+    let (status, body) = get(SocketAddr::new(ip, 15000), "/clusters", Some("x"), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let clusters: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let reviews = clusters
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "outbound|9080||reviews.default.svc.cluster.local")
+        .unwrap();
+    assert_eq!(reviews["endpoints"][0]["ejected"], false);
+    assert_eq!(
+        reviews["endpoints"][0]["identity"],
+        "spiffe://cluster.local/ns/default/sa/reviews"
+    );
+    assert_eq!(get(m.client, URL, None, &[]).await.0, StatusCode::OK);
+    let (status, body) = get(SocketAddr::new(ip, 15000), "/stats", Some("x"), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("# TYPE istio_requests counter"), "{body}");
 }
 
 fn hits(m: &Mesh, v: &str) -> usize {
