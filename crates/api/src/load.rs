@@ -32,12 +32,10 @@ pub const MESH_CONFIGMAP: &str = "istio";
 /// An input that could not be read at all (as opposed to read and refused).
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    // The message carries the cause, so it is not chained as a source
+    // (that would print it twice).
+    #[error("{path}: {cause}")]
+    Io { path: String, cause: std::io::Error },
 }
 
 /// MeshConfig and where it was read from.
@@ -97,6 +95,27 @@ impl Loaded {
         loaded.add_texts(&texts);
         loaded.check_duplicates();
         Ok(loaded)
+    }
+
+    /// Reads MeshConfig YAML from `file` (as `--mesh-config` names it); it
+    /// wins over an `istio` ConfigMap among the inputs.
+    pub fn set_mesh_config_file(&mut self, file: &FsPath) -> Result<(), ReadError> {
+        let text = std::fs::read_to_string(file).map_err(|cause| ReadError::Io {
+            path: file.display().to_string(),
+            cause,
+        })?;
+        match load_mesh_config(&file.display().to_string(), &text) {
+            Ok(mesh) => self.mesh = Some(mesh),
+            Err(diags) => self.diagnostics.extend(diags),
+        }
+        Ok(())
+    }
+
+    /// Applies Istio's validation rules to everything loaded, under the
+    /// mesh config in force, and keeps what they find.
+    pub fn validate(&mut self) {
+        let found = crate::validate::validate(&self.resources, self.mesh.as_ref());
+        self.diagnostics.extend(found);
     }
 
     /// Loads one text; `file` names it in messages. Call
@@ -586,9 +605,9 @@ const PARALLEL_MIN_BYTES: usize = 256 << 10;
 /// Reads `path` into `out` as (name, bytes): `-` is standard input, a
 /// folder is walked.
 fn read_path(path: &FsPath, out: &mut Vec<(String, Vec<u8>)>) -> Result<(), ReadError> {
-    let io = |e| ReadError::Io {
+    let io = |cause| ReadError::Io {
         path: path.display().to_string(),
-        source: e,
+        cause,
     };
     if path.as_os_str() == "-" {
         let mut bytes = Vec::new();
@@ -603,9 +622,9 @@ fn read_path(path: &FsPath, out: &mut Vec<(String, Vec<u8>)>) -> Result<(), Read
         vec![path.to_path_buf()]
     };
     for file in files {
-        let bytes = std::fs::read(&file).map_err(|e| ReadError::Io {
+        let bytes = std::fs::read(&file).map_err(|cause| ReadError::Io {
             path: file.display().to_string(),
-            source: e,
+            cause,
         })?;
         out.push((file.display().to_string(), bytes));
     }
@@ -613,8 +632,8 @@ fn read_path(path: &FsPath, out: &mut Vec<(String, Vec<u8>)>) -> Result<(), Read
 }
 
 /// Every `.yaml`, `.yml` and `.json` file under `dir`, sorted, skipping
-/// hidden entries.
-fn walk(dir: &FsPath) -> std::io::Result<Vec<PathBuf>> {
+/// hidden entries: the files a load of the folder reads.
+pub fn walk(dir: &FsPath) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());

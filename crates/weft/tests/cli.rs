@@ -121,7 +121,20 @@ fn usage_and_io_errors_exit_two() {
     assert_eq!(out.status.code(), Some(2));
     let out = weft(&["validate", "/nonexistent/weft/config"], None);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/weft/config"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/weft/config"));
+    // The cause is said once.
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+    let out = weft(
+        &["validate", "--mesh-config", "/nonexistent/mesh.yaml", "-"],
+        Some(GOOD),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("reading mesh config: /nonexistent/mesh.yaml: No such file"),
+        "{err}"
+    );
     let out = weft(&["validate", "--output", "xml", "-"], Some(GOOD));
     assert_eq!(out.status.code(), Some(2));
 }

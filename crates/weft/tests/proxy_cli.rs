@@ -69,7 +69,7 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
-fn proxy(mesh: &Path, ca: &Path, workload: &str) -> Proc {
+fn proxy(mesh: &Path, ca: &Path, workload: &str, extra: &[&str]) -> Proc {
     let child = Command::new(env!("CARGO_BIN_EXE_weft"))
         .args([
             "proxy",
@@ -80,6 +80,7 @@ fn proxy(mesh: &Path, ca: &Path, workload: &str) -> Proc {
             "--ca-dir",
             ca.to_str().unwrap_or_default(),
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -121,8 +122,8 @@ fn two_sidecars_route_and_reload_keeping_the_last_good_config() {
         .expect("ca init");
     assert!(init.status.success());
     app("127.0.201.31:8080", "hello from echo");
-    let _client = proxy(&mesh, &ca, "default/client");
-    let _echo = proxy(&mesh, &ca, "default/echo");
+    let _client = proxy(&mesh, &ca, "default/client", &[]);
+    let _echo = proxy(&mesh, &ca, "default/echo", &[]);
     for health in ["127.0.201.21:15021", "127.0.201.31:15021"] {
         wait_until(health, || {
             get(health, &format!("http://{health}/healthz/ready")).is_some_and(|(s, _)| s == 200)
@@ -152,6 +153,62 @@ fn two_sidecars_route_and_reload_keeping_the_last_good_config() {
     .expect("write broken route");
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(get("127.0.201.21:15001", url), Some((418, "teapot".into())));
+}
+
+#[test]
+fn a_mesh_config_change_alone_triggers_a_reload() {
+    let dir = temp("meshconfig");
+    let (mesh, ca, mesh_config) = (
+        dir.join("mesh"),
+        dir.join("ca"),
+        dir.join("meshconfig.yaml"),
+    );
+    std::fs::create_dir_all(&mesh).expect("mesh dir");
+    std::fs::write(
+        mesh.join("mesh.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: client, namespace: default}\nspec: {address: 127.0.202.21, serviceAccount: client}\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: echo, namespace: default}\nspec:\n  hosts: [echo.example.com]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: NONE\n",
+    )
+    .expect("write mesh");
+    std::fs::write(&mesh_config, "trustDomain: cluster.local\n").expect("write mesh config");
+    assert!(
+        Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(["ca", "init", "--dir", ca.to_str().unwrap_or_default()])
+            .output()
+            .expect("ca init")
+            .status
+            .success()
+    );
+    let _client = proxy(
+        &mesh,
+        &ca,
+        "default/client",
+        &["--mesh-config", mesh_config.to_str().unwrap_or_default()],
+    );
+    let health = "127.0.202.21:15021";
+    wait_until(health, || {
+        get(health, &format!("http://{health}/healthz/ready")).is_some_and(|(s, _)| s == 200)
+    });
+    // While the mesh config is invalid, a new route is not taken up ...
+    std::fs::write(
+        &mesh_config,
+        "extensionProviders:\n- name: a\n  envoyExtAuthzHttp: {service: authz}\n",
+    )
+    .expect("break mesh config");
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::write(
+        mesh.join("route.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: echo}\nspec:\n  hosts: [echo.example.com]\n  http:\n  - directResponse: {status: 418, body: {string: teapot}}\n",
+    )
+    .expect("write route");
+    std::thread::sleep(Duration::from_millis(2500));
+    let url = "http://echo.example.com/";
+    assert_ne!(get("127.0.202.21:15001", url), Some((418, "teapot".into())));
+    // ... and mending the mesh config file, with the folder unchanged,
+    // brings it in.
+    std::fs::write(&mesh_config, "trustDomain: cluster.local\n").expect("mend mesh config");
+    wait_until("reload", || {
+        get("127.0.202.21:15001", url) == Some((418, "teapot".into()))
+    });
 }
 
 #[test]

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use weft_api::{Level, Loaded, validate};
+use weft_api::{Level, Loaded};
 
 /// Run the demo mesh. Today: check the demo's Istio configuration.
 #[derive(Debug, clap::Args)]
@@ -31,8 +31,7 @@ fn default_dir() -> PathBuf {
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let dir = args.config_dir.unwrap_or_else(default_dir);
     let mut loaded = Loaded::from_paths(&[&dir])?;
-    let found = validate(&loaded.resources, None);
-    loaded.diagnostics.extend(found);
+    loaded.validate();
     println!(
         "weft {}: demo configuration {}",
         env!("CARGO_PKG_VERSION"),

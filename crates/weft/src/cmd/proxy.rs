@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use weft_api::{Level, Loaded, load_mesh_config, validate};
+use weft_api::Loaded;
 use weft_identity::tls::PeerPolicy;
-use weft_identity::{Ca, CertStore, LocalSigner, Rotator, SpiffeId, TrustDomain, TrustDomains, ca};
+use weft_identity::{Ca, CertStore, LocalSigner, Rotator, SpiffeId, TrustDomains, ca};
 use weft_model::{ProxyConfig, Registry, compile};
 use weft_proxy::{Ports, Sidecar};
 
@@ -82,18 +82,15 @@ fn load(
 ) -> Result<ProxyConfig, String> {
     let mut loaded = Loaded::from_paths(&[dir]).map_err(|e| e.to_string())?;
     if let Some(file) = mesh_config {
-        let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-        match load_mesh_config(&file.display().to_string(), &text) {
-            Ok(mesh) => loaded.mesh = Some(mesh),
-            Err(diags) => loaded.diagnostics.extend(diags),
-        }
+        loaded
+            .set_mesh_config_file(file)
+            .map_err(|e| e.to_string())?;
     }
-    let found = validate(&loaded.resources, loaded.mesh.as_ref());
-    loaded.diagnostics.extend(found);
+    loaded.validate();
     let errors: Vec<String> = loaded
         .diagnostics
         .iter()
-        .filter(|d| d.level == Level::Error)
+        .filter(|d| d.is_error())
         .map(ToString::to_string)
         .collect();
     if !errors.is_empty() {
@@ -103,28 +100,18 @@ fn load(
     compile(&loaded.resources, &registry, ns, name, trust_domain).map_err(|e| e.to_string())
 }
 
-/// What changes in the folder: file names, sizes and modification times.
-fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if e.file_name().to_string_lossy().starts_with('.') {
-                continue;
-            }
-            if p.is_dir() {
-                stack.push(p);
-            } else if let Ok(m) = e.metadata() {
-                out.push((p, m.len(), m.modified().ok()));
-            }
-        }
-    }
-    out.sort();
-    out
+/// What a reload would read: the names, sizes and modification times of
+/// the configuration files in `dir` and of the mesh config file.
+fn fingerprint(dir: &Path, mesh_config: Option<&Path>) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let files = weft_api::load::walk(dir).unwrap_or_default();
+    files
+        .into_iter()
+        .chain(mesh_config.map(Path::to_path_buf))
+        .filter_map(|p| {
+            let m = std::fs::metadata(&p).ok()?;
+            Some((p, m.len(), m.modified().ok()))
+        })
+        .collect()
 }
 
 async fn serve(args: &Args, ns: &str, name: &str) -> anyhow::Result<ExitCode> {
@@ -155,7 +142,7 @@ async fn serve(args: &Args, ns: &str, name: &str) -> anyhow::Result<ExitCode> {
     rotator.tick(SystemTime::now())?;
     let policy = PeerPolicy {
         bundle: Arc::new(ca.bundle().clone()),
-        trust_domains: TrustDomains::from(TrustDomain::new(trust_domain.as_str())?),
+        trust_domains: TrustDomains::from(trust_domain.clone()),
         expected: Vec::new(),
     };
     let address = config.workload.address;
@@ -176,7 +163,7 @@ async fn serve(args: &Args, ns: &str, name: &str) -> anyhow::Result<ExitCode> {
     println!(
         "weft proxy {ns}/{name} ({id}) on {address}: outbound :15001, hbone :15008, health :15021, admin :15000, metrics :15090"
     );
-    let mut seen = fingerprint(&args.mesh_dir);
+    let mut seen = fingerprint(&args.mesh_dir, mesh_config);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut poll = tokio::time::interval(Duration::from_secs(1));
@@ -190,7 +177,7 @@ async fn serve(args: &Args, ns: &str, name: &str) -> anyhow::Result<ExitCode> {
             _ = term.recv() => break,
             _ = hup.recv() => true,
             _ = poll.tick() => {
-                let now = fingerprint(&args.mesh_dir);
+                let now = fingerprint(&args.mesh_dir, mesh_config);
                 let changed = now != seen;
                 seen = now;
                 changed

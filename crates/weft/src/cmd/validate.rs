@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::ValueEnum;
 use weft_api::diagnostic::DiagnosticJson;
-use weft_api::{Diagnostic, Level, Loaded, load_mesh_config, validate};
+use weft_api::{Diagnostic, Level, Loaded};
 
 /// Check Istio configuration: files, folders (recursive) or `-` for stdin.
 ///
@@ -39,15 +39,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut loaded = Loaded::from_paths(&args.paths)?;
     // `--mesh-config` wins over an `istio` ConfigMap among the inputs.
     if let Some(file) = &args.mesh_config {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("reading mesh config {}", file.display()))?;
-        match load_mesh_config(&file.display().to_string(), &text) {
-            Ok(mesh) => loaded.mesh = Some(mesh),
-            Err(diags) => loaded.diagnostics.extend(diags),
-        }
+        loaded
+            .set_mesh_config_file(file)
+            .context("reading mesh config")?;
     }
-    let found = validate::validate(&loaded.resources, loaded.mesh.as_ref());
-    loaded.diagnostics.extend(found);
+    loaded.validate();
     let diags: Vec<&Diagnostic> = loaded
         .diagnostics
         .iter()
