@@ -219,7 +219,7 @@ pub async fn request_certificate(
     let channel = tonic::transport::Endpoint::from_static("http://weft-ca")
         .connect_with_connector(connector)
         .await
-        .map_err(|e| ServiceError::Transport(format!("{e}: {}", source_chain(&e))))?;
+        .map_err(|e| ServiceError::Transport(format!("{:#}", anyhow::Error::new(e))))?;
     let mut client = IstioCertificateServiceClient::new(channel);
     let csr = crate::pem::block("CERTIFICATE REQUEST", csr_der);
     let mut request = Request::new(IstioCertificateRequest {
@@ -249,14 +249,4 @@ pub async fn request_certificate(
         chain.pop();
     }
     Ok(chain)
-}
-
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = Vec::new();
-    let mut at = e.source();
-    while let Some(s) = at {
-        out.push(s.to_string());
-        at = s.source();
-    }
-    out.join(": ")
 }

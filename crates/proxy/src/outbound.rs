@@ -663,9 +663,10 @@ async fn send_once(
             outbound
                 .tracker
                 .report(cluster, &picked, Outcome::ConnectFailure);
+            // `{:#}` prints the error with every cause behind it.
             return Err(Failure::Connect(format!(
-                "upstream: {e}: {}",
-                source_chain(&e)
+                "upstream: {:#}",
+                anyhow::Error::new(e)
             )));
         }
     };
@@ -677,16 +678,6 @@ async fn send_once(
         labels: ep.labels.clone(),
     });
     Ok(resp)
-}
-
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = Vec::new();
-    let mut at = e.source();
-    while let Some(s) = at {
-        out.push(s.to_string());
-        at = s.source();
-    }
-    out.join(": ")
 }
 
 /// Istio's retry loop: up to `attempts` more tries on the failures and
