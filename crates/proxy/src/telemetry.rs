@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use weft_identity::SpiffeId;
 use weft_model::config::WorkloadInfo;
 
 use crate::http::Body;
@@ -47,6 +48,14 @@ fn canonical(labels: &BTreeMap<String, String>, fallback: &str) -> (String, Stri
     (service, revision)
 }
 
+/// The `app` label, else the workload name.
+fn app(me: &WorkloadInfo) -> String {
+    me.labels
+        .get("app")
+        .cloned()
+        .unwrap_or_else(|| me.name.clone())
+}
+
 fn or_unknown(v: Option<&String>) -> String {
     v.cloned().unwrap_or_else(|| "unknown".into())
 }
@@ -74,13 +83,7 @@ pub fn outbound_labels(
         ("source_canonical_revision", src_rev),
         ("source_workload_namespace", me.namespace.clone()),
         ("source_principal", me.identity.clone()),
-        (
-            "source_app",
-            me.labels
-                .get("app")
-                .cloned()
-                .unwrap_or_else(|| me.name.clone()),
-        ),
+        ("source_app", app(me)),
         ("source_version", or_unknown(me.labels.get("version"))),
         ("source_cluster", "Kubernetes".into()),
         (
@@ -132,10 +135,8 @@ pub fn outbound_labels(
 pub fn inbound_tcp_labels(me: &WorkloadInfo, peer: Option<&str>) -> Labels {
     let (svc, rev) = canonical(&me.labels, &me.name);
     let peer_ns = peer
-        .and_then(|p| p.split("/ns/").nth(1))
-        .and_then(|r| r.split('/').next())
-        .unwrap_or("unknown")
-        .to_string();
+        .and_then(|p| p.parse::<SpiffeId>().ok())
+        .map_or_else(|| "unknown".into(), |id| id.namespace().to_string());
     vec![
         ("reporter", "destination".into()),
         ("source_workload", "unknown".into()),
@@ -149,13 +150,7 @@ pub fn inbound_tcp_labels(me: &WorkloadInfo, peer: Option<&str>) -> Labels {
         ("destination_workload", me.name.clone()),
         ("destination_workload_namespace", me.namespace.clone()),
         ("destination_principal", me.identity.clone()),
-        (
-            "destination_app",
-            me.labels
-                .get("app")
-                .cloned()
-                .unwrap_or_else(|| me.name.clone()),
-        ),
+        ("destination_app", app(me)),
         ("destination_version", or_unknown(me.labels.get("version"))),
         ("destination_service", "unknown".into()),
         ("destination_canonical_service", svc),
@@ -287,5 +282,41 @@ impl AccessEntry {
             "upstream_cluster": upstream_cluster,
         })
         .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn label<'a>(labels: &'a Labels, name: &str) -> &'a str {
+        labels
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap()
+    }
+
+    #[test]
+    fn inbound_labels_name_the_peer_namespace_from_its_spiffe_id() {
+        let me = WorkloadInfo {
+            namespace: "default".into(),
+            name: "reviews-v1".into(),
+            address: "127.0.0.1".parse().unwrap(),
+            service_account: "reviews".into(),
+            identity: "spiffe://cluster.local/ns/default/sa/reviews".into(),
+            labels: [("version".to_string(), "v1".to_string())].into(),
+        };
+        let peer = "spiffe://cluster.local/ns/shop/sa/productpage";
+        let l = inbound_tcp_labels(&me, Some(peer));
+        assert_eq!(label(&l, "source_workload_namespace"), "shop");
+        assert_eq!(label(&l, "source_principal"), peer);
+        assert_eq!(label(&l, "destination_app"), "reviews-v1");
+        assert_eq!(label(&l, "destination_version"), "v1");
+        let l = inbound_tcp_labels(&me, Some("not-a-spiffe-id"));
+        assert_eq!(label(&l, "source_workload_namespace"), "unknown");
+        let l = inbound_tcp_labels(&me, None);
+        assert_eq!(label(&l, "source_workload_namespace"), "unknown");
+        assert_eq!(label(&l, "source_principal"), "unknown");
     }
 }
