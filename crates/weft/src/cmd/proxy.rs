@@ -17,7 +17,7 @@ use weft_proxy::{Ports, Sidecar};
 /// labels, service account and ports): outbound 15001, HBONE 15008, health
 /// 15021, admin 15000, Prometheus 15090, all on the workload's address; one
 /// JSON access-log line per request on standard output. Reloads on SIGHUP and
-/// when the folder changes; a configuration that fails validation is
+/// when the folder or the mesh config file changes; a configuration that fails validation is
 /// refused and the last good one stays.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -30,7 +30,9 @@ pub(crate) struct Args {
     /// The CA directory that signs this workload's certificate.
     #[arg(long, value_name = "DIR")]
     ca_dir: PathBuf,
-    /// MeshConfig YAML (trustDomain, trustDomainAliases, ...).
+    /// MeshConfig YAML the configuration is validated against (as in the
+    /// `mesh` key of the `istio` ConfigMap). The trust domain comes from the
+    /// CA; trustDomainAliases are not applied to peers yet.
     #[arg(long, value_name = "FILE")]
     mesh_config: Option<PathBuf>,
     /// The proxy's role.
