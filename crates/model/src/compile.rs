@@ -210,10 +210,11 @@ impl Compiler<'_> {
                 rewrite: http.rewrite.as_ref().map(|r| Rewrite {
                     uri: r.uri.clone(),
                     authority: r.authority.clone(),
-                    uri_regex: r
-                        .uri_regex_rewrite
-                        .as_ref()
-                        .and_then(|x| Some((x.r#match.clone()?, x.rewrite.clone()?))),
+                    // Validated RE2.
+                    uri_regex: r.uri_regex_rewrite.as_ref().and_then(|x| {
+                        let re = regex::Regex::new(x.r#match.as_deref()?).ok()?;
+                        Some((re, substitution(x.rewrite.as_deref()?)))
+                    }),
                 }),
                 headers: header_ops(http.headers.as_ref()),
                 mirror,
@@ -349,6 +350,31 @@ impl Compiler<'_> {
         );
         name
     }
+}
+
+/// Istio's (Envoy's) regex substitution, where `\N` names capture group N,
+/// in the syntax of `regex::Regex::replace_all`: `${N}`, and `$` literal.
+pub fn substitution(istio: &str) -> String {
+    let mut out = String::with_capacity(istio.len());
+    let mut chars = istio.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.peek() {
+                Some(d) if d.is_ascii_digit() => {
+                    out.push_str(&format!("${{{d}}}"));
+                    chars.next();
+                }
+                Some('\\') => {
+                    out.push('\\');
+                    chars.next();
+                }
+                _ => out.push('\\'),
+            },
+            '$' => out.push_str("$$"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn retry(r: Option<&vs::HttpRetry>) -> Retry {

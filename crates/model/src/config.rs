@@ -153,13 +153,14 @@ pub struct Fault {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FaultDelay(#[serde(serialize_with = "duration")] pub Duration);
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Rewrite {
     /// Replaces the matched prefix, or the whole path.
     pub uri: Option<String>,
     pub authority: Option<String>,
-    /// RE2 match and replacement over the path.
-    pub uri_regex: Option<(String, String)>,
+    /// RE2 match (compiled once, here) and replacement over the path.
+    #[serde(serialize_with = "opt_regex_rewrite")]
+    pub uri_regex: Option<(regex::Regex, String)>,
 }
 
 /// Header changes on the request to the upstream and on its response.
@@ -391,6 +392,13 @@ pub struct ClusterEndpoint {
 
 fn duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{}ms", d.as_millis()))
+}
+
+fn opt_regex_rewrite<S: Serializer>(
+    r: &Option<(regex::Regex, String)>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    r.as_ref().map(|(re, to)| (re.as_str(), to)).serialize(s)
 }
 
 fn opt_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {

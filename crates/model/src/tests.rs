@@ -332,6 +332,17 @@ fn short_names_expand_like_istio() {
 }
 
 #[test]
+fn regex_rewrites_take_istio_capture_syntax() {
+    assert_eq!(compile::substitution(r"/\2/x/\1"), "/${2}/x/${1}");
+    assert_eq!(compile::substitution("/a$b"), "/a$$b");
+    assert_eq!(compile::substitution(r"/a\\1\q"), r"/a\1\q");
+    assert_eq!(compile::substitution(r"end\"), r"end\");
+    let re = regex::Regex::new("^/([a-z]+)/([0-9]+)$").unwrap();
+    let to = compile::substitution(r"/\2$/\1");
+    assert_eq!(re.replace_all("/books/42", to.as_str()), "/42$/books");
+}
+
+#[test]
 fn traffic_policies_merge_host_port_and_subset_as_istio_does() {
     use crate::policy::{HashKey, LbPolicy};
     let resources = {

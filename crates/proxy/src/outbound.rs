@@ -496,9 +496,7 @@ fn prepare(
                 _ => to.clone(),
             };
         } else if let Some((re, to)) = &rw.uri_regex {
-            if let Ok(re) = regex::Regex::new(re) {
-                p = re.replace_all(&p, to.as_str()).into_owned();
-            }
+            p = re.replace_all(&p, to.as_str()).into_owned();
         }
         path = match q {
             Some(q) => format!("{p}?{q}"),

@@ -520,6 +520,9 @@ spec:
   - match: [{uri: {prefix: /old}}]
     rewrite: {uri: /headers/new, authority: books.internal}
     route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{uri: {prefix: /v1/}}]
+    rewrite: {uriRegexRewrite: {match: "^/v1/([a-z]+)/([0-9]+)$", rewrite: '/headers/\2/\1$'}}
+    route: [{destination: {host: reviews, subset: v1}}]
   - match: [{uri: {prefix: /mirror}}]
     route: [{destination: {host: reviews, subset: v1}}]
     mirror: {host: reviews, subset: v2}
@@ -548,6 +551,12 @@ spec:
     let (_, body) = get(m.client, &format!("{R}/old/page?x=1"), None, &[]).await;
     assert!(
         body.starts_with("v1 books.internal /headers/new/page?x=1"),
+        "{body}"
+    );
+    // Capture groups are `\N` in Istio's rewrite, `$` is literal; the query stays.
+    let (_, body) = get(m.client, &format!("{R}/v1/books/42?x=1"), None, &[]).await;
+    assert!(
+        body.starts_with("v1 reviews.default.svc.cluster.local:9080 /headers/42/books$?x=1"),
         "{body}"
     );
     let (status, body) = get(m.client, &format!("{R}/mirror"), None, &[]).await;
