@@ -121,24 +121,28 @@ async fn observed(
     let request_bytes: u64 = header("content-length")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let entry = AccessEntry {
-        start_time,
-        method: req.method().to_string(),
-        path: req
-            .uri()
-            .path_and_query()
-            .map_or("/".into(), |p| p.to_string()),
-        protocol: format!("{:?}", req.version()),
-        authority: req
-            .uri()
-            .authority()
-            .map(|a| a.to_string())
-            .or_else(|| header("host")),
-        user_agent: header("user-agent"),
-        request_id,
-        downstream: peer,
-        bytes_received: request_bytes,
-    };
+    // With the access log off, nothing is copied for it.
+    let log = outbound.access_log.clone().map(|log| {
+        let entry = AccessEntry {
+            start_time,
+            method: req.method().to_string(),
+            path: req
+                .uri()
+                .path_and_query()
+                .map_or("/".into(), |p| p.to_string()),
+            protocol: format!("{:?}", req.version()),
+            authority: req
+                .uri()
+                .authority()
+                .map(|a| a.to_string())
+                .or_else(|| header("host")),
+            user_agent: header("user-agent"),
+            request_id,
+            downstream: peer,
+            bytes_received: request_bytes,
+        };
+        (log, entry)
+    });
     let resp = handle(outbound, req).await;
     let (parts, body) = resp.into_parts();
     let flag = parts.extensions.get::<ResponseFlag>().map(|f| f.0);
@@ -163,21 +167,16 @@ async fn observed(
             flag,
         )
     });
-    let log = outbound.access_log.clone();
+    let log = log.map(|(log, entry)| {
+        let upstream_host = upstream.and_then(|u| u.address).map(|a| a.to_string());
+        let cluster = dest.map(|d| d.cluster.clone());
+        (log, entry, upstream_host, cluster)
+    });
     let status = parts.status.as_u16();
-    let upstream_host = parts
-        .extensions
-        .get::<Upstream>()
-        .and_then(|u| u.address)
-        .map(|a| a.to_string());
-    let cluster = parts
-        .extensions
-        .get::<DestService>()
-        .map(|d| d.cluster.clone());
     let body = Counted::new(body, move |response_bytes| {
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         handles.observe(ms, request_bytes, response_bytes);
-        if let Some(log) = log {
+        if let Some((log, entry, upstream_host, cluster)) = log {
             let _ = log.send(entry.line(status, flag, response_bytes, ms, upstream_host, cluster));
         }
     });
