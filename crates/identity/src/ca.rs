@@ -47,11 +47,10 @@ const BACKDATE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{dir}: a CA already exists here ({file}); refusing to overwrite it")]
     Exists { dir: PathBuf, file: &'static str },
@@ -106,9 +105,9 @@ impl Ca {
                 });
             }
         }
-        std::fs::create_dir_all(dir).map_err(|source| CaError::Io {
+        std::fs::create_dir_all(dir).map_err(|cause| CaError::Io {
             path: dir.into(),
-            source,
+            cause,
         })?;
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .map_err(|e| CaError::Sign(e.to_string()))?;
@@ -143,9 +142,9 @@ impl Ca {
     /// `cluster.local`.
     pub fn load(dir: &Path, trust_domain: Option<&TrustDomain>) -> Result<Ca, CaError> {
         let read = |file: &str| {
-            std::fs::read(dir.join(file)).map_err(|source| CaError::Io {
+            std::fs::read(dir.join(file)).map_err(|cause| CaError::Io {
                 path: dir.join(file),
-                source,
+                cause,
             })
         };
         let cert_pem = read(CA_CERT)?;
@@ -307,14 +306,14 @@ pub fn write_issued(
     key_pem: &str,
     bundle: &TrustBundle,
 ) -> Result<(), CaError> {
-    std::fs::create_dir_all(out).map_err(|source| CaError::Io {
+    std::fs::create_dir_all(out).map_err(|cause| CaError::Io {
         path: out.into(),
-        source,
+        cause,
     })?;
     for file in [CERT_CHAIN, "key.pem", ROOT_CERT] {
         let path = out.join(file);
         if path.exists() {
-            std::fs::remove_file(&path).map_err(|source| CaError::Io { path, source })?;
+            std::fs::remove_file(&path).map_err(|cause| CaError::Io { path, cause })?;
         }
     }
     write(out, CERT_CHAIN, pem::encode(chain).as_bytes(), 0o644)?;
@@ -343,9 +342,9 @@ fn write(dir: &Path, file: &str, bytes: &[u8], mode: u32) -> Result<(), CaError>
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join(file);
-    let io = |source| CaError::Io {
+    let io = |cause| CaError::Io {
         path: path.clone(),
-        source,
+        cause,
     };
     let mut f = std::fs::OpenOptions::new()
         .write(true)

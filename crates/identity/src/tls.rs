@@ -38,10 +38,18 @@ pub fn provider() -> Arc<CryptoProvider> {
     })
 }
 
+// Each error's message carries its cause, which is therefore not chained
+// as a source as well (a chain printer would say it twice).
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("TLS configuration: {0}")]
-    Config(#[from] rustls::Error),
+    Config(rustls::Error),
+}
+
+impl From<rustls::Error> for TlsError {
+    fn from(e: rustls::Error) -> Self {
+        TlsError::Config(e)
+    }
 }
 
 /// What a verifier accepts.

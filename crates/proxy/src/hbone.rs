@@ -30,25 +30,22 @@ pub const HBONE_PORT: u16 = 15008;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HboneError {
-    #[error("connect to {addr}: {source}")]
+    #[error("connect to {addr}: {cause}")]
     Connect {
         addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
-        "mTLS handshake with {addr}: {source} (is the peer a mesh proxy with a certificate from this mesh's CA?)"
+        "mTLS handshake with {addr}: {cause} (is the peer a mesh proxy with a certificate from this mesh's CA?)"
     )]
     Handshake {
         addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("HTTP/2 with {addr}: {source}")]
+    #[error("HTTP/2 with {addr}: {cause}")]
     H2 {
         addr: SocketAddr,
-        #[source]
-        source: hyper::Error,
+        cause: hyper::Error,
     },
     #[error("the destination proxy refused the tunnel: {0}")]
     Refused(StatusCode),
@@ -97,19 +94,13 @@ impl Pool {
         let resp = sender
             .send_request(req)
             .await
-            .map_err(|source| HboneError::H2 {
-                addr: proxy,
-                source,
-            })?;
+            .map_err(|cause| HboneError::H2 { addr: proxy, cause })?;
         if resp.status() != StatusCode::OK {
             return Err(HboneError::Refused(resp.status()));
         }
         hyper::upgrade::on(resp)
             .await
-            .map_err(|source| HboneError::H2 {
-                addr: proxy,
-                source,
-            })
+            .map_err(|cause| HboneError::H2 { addr: proxy, cause })
     }
 
     async fn sender(
@@ -133,26 +124,17 @@ impl Pool {
             .map_err(|e| HboneError::Tls(e.to_string()))?;
         let tcp = TcpStream::connect(proxy)
             .await
-            .map_err(|source| HboneError::Connect {
-                addr: proxy,
-                source,
-            })?;
+            .map_err(|cause| HboneError::Connect { addr: proxy, cause })?;
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from("hbone").map_err(|e| HboneError::Tls(e.to_string()))?;
         let tls = TlsConnector::from(Arc::new(config))
             .connect(name, tcp)
             .await
-            .map_err(|source| HboneError::Handshake {
-                addr: proxy,
-                source,
-            })?;
+            .map_err(|cause| HboneError::Handshake { addr: proxy, cause })?;
         let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .handshake(TokioIo::new(tls))
             .await
-            .map_err(|source| HboneError::H2 {
-                addr: proxy,
-                source,
-            })?;
+            .map_err(|cause| HboneError::H2 { addr: proxy, cause })?;
         tokio::spawn(conn);
         conns.insert(key, sender.clone());
         Ok(sender)

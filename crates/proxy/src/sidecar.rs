@@ -45,11 +45,10 @@ impl Default for Ports {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("bind {addr}: {source} (is another proxy using this workload address?)")]
+    #[error("bind {addr}: {cause} (is another proxy using this workload address?)")]
     Bind {
         addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -77,7 +76,7 @@ impl Sidecar {
             let addr = SocketAddr::new(address, port);
             TcpListener::bind(addr)
                 .await
-                .map_err(|source| StartError::Bind { addr, source })
+                .map_err(|cause| StartError::Bind { addr, cause })
         };
         let (out_l, hbone_l, health_l, admin_l, metrics_l) = (
             bind(ports.outbound).await?,

@@ -90,6 +90,22 @@ fn init_issue_inspect_and_a_clean_audit() {
         "{}",
         text(&bad)
     );
+    // A missing CA names the file and says why, once.
+    let missing = weft(&[
+        "token",
+        "issue",
+        "--ca-dir",
+        "/nonexistent/weft-ca",
+        "--workload",
+        "default/reviews",
+    ]);
+    assert_eq!(missing.status.code(), Some(2));
+    let t = text(&missing);
+    assert!(
+        t.contains("/nonexistent/weft-ca/ca-cert.pem: No such file"),
+        "{t}"
+    );
+    assert_eq!(t.matches("No such file").count(), 1, "{t}");
 }
 
 #[test]
