@@ -13,6 +13,8 @@ use crate::config::{
     Mirror, Ops, OutboundService, ProxyConfig, RequestMatch, Retry, Rewrite, RouteAction, StrMatch,
     WeightedCluster, WorkloadInfo, cluster_name,
 };
+use crate::peer_auth::PeerPolicies;
+use crate::protocol::Protocol;
 use crate::registry::{Registry, Service, selects};
 
 /// The mesh's DNS suffix for Kubernetes-style short names.
@@ -26,14 +28,33 @@ pub enum CompileError {
     NoWorkload(String),
 }
 
+/// The mesh-wide settings a compile needs (from MeshConfig and the CA).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mesh {
+    pub trust_domain: String,
+    /// Where mesh-wide policies live (MeshConfig `rootNamespace`).
+    pub root_namespace: String,
+}
+
+impl Mesh {
+    /// Istio's defaults: root namespace `istio-system`.
+    pub fn new(trust_domain: &str) -> Mesh {
+        Mesh {
+            trust_domain: trust_domain.to_string(),
+            root_namespace: "istio-system".into(),
+        }
+    }
+}
+
 /// Compiles the configuration of the sidecar of workload `namespace/name`.
 pub fn compile(
     resources: &[Resource],
     registry: &Registry,
     namespace: &str,
     name: &str,
-    trust_domain: &str,
+    mesh: &Mesh,
 ) -> Result<ProxyConfig, CompileError> {
+    let trust_domain = mesh.trust_domain.as_str();
     let w = registry
         .workload(namespace, name)
         .ok_or_else(|| CompileError::NoWorkload(format!("{namespace}/{name}")))?;
@@ -102,12 +123,20 @@ pub fn compile(
         }
     }
     outbound.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
+    let peer_policies = PeerPolicies::of(resources, &mesh.root_namespace, &w.namespace, &w.labels);
     let inbound = w
         .ports
         .iter()
-        .map(|(name, port)| InboundPort {
-            port: *port,
-            name: name.clone(),
+        .map(|(name, port)| {
+            let service = registry.serving(w, name, *port);
+            InboundPort {
+                port: *port,
+                name: name.clone(),
+                protocol: service
+                    .map_or_else(|| Protocol::of_port(None, name), |(_, p)| p.protocol),
+                service: service.map(|(s, _)| s.host.clone()),
+                mtls: peer_policies.mode(*port),
+            }
         })
         .collect();
     Ok(ProxyConfig {

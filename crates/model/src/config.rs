@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
+use crate::peer_auth::Mtls;
 use crate::protocol::Protocol;
 
 #[derive(Debug, Clone, Serialize)]
@@ -35,6 +36,13 @@ pub struct WorkloadInfo {
 pub struct InboundPort {
     pub port: u32,
     pub name: String,
+    /// How the inbound side reads the port: HTTP is parsed (metrics,
+    /// policy), anything else passes through as TCP.
+    pub protocol: Protocol,
+    /// The service whose port sends traffic here, for metrics.
+    pub service: Option<String>,
+    /// Whether plaintext (15006) may reach the port.
+    pub mtls: Mtls,
 }
 
 #[derive(Debug, Clone, Serialize)]

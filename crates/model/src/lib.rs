@@ -5,11 +5,12 @@
 
 pub mod compile;
 pub mod config;
+pub mod peer_auth;
 pub mod policy;
 pub mod protocol;
 pub mod registry;
 
-pub use compile::{CompileError, compile};
+pub use compile::{CompileError, Mesh, compile};
 pub use config::ProxyConfig;
 pub use protocol::Protocol;
 pub use registry::Registry;

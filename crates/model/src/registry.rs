@@ -175,6 +175,29 @@ impl Registry {
             .find(|w| w.namespace == namespace && w.name == name)
     }
 
+    /// The service (and its port) that sends traffic to workload `w`'s
+    /// port `name` (number `port`): the service port of that name, else the
+    /// one whose target port or number is `port`.
+    pub fn serving(&self, w: &Workload, name: &str, port: u32) -> Option<(&Service, &ServicePort)> {
+        let mine =
+            |e: &Endpoint| e.namespace == w.namespace && e.workload.as_deref() == Some(&*w.name);
+        let services = || {
+            self.services
+                .iter()
+                .filter(|s| s.endpoints.iter().any(mine))
+        };
+        let by_name = services().find_map(|s| Some((s, s.ports.iter().find(|p| p.name == name)?)));
+        by_name.or_else(|| {
+            services().find_map(|s| {
+                let p = s
+                    .ports
+                    .iter()
+                    .find(|p| p.target_port.unwrap_or(p.number) == port)?;
+                Some((s, p))
+            })
+        })
+    }
+
     pub fn service(&self, host: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.host == host)
     }

@@ -66,7 +66,7 @@ fn config(extra: &str) -> ProxyConfig {
         &registry,
         "default",
         "productpage",
-        "cluster.local",
+        &crate::Mesh::new("cluster.local"),
     )
     .unwrap()
 }
@@ -310,7 +310,14 @@ spec:
 fn a_proxy_without_a_workload_entry_is_an_error() {
     let resources = load("");
     let registry = Registry::from_resources(&resources);
-    let err = compile(&resources, &registry, "default", "ghost", "cluster.local").unwrap_err();
+    let err = compile(
+        &resources,
+        &registry,
+        "default",
+        "ghost",
+        &crate::Mesh::new("cluster.local"),
+    )
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "no WorkloadEntry default/ghost with an IP address: the proxy needs one to know its address, labels and service account"
@@ -374,7 +381,7 @@ fn traffic_policies_merge_host_port_and_subset_as_istio_does() {
         &registry,
         "default",
         "productpage",
-        "cluster.local",
+        &crate::Mesh::new("cluster.local"),
     )
     .unwrap();
     let all = &c.clusters["outbound|9080||reviews.default.svc.cluster.local"].policy;
@@ -398,7 +405,14 @@ fn traffic_policies_merge_host_port_and_subset_as_istio_does() {
     let mut vs = weft_api::Loaded::default();
     vs.add_text("vs.yaml", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r, namespace: default}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews, subset: v1}}]\n");
     extra.extend(vs.resources);
-    let c = compile(&extra, &registry, "default", "productpage", "cluster.local").unwrap();
+    let c = compile(
+        &extra,
+        &registry,
+        "default",
+        "productpage",
+        &crate::Mesh::new("cluster.local"),
+    )
+    .unwrap();
     let v1 = &c.clusters["outbound|9080|v1|reviews.default.svc.cluster.local"].policy;
     assert_eq!(
         v1.lb,
@@ -409,5 +423,89 @@ fn traffic_policies_merge_host_port_and_subset_as_istio_does() {
         v1.pool.max_connections,
         Some(1),
         "what the subset does not set is inherited"
+    );
+}
+
+fn inbound_mtls(extra: &str, root: &str) -> crate::peer_auth::Mtls {
+    let resources = load(extra);
+    let registry = Registry::from_resources(&resources);
+    let mut mesh = crate::Mesh::new("cluster.local");
+    mesh.root_namespace = root.into();
+    let c = compile(&resources, &registry, "default", "productpage", &mesh).unwrap();
+    c.inbound[0].mtls
+}
+
+fn pa(ns: &str, name: &str, body: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {body}\n---\n"
+    )
+}
+
+#[test]
+fn peer_authentication_follows_istios_precedence_and_defaults_to_strict() {
+    use crate::peer_auth::Mtls::*;
+    let root = "istio-system";
+    assert_eq!(inbound_mtls("", root), Strict, "no policy: STRICT");
+    let mesh = pa(root, "mesh", "{mtls: {mode: PERMISSIVE}}");
+    assert_eq!(inbound_mtls(&mesh, root), Permissive);
+    assert_eq!(
+        inbound_mtls(&mesh, "elsewhere"),
+        Strict,
+        "a policy outside the root namespace is not mesh-wide"
+    );
+    let ns_strict = pa("default", "ns", "{mtls: {mode: STRICT}}");
+    assert_eq!(inbound_mtls(&format!("{mesh}{ns_strict}"), root), Strict);
+    let ns_unset = pa("default", "ns", "{mtls: {mode: UNSET}}");
+    assert_eq!(
+        inbound_mtls(&format!("{mesh}{ns_unset}"), root),
+        Permissive,
+        "UNSET inherits"
+    );
+    let workload = pa(
+        "default",
+        "pp",
+        "{selector: {matchLabels: {app: productpage}}, mtls: {mode: DISABLE}}",
+    );
+    assert_eq!(
+        inbound_mtls(&format!("{mesh}{ns_strict}{workload}"), root),
+        Disable
+    );
+    let other = pa(
+        "default",
+        "pp",
+        "{selector: {matchLabels: {app: reviews}}, mtls: {mode: DISABLE}}",
+    );
+    assert_eq!(
+        inbound_mtls(&format!("{mesh}{ns_strict}{other}"), root),
+        Strict,
+        "a selector that does not match does not apply"
+    );
+    let port = pa(
+        "default",
+        "pp",
+        "{selector: {matchLabels: {app: productpage}}, mtls: {mode: STRICT}, portLevelMtls: {9080: {mode: PERMISSIVE}}}",
+    );
+    assert_eq!(inbound_mtls(&port, root), Permissive, "port level wins");
+    let port_unset = pa(
+        "default",
+        "pp",
+        "{selector: {matchLabels: {app: productpage}}, mtls: {mode: PERMISSIVE}, portLevelMtls: {9080: {mode: UNSET}}}",
+    );
+    assert_eq!(
+        inbound_mtls(&format!("{ns_strict}{port_unset}"), root),
+        Permissive,
+        "an UNSET port inherits the workload's mode"
+    );
+}
+
+#[test]
+fn inbound_ports_take_protocol_and_service_from_the_service_that_targets_them() {
+    let c = config("");
+    let p = &c.inbound[0];
+    assert_eq!((p.port, p.name.as_str()), (9080, "http"));
+    assert_eq!(p.protocol, crate::Protocol::Http);
+    assert_eq!(
+        p.service.as_deref(),
+        Some("productpage.default.svc.cluster.local")
     );
 }

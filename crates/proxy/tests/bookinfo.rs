@@ -79,7 +79,7 @@ fn productpage_config(files: &[&str]) -> weft_model::ProxyConfig {
         &registry,
         "default",
         "productpage-v1",
-        "cluster.local",
+        &weft_model::Mesh::new("cluster.local"),
     )
     .unwrap()
 }
@@ -152,7 +152,7 @@ async fn bookinfo_routing_files_route_as_they_describe() {
                 &registry,
                 "default",
                 name,
-                "cluster.local",
+                &weft_model::Mesh::new("cluster.local"),
             )
             .unwrap()
         };

@@ -154,7 +154,7 @@ async fn start(net: u8, extra: &str) -> Mesh {
             &registry,
             "default",
             name,
-            "cluster.local",
+            &weft_model::Mesh::new("cluster.local"),
         )
         .unwrap();
         sidecars.push(
@@ -819,7 +819,7 @@ spec:
             &registry,
             "default",
             name,
-            "cluster.local",
+            &weft_model::Mesh::new("cluster.local"),
         )
         .unwrap()
     };

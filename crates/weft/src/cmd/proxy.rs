@@ -10,7 +10,7 @@ use anyhow::Context;
 use weft_api::Loaded;
 use weft_identity::tls::PeerPolicy;
 use weft_identity::{Ca, CertStore, LocalSigner, Rotator, SpiffeId, TrustDomains, ca};
-use weft_model::{ProxyConfig, Registry, compile};
+use weft_model::{Mesh, ProxyConfig, Registry, compile};
 use weft_proxy::{Ports, Sidecar};
 
 /// Run the sidecar of workload NS/NAME (its WorkloadEntry gives address,
@@ -99,7 +99,15 @@ fn load(
         return Err(errors.join("\n"));
     }
     let registry = Registry::from_resources(&loaded.resources);
-    compile(&loaded.resources, &registry, ns, name, trust_domain).map_err(|e| e.to_string())
+    let mut mesh = Mesh::new(trust_domain);
+    if let Some(root) = loaded
+        .mesh
+        .as_ref()
+        .and_then(|m| m.config.root_namespace.clone())
+    {
+        mesh.root_namespace = root;
+    }
+    compile(&loaded.resources, &registry, ns, name, &mesh).map_err(|e| e.to_string())
 }
 
 /// What a reload would read: the names, sizes and modification times of
