@@ -23,7 +23,8 @@ use weft_identity::tls::{self, PeerPolicy};
 use weft_identity::{CertStore, SpiffeId};
 
 use crate::http::{Body, empty, full};
-use crate::metrics::{Labels, Metrics};
+use crate::inbound::{Inbound, Refused};
+use crate::telemetry::PeerMeta;
 
 /// The port HBONE listens on.
 pub const HBONE_PORT: u16 = 15008;
@@ -79,16 +80,20 @@ impl Pool {
 
     /// A tunnel to `target` through the proxy at `proxy`, which must prove
     /// it is `identity`.
+    /// `baggage` tells the destination proxy about this workload, for
+    /// its metrics.
     pub async fn connect(
         &self,
         proxy: SocketAddr,
         identity: &str,
         target: SocketAddr,
+        baggage: &str,
     ) -> Result<Upgraded, HboneError> {
         let mut sender = self.sender(proxy, identity).await?;
         let req = Request::builder()
             .method(Method::CONNECT)
             .uri(target.to_string())
+            .header("baggage", baggage)
             .body(Empty::new())
             .map_err(|e| HboneError::Tls(e.to_string()))?;
         let resp = sender
@@ -142,35 +147,32 @@ impl Pool {
 }
 
 /// Serves inbound HBONE on `listener`: only peers with a valid mesh
-/// certificate get a TLS session, and only CONNECTs to `allowed` targets
-/// (this workload's ports) are opened.
+/// certificate get a TLS session, and only CONNECTs to this workload's own
+/// ports are opened; the stream inside is served by `inbound`.
 pub async fn serve(
     listener: TcpListener,
     store: Arc<CertStore>,
     policy: PeerPolicy,
-    allowed: Arc<dyn Fn(SocketAddr) -> bool + Send + Sync>,
-    telemetry: Inbound,
+    inbound: Arc<Inbound>,
 ) -> Result<(), HboneError> {
     let config =
         tls::server_config(store, policy, &[b"h2"]).map_err(|e| HboneError::Tls(e.to_string()))?;
     let acceptor = TlsAcceptor::from(Arc::new(config));
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
+        let Ok((tcp, downstream)) = listener.accept().await else {
             continue;
         };
         let acceptor = acceptor.clone();
-        let allowed = allowed.clone();
-        let telemetry = telemetry.clone();
+        let inbound = inbound.clone();
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
             // A peer without a valid certificate ends here.
             let Ok(tls) = acceptor.accept(tcp).await else {
                 return;
             };
-            let peer = tls::peer_identity(tls.get_ref().1);
-            let service = service_fn(move |req| {
-                tunnel(req, peer.clone(), allowed.clone(), telemetry.clone())
-            });
+            let peer = tls::peer_identity(tls.get_ref().1).map(|p| p.to_string());
+            let service =
+                service_fn(move |req| tunnel(req, peer.clone(), inbound.clone(), downstream));
             let _ = server_h2::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tls), service)
                 .await;
@@ -178,27 +180,11 @@ pub async fn serve(
     }
 }
 
-/// Inbound telemetry: the metrics and how to label a peer's connection.
-#[derive(Clone)]
-pub struct Inbound {
-    pub metrics: Arc<Metrics>,
-    pub labels: LabelPeer,
-}
-
-/// Labels for a connection from a peer (its SPIFFE ID, when it has one).
-pub type LabelPeer = Arc<dyn Fn(Option<&str>) -> Labels + Send + Sync>;
-
-impl std::fmt::Debug for Inbound {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Inbound")
-    }
-}
-
 async fn tunnel(
     req: Request<hyper::body::Incoming>,
-    peer: Option<SpiffeId>,
-    allowed: Arc<dyn Fn(SocketAddr) -> bool + Send + Sync>,
-    telemetry: Inbound,
+    peer: Option<String>,
+    inbound: Arc<Inbound>,
+    downstream: SocketAddr,
 ) -> Result<Response<Body>, hyper::Error> {
     if req.method() != Method::CONNECT {
         return Ok(full(
@@ -216,36 +202,27 @@ async fn tunnel(
             "CONNECT authority must be ip:port\n",
         ));
     };
-    if !allowed(target) {
-        return Ok(full(
-            StatusCode::FORBIDDEN,
-            format!("{target} is not served by this workload\n"),
-        ));
-    }
-    let upstream = match TcpStream::connect(target).await {
-        Ok(s) => s,
-        Err(e) => {
-            return Ok(full(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("connect {target}: {e}\n"),
-            ));
+    let accepted = match inbound.accept(target).await {
+        Ok(a) => a,
+        Err(e @ Refused::NotServed(_)) => {
+            return Ok(full(StatusCode::FORBIDDEN, format!("{e}\n")));
+        }
+        Err(e @ Refused::App { .. }) => {
+            return Ok(full(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")));
         }
     };
-    let _ = upstream.set_nodelay(true);
-    let labels = (telemetry.labels)(peer.map(|p| p.to_string()).as_deref());
-    telemetry.metrics.tcp_opened(&labels);
+    let baggage = req
+        .headers()
+        .get("baggage")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let peer = PeerMeta::new(peer, baggage.as_deref());
     tokio::spawn(async move {
-        let (mut sent, mut received) = (0, 0);
         if let Ok(up) = hyper::upgrade::on(req).await {
-            let mut up = TokioIo::new(up);
-            let mut upstream = upstream;
-            if let Ok((to_app, to_peer)) =
-                tokio::io::copy_bidirectional(&mut up, &mut upstream).await
-            {
-                (sent, received) = (to_peer, to_app);
-            }
+            inbound
+                .serve(accepted, TokioIo::new(up), target, peer, downstream)
+                .await;
         }
-        telemetry.metrics.tcp_closed(&labels, sent, received);
     });
     Ok(Response::new(empty()))
 }

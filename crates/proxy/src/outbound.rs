@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -32,7 +32,8 @@ use crate::balance::{Outcome, Tracker};
 use crate::hbone::{HBONE_PORT, Pool};
 use crate::http::{Body, ResponseFlag, flagged, full};
 use crate::metrics::Metrics;
-use crate::telemetry::{AccessEntry, AccessLog, Counted, DestService, Upstream, outbound_labels};
+use crate::telemetry::{AccessLog, DestService, Observation, Upstream, baggage, outbound_labels};
+use crate::upgrade;
 use crate::upstream::Clients;
 
 /// What the outbound listener works with: the current config (swapped as a
@@ -105,56 +106,25 @@ async fn observed(
     mut req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
-    let started = Instant::now();
-    let start_time = std::time::SystemTime::now();
     req.extensions_mut().insert(Peer(peer));
     if req.method() == Method::CONNECT {
         return handle(outbound, req).await;
     }
     let request_id = crate::trace::propagate(req.headers_mut());
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    let request_bytes: u64 = header("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    // With the access log off, nothing is copied for it.
-    let log = outbound.access_log.clone().map(|log| {
-        let entry = AccessEntry {
-            start_time,
-            method: req.method().to_string(),
-            path: req
-                .uri()
-                .path_and_query()
-                .map_or("/".into(), |p| p.to_string()),
-            protocol: format!("{:?}", req.version()),
-            authority: req
-                .uri()
-                .authority()
-                .map(|a| a.to_string())
-                .or_else(|| header("host")),
-            user_agent: header("user-agent"),
-            request_id,
-            downstream: peer,
-            bytes_received: request_bytes,
-        };
-        (log, entry)
-    });
+    let observation = Observation::begin(&req, peer, request_id, outbound.access_log.as_ref());
     let resp = handle(outbound, req).await;
-    let (parts, body) = resp.into_parts();
-    let flag = parts.extensions.get::<ResponseFlag>().map(|f| f.0);
-    let upstream = parts.extensions.get::<Upstream>();
-    let dest = parts.extensions.get::<DestService>();
+    let flag = resp.extensions().get::<ResponseFlag>().map(|f| f.0);
+    let upstream = resp.extensions().get::<Upstream>();
+    let dest = resp.extensions().get::<DestService>();
+    let status = resp.status().as_u16();
     // What decides the labels: the upstream, the service, code and flag.
     let key = {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
+        "outbound".hash(&mut h);
         upstream.and_then(|u| u.address).hash(&mut h);
         dest.map(|d| d.host.as_str()).hash(&mut h);
-        parts.status.as_u16().hash(&mut h);
+        status.hash(&mut h);
         flag.hash(&mut h);
         h.finish()
     };
@@ -163,24 +133,13 @@ async fn observed(
             &outbound.config.load().workload,
             upstream,
             dest,
-            parts.status.as_u16(),
+            status,
             flag,
         )
     });
-    let log = log.map(|(log, entry)| {
-        let upstream_host = upstream.and_then(|u| u.address).map(|a| a.to_string());
-        let cluster = dest.map(|d| d.cluster.clone());
-        (log, entry, upstream_host, cluster)
-    });
-    let status = parts.status.as_u16();
-    let body = Counted::new(body, move |response_bytes| {
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
-        handles.observe(ms, request_bytes, response_bytes);
-        if let Some((log, entry, upstream_host, cluster)) = log {
-            let _ = log.send(entry.line(status, flag, response_bytes, ms, upstream_host, cluster));
-        }
-    });
-    Response::from_parts(parts, BodyExt::boxed(body))
+    let upstream_host = upstream.and_then(|u| u.address).map(|a| a.to_string());
+    let cluster = dest.map(|d| d.cluster.clone());
+    observation.finish(resp, handles, upstream_host, cluster)
 }
 
 /// Where a request is going: host without port, and port.
@@ -209,7 +168,7 @@ fn destination(req: &Request<Incoming>) -> Option<(String, u16)> {
     ))
 }
 
-async fn handle(outbound: &Outbound, req: Request<Incoming>) -> Response<Body> {
+async fn handle(outbound: &Outbound, mut req: Request<Incoming>) -> Response<Body> {
     let Some((host, port)) = destination(&req) else {
         return full(
             StatusCode::BAD_REQUEST,
@@ -307,6 +266,7 @@ async fn handle(outbound: &Outbound, req: Request<Incoming>) -> Response<Body> {
             "upstream overflow: connection pool limit reached",
         );
     };
+    let downstream_upgrade = upgrade::requested(&mut req);
     let (mut parts, body) = req.into_parts();
     if let Some(key) = hash_key(&cluster.policy.lb, &parts) {
         parts.extensions.insert(LbKey(key));
@@ -340,6 +300,7 @@ async fn handle(outbound: &Outbound, req: Request<Incoming>) -> Response<Body> {
     }
     let attempts = async {
         let mut resp = send_with_retries(outbound, cluster, &route.retries, &parts, body).await;
+        upgrade::bridge(downstream_upgrade, &mut resp);
         apply_ops(resp.headers_mut(), &route.headers.response);
         apply_ops(resp.headers_mut(), &chosen.headers.response);
         resp
@@ -581,7 +542,12 @@ async fn open(outbound: &Outbound, ep: &ClusterEndpoint) -> Result<Box<dyn Io>, 
             let proxy = SocketAddr::new(ep.address.ip(), HBONE_PORT);
             let up = outbound
                 .pool
-                .connect(proxy, identity, ep.address)
+                .connect(
+                    proxy,
+                    identity,
+                    ep.address,
+                    &baggage(&outbound.config.load().workload),
+                )
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(Box::new(TokioIo::new(up)))

@@ -17,15 +17,18 @@ use weft_model::ProxyConfig;
 
 use crate::hbone::{self, Pool};
 use crate::http::{Body, full};
+use crate::inbound::{self, Inbound};
 use crate::metrics::Metrics;
 use crate::outbound::{self, Outbound};
-use crate::telemetry::{AccessLog, inbound_tcp_labels};
+use crate::telemetry::AccessLog;
 
 /// Istio's well-known ports.
 #[derive(Debug, Clone, Copy)]
 pub struct Ports {
     pub admin: u16,
     pub outbound: u16,
+    /// Plaintext inbound, for ports PeerAuthentication leaves open to it.
+    pub inbound: u16,
     pub hbone: u16,
     pub health: u16,
     pub metrics: u16,
@@ -36,6 +39,7 @@ impl Default for Ports {
         Ports {
             admin: 15000,
             outbound: 15001,
+            inbound: inbound::PLAINTEXT_PORT,
             hbone: hbone::HBONE_PORT,
             health: 15021,
             metrics: 15090,
@@ -78,8 +82,9 @@ impl Sidecar {
                 .await
                 .map_err(|cause| StartError::Bind { addr, cause })
         };
-        let (out_l, hbone_l, health_l, admin_l, metrics_l) = (
+        let (out_l, plain_l, hbone_l, health_l, admin_l, metrics_l) = (
             bind(ports.outbound).await?,
+            bind(ports.inbound).await?,
             bind(ports.hbone).await?,
             bind(ports.health).await?,
             bind(ports.admin).await?,
@@ -93,28 +98,19 @@ impl Sidecar {
             metrics.clone(),
             access_log,
         ));
-        let allowed = {
-            let config = config.clone();
-            Arc::new(move |target: SocketAddr| {
-                let c = config.load();
-                target.ip() == c.workload.address
-                    && c.inbound.iter().any(|p| p.port == u32::from(target.port()))
-            })
-        };
+        let inbound = Arc::new(Inbound::new(
+            config.clone(),
+            metrics.clone(),
+            outbound.access_log.clone(),
+        ));
         let admin_outbound = outbound.clone();
-        let mut tasks = vec![tokio::spawn(outbound::serve(out_l, outbound))];
+        let mut tasks = vec![
+            tokio::spawn(outbound::serve(out_l, outbound)),
+            tokio::spawn(inbound::serve_plaintext(plain_l, inbound.clone())),
+        ];
         let (hbone_store, hbone_policy) = (store.clone(), policy);
-        let inbound = hbone::Inbound {
-            metrics: metrics.clone(),
-            labels: {
-                let config = config.clone();
-                Arc::new(move |peer: Option<&str>| {
-                    inbound_tcp_labels(&config.load().workload, peer)
-                })
-            },
-        };
         tasks.push(tokio::spawn(async move {
-            let _ = hbone::serve(hbone_l, hbone_store, hbone_policy, allowed, inbound).await;
+            let _ = hbone::serve(hbone_l, hbone_store, hbone_policy, inbound).await;
         }));
         let exposition = metrics.clone();
         tasks.push(tokio::spawn(serve_small(

@@ -3,16 +3,21 @@
 //! facts the router leaves on a response for them.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::{Request, Response};
 use weft_identity::SpiffeId;
 use weft_model::config::WorkloadInfo;
 
-use crate::http::Body;
-use crate::metrics::Labels;
+use crate::http::{Body, ResponseFlag};
+use crate::metrics::{Labels, RequestHandles};
 
 /// The upstream a response came from, left on it by the router.
 #[derive(Debug, Clone)]
@@ -130,38 +135,212 @@ pub fn outbound_labels(
     ]
 }
 
-/// Labels for a connection this proxy accepted over HBONE
-/// (`reporter="destination"`): the peer is known by its SPIFFE ID.
-pub fn inbound_tcp_labels(me: &WorkloadInfo, peer: Option<&str>) -> Labels {
+/// Who is on the other end of an inbound connection: its SPIFFE ID from
+/// the mTLS handshake (none over plaintext) and, for telemetry only, what
+/// its proxy says of its workload in the HBONE CONNECT's `baggage` header.
+/// Nothing that decides access is taken from the baggage.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct PeerMeta {
+    pub principal: Option<String>,
+    pub workload: Option<String>,
+    pub canonical_service: Option<String>,
+    pub canonical_revision: Option<String>,
+}
+
+impl PeerMeta {
+    /// Reads the W3C baggage keys Istio's ambient proxies send
+    /// (`k8s.<kind>.name`, `service.name`, `service.version`).
+    pub fn new(principal: Option<String>, baggage: Option<&str>) -> PeerMeta {
+        let mut meta = PeerMeta {
+            principal,
+            ..PeerMeta::default()
+        };
+        for item in baggage.into_iter().flat_map(|b| b.split(',')) {
+            let Some((k, v)) = item.split_once('=') else {
+                continue;
+            };
+            let (k, v) = (k.trim(), v.trim().to_string());
+            match k {
+                "service.name" => meta.canonical_service = Some(v),
+                "service.version" => meta.canonical_revision = Some(v),
+                "k8s.cluster.name" | "k8s.namespace.name" => {}
+                _ if k.starts_with("k8s.") && k.ends_with(".name") => meta.workload = Some(v),
+                _ => {}
+            }
+        }
+        meta
+    }
+}
+
+/// What this proxy tells the destination proxy about its workload, in the
+/// `baggage` header of each HBONE CONNECT.
+pub fn baggage(me: &WorkloadInfo) -> String {
+    let (service, revision) = canonical(&me.labels, &me.name);
+    format!(
+        "k8s.cluster.name=Kubernetes,k8s.namespace.name={},k8s.deployment.name={},service.name={service},service.version={revision}",
+        me.namespace, me.name
+    )
+}
+
+/// Labels for a request or connection this proxy accepted
+/// (`reporter="destination"`). `response` is the status and flag of an
+/// HTTP request; TCP metrics have neither label.
+pub fn inbound_labels(
+    me: &WorkloadInfo,
+    service: Option<&str>,
+    peer: &PeerMeta,
+    protocol: &str,
+    response: Option<(u16, Option<&str>)>,
+) -> Labels {
     let (svc, rev) = canonical(&me.labels, &me.name);
     let peer_ns = peer
+        .principal
+        .as_deref()
         .and_then(|p| p.parse::<SpiffeId>().ok())
         .map_or_else(|| "unknown".into(), |id| id.namespace().to_string());
-    vec![
+    let known = |v: &Option<String>| or_unknown(v.as_ref());
+    let mut labels = vec![
         ("reporter", "destination".into()),
-        ("source_workload", "unknown".into()),
-        ("source_canonical_service", "unknown".into()),
-        ("source_canonical_revision", "latest".into()),
+        ("source_workload", known(&peer.workload)),
+        ("source_canonical_service", known(&peer.canonical_service)),
+        (
+            "source_canonical_revision",
+            peer.canonical_revision
+                .clone()
+                .unwrap_or_else(|| "latest".into()),
+        ),
         ("source_workload_namespace", peer_ns),
-        ("source_principal", peer.unwrap_or("unknown").to_string()),
-        ("source_app", "unknown".into()),
-        ("source_version", "unknown".into()),
-        ("source_cluster", "unknown".into()),
+        ("source_principal", known(&peer.principal)),
+        ("source_app", known(&peer.canonical_service)),
+        ("source_version", known(&peer.canonical_revision)),
+        (
+            "source_cluster",
+            if peer.workload.is_some() {
+                "Kubernetes".into()
+            } else {
+                "unknown".into()
+            },
+        ),
         ("destination_workload", me.name.clone()),
         ("destination_workload_namespace", me.namespace.clone()),
         ("destination_principal", me.identity.clone()),
         ("destination_app", app(me)),
         ("destination_version", or_unknown(me.labels.get("version"))),
-        ("destination_service", "unknown".into()),
+        (
+            "destination_service",
+            service.unwrap_or("unknown").to_string(),
+        ),
         ("destination_canonical_service", svc),
         ("destination_canonical_revision", rev),
-        ("destination_service_name", "unknown".into()),
+        (
+            "destination_service_name",
+            service
+                .and_then(|s| s.split('.').next())
+                .unwrap_or("unknown")
+                .to_string(),
+        ),
         ("destination_service_namespace", me.namespace.clone()),
         ("destination_cluster", "Kubernetes".into()),
-        ("request_protocol", "tcp".into()),
-        ("response_flags", "-".into()),
-        ("connection_security_policy", "mutual_tls".into()),
-    ]
+        ("request_protocol", protocol.into()),
+    ];
+    let mut flag = "-";
+    if let Some((code, f)) = response {
+        labels.push(("response_code", code.to_string()));
+        labels.push(("grpc_response_status", String::new()));
+        flag = f.unwrap_or("-");
+    }
+    labels.push(("response_flags", flag.into()));
+    let security = if peer.principal.is_some() {
+        "mutual_tls"
+    } else {
+        "none"
+    };
+    labels.push(("connection_security_policy", security.into()));
+    labels
+}
+
+/// A request on its way through a listener: what its metrics and access-log
+/// line need, taken before it is answered.
+#[derive(Debug)]
+pub struct Observation {
+    started: Instant,
+    request_bytes: u64,
+    log: Option<(AccessLog, AccessEntry)>,
+}
+
+impl Observation {
+    /// Starts observing `req` from `downstream`. With the access log off,
+    /// nothing is copied for it.
+    pub fn begin<B>(
+        req: &Request<B>,
+        downstream: SocketAddr,
+        request_id: String,
+        access_log: Option<&AccessLog>,
+    ) -> Observation {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let request_bytes: u64 = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let log = access_log.map(|log| {
+            let entry = AccessEntry {
+                start_time: SystemTime::now(),
+                method: req.method().to_string(),
+                path: req
+                    .uri()
+                    .path_and_query()
+                    .map_or("/".into(), |p| p.to_string()),
+                protocol: format!("{:?}", req.version()),
+                authority: req
+                    .uri()
+                    .authority()
+                    .map(|a| a.to_string())
+                    .or_else(|| header("host")),
+                user_agent: header("user-agent"),
+                request_id,
+                downstream,
+                bytes_received: request_bytes,
+            };
+            (log.clone(), entry)
+        });
+        Observation {
+            started: Instant::now(),
+            request_bytes,
+            log,
+        }
+    }
+
+    /// Records the request under `handles` (and logs it) when the
+    /// response body has been sent.
+    pub fn finish(
+        self,
+        resp: Response<Body>,
+        handles: Arc<RequestHandles>,
+        upstream_host: Option<String>,
+        cluster: Option<String>,
+    ) -> Response<Body> {
+        let (parts, body) = resp.into_parts();
+        let flag = parts.extensions.get::<ResponseFlag>().map(|f| f.0);
+        let status = parts.status.as_u16();
+        let Observation {
+            started,
+            request_bytes,
+            log,
+        } = self;
+        let body = Counted::new(body, move |response_bytes| {
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            handles.observe(ms, request_bytes, response_bytes);
+            if let Some((log, entry)) = log {
+                let _ =
+                    log.send(entry.line(status, flag, response_bytes, ms, upstream_host, cluster));
+            }
+        });
+        Response::from_parts(parts, BodyExt::boxed(body))
+    }
 }
 
 /// A response body that counts what passes and, when it ends or is
@@ -308,14 +487,23 @@ mod tests {
             labels: [("version".to_string(), "v1".to_string())].into(),
         };
         let peer = "spiffe://cluster.local/ns/shop/sa/productpage";
-        let l = inbound_tcp_labels(&me, Some(peer));
+        let tcp = |p: Option<&str>| {
+            inbound_labels(
+                &me,
+                None,
+                &PeerMeta::new(p.map(str::to_string), None),
+                "tcp",
+                None,
+            )
+        };
+        let l = tcp(Some(peer));
         assert_eq!(label(&l, "source_workload_namespace"), "shop");
         assert_eq!(label(&l, "source_principal"), peer);
         assert_eq!(label(&l, "destination_app"), "reviews-v1");
         assert_eq!(label(&l, "destination_version"), "v1");
-        let l = inbound_tcp_labels(&me, Some("not-a-spiffe-id"));
+        let l = tcp(Some("not-a-spiffe-id"));
         assert_eq!(label(&l, "source_workload_namespace"), "unknown");
-        let l = inbound_tcp_labels(&me, None);
+        let l = tcp(None);
         assert_eq!(label(&l, "source_workload_namespace"), "unknown");
         assert_eq!(label(&l, "source_principal"), "unknown");
     }

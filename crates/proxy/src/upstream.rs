@@ -21,6 +21,7 @@ use weft_model::ProxyConfig;
 
 use crate::hbone::{HBONE_PORT, Pool};
 use crate::http::Body;
+use crate::telemetry::baggage;
 
 /// A connection to an application: through a tunnel or direct.
 pub enum Conn {
@@ -125,7 +126,12 @@ impl tower_service::Service<Uri> for Connector {
                     let proxy = SocketAddr::new(addr.ip(), HBONE_PORT);
                     let tunnel = this
                         .pool
-                        .connect(proxy, &identity, addr)
+                        .connect(
+                            proxy,
+                            &identity,
+                            addr,
+                            &baggage(&this.config.load().workload),
+                        )
                         .await
                         .map_err(std::io::Error::other)?;
                     Ok(Conn::Tunnel(tunnel))

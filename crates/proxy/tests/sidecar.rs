@@ -7,14 +7,13 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use common::{get, get_full, policy, store};
+use common::{Mesh, URL, get, get_full, mesh, policy, start, store};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -22,176 +21,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use weft_identity::{Ca, CertStore, TrustDomain};
 use weft_proxy::{Ports, Sidecar};
-
-/// The mesh of a test, on addresses 127.0.NET.x.
-fn mesh(net: u8, extra: &str) -> String {
-    format!(
-        r#"
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: productpage, namespace: default}}
-spec: {{address: 127.0.{net}.21, serviceAccount: productpage, labels: {{app: productpage}}, ports: {{http: 9080}}}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: reviews-v1, namespace: default}}
-spec: {{address: 127.0.{net}.31, serviceAccount: reviews, labels: {{app: reviews, version: v1}}, ports: {{http: 9081}}}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: reviews-v2, namespace: default}}
-spec: {{address: 127.0.{net}.32, serviceAccount: reviews, labels: {{app: reviews, version: v2}}, ports: {{http: 9082}}}}
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: reviews, namespace: default}}
-spec:
-  hosts: [reviews.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  ports: [{{number: 9080, name: http, protocol: HTTP}}]
-  resolution: STATIC
-  workloadSelector: {{labels: {{app: reviews}}}}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: reviews, namespace: default}}
-spec:
-  host: reviews
-  subsets:
-  - {{name: v1, labels: {{version: v1}}}}
-  - {{name: v2, labels: {{version: v2}}}}
----
-{extra}
-"#
-    )
-}
-
-struct Mesh {
-    _sidecars: Vec<Sidecar>,
-    /// Access-log lines of every sidecar.
-    log: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<String>>,
-    /// Requests each stand-in app received, by version.
-    hits: Arc<HashMap<&'static str, AtomicUsize>>,
-    client: SocketAddr,
-    ca: Arc<Ca>,
-    net: u8,
-}
-
-/// A stand-in app: answers `<version> <host> <path>`, slowly for `/slow`.
-async fn app(
-    addr: SocketAddr,
-    version: &'static str,
-    hits: Arc<HashMap<&'static str, AtomicUsize>>,
-) {
-    let listener = TcpListener::bind(addr).await.unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let hits = hits.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let hits = hits.clone();
-                    async move {
-                        hits[version].fetch_add(1, Ordering::SeqCst);
-                        if req.uri().path() == "/slow" {
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                        }
-                        let host = req
-                            .headers()
-                            .get("host")
-                            .and_then(|h| h.to_str().ok())
-                            .unwrap_or("")
-                            .to_string();
-                        let mut body = format!("{version} {host} {}", req.uri());
-                        if req.uri().path().starts_with("/headers") {
-                            for (k, v) in req.headers() {
-                                body.push_str(&format!("\n{k}: {}", v.to_str().unwrap_or("")));
-                            }
-                        }
-                        let mut resp = Response::new(Full::new(Bytes::from(body)));
-                        if let Some(code) = req.uri().path().strip_prefix("/status/") {
-                            *resp.status_mut() =
-                                StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap();
-                        }
-                        Ok::<_, hyper::Error>(resp)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
-            });
-        }
-    });
-}
-
-async fn start(net: u8, extra: &str) -> Mesh {
-    let dir = std::env::temp_dir().join(format!("weft-proxy-{net}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let ca = Arc::new(
-        Ca::init(
-            &dir,
-            &TrustDomain::new("cluster.local").unwrap(),
-            SystemTime::now(),
-        )
-        .unwrap(),
-    );
-    let mut loaded = weft_api::Loaded::default();
-    loaded.add_text("mesh.yaml", &mesh(net, extra));
-    assert_eq!(loaded.errors(), 0, "{:?}", loaded.diagnostics);
-    let registry = weft_model::Registry::from_resources(&loaded.resources);
-    let hits: Arc<HashMap<&'static str, AtomicUsize>> =
-        Arc::new([("v1", AtomicUsize::new(0)), ("v2", AtomicUsize::new(0))].into());
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let log = Some(tx);
-    let mut sidecars = Vec::new();
-    for (name, sa) in [
-        ("productpage", "productpage"),
-        ("reviews-v1", "reviews"),
-        ("reviews-v2", "reviews"),
-    ] {
-        let config = weft_model::compile(
-            &loaded.resources,
-            &registry,
-            "default",
-            name,
-            &weft_model::Mesh::new("cluster.local"),
-        )
-        .unwrap();
-        sidecars.push(
-            Sidecar::start(
-                config,
-                store(&ca, sa),
-                policy(&ca),
-                Ports::default(),
-                log.clone(),
-            )
-            .await
-            .unwrap(),
-        );
-    }
-    app(
-        format!("127.0.{net}.31:9081").parse().unwrap(),
-        "v1",
-        hits.clone(),
-    )
-    .await;
-    app(
-        format!("127.0.{net}.32:9082").parse().unwrap(),
-        "v2",
-        hits.clone(),
-    )
-    .await;
-    Mesh {
-        client: sidecars[0].outbound_addr(),
-        _sidecars: sidecars,
-        log: tokio::sync::Mutex::new(rx),
-        hits,
-        ca,
-        net,
-    }
-}
-
-const URL: &str = "http://reviews.default.svc.cluster.local:9080/books?id=1";
 
 #[tokio::test]
 async fn requests_reach_the_app_through_hbone_by_absolute_uri_or_host_header() {
@@ -323,6 +152,7 @@ async fn hbone_serves_nobody_without_a_mesh_certificate() {
             hbone,
             "spiffe://cluster.local/ns/default/sa/reviews",
             target,
+            "",
         )
         .await
         .unwrap_err();
@@ -346,7 +176,8 @@ async fn hbone_serves_nobody_without_a_mesh_certificate() {
         pool.connect(
             hbone,
             "spiffe://cluster.local/ns/default/sa/reviews",
-            target
+            target,
+            ""
         )
         .await
         .is_err()
@@ -359,6 +190,7 @@ async fn hbone_serves_nobody_without_a_mesh_certificate() {
             hbone,
             "spiffe://cluster.local/ns/default/sa/reviews",
             elsewhere,
+            "",
         )
         .await
         .unwrap_err();
@@ -375,7 +207,8 @@ async fn hbone_serves_nobody_without_a_mesh_certificate() {
         pool.connect(
             hbone,
             "spiffe://cluster.local/ns/default/sa/reviews",
-            target
+            target,
+            ""
         )
         .await
         .is_ok()
@@ -690,11 +523,12 @@ async fn prometheus_metrics_have_istios_names_and_labels() {
     assert!(text.contains("le=\"0.5\""));
     assert!(text.contains("le=\"3600000.0\""));
     assert!(text.contains("istio_response_bytes_bucket{"));
-    // The destination proxies count the HBONE connections they accepted.
-    let server: IpAddr = format!("127.0.{}.31", m.net).parse().unwrap();
-    let server2: IpAddr = format!("127.0.{}.32", m.net).parse().unwrap();
-    let mut opened = 0.0;
-    for ip in [server, server2] {
+    // The destination proxies parse the HTTP inside the tunnels and count
+    // each request with reporter="destination": the source's principal
+    // from its certificate, its workload from the CONNECT's baggage.
+    let mut served = 0.0;
+    for host in [31, 32] {
+        let ip: IpAddr = format!("127.0.{}.{host}", m.net).parse().unwrap();
         let (_, text) = get(
             SocketAddr::new(ip, 15090),
             "/stats/prometheus",
@@ -702,20 +536,34 @@ async fn prometheus_metrics_have_istios_names_and_labels() {
             &[],
         )
         .await;
-        for (labels, v) in samples(&text, "istio_tcp_connections_opened_total") {
-            assert!(labels.contains(&("reporter".into(), "destination".into())));
-            assert!(labels.contains(&("connection_security_policy".into(), "mutual_tls".into())));
-            assert!(labels.contains(&(
-                "source_principal".into(),
-                "spiffe://cluster.local/ns/default/sa/productpage".into()
-            )));
-            opened += v;
+        for (labels, v) in samples(&text, "istio_requests_total") {
+            let names: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
+            assert_eq!(names, ISTIO_REQUEST_LABELS);
+            let get = |name: &str| {
+                labels
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_str())
+                    .unwrap()
+            };
+            assert_eq!(get("reporter"), "destination");
+            assert_eq!(get("source_workload"), "productpage");
+            assert_eq!(get("source_workload_namespace"), "default");
+            assert_eq!(
+                get("source_principal"),
+                "spiffe://cluster.local/ns/default/sa/productpage"
+            );
+            assert_eq!(get("connection_security_policy"), "mutual_tls");
+            assert_eq!(
+                get("destination_service"),
+                "reviews.default.svc.cluster.local"
+            );
+            assert_eq!(get("destination_app"), "reviews");
+            assert_eq!(get("response_code"), "200");
+            served += v;
         }
     }
-    // Round robin sends the requests to both endpoints; each keeps its
-    // tunnel for the next request.
-    let used = ["v1", "v2"].iter().filter(|v| hits(&m, v) > 0).count();
-    assert_eq!(opened, used as f64, "one pooled tunnel per endpoint used");
+    assert_eq!(served, 3.0, "each request counted once by its destination");
 }
 
 #[tokio::test]
@@ -746,8 +594,24 @@ async fn access_log_lines_and_trace_context() {
             .0,
         StatusCode::BAD_GATEWAY
     );
+    // The log holds both sides; the client's lines name outbound clusters.
     let mut log = m.log.lock().await;
-    let first: serde_json::Value = serde_json::from_str(&log.recv().await.unwrap()).unwrap();
+    let mut lines = Vec::new();
+    while lines.len() < 3 {
+        lines.push(serde_json::from_str::<serde_json::Value>(&log.recv().await.unwrap()).unwrap());
+    }
+    let side = |prefix: &str| -> Vec<&serde_json::Value> {
+        lines
+            .iter()
+            .filter(|l| {
+                l["upstream_cluster"]
+                    .as_str()
+                    .is_none_or(|c| c.starts_with(prefix))
+            })
+            .collect()
+    };
+    let (outbound, inbound) = (side("outbound|"), side("inbound|"));
+    let first = outbound[0];
     assert_eq!(first["response_code"], 200);
     assert_eq!(first["response_flags"], "-");
     assert_eq!(first["method"], "GET");
@@ -764,8 +628,17 @@ async fn access_log_lines_and_trace_context() {
             .unwrap()
             .starts_with("127.0.110.3")
     );
-    let second: serde_json::Value = serde_json::from_str(&log.recv().await.unwrap()).unwrap();
+    let second = outbound[1];
     assert_eq!(second["response_code"], 502);
+    // The server's proxy logged the same request, by the same ID.
+    assert_eq!(inbound[0]["x_request_id"], request_id.as_str());
+    assert_eq!(inbound[0]["response_code"], 200);
+    assert!(
+        inbound[0]["upstream_cluster"]
+            .as_str()
+            .unwrap()
+            .starts_with("inbound|908")
+    );
     assert_eq!(second["response_flags"], "NR");
 }
 
@@ -824,7 +697,7 @@ spec:
         .unwrap()
     };
     // The client needs the new service; the server gets its own sidecar.
-    m._sidecars[0].update(compiled("productpage"));
+    m.sidecars[0].update(compiled("productpage"));
     let _server = Sidecar::start(
         compiled("grpc-echo"),
         store(&m.ca, "grpc-echo"),

@@ -1,19 +1,23 @@
 //! Shared by the proxy integration tests: certificates for a workload,
-//! the peer policy of a test mesh, and an HTTP/1.1 client.
+//! the peer policy of a test mesh, an HTTP/1.1 client, and a small mesh
+//! (productpage calling reviews v1 and v2) with stand-in apps.
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use weft_identity::tls::PeerPolicy;
 use weft_identity::{Ca, CertStore, LocalSigner, Rotator, SpiffeId, TrustDomain, TrustDomains};
+use weft_proxy::{Ports, Sidecar};
 
 /// A certificate for service account `sa` of namespace default.
 pub fn store(ca: &Arc<Ca>, sa: &str) -> Arc<CertStore> {
@@ -86,3 +90,173 @@ pub async fn get_full(
         String::from_utf8_lossy(&body).into_owned(),
     )
 }
+
+/// The mesh of a test, on addresses 127.0.NET.x.
+pub fn mesh(net: u8, extra: &str) -> String {
+    format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: productpage, namespace: default}}
+spec: {{address: 127.0.{net}.21, serviceAccount: productpage, labels: {{app: productpage}}, ports: {{http: 9080}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: reviews-v1, namespace: default}}
+spec: {{address: 127.0.{net}.31, serviceAccount: reviews, labels: {{app: reviews, version: v1}}, ports: {{http: 9081}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: reviews-v2, namespace: default}}
+spec: {{address: 127.0.{net}.32, serviceAccount: reviews, labels: {{app: reviews, version: v2}}, ports: {{http: 9082}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: reviews, namespace: default}}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{{number: 9080, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  workloadSelector: {{labels: {{app: reviews}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: reviews, namespace: default}}
+spec:
+  host: reviews
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+---
+{extra}
+"#
+    )
+}
+
+pub struct Mesh {
+    pub sidecars: Vec<Sidecar>,
+    /// Access-log lines of every sidecar.
+    pub log: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<String>>,
+    /// Requests each stand-in app received, by version.
+    pub hits: Arc<HashMap<&'static str, AtomicUsize>>,
+    pub client: SocketAddr,
+    pub ca: Arc<Ca>,
+    pub net: u8,
+}
+
+/// A stand-in app: answers `<version> <host> <path>`, slowly for `/slow`.
+pub async fn app(
+    addr: SocketAddr,
+    version: &'static str,
+    hits: Arc<HashMap<&'static str, AtomicUsize>>,
+) {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let hits = hits.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let hits = hits.clone();
+                    async move {
+                        hits[version].fetch_add(1, Ordering::SeqCst);
+                        if req.uri().path() == "/slow" {
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                        let host = req
+                            .headers()
+                            .get("host")
+                            .and_then(|h| h.to_str().ok())
+                            .unwrap_or("")
+                            .to_string();
+                        let mut body = format!("{version} {host} {}", req.uri());
+                        if req.uri().path().starts_with("/headers") {
+                            for (k, v) in req.headers() {
+                                body.push_str(&format!("\n{k}: {}", v.to_str().unwrap_or("")));
+                            }
+                        }
+                        let mut resp = Response::new(Full::new(Bytes::from(body)));
+                        if let Some(code) = req.uri().path().strip_prefix("/status/") {
+                            *resp.status_mut() =
+                                StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap();
+                        }
+                        Ok::<_, hyper::Error>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+}
+
+pub async fn start(net: u8, extra: &str) -> Mesh {
+    let dir = std::env::temp_dir().join(format!("weft-proxy-{net}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let ca = Arc::new(
+        Ca::init(
+            &dir,
+            &TrustDomain::new("cluster.local").unwrap(),
+            SystemTime::now(),
+        )
+        .unwrap(),
+    );
+    let mut loaded = weft_api::Loaded::default();
+    loaded.add_text("mesh.yaml", &mesh(net, extra));
+    assert_eq!(loaded.errors(), 0, "{:?}", loaded.diagnostics);
+    let registry = weft_model::Registry::from_resources(&loaded.resources);
+    let hits: Arc<HashMap<&'static str, AtomicUsize>> =
+        Arc::new([("v1", AtomicUsize::new(0)), ("v2", AtomicUsize::new(0))].into());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let log = Some(tx);
+    let mut sidecars = Vec::new();
+    for (name, sa) in [
+        ("productpage", "productpage"),
+        ("reviews-v1", "reviews"),
+        ("reviews-v2", "reviews"),
+    ] {
+        let config = weft_model::compile(
+            &loaded.resources,
+            &registry,
+            "default",
+            name,
+            &weft_model::Mesh::new("cluster.local"),
+        )
+        .unwrap();
+        sidecars.push(
+            Sidecar::start(
+                config,
+                store(&ca, sa),
+                policy(&ca),
+                Ports::default(),
+                log.clone(),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    app(
+        format!("127.0.{net}.31:9081").parse().unwrap(),
+        "v1",
+        hits.clone(),
+    )
+    .await;
+    app(
+        format!("127.0.{net}.32:9082").parse().unwrap(),
+        "v2",
+        hits.clone(),
+    )
+    .await;
+    Mesh {
+        client: sidecars[0].outbound_addr(),
+        sidecars,
+        log: tokio::sync::Mutex::new(rx),
+        hits,
+        ca,
+        net,
+    }
+}
+
+pub const URL: &str = "http://reviews.default.svc.cluster.local:9080/books?id=1";

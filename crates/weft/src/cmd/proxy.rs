@@ -14,8 +14,10 @@ use weft_model::{Mesh, ProxyConfig, Registry, compile};
 use weft_proxy::{Ports, Sidecar};
 
 /// Run the sidecar of workload NS/NAME (its WorkloadEntry gives address,
-/// labels, service account and ports): outbound 15001, HBONE 15008, health
-/// 15021, admin 15000, Prometheus 15090, all on the workload's address; one
+/// labels, service account and ports): outbound 15001, HBONE 15008, plaintext
+/// inbound 15006 (only to ports PeerAuthentication leaves PERMISSIVE or
+/// DISABLE; with no policy weft is STRICT), health 15021, admin 15000,
+/// Prometheus 15090, all on the workload's address; one
 /// JSON access-log line per request on standard output. Reloads on SIGHUP and
 /// when the folder or the mesh config file changes; a configuration that fails validation is
 /// refused and the last good one stays.
@@ -171,7 +173,7 @@ async fn serve(args: &Args, ns: &str, name: &str) -> anyhow::Result<ExitCode> {
     });
     let sidecar = Sidecar::start(config, store, policy, Ports::default(), log).await?;
     println!(
-        "weft proxy {ns}/{name} ({id}) on {address}: outbound :15001, hbone :15008, health :15021, admin :15000, metrics :15090"
+        "weft proxy {ns}/{name} ({id}) on {address}: outbound :15001, inbound :15006, hbone :15008, health :15021, admin :15000, metrics :15090"
     );
     let mut seen = fingerprint(&args.mesh_dir, mesh_config);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;

@@ -1,0 +1,273 @@
+//! The inbound side: streams that reached this workload, over HBONE (15008,
+//! mTLS, the peer known by its SPIFFE ID) or in plaintext (15006, only to
+//! ports whose PeerAuthentication mode allows it). HTTP ports are parsed:
+//! each request is forwarded to the application over a pooled connection
+//! and counted in Istio's metrics with `reporter="destination"`. Other
+//! ports pass through as TCP.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use weft_model::ProxyConfig;
+use weft_model::config::InboundPort;
+
+use crate::http::{Body, ResponseFlag, flagged};
+use crate::metrics::Metrics;
+use crate::telemetry::{AccessLog, Observation, PeerMeta, inbound_labels};
+use crate::upgrade;
+
+/// The port plaintext inbound traffic arrives on.
+pub const PLAINTEXT_PORT: u16 = 15006;
+
+/// What the inbound listeners share.
+#[derive(Debug)]
+pub struct Inbound {
+    pub config: Arc<ArcSwap<ProxyConfig>>,
+    pub metrics: Arc<Metrics>,
+    pub access_log: Option<AccessLog>,
+    http1: Client<HttpConnector, Body>,
+    http2: Client<HttpConnector, Body>,
+}
+
+/// A stream accepted for one of this workload's ports.
+#[derive(Debug)]
+pub enum Accepted {
+    /// HTTP, served request by request.
+    Http(InboundPort),
+    /// TCP, already connected to the application.
+    Tcp(InboundPort, TcpStream),
+}
+
+/// Why a stream was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("{0} is not served by this workload")]
+    NotServed(SocketAddr),
+    #[error("connect {target}: {cause}")]
+    App {
+        target: SocketAddr,
+        cause: std::io::Error,
+    },
+}
+
+impl Inbound {
+    pub fn new(
+        config: Arc<ArcSwap<ProxyConfig>>,
+        metrics: Arc<Metrics>,
+        access_log: Option<AccessLog>,
+    ) -> Inbound {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Inbound {
+            config,
+            metrics,
+            access_log,
+            http1: Client::builder(TokioExecutor::new()).build(connector.clone()),
+            http2: Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build(connector),
+        }
+    }
+
+    /// The port of this workload that `target` names.
+    pub fn port(&self, target: SocketAddr) -> Option<InboundPort> {
+        let config = self.config.load();
+        if target.ip() != config.workload.address {
+            return None;
+        }
+        config
+            .inbound
+            .iter()
+            .find(|p| p.port == u32::from(target.port()))
+            .cloned()
+    }
+
+    /// Accepts a stream to `target`: its port must be one of this
+    /// workload's; a TCP port's application must take the connection.
+    pub async fn accept(&self, target: SocketAddr) -> Result<Accepted, Refused> {
+        let port = self.port(target).ok_or(Refused::NotServed(target))?;
+        if port.protocol.is_http() {
+            return Ok(Accepted::Http(port));
+        }
+        let app = TcpStream::connect(target)
+            .await
+            .map_err(|cause| Refused::App { target, cause })?;
+        let _ = app.set_nodelay(true);
+        Ok(Accepted::Tcp(port, app))
+    }
+
+    /// Serves `io`, a stream from `peer` (at `downstream`) to `target`.
+    pub async fn serve<I>(
+        self: Arc<Self>,
+        accepted: Accepted,
+        mut io: I,
+        target: SocketAddr,
+        peer: PeerMeta,
+        downstream: SocketAddr,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let port = match accepted {
+            Accepted::Tcp(port, mut app) => {
+                let labels = {
+                    let config = self.config.load();
+                    inbound_labels(
+                        &config.workload,
+                        port.service.as_deref(),
+                        &peer,
+                        "tcp",
+                        None,
+                    )
+                };
+                self.metrics.tcp_opened(&labels);
+                let (sent, received) = tokio::io::copy_bidirectional(&mut io, &mut app)
+                    .await
+                    .map_or((0, 0), |(to_app, to_peer)| (to_peer, to_app));
+                self.metrics.tcp_closed(&labels, sent, received);
+                return;
+            }
+            Accepted::Http(port) => Arc::new(port),
+        };
+        let peer = Arc::new(peer);
+        let service = service_fn(move |req| {
+            let (this, port, peer) = (self.clone(), port.clone(), peer.clone());
+            async move {
+                Ok::<_, hyper::Error>(this.request(req, target, &port, &peer, downstream).await)
+            }
+        });
+        let _ = auto::Builder::new(TokioExecutor::new())
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .await;
+    }
+
+    /// One HTTP request to the application, observed.
+    async fn request(
+        &self,
+        mut req: Request<Incoming>,
+        target: SocketAddr,
+        port: &InboundPort,
+        peer: &PeerMeta,
+        downstream: SocketAddr,
+    ) -> Response<Body> {
+        let request_id = crate::trace::propagate(req.headers_mut());
+        let observation =
+            Observation::begin(&req, downstream, request_id, self.access_log.as_ref());
+        let grpc = req
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let resp = self.forward(req, target, port).await;
+        let flag = resp.extensions().get::<ResponseFlag>().map(|f| f.0);
+        let status = resp.status().as_u16();
+        let key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            "inbound".hash(&mut h);
+            (peer, port.port, grpc, status, flag).hash(&mut h);
+            h.finish()
+        };
+        let handles = self.metrics.cached(key, || {
+            let protocol = if grpc { "grpc" } else { "http" };
+            inbound_labels(
+                &self.config.load().workload,
+                port.service.as_deref(),
+                peer,
+                protocol,
+                Some((status, flag)),
+            )
+        });
+        let cluster = format!("inbound|{}||", port.port);
+        observation.finish(resp, handles, Some(target.to_string()), Some(cluster))
+    }
+
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        target: SocketAddr,
+        port: &InboundPort,
+    ) -> Response<Body> {
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/".to_string(), |p| p.to_string());
+        if let Ok(uri) = format!("http://{target}{path}").parse::<Uri>() {
+            *req.uri_mut() = uri;
+        }
+        let client = if matches!(
+            port.protocol,
+            weft_model::Protocol::Http2 | weft_model::Protocol::Grpc
+        ) {
+            *req.version_mut() = http::Version::HTTP_2;
+            &self.http2
+        } else {
+            *req.version_mut() = http::Version::HTTP_11;
+            &self.http1
+        };
+        let downstream_upgrade = upgrade::requested(&mut req);
+        match client.request(req.map(|b| b.boxed())).await {
+            Ok(mut resp) => {
+                upgrade::bridge(downstream_upgrade, &mut resp);
+                resp.map(|b| b.boxed())
+            }
+            Err(e) => flagged(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UF",
+                &format!("upstream connect error: {:#}", anyhow::Error::new(e)),
+            ),
+        }
+    }
+}
+
+/// Serves plaintext inbound traffic on `listener` (15006). Without
+/// transparent capture there is no original destination to read, so a
+/// connection goes to the workload's only port; a workload with several
+/// ports is reached in plaintext only through capture (the demo's
+/// `--netns` mode). Ports in STRICT mode refuse plaintext: the connection
+/// is closed before any byte reaches the application.
+pub async fn serve_plaintext(listener: TcpListener, inbound: Arc<Inbound>) {
+    loop {
+        let Ok((tcp, downstream)) = listener.accept().await else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let inbound = inbound.clone();
+        tokio::spawn(async move {
+            let Some(target) = plaintext_target(&inbound) else {
+                return;
+            };
+            match inbound.port(target) {
+                Some(p) if p.mtls.allows_plaintext() => {}
+                _ => return,
+            }
+            let Ok(accepted) = inbound.accept(target).await else {
+                return;
+            };
+            inbound
+                .serve(accepted, tcp, target, PeerMeta::default(), downstream)
+                .await;
+        });
+    }
+}
+
+/// Where a plaintext connection goes: the workload's only port.
+fn plaintext_target(inbound: &Inbound) -> Option<SocketAddr> {
+    let config = inbound.config.load();
+    match config.inbound.as_slice() {
+        [only] => Some(SocketAddr::new(
+            config.workload.address,
+            u16::try_from(only.port).ok()?,
+        )),
+        _ => None,
+    }
+}

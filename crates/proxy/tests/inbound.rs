@@ -1,0 +1,265 @@
+//! The inbound side of a sidecar: plaintext on 15006 only where
+//! PeerAuthentication allows it, WebSocket upgrades and opaque TCP through
+//! HBONE, each counted by the destination proxy.
+
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a failed test
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::{Mesh, get, mesh, policy, start, store};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use weft_proxy::{Ports, Sidecar};
+
+/// The labelled samples of `name` in the Prometheus text of `ip`'s proxy.
+async fn metric(ip: IpAddr, name: &str) -> Vec<String> {
+    let (_, text) = get(
+        SocketAddr::new(ip, 15090),
+        "/stats/prometheus",
+        Some("x"),
+        &[],
+    )
+    .await;
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Sends `request` on a fresh connection to `addr` and reads until the
+/// peer closes (or two seconds pass).
+async fn exchange(addr: SocketAddr, request: &str) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[tokio::test]
+async fn plaintext_reaches_only_ports_that_peer_authentication_leaves_open() {
+    let m = start(
+        115,
+        r#"
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: reviews-v1-permissive, namespace: default}
+spec:
+  selector: {matchLabels: {version: v1}}
+  mtls: {mode: PERMISSIVE}
+"#,
+    )
+    .await;
+    let request = "GET /plain HTTP/1.1\r\nHost: reviews\r\nConnection: close\r\n\r\n";
+    // reviews-v1 is PERMISSIVE: plaintext reaches the app.
+    let answer = exchange("127.0.115.31:15006".parse().unwrap(), request).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("v1 reviews /plain"), "{answer}");
+    // reviews-v2 has no policy: weft is STRICT, the connection is closed
+    // before anything reaches the app.
+    let answer = exchange("127.0.115.32:15006".parse().unwrap(), request).await;
+    assert_eq!(answer, "");
+    assert_eq!(m.hits["v2"].load(Ordering::SeqCst), 0);
+    // The plaintext request is counted as such.
+    let v1: IpAddr = "127.0.115.31".parse().unwrap();
+    let samples = metric(v1, "istio_requests_total").await;
+    assert_eq!(samples.len(), 1, "{samples:?}");
+    assert!(
+        samples[0].contains("connection_security_policy=\"none\""),
+        "{samples:?}"
+    );
+    assert!(samples[0].contains("source_principal=\"unknown\""));
+    assert!(samples[0].contains("reporter=\"destination\""));
+    // Through the mesh, both still answer over mTLS.
+    for _ in 0..4 {
+        let (status, _) = get(m.client, common::URL, None, &[]).await;
+        assert_eq!(status, hyper::StatusCode::OK);
+    }
+    assert!(m.hits["v2"].load(Ordering::SeqCst) > 0);
+}
+
+/// A stand-in that upgrades to WebSocket and then echoes, or (for plain
+/// TCP) echoes from the first byte.
+async fn echo(addr: SocketAddr, upgrade: bool) {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                if upgrade {
+                    let mut head = Vec::new();
+                    while !head.ends_with(b"\r\n\r\n") {
+                        let n = tcp.read(&mut buf).await.unwrap();
+                        if n == 0 {
+                            return;
+                        }
+                        head.extend_from_slice(&buf[..n]);
+                    }
+                    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                    if !head.contains("upgrade: websocket") {
+                        let _ = tcp
+                            .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                            .await;
+                        return;
+                    }
+                    tcp.write_all(
+                        b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+                    )
+                    .await
+                    .unwrap();
+                }
+                loop {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if tcp.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+}
+
+const CHAT_AND_DB: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: chat, namespace: default}
+spec: {address: 127.0.116.41, serviceAccount: chat, labels: {app: chat}, ports: {http-ws: 9090}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: chat, namespace: default}
+spec:
+  hosts: [chat.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{number: 9090, name: http-ws, protocol: HTTP}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: chat}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: db, namespace: default}
+spec: {address: 127.0.116.42, serviceAccount: db, labels: {app: db}, ports: {tcp-db: 9091}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db, namespace: default}
+spec:
+  hosts: [db.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{number: 9091, name: tcp-db, protocol: TCP}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: db}}
+"#;
+
+/// The sidecars of chat and db beside the common mesh.
+async fn chat_and_db(m: &Mesh) -> Vec<Sidecar> {
+    let mut loaded = weft_api::Loaded::default();
+    loaded.add_text("mesh.yaml", &mesh(m.net, CHAT_AND_DB));
+    let registry = weft_model::Registry::from_resources(&loaded.resources);
+    let mut sidecars = Vec::new();
+    for name in ["chat", "db"] {
+        let config = weft_model::compile(
+            &loaded.resources,
+            &registry,
+            "default",
+            name,
+            &weft_model::Mesh::new("cluster.local"),
+        )
+        .unwrap();
+        sidecars.push(
+            Sidecar::start(
+                config,
+                store(&m.ca, name),
+                policy(&m.ca),
+                Ports::default(),
+                None,
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    sidecars
+}
+
+#[tokio::test]
+async fn websocket_and_tcp_pass_through_hbone() {
+    let m = start(116, CHAT_AND_DB).await;
+    let _sidecars = chat_and_db(&m).await;
+    echo("127.0.116.41:9090".parse().unwrap(), true).await;
+    echo("127.0.116.42:9091".parse().unwrap(), false).await;
+
+    // WebSocket: the upgrade crosses both proxies, then bytes flow.
+    let mut ws = TcpStream::connect(m.client).await.unwrap();
+    ws.write_all(
+        b"GET http://chat.default.svc.cluster.local:9090/ws HTTP/1.1\r\nhost: chat.default.svc.cluster.local:9090\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = ws.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&head));
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    for frame in ["ping", "pong and more"] {
+        ws.write_all(frame.as_bytes()).await.unwrap();
+        let n = ws.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], frame.as_bytes());
+    }
+    drop(ws);
+
+    // Opaque TCP: CONNECT through the outbound listener, HBONE to db.
+    let mut tcp = TcpStream::connect(m.client).await.unwrap();
+    tcp.write_all(b"CONNECT db.default.svc.cluster.local:9091 HTTP/1.1\r\nhost: db.default.svc.cluster.local:9091\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        head.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 200"));
+    tcp.write_all(b"hello").await.unwrap();
+    let n = tcp.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"hello");
+    drop(tcp);
+
+    // db's proxy counted the connection as TCP with the source's identity
+    // and workload; its bytes arrive once the connection has closed.
+    let db: IpAddr = "127.0.116.42".parse().unwrap();
+    let mut received = Vec::new();
+    for _ in 0..50 {
+        received = metric(db, "istio_tcp_received_bytes_total").await;
+        if !received.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(received.len(), 1, "{received:?}");
+    let line = &received[0];
+    assert!(line.ends_with(" 5"), "{line}");
+    for label in [
+        "reporter=\"destination\"",
+        "source_workload=\"productpage\"",
+        "source_principal=\"spiffe://cluster.local/ns/default/sa/productpage\"",
+        "destination_workload=\"db\"",
+        "destination_service=\"db.default.svc.cluster.local\"",
+        "request_protocol=\"tcp\"",
+        "connection_security_policy=\"mutual_tls\"",
+    ] {
+        assert!(line.contains(label), "{label} missing in {line}");
+    }
+}
