@@ -14,6 +14,7 @@ use crate::config::{
     WeightedCluster, WorkloadInfo, cluster_name,
 };
 use crate::peer_auth::PeerPolicies;
+use crate::policy::UpstreamTls;
 use crate::protocol::Protocol;
 use crate::registry::{Registry, Service, selects};
 
@@ -139,7 +140,14 @@ pub fn compile(
             }
         })
         .collect();
+    let identities = cx
+        .clusters
+        .values()
+        .flat_map(|c| &c.endpoints)
+        .filter_map(|e| Some((e.address, e.identity.clone()?)))
+        .collect();
     Ok(ProxyConfig {
+        identities,
         workload: WorkloadInfo {
             namespace: w.namespace.clone(),
             name: w.name.clone(),
@@ -349,9 +357,18 @@ impl Compiler<'_> {
                             .unwrap_or(port);
                         ClusterEndpoint {
                             address: SocketAddr::new(e.address, u16::try_from(target).unwrap_or(0)),
-                            identity: e.service_account.as_ref().map(|sa| {
-                                format!("spiffe://{}/ns/{}/sa/{sa}", self.trust_domain, e.namespace)
-                            }),
+                            // Only mesh TLS goes through HBONE; DISABLE and
+                            // originated TLS reach the endpoint directly.
+                            identity: e
+                                .service_account
+                                .as_ref()
+                                .filter(|_| policy.tls == UpstreamTls::Mesh)
+                                .map(|sa| {
+                                    format!(
+                                        "spiffe://{}/ns/{}/sa/{sa}",
+                                        self.trust_domain, e.namespace
+                                    )
+                                }),
                             weight: e.weight.max(1),
                             workload: e.workload.clone(),
                             namespace: e.namespace.clone(),

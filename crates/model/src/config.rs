@@ -2,7 +2,7 @@
 //! are routed, and where clusters' endpoints are. Immutable once built; the
 //! proxy swaps a whole new one in. Serializes to JSON for `/config_dump`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -19,6 +19,9 @@ pub struct ProxyConfig {
     pub clusters: BTreeMap<String, Cluster>,
     /// The workload's own ports, served through inbound HBONE.
     pub inbound: Vec<InboundPort>,
+    /// The identity of each in-mesh endpoint, for the HBONE connector.
+    #[serde(skip)]
+    pub identities: HashMap<SocketAddr, String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 use weft_api::types::destination_rule::{
-    ConnectionPoolSettings, DestinationRule, LoadBalancerSettings, OutlierDetection, SimpleLb,
-    TrafficPolicy,
+    ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, DestinationRule,
+    LoadBalancerSettings, OutlierDetection, SimpleLb, TrafficPolicy,
 };
 
 /// How endpoints are picked.
@@ -74,11 +74,41 @@ pub struct Outlier {
     pub min_health_percent: u32,
 }
 
+/// How the proxy secures connections to a cluster's endpoints.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamTls {
+    /// `ISTIO_MUTUAL` or unset: HBONE (mesh mTLS) to in-mesh endpoints,
+    /// plaintext to the rest.
+    #[default]
+    Mesh,
+    /// `DISABLE`: plaintext, even to in-mesh endpoints.
+    Disable,
+    /// `SIMPLE` or `MUTUAL`: TLS originated by this proxy.
+    Originate(Origination),
+}
+
+/// TLS origination settings, file paths as the DestinationRule gives them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Origination {
+    /// MUTUAL: present `client_certificate` with `private_key`.
+    pub mutual: bool,
+    pub client_certificate: Option<String>,
+    pub private_key: Option<String>,
+    /// Roots to verify the server with; the system's when unset.
+    pub ca_certificates: Option<String>,
+    /// Names the server certificate must carry; the SNI when empty.
+    pub subject_alt_names: Vec<String>,
+    pub sni: Option<String>,
+    pub insecure_skip_verify: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClusterPolicy {
     pub lb: LbPolicy,
     pub pool: PoolLimits,
     pub outlier: Option<Outlier>,
+    pub tls: UpstreamTls,
 }
 
 impl Default for ClusterPolicy {
@@ -87,6 +117,7 @@ impl Default for ClusterPolicy {
             lb: LbPolicy::LeastRequest,
             pool: PoolLimits::default(),
             outlier: None,
+            tls: UpstreamTls::Mesh,
         }
     }
 }
@@ -97,38 +128,37 @@ struct Parts<'a> {
     lb: Option<&'a LoadBalancerSettings>,
     pool: Option<&'a ConnectionPoolSettings>,
     outlier: Option<&'a OutlierDetection>,
+    tls: Option<&'a ClientTlsSettings>,
 }
 
 impl<'a> Parts<'a> {
-    fn overlay(
-        mut self,
-        lb: Option<&'a LoadBalancerSettings>,
-        pool: Option<&'a ConnectionPoolSettings>,
-        outlier: Option<&'a OutlierDetection>,
-    ) -> Self {
-        self.lb = lb.or(self.lb);
-        self.pool = pool.or(self.pool);
-        self.outlier = outlier.or(self.outlier);
+    fn overlay(mut self, other: Parts<'a>) -> Self {
+        self.lb = other.lb.or(self.lb);
+        self.pool = other.pool.or(self.pool);
+        self.outlier = other.outlier.or(self.outlier);
+        self.tls = other.tls.or(self.tls);
         self
     }
 
     fn policy(self, port: u32, p: Option<&'a TrafficPolicy>) -> Self {
         let Some(p) = p else { return self };
-        let mut out = self.overlay(
-            p.load_balancer.as_ref(),
-            p.connection_pool.as_ref(),
-            p.outlier_detection.as_ref(),
-        );
+        let mut out = self.overlay(Parts {
+            lb: p.load_balancer.as_ref(),
+            pool: p.connection_pool.as_ref(),
+            outlier: p.outlier_detection.as_ref(),
+            tls: p.tls.as_ref(),
+        });
         if let Some(pl) = p
             .port_level_settings
             .iter()
             .find(|pl| pl.port.and_then(|x| x.number) == Some(port))
         {
-            out = out.overlay(
-                pl.load_balancer.as_ref(),
-                pl.connection_pool.as_ref(),
-                pl.outlier_detection.as_ref(),
-            );
+            out = out.overlay(Parts {
+                lb: pl.load_balancer.as_ref(),
+                pool: pl.connection_pool.as_ref(),
+                outlier: pl.outlier_detection.as_ref(),
+                tls: pl.tls.as_ref(),
+            });
         }
         out
     }
@@ -158,6 +188,25 @@ pub fn cluster_policy(
         lb: parts.lb.map_or(LbPolicy::LeastRequest, lb),
         pool: parts.pool.map(pool).unwrap_or_default(),
         outlier: parts.outlier.map(outlier),
+        tls: parts.tls.map_or(UpstreamTls::Mesh, tls),
+    }
+}
+
+fn tls(t: &ClientTlsSettings) -> UpstreamTls {
+    match t.mode {
+        None | Some(ClientTlsMode::IstioMutual) => UpstreamTls::Mesh,
+        Some(ClientTlsMode::Disable) => UpstreamTls::Disable,
+        Some(mode @ (ClientTlsMode::Simple | ClientTlsMode::Mutual)) => {
+            UpstreamTls::Originate(Origination {
+                mutual: mode == ClientTlsMode::Mutual,
+                client_certificate: t.client_certificate.clone(),
+                private_key: t.private_key.clone(),
+                ca_certificates: t.ca_certificates.clone(),
+                subject_alt_names: t.subject_alt_names.clone(),
+                sni: t.sni.clone(),
+                insecure_skip_verify: t.insecure_skip_verify == Some(true),
+            })
+        }
     }
 }
 

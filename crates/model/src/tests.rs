@@ -509,3 +509,52 @@ fn inbound_ports_take_protocol_and_service_from_the_service_that_targets_them() 
         Some("productpage.default.svc.cluster.local")
     );
 }
+
+#[test]
+fn destination_rule_tls_merges_by_port_and_subset_and_decides_hbone() {
+    use crate::policy::UpstreamTls;
+    let c = config(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews-tls, namespace: default}
+spec:
+  host: reviews.default.svc.cluster.local
+  trafficPolicy:
+    tls: {mode: DISABLE}
+    portLevelSettings:
+    - port: {number: 9080}
+      tls: {mode: SIMPLE, sni: reviews.example}
+  subsets:
+  - name: v1-mesh
+    labels: {version: v1}
+    trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{headers: {x-mesh: {exact: "1"}}}]
+    route: [{destination: {host: reviews, subset: v1-mesh}}]
+  - route: [{destination: {host: reviews}}]
+"#,
+    );
+    let all = &c.clusters["outbound|9080||reviews.default.svc.cluster.local"];
+    let UpstreamTls::Originate(o) = &all.policy.tls else {
+        panic!("port level wins over host level: {:?}", all.policy.tls);
+    };
+    assert_eq!(o.sni.as_deref(), Some("reviews.example"));
+    assert!(!o.mutual);
+    // Originated TLS goes straight to the endpoint, not through HBONE.
+    assert!(all.endpoints.iter().all(|e| e.identity.is_none()));
+    let v1 = &c.clusters["outbound|9080|v1-mesh|reviews.default.svc.cluster.local"];
+    assert_eq!(v1.policy.tls, UpstreamTls::Mesh, "subset wins");
+    assert!(v1.endpoints.iter().all(|e| e.identity.is_some()));
+    // Only mesh clusters' endpoints are HBONE targets.
+    let v1_addr: std::net::SocketAddr = "127.0.0.31:9081".parse().unwrap();
+    let v2_addr: std::net::SocketAddr = "127.0.0.32:9082".parse().unwrap();
+    assert!(c.identities.contains_key(&v1_addr));
+    assert!(!c.identities.contains_key(&v2_addr));
+}

@@ -10,6 +10,7 @@ pub mod hbone;
 pub mod http;
 pub mod inbound;
 pub mod metrics;
+pub mod origination;
 pub mod outbound;
 pub mod sidecar;
 pub mod telemetry;

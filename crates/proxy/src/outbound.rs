@@ -25,7 +25,7 @@ use weft_model::config::{
     Cluster, ClusterEndpoint, HttpRoute, Ops, OutboundService, RequestView, Retry, RouteAction,
     WeightedCluster,
 };
-use weft_model::policy::{HashKey, LbPolicy};
+use weft_model::policy::{HashKey, LbPolicy, UpstreamTls};
 use weft_model::{Protocol, ProxyConfig};
 
 use crate::balance::{Outcome, Tracker};
@@ -535,8 +535,21 @@ fn mix(x: u64) -> u64 {
 }
 
 /// A stream to the endpoint: through HBONE to its proxy when it is in the
-/// mesh, else directly.
-async fn open(outbound: &Outbound, ep: &ClusterEndpoint) -> Result<Box<dyn Io>, String> {
+/// mesh, over TLS when the cluster originates it, else directly.
+async fn open(
+    outbound: &Outbound,
+    cluster: &Cluster,
+    ep: &ClusterEndpoint,
+) -> Result<Box<dyn Io>, String> {
+    if let UpstreamTls::Originate(settings) = &cluster.policy.tls {
+        let tls = outbound
+            .clients
+            .originator
+            .connect(settings, cluster.protocol, &cluster.host, ep.address)
+            .await
+            .map_err(|e| format!("TLS to {}: {e}", ep.address))?;
+        return Ok(Box::new(tls));
+    }
     match &ep.identity {
         Some(identity) => {
             let proxy = SocketAddr::new(ep.address.ip(), HBONE_PORT);
@@ -607,14 +620,13 @@ async fn send_once(
     if let Ok(uri) = format!("http://{}{path}", ep.address).parse() {
         *req.uri_mut() = uri;
     }
-    let client = if matches!(cluster.protocol, Protocol::Http2 | Protocol::Grpc) {
-        // HTTP/2 (h2c) to the app: gRPC keeps its trailers end to end.
-        *req.version_mut() = http::Version::HTTP_2;
-        &outbound.clients.http2
+    // HTTP/2 to HTTP/2 and gRPC apps: gRPC keeps its trailers end to end.
+    *req.version_mut() = if matches!(cluster.protocol, Protocol::Http2 | Protocol::Grpc) {
+        http::Version::HTTP_2
     } else {
-        *req.version_mut() = http::Version::HTTP_11;
-        &outbound.clients.http1
+        http::Version::HTTP_11
     };
+    let client = outbound.clients.for_cluster(cluster);
     let mut resp = match client.request(req).await {
         Ok(resp) => {
             outbound
@@ -720,7 +732,7 @@ async fn shadow(outbound: &Outbound, cluster: &Cluster, parts: &http::request::P
     let Some(ep) = pick_endpoint(outbound, &cluster).cloned() else {
         return;
     };
-    let Ok(stream) = open(outbound, &ep).await else {
+    let Ok(stream) = open(outbound, &cluster, &ep).await else {
         return;
     };
     tokio::spawn(async move {
@@ -763,7 +775,7 @@ async fn connect(
     let Some(ep) = pick_endpoint(outbound, cluster) else {
         return flagged(StatusCode::SERVICE_UNAVAILABLE, "UH", "no healthy upstream");
     };
-    let mut stream = match open(outbound, ep).await {
+    let mut stream = match open(outbound, cluster, ep).await {
         Ok(s) => s,
         Err(e) => {
             return flagged(

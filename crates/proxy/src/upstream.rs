@@ -4,10 +4,11 @@
 //! for one tunnel (and one connection to the app) rather than one per
 //! request. HTTP/1.1 and HTTP/2 upstreams have a client each.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
@@ -17,16 +18,22 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
-use weft_model::ProxyConfig;
+use tokio_rustls::client::TlsStream;
+use weft_model::config::Cluster;
+use weft_model::policy::{Origination, UpstreamTls};
+use weft_model::{Protocol, ProxyConfig};
 
 use crate::hbone::{HBONE_PORT, Pool};
 use crate::http::Body;
+use crate::origination::Originator;
 use crate::telemetry::baggage;
 
-/// A connection to an application: through a tunnel or direct.
+/// A connection to an application: through a tunnel, direct, or over TLS
+/// this proxy originated.
 pub enum Conn {
     Tunnel(Upgraded),
     Tcp(TokioIo<TcpStream>),
+    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
 }
 
 impl std::fmt::Debug for Conn {
@@ -34,8 +41,23 @@ impl std::fmt::Debug for Conn {
         f.write_str(match self {
             Conn::Tunnel(_) => "Conn::Tunnel",
             Conn::Tcp(_) => "Conn::Tcp",
+            Conn::Tls(_) => "Conn::Tls",
         })
     }
+}
+
+/// Calls `$f` on whichever stream a [`Conn`] holds.
+macro_rules! each_conn {
+    ($conn:expr, $s:ident => $f:expr) => {
+        match $conn {
+            Conn::Tunnel($s) => $f,
+            Conn::Tcp($s) => $f,
+            Conn::Tls($s) => {
+                let $s = &mut **$s;
+                $f
+            }
+        }
+    };
 }
 
 impl Connection for Conn {
@@ -50,10 +72,7 @@ impl hyper::rt::Read for Conn {
         cx: &mut Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Conn::Tunnel(t) => Pin::new(t).poll_read(cx, buf),
-            Conn::Tcp(t) => Pin::new(t).poll_read(cx, buf),
-        }
+        each_conn!(self.get_mut(), t => Pin::new(t).poll_read(cx, buf))
     }
 }
 
@@ -63,45 +82,42 @@ impl hyper::rt::Write for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Tunnel(t) => Pin::new(t).poll_write(cx, buf),
-            Conn::Tcp(t) => Pin::new(t).poll_write(cx, buf),
-        }
+        each_conn!(self.get_mut(), t => Pin::new(t).poll_write(cx, buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Conn::Tunnel(t) => Pin::new(t).poll_flush(cx),
-            Conn::Tcp(t) => Pin::new(t).poll_flush(cx),
-        }
+        each_conn!(self.get_mut(), t => Pin::new(t).poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Conn::Tunnel(t) => Pin::new(t).poll_shutdown(cx),
-            Conn::Tcp(t) => Pin::new(t).poll_shutdown(cx),
-        }
+        each_conn!(self.get_mut(), t => Pin::new(t).poll_shutdown(cx))
     }
 }
 
 /// Opens connections for the pooled clients: the URI's authority is the
-/// endpoint `ip:port`; whether it is in the mesh (and as whom) comes from
-/// the current configuration.
+/// endpoint `ip:port`. A mesh connector asks the current configuration
+/// whether the endpoint is in the mesh (and as whom); an originating one
+/// speaks TLS with its cluster's settings.
 #[derive(Clone, Debug)]
 pub struct Connector {
     pool: Arc<Pool>,
     config: Arc<ArcSwap<ProxyConfig>>,
+    originate: Option<Originate>,
+}
+
+/// What an originating connector needs: the settings, and the cluster's
+/// host and protocol (for SNI and ALPN).
+#[derive(Clone, Debug)]
+struct Originate {
+    originator: Arc<Originator>,
+    settings: Origination,
+    host: String,
+    protocol: Protocol,
 }
 
 impl Connector {
     fn identity(&self, addr: SocketAddr) -> Option<String> {
-        let config = self.config.load();
-        config
-            .clusters
-            .values()
-            .flat_map(|c| &c.endpoints)
-            .find(|e| e.address == addr)
-            .and_then(|e| e.identity.clone())
+        self.config.load().identities.get(&addr).cloned()
     }
 }
 
@@ -121,6 +137,13 @@ impl tower_service::Service<Uri> for Connector {
                 .authority()
                 .and_then(|a| a.as_str().parse().ok())
                 .ok_or_else(|| std::io::Error::other(format!("endpoint {uri} is not ip:port")))?;
+            if let Some(o) = &this.originate {
+                let tls = o
+                    .originator
+                    .connect(&o.settings, o.protocol, &o.host, addr)
+                    .await?;
+                return Ok(Conn::Tls(Box::new(TokioIo::new(tls))));
+            }
             match this.identity(addr) {
                 Some(identity) => {
                     let proxy = SocketAddr::new(addr.ip(), HBONE_PORT);
@@ -146,21 +169,72 @@ impl tower_service::Service<Uri> for Connector {
     }
 }
 
+/// A pooled HTTP client to applications.
+pub type UpstreamClient = Client<Connector, Body>;
+
 /// The pooled clients of one proxy.
 #[derive(Debug)]
 pub struct Clients {
-    pub http1: Client<Connector, Body>,
-    pub http2: Client<Connector, Body>,
+    pub http1: UpstreamClient,
+    pub http2: UpstreamClient,
+    pub originator: Arc<Originator>,
+    /// Clusters that originate TLS have clients (and pools) of their own,
+    /// rebuilt when their settings change.
+    originating: RwLock<HashMap<String, (Origination, UpstreamClient)>>,
+    mesh: Connector,
 }
 
 impl Clients {
     pub fn new(pool: Arc<Pool>, config: Arc<ArcSwap<ProxyConfig>>) -> Clients {
-        let connector = Connector { pool, config };
+        let connector = Connector {
+            pool,
+            config,
+            originate: None,
+        };
         Clients {
-            http1: Client::builder(TokioExecutor::new()).build(connector.clone()),
-            http2: Client::builder(TokioExecutor::new())
-                .http2_only(true)
-                .build(connector),
+            http1: client(connector.clone(), false),
+            http2: client(connector.clone(), true),
+            originator: Arc::new(Originator::default()),
+            originating: RwLock::new(HashMap::new()),
+            mesh: connector,
         }
     }
+
+    /// The client for requests to `cluster`.
+    pub fn for_cluster(&self, cluster: &Cluster) -> UpstreamClient {
+        let h2 = matches!(cluster.protocol, Protocol::Http2 | Protocol::Grpc);
+        let UpstreamTls::Originate(settings) = &cluster.policy.tls else {
+            return if h2 { &self.http2 } else { &self.http1 }.clone();
+        };
+        if let Some((s, c)) = self
+            .originating
+            .read()
+            .ok()
+            .and_then(|m| m.get(&cluster.name).cloned())
+        {
+            if s == *settings {
+                return c;
+            }
+        }
+        let connector = Connector {
+            originate: Some(Originate {
+                originator: self.originator.clone(),
+                settings: settings.clone(),
+                host: cluster.host.clone(),
+                protocol: cluster.protocol,
+            }),
+            ..self.mesh.clone()
+        };
+        let c = client(connector, h2);
+        if let Ok(mut m) = self.originating.write() {
+            m.insert(cluster.name.clone(), (settings.clone(), c.clone()));
+        }
+        c
+    }
+}
+
+fn client(connector: Connector, h2: bool) -> UpstreamClient {
+    Client::builder(TokioExecutor::new())
+        .http2_only(h2)
+        .build(connector)
 }

@@ -1,0 +1,244 @@
+//! TLS origination (DestinationRule `tls` SIMPLE and MUTUAL) toward a
+//! stand-in external service with a CA of its own: the app speaks plain
+//! HTTP to its sidecar, the stand-in sees TLS with the right SNI and, for
+//! MUTUAL, the client certificate; a wrong CA, a wrong subjectAltName or a
+//! missing file fails the request instead of sending it unverified.
+
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a failed test
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::{get, start};
+use http_body_util::Full;
+use hyper::{Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::RootCertStore;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+
+/// A CA written as `<name>-ca.pem`, able to sign leaves.
+struct TestCa {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+}
+
+fn ca(dir: &Path, name: &str) -> TestCa {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(dir.join(format!("{name}-ca.pem")), cert.pem()).unwrap();
+    TestCa {
+        pem: cert.pem(),
+        issuer: Issuer::new(params, key),
+    }
+}
+
+/// A leaf for `names`, written as `<file>.pem` and `<file>-key.pem`.
+fn leaf(dir: &Path, ca: &TestCa, file: &str, names: &[&str]) -> (String, String) {
+    let key = KeyPair::generate().unwrap();
+    let params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    let cert = params.signed_by(&key, &ca.issuer).unwrap();
+    std::fs::write(dir.join(format!("{file}.pem")), cert.pem()).unwrap();
+    std::fs::write(dir.join(format!("{file}-key.pem")), key.serialize_pem()).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// An HTTPS stand-in answering `sni=<name> client-cert=<bool>`; with
+/// `client_ca` it requires a client certificate from that CA.
+async fn https(addr: SocketAddr, cert: &(String, String), client_ca: Option<&str>) {
+    let provider = weft_identity::tls::provider();
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.0.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(cert.1.as_bytes()).unwrap();
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        Some(pem) => {
+            let mut roots = RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                roots.add(c.unwrap()).unwrap();
+            }
+            builder.with_client_cert_verifier(
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .unwrap(),
+            )
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain, key).unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let (_, conn) = tls.get_ref();
+                let answer = format!(
+                    "sni={} client-cert={}",
+                    conn.server_name().unwrap_or("-"),
+                    conn.peer_certificates().is_some()
+                );
+                let svc = hyper::service::service_fn(move |_req| {
+                    let answer = answer.clone();
+                    async move { Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(answer)))) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+}
+
+/// A ServiceEntry for `host` on port 80, sent to `target` (a stand-in's
+/// TLS port), and a DestinationRule with `tls`.
+fn external(host: &str, target: &str, tls: &str) -> String {
+    let name = host.split('.').next().unwrap();
+    let (ip, port) = target.split_once(':').unwrap();
+    format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}, namespace: default}}
+spec:
+  hosts: [{host}]
+  location: MESH_EXTERNAL
+  ports: [{{number: 80, name: http, protocol: HTTP, targetPort: {port}}}]
+  resolution: STATIC
+  endpoints: [{{address: {ip}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {name}, namespace: default}}
+spec:
+  host: {host}
+  trafficPolicy:
+    tls: {tls}
+---
+"#
+    )
+}
+
+#[tokio::test]
+async fn simple_and_mutual_tls_origination_verify_the_server() {
+    let dir = std::env::temp_dir().join(format!("weft-origination-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let server_ca = ca(&dir, "server");
+    let _other_ca = ca(&dir, "other");
+    let client_ca = ca(&dir, "client");
+    let server = leaf(
+        &dir,
+        &server_ca,
+        "server",
+        &["api.example.com", "secure.example.com", "alias.example.com"],
+    );
+    leaf(&dir, &client_ca, "client", &["productpage.example"]);
+    https("127.0.117.50:8443".parse().unwrap(), &server, None).await;
+    https(
+        "127.0.117.51:8443".parse().unwrap(),
+        &server,
+        Some(&client_ca.pem),
+    )
+    .await;
+    let d = dir.display();
+    let simple = format!("{{mode: SIMPLE, caCertificates: {d}/server-ca.pem}}");
+    let yaml = [
+        external("api.example.com", "127.0.117.50:8443", &simple),
+        external(
+            "secure.example.com",
+            "127.0.117.51:8443",
+            &format!(
+                "{{mode: MUTUAL, caCertificates: {d}/server-ca.pem, clientCertificate: {d}/client.pem, privateKey: {d}/client-key.pem}}"
+            ),
+        ),
+        external(
+            "nocert.example.com",
+            "127.0.117.51:8443",
+            &format!("{{mode: SIMPLE, caCertificates: {d}/server-ca.pem, sni: secure.example.com}}"),
+        ),
+        external(
+            "wrongca.example.com",
+            "127.0.117.50:8443",
+            &format!("{{mode: SIMPLE, caCertificates: {d}/other-ca.pem, sni: api.example.com}}"),
+        ),
+        external(
+            "alias.example.com",
+            "127.0.117.50:8443",
+            &format!(
+                "{{mode: SIMPLE, caCertificates: {d}/server-ca.pem, subjectAltNames: [api.example.com]}}"
+            ),
+        ),
+        external(
+            "wrongsan.example.com",
+            "127.0.117.50:8443",
+            &format!(
+                "{{mode: SIMPLE, caCertificates: {d}/server-ca.pem, sni: api.example.com, subjectAltNames: [bank.example.com]}}"
+            ),
+        ),
+        external(
+            "nofile.example.com",
+            "127.0.117.50:8443",
+            &format!("{{mode: SIMPLE, caCertificates: {d}/missing.pem}}"),
+        ),
+    ]
+    .concat();
+    let m = start(117, &yaml).await;
+    let client = m.client;
+    let call = |host: &str| {
+        let url = format!("http://{host}/x");
+        async move { get(client, &url, None, &[]).await }
+    };
+
+    // SIMPLE: plain HTTP from the app, TLS with SNI to the server.
+    let (status, body) = call("api.example.com").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, "sni=api.example.com client-cert=false");
+    // MUTUAL: the proxy presents the client certificate.
+    let (status, body) = call("secure.example.com").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, "sni=secure.example.com client-cert=true");
+    // The same server refuses a client without one.
+    let (status, body) = call("nocert.example.com").await;
+    assert!(body.contains("CertificateRequired"), "{body}");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    // subjectAltNames replace the host in the name check.
+    let (status, body) = call("alias.example.com").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // A server the configured CA did not sign, or whose certificate lacks
+    // the required name, gets nothing.
+    let (status, body) = call("wrongca.example.com").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("certificate"), "{body}");
+    let (status, body) = call("wrongsan.example.com").await;
+    assert!(
+        body.contains("not valid for name \"bank.example.com\""),
+        "{body}"
+    );
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    // A missing file is named in the answer.
+    let (status, body) = call("nofile.example.com").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body.contains("caCertificates") && body.contains("missing.pem"),
+        "{body}"
+    );
+}
