@@ -9,9 +9,9 @@ use weft_api::types::virtual_service::{self as vs, VirtualService};
 use weft_api::{Resource, Spec};
 
 use crate::config::{
-    Cluster, ClusterEndpoint, Fault, FaultDelay, HeaderMatch, HeaderOps, HttpRoute, InboundPort,
-    Mirror, Ops, OutboundService, ProxyConfig, RequestMatch, Retry, Rewrite, RouteAction, StrMatch,
-    WeightedCluster, WorkloadInfo, cluster_name,
+    Cluster, ClusterEndpoint, Cors, Fault, FaultDelay, HeaderMatch, HeaderOps, HttpRoute,
+    InboundPort, Mirror, Ops, OutboundService, ProxyConfig, RequestMatch, Retry, Rewrite,
+    RouteAction, StrMatch, WeightedCluster, WorkloadInfo, cluster_name,
 };
 use crate::peer_auth::PeerPolicies;
 use crate::policy::UpstreamTls;
@@ -109,6 +109,7 @@ pub fn compile(
                         rewrite: None,
                         headers: HeaderOps::default(),
                         mirror: None,
+                        cors: None,
                     };
                     (vec![route], default)
                 }
@@ -255,6 +256,7 @@ impl Compiler<'_> {
                 }),
                 headers: header_ops(http.headers.as_ref()),
                 mirror,
+                cors: http.cors_policy.as_ref().map(cors),
             });
         }
         let tcp = v
@@ -478,20 +480,37 @@ fn header_ops(h: Option<&vs::Headers>) -> HeaderOps {
     }
 }
 
+fn str_match(sm: &vs::StringMatch) -> Option<StrMatch> {
+    if let Some(e) = &sm.exact {
+        Some(StrMatch::Exact(e.clone()))
+    } else if let Some(p) = &sm.prefix {
+        Some(StrMatch::Prefix(p.clone()))
+    } else {
+        // Validated RE2; anchored as Envoy anchors it.
+        sm.regex
+            .as_ref()
+            .and_then(|r| regex::Regex::new(&format!("^(?:{r})$")).ok())
+            .map(StrMatch::Regex)
+    }
+}
+
+fn cors(c: &vs::CorsPolicy) -> Cors {
+    let mut allow_origins: Vec<StrMatch> = c.allow_origins.iter().filter_map(str_match).collect();
+    // The deprecated `allowOrigin` list is exact origins.
+    allow_origins.extend(c.allow_origin.iter().cloned().map(StrMatch::Exact));
+    Cors {
+        allow_origins,
+        allow_methods: c.allow_methods.join(","),
+        allow_headers: c.allow_headers.join(","),
+        expose_headers: c.expose_headers.join(","),
+        max_age: c.max_age.map(|d| d.0.as_secs()),
+        allow_credentials: c.allow_credentials == Some(true),
+        forward_unmatched_preflights: c.unmatched_preflights
+            != Some(vs::UnmatchedPreflights::Ignore),
+    }
+}
+
 fn request_match(m: &vs::HttpMatchRequest) -> RequestMatch {
-    let str_match = |sm: &vs::StringMatch| -> Option<StrMatch> {
-        if let Some(e) = &sm.exact {
-            Some(StrMatch::Exact(e.clone()))
-        } else if let Some(p) = &sm.prefix {
-            Some(StrMatch::Prefix(p.clone()))
-        } else {
-            // Validated RE2; anchored as Envoy anchors it.
-            sm.regex
-                .as_ref()
-                .and_then(|r| regex::Regex::new(&format!("^(?:{r})$")).ok())
-                .map(StrMatch::Regex)
-        }
-    };
     let mut headers: Vec<HeaderMatch> = m
         .headers
         .iter()

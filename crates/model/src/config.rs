@@ -90,6 +90,32 @@ pub struct HttpRoute {
     pub rewrite: Option<Rewrite>,
     pub headers: HeaderOps,
     pub mirror: Option<Mirror>,
+    pub cors: Option<Cors>,
+}
+
+/// A route's CORS policy, applied as Envoy's CORS filter applies it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cors {
+    pub allow_origins: Vec<StrMatch>,
+    /// Header values, already joined with ", "; empty when not set.
+    pub allow_methods: String,
+    pub allow_headers: String,
+    pub expose_headers: String,
+    pub max_age: Option<u64>,
+    pub allow_credentials: bool,
+    /// Whether a preflight from an origin not allowed goes on to the app
+    /// (Istio's `unmatchedPreflights: FORWARD`, the default).
+    pub forward_unmatched_preflights: bool,
+}
+
+impl Cors {
+    /// Whether `origin` may make cross-origin requests; an exact `*`
+    /// allows every origin, as in Envoy.
+    pub fn allows(&self, origin: &str) -> bool {
+        self.allow_origins
+            .iter()
+            .any(|m| matches!(m, StrMatch::Exact(e) if e == "*") || m.matches(origin))
+    }
 }
 
 impl HttpRoute {

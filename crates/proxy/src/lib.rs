@@ -6,6 +6,7 @@
 //! never waits for the control plane.
 
 pub mod balance;
+pub mod cors;
 pub mod hbone;
 pub mod http;
 pub mod inbound;

@@ -29,6 +29,7 @@ use weft_model::policy::{HashKey, LbPolicy, UpstreamTls};
 use weft_model::{Protocol, ProxyConfig};
 
 use crate::balance::{Outcome, Tracker};
+use crate::cors;
 use crate::hbone::{HBONE_PORT, Pool};
 use crate::http::{Body, ResponseFlag, flagged, full};
 use crate::metrics::Metrics;
@@ -212,6 +213,11 @@ async fn handle(outbound: &Outbound, mut req: Request<Incoming>) -> Response<Bod
         };
         (route, route.matched_prefix(&view).map(str::to_string))
     };
+    // CORS runs before faults, as Envoy orders its filters.
+    let cors_origin = match cors::check(route.cors.as_ref(), &req) {
+        cors::Verdict::Answer(resp) => return resp,
+        cors::Verdict::Forward(allowed) => allowed,
+    };
     let weighted = match &route.action {
         RouteAction::DirectResponse { status, body } => {
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -303,6 +309,9 @@ async fn handle(outbound: &Outbound, mut req: Request<Incoming>) -> Response<Bod
         upgrade::bridge(downstream_upgrade, &mut resp);
         apply_ops(resp.headers_mut(), &route.headers.response);
         apply_ops(resp.headers_mut(), &chosen.headers.response);
+        if let Some((policy, origin)) = cors_origin {
+            cors::decorate(policy, origin, resp.headers_mut());
+        }
         resp
     };
     let mut resp = match route.timeout {

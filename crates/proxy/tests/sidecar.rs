@@ -901,3 +901,84 @@ spec:
     }
     assert_eq!(seen.len(), 2, "eight users land on both endpoints");
 }
+
+#[tokio::test]
+async fn cors_preflights_are_answered_and_responses_decorated() {
+    let m = start(
+        118,
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /strict}}]
+    corsPolicy:
+      allowOrigins: [{exact: "https://shop.example"}]
+      unmatchedPreflights: IGNORE
+    route: [{destination: {host: reviews, subset: v1}}]
+  - corsPolicy:
+      allowOrigins: [{exact: "https://shop.example"}, {regex: "https://.*\\.partner\\.example"}]
+      allowMethods: [GET, POST]
+      allowHeaders: [x-custom]
+      exposeHeaders: [x-trace]
+      maxAge: 24h
+      allowCredentials: true
+    route: [{destination: {host: reviews, subset: v1}}]
+"#,
+    )
+    .await;
+    let preflight = |origin: &'static str, path: &'static str| {
+        let client = m.client;
+        async move {
+            common::request(
+                client,
+                "OPTIONS",
+                &format!("http://reviews.default.svc.cluster.local:9080{path}"),
+                None,
+                &[
+                    ("origin", origin),
+                    ("access-control-request-method", "POST"),
+                ],
+            )
+            .await
+        }
+    };
+    // An allowed origin's preflight is answered by the proxy.
+    let (status, h, _) = preflight("https://shop.example", "/api").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(h["access-control-allow-origin"], "https://shop.example");
+    assert_eq!(h["access-control-allow-methods"], "GET,POST");
+    assert_eq!(h["access-control-allow-headers"], "x-custom");
+    assert_eq!(h["access-control-max-age"], "86400");
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    assert_eq!(hits(&m, "v1"), 0);
+    // Another origin's preflight goes on to the app (FORWARD, the default).
+    let (status, h, body) = preflight("https://evil.example", "/api").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.starts_with("v1 "), "{body}");
+    assert!(!h.contains_key("access-control-allow-origin"));
+    assert_eq!(hits(&m, "v1"), 1);
+    // ...or is answered without CORS headers where it is IGNOREd.
+    let (status, h, body) = preflight("https://evil.example", "/strict").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, ""));
+    assert!(!h.contains_key("access-control-allow-origin"));
+    assert_eq!(hits(&m, "v1"), 1);
+    // Actual requests from an allowed origin (here by regex) are decorated.
+    let (status, h, _) = get_full(
+        m.client,
+        URL,
+        None,
+        &[("origin", "https://app.partner.example")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        h["access-control-allow-origin"],
+        "https://app.partner.example"
+    );
+    assert_eq!(h["access-control-expose-headers"], "x-trace");
+    let (_, h, _) = get_full(m.client, URL, None, &[("origin", "https://evil.example")]).await;
+    assert!(!h.contains_key("access-control-allow-origin"));
+}

@@ -65,12 +65,23 @@ pub async fn get_full(
     host: Option<&str>,
     headers: &[(&str, &str)],
 ) -> (StatusCode, hyper::HeaderMap, String) {
+    request(proxy, "GET", target, host, headers).await
+}
+
+/// One HTTP/1.1 request with `method` through `proxy`.
+pub async fn request(
+    proxy: SocketAddr,
+    method: &str,
+    target: &str,
+    host: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (StatusCode, hyper::HeaderMap, String) {
     let tcp = TcpStream::connect(proxy).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
         .unwrap();
     tokio::spawn(conn);
-    let mut req = Request::builder().uri(target);
+    let mut req = Request::builder().method(method).uri(target);
     if let Some(h) = host {
         req = req.header("host", h);
     }
