@@ -16,7 +16,7 @@ use crate::config::{
 use crate::peer_auth::PeerPolicies;
 use crate::policy::UpstreamTls;
 use crate::protocol::Protocol;
-use crate::registry::{Registry, Service, selects};
+use crate::registry::{Registry, Service, Workload, selects};
 
 /// The mesh's DNS suffix for Kubernetes-style short names.
 const CLUSTER_DOMAIN: &str = "svc.cluster.local";
@@ -78,6 +78,8 @@ pub fn compile(
         })
         .collect();
     let mut cx = Compiler {
+        resources,
+        me: w,
         registry,
         rules,
         trust_domain,
@@ -167,6 +169,10 @@ pub fn compile(
 }
 
 struct Compiler<'a> {
+    resources: &'a [Resource],
+    /// The workload being compiled for: matches on source labels,
+    /// namespace and gateways are decided here, once.
+    me: &'a Workload,
     registry: &'a Registry,
     rules: Vec<(&'a Resource, &'a DestinationRule)>,
     trust_domain: &'a str,
@@ -184,13 +190,25 @@ impl Compiler<'_> {
         service: &Service,
     ) -> (Vec<HttpRoute>, Vec<WeightedCluster>) {
         let mut routes = Vec::new();
-        for (i, http) in v.http.iter().enumerate() {
-            // Matches for another port do not apply here; a route whose every
-            // match names another port is not on this port at all.
+        for (i, (ns, http)) in crate::delegate::expand(ns, v, self.resources)
+            .iter()
+            .enumerate()
+        {
+            let ns = ns.as_str();
+            // Matches for another port, for other source workloads or
+            // namespaces, or only for gateways do not apply to this proxy; a
+            // route whose every match is excluded is not here at all.
             let matches: Vec<RequestMatch> = http
                 .r#match
                 .iter()
-                .filter(|m| m.port.is_none_or(|p| p == port))
+                .filter(|m| {
+                    m.port.is_none_or(|p| p == port)
+                        && selects(&m.source_labels, &self.me.labels)
+                        && m.source_namespace
+                            .as_ref()
+                            .is_none_or(|n| *n == self.me.namespace)
+                        && (m.gateways.is_empty() || m.gateways.iter().any(|g| g == "mesh"))
+                })
                 .map(request_match)
                 .collect();
             if !http.r#match.is_empty() && matches.is_empty() {

@@ -5,6 +5,7 @@
 
 pub mod compile;
 pub mod config;
+pub mod delegate;
 pub mod peer_auth;
 pub mod policy;
 pub mod protocol;

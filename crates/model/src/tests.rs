@@ -558,3 +558,101 @@ spec:
     assert!(c.identities.contains_key(&v1_addr));
     assert!(!c.identities.contains_key(&v2_addr));
 }
+
+/// The subset each of `paths` (with `headers`) is routed to.
+fn routed(c: &ProxyConfig, path: &str, headers: &[(&str, &str)]) -> Option<String> {
+    let svc = c
+        .outbound
+        .iter()
+        .find(|s| s.host == "reviews.default.svc.cluster.local")
+        .unwrap();
+    let lookup = |name: &str| headers.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+    let route = svc.route(&view(path, &lookup))?;
+    match &route.action {
+        RouteAction::Forward(w) => Some(w[0].cluster.clone()),
+        _ => None,
+    }
+}
+
+#[test]
+fn delegate_routes_merge_into_their_root_as_in_istio() {
+    let c = config(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-root, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - name: api
+    match: [{uri: {prefix: /api}}]
+    timeout: 3s
+    delegate: {name: reviews-api, namespace: team}
+  - route: [{destination: {host: reviews, subset: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-api, namespace: team}
+spec:
+  http:
+  - name: v2
+    match: [{uri: {prefix: /api/v2}}]
+    route: [{destination: {host: reviews.default.svc.cluster.local, subset: v2}}]
+  - name: outside
+    match: [{uri: {prefix: /other}}]
+    route: [{destination: {host: reviews.default.svc.cluster.local, subset: v2}}]
+  - name: rest
+    route: [{destination: {host: reviews.default.svc.cluster.local, subset: v1}}]
+"#,
+    );
+    let v1 = "outbound|9080|v1|reviews.default.svc.cluster.local";
+    let v2 = "outbound|9080|v2|reviews.default.svc.cluster.local";
+    assert_eq!(routed(&c, "/api/v2/books", &[]).as_deref(), Some(v2));
+    assert_eq!(routed(&c, "/api/v1", &[]).as_deref(), Some(v1));
+    // A delegate match outside the root's is dropped, not widened.
+    assert_eq!(routed(&c, "/other", &[]).as_deref(), Some(v1));
+    let svc = c
+        .outbound
+        .iter()
+        .find(|s| s.host == "reviews.default.svc.cluster.local")
+        .unwrap();
+    let names: Vec<&str> = svc
+        .routes
+        .iter()
+        .filter_map(|r| r.name.as_deref())
+        .collect();
+    assert_eq!(names, ["api-v2", "api-rest", "route-2"]);
+    // The root's timeout applies where the delegate sets none.
+    assert_eq!(
+        svc.routes[0].timeout,
+        Some(std::time::Duration::from_secs(3))
+    );
+}
+
+#[test]
+fn source_labels_namespace_and_gateways_decide_which_matches_a_proxy_has() {
+    let c = config(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{sourceLabels: {app: ratings}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - match: [{sourceNamespace: other}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - match: [{gateways: [some-gateway]}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - match: [{sourceLabels: {app: productpage}, headers: {x-v2: {exact: "1"}}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - route: [{destination: {host: reviews, subset: v1}}]
+"#,
+    );
+    let v1 = "outbound|9080|v1|reviews.default.svc.cluster.local";
+    let v2 = "outbound|9080|v2|reviews.default.svc.cluster.local";
+    // productpage is not ratings, not in namespace other, not a gateway.
+    assert_eq!(routed(&c, "/", &[]).as_deref(), Some(v1));
+    assert_eq!(routed(&c, "/", &[("x-v2", "1")]).as_deref(), Some(v2));
+}
