@@ -167,8 +167,12 @@ pub async fn serve(
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
             // A peer without a valid certificate ends here.
-            let Ok(tls) = acceptor.accept(tcp).await else {
-                return;
+            let tls = match acceptor.accept(tcp).await {
+                Ok(tls) => tls,
+                Err(e) => {
+                    tracing::debug!("HBONE from {downstream} refused at the handshake: {e}");
+                    return;
+                }
             };
             let peer = tls::peer_identity(tls.get_ref().1).map(|p| p.to_string());
             let service =

@@ -244,14 +244,26 @@ pub async fn serve_plaintext(listener: TcpListener, inbound: Arc<Inbound>) {
         let inbound = inbound.clone();
         tokio::spawn(async move {
             let Some(target) = plaintext_target(&inbound) else {
+                tracing::debug!(
+                    "plaintext from {downstream} closed: no original destination and several ports"
+                );
                 return;
             };
             match inbound.port(target) {
                 Some(p) if p.mtls.allows_plaintext() => {}
-                _ => return,
+                _ => {
+                    tracing::debug!(
+                        "plaintext from {downstream} to {target} closed: mTLS is STRICT"
+                    );
+                    return;
+                }
             }
-            let Ok(accepted) = inbound.accept(target).await else {
-                return;
+            let accepted = match inbound.accept(target).await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::debug!("plaintext from {downstream} closed: {e}");
+                    return;
+                }
             };
             inbound
                 .serve(accepted, tcp, target, PeerMeta::default(), downstream)

@@ -10,6 +10,7 @@ pub mod cors;
 pub mod hbone;
 pub mod http;
 pub mod inbound;
+pub mod logging;
 pub mod metrics;
 pub mod origination;
 pub mod outbound;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -113,37 +113,38 @@ impl Sidecar {
             let _ = hbone::serve(hbone_l, hbone_store, hbone_policy, inbound).await;
         }));
         let exposition = metrics.clone();
-        tasks.push(tokio::spawn(serve_small(
-            metrics_l,
-            move |path| match path {
+        tasks.push(tokio::spawn(serve_small(metrics_l, move |req| {
+            match req.uri().path() {
                 "/stats/prometheus" => full(StatusCode::OK, exposition.encode()),
                 _ => full(StatusCode::NOT_FOUND, "try /stats/prometheus\n"),
-            },
-        )));
+            }
+        })));
         let ready = {
             let store = store.clone();
             move || store.current().is_some()
         };
-        tasks.push(tokio::spawn(serve_small(
-            health_l,
-            move |path| match path {
+        tasks.push(tokio::spawn(serve_small(health_l, move |req| {
+            match req.uri().path() {
                 "/healthz/ready" if ready() => full(StatusCode::OK, "ready\n"),
                 "/healthz/ready" => full(StatusCode::SERVICE_UNAVAILABLE, "no certificate yet\n"),
                 _ => full(StatusCode::NOT_FOUND, "try /healthz/ready\n"),
-            },
-        )));
+            }
+        })));
         let (dump, stats) = (config.clone(), metrics.clone());
-        tasks.push(tokio::spawn(serve_small(admin_l, move |path| match path {
-            "/config_dump" => match serde_json::to_string_pretty(&**dump.load()) {
-                Ok(json) => full(StatusCode::OK, json),
-                Err(e) => full(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-            },
-            "/clusters" => full(StatusCode::OK, clusters(&dump.load(), &admin_outbound)),
-            "/stats" | "/stats/prometheus" => full(StatusCode::OK, stats.encode()),
-            _ => full(
-                StatusCode::NOT_FOUND,
-                "try /config_dump, /clusters or /stats\n",
-            ),
+        tasks.push(tokio::spawn(serve_small(admin_l, move |req| {
+            match req.uri().path() {
+                "/logging" => logging(req),
+                "/config_dump" => match serde_json::to_string_pretty(&**dump.load()) {
+                    Ok(json) => full(StatusCode::OK, json),
+                    Err(e) => full(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                },
+                "/clusters" => full(StatusCode::OK, clusters(&dump.load(), &admin_outbound)),
+                "/stats" | "/stats/prometheus" => full(StatusCode::OK, stats.encode()),
+                _ => full(
+                    StatusCode::NOT_FOUND,
+                    "try /config_dump, /clusters, /stats or /logging\n",
+                ),
+            }
         })));
         Ok(Sidecar {
             config,
@@ -197,10 +198,52 @@ fn clusters(config: &ProxyConfig, outbound: &Outbound) -> String {
     serde_json::to_string_pretty(&clusters).unwrap_or_default()
 }
 
-/// A tiny HTTP/1 server answering by path (health, admin).
+/// `/logging`: the log level; `POST /logging?level=debug` changes it.
+fn logging(req: &Request<hyper::body::Incoming>) -> Response<Body> {
+    let level = req
+        .uri()
+        .query()
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("level="));
+    match (req.method(), level) {
+        (&Method::POST, Some(name)) => match crate::logging::parse(name) {
+            Some(l) => match crate::logging::set_level(l) {
+                Ok(()) => {
+                    tracing::info!("log level set to {l} through the admin endpoint");
+                    full(StatusCode::OK, format!("active level: {l}\n"))
+                }
+                Err(e) => full(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+            },
+            None => full(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "unknown level {name:?}: use trace, debug, info, warning, error, critical or off\n"
+                ),
+            ),
+        },
+        (&Method::POST, None) => full(
+            StatusCode::BAD_REQUEST,
+            "usage: POST /logging?level=LEVEL\n",
+        ),
+        (_, Some(_)) => full(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "changing the level requires POST\n",
+        ),
+        (_, None) => match crate::logging::level() {
+            Some(l) => full(StatusCode::OK, format!("active level: {l}\n")),
+            None => full(
+                StatusCode::OK,
+                "this process's log is not installed by weft\n",
+            ),
+        },
+    }
+}
+
+/// A tiny HTTP/1 server answering by request (health, admin).
 async fn serve_small(
     listener: TcpListener,
-    answer: impl Fn(&str) -> Response<Body> + Send + Sync + 'static,
+    answer: impl Fn(&Request<hyper::body::Incoming>) -> Response<Body> + Send + Sync + 'static,
 ) {
     let answer = Arc::new(answer);
     loop {
@@ -211,7 +254,7 @@ async fn serve_small(
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let answer = answer.clone();
-                async move { Ok::<_, hyper::Error>(answer(req.uri().path())) }
+                async move { Ok::<_, hyper::Error>(answer(&req)) }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service)

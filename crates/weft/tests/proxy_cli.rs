@@ -44,11 +44,15 @@ fn app(addr: &str, body: &'static str) {
 
 /// `GET url` through the HTTP proxy at `proxy`; (status, body).
 fn get(proxy: &str, url: &str) -> Option<(u16, String)> {
+    request(proxy, "GET", url)
+}
+
+fn request(proxy: &str, method: &str, url: &str) -> Option<(u16, String)> {
     let mut tcp = TcpStream::connect(proxy).ok()?;
     tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let host = url.trim_start_matches("http://").split('/').next()?;
     tcp.write_all(
-        format!("GET {url} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").as_bytes(),
+        format!("{method} {url} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").as_bytes(),
     )
     .ok()?;
     let mut resp = String::new();
@@ -134,6 +138,26 @@ fn two_sidecars_route_and_reload_keeping_the_last_good_config() {
         get("127.0.201.21:15001", url),
         Some((200, "hello from echo".into()))
     );
+
+    // The admin endpoint reads and changes the log level, as Envoy's does.
+    let admin = "127.0.201.21:15000";
+    let logging = format!("http://{admin}/logging");
+    assert_eq!(
+        get(admin, &logging),
+        Some((200, "active level: info\n".into()))
+    );
+    let debug = format!("{logging}?level=debug");
+    assert_eq!(request(admin, "GET", &debug).map(|r| r.0), Some(405));
+    assert_eq!(
+        request(admin, "POST", &debug),
+        Some((200, "active level: debug\n".into()))
+    );
+    assert_eq!(
+        get(admin, &logging),
+        Some((200, "active level: debug\n".into()))
+    );
+    let bogus = format!("{logging}?level=loud");
+    assert_eq!(request(admin, "POST", &bogus).map(|r| r.0), Some(400));
 
     // A routing change in the folder is picked up.
     std::fs::write(

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
+use tracing_subscriber::filter::LevelFilter;
 use weft_api::Loaded;
 use weft_identity::tls::PeerPolicy;
 use weft_identity::{Ca, CertStore, LocalSigner, Rotator, SpiffeId, TrustDomains, ca};
@@ -46,6 +47,16 @@ pub(crate) struct Args {
     /// Where the per-request JSON access log goes.
     #[arg(long, value_enum, default_value_t = AccessLogTo::Stdout)]
     access_log: AccessLogTo,
+    /// The log level on standard error (trace, debug, info, warning, error,
+    /// off); `POST /logging?level=LEVEL` on the admin port changes it.
+    #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = log_level)]
+    log_level: LevelFilter,
+}
+
+fn log_level(s: &str) -> Result<LevelFilter, String> {
+    weft_proxy::logging::parse(s).ok_or_else(|| {
+        format!("unknown level {s:?}: use trace, debug, info, warning, error, critical or off")
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -67,6 +78,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .split_once('/')
         .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
         .with_context(|| format!("--workload {:?}: expected NAMESPACE/NAME", args.workload))?;
+    weft_proxy::logging::init(args.log_level);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.threads {
         anyhow::ensure!(n > 0, "--threads must be at least 1");
@@ -196,9 +208,9 @@ async fn serve(args: &Args, ns: &str, name: &str) -> anyhow::Result<ExitCode> {
             }
             _ = tokio::time::sleep(due) => {
                 match rotator.tick(SystemTime::now()) {
-                    Ok(true) => println!("weft proxy: certificate renewed"),
+                    Ok(true) => tracing::info!("certificate renewed"),
                     Ok(false) => {}
-                    Err(e) => eprintln!("weft proxy: certificate renewal failed, keeping the current one: {e}"),
+                    Err(e) => tracing::warn!("certificate renewal failed, keeping the current one: {e}"),
                 }
                 false
             }
@@ -207,14 +219,14 @@ async fn serve(args: &Args, ns: &str, name: &str) -> anyhow::Result<ExitCode> {
             match load(&args.mesh_dir, mesh_config, ns, name, trust_domain.as_str()) {
                 Ok(c) => {
                     sidecar.update(c);
-                    println!("weft proxy: configuration reloaded");
+                    tracing::info!("configuration reloaded");
                 }
-                Err(e) => eprintln!(
-                    "weft proxy: keeping the last good configuration; the new one is not valid:\n{e}"
+                Err(e) => tracing::warn!(
+                    "keeping the last good configuration; the new one is not valid:\n{e}"
                 ),
             }
         }
     }
-    println!("weft proxy: stopping");
+    tracing::info!("stopping");
     Ok(ExitCode::SUCCESS)
 }
