@@ -11,7 +11,7 @@ use weft_api::{Resource, Spec};
 use crate::config::{
     Cluster, ClusterEndpoint, Cors, Fault, FaultDelay, HeaderMatch, HeaderOps, HttpRoute,
     InboundPort, Mirror, Ops, OutboundService, ProxyConfig, RequestMatch, Retry, Rewrite,
-    RouteAction, StrMatch, WeightedCluster, WorkloadInfo, cluster_name,
+    RouteAction, StrMatch, WeightedCluster, WorkloadInfo, cluster_name, host_matches,
 };
 use crate::peer_auth::PeerPolicies;
 use crate::policy::UpstreamTls;
@@ -84,6 +84,7 @@ pub fn compile(
         rules,
         trust_domain,
         clusters: BTreeMap::new(),
+        gateway: None,
     };
     let mut outbound = Vec::new();
     for service in &registry.services {
@@ -91,10 +92,10 @@ pub fn compile(
             let bound = virtual_services.iter().find(|(r, v)| {
                 v.hosts
                     .iter()
-                    .any(|h| host_covers(&expand(h, r.namespace()), &service.host))
+                    .any(|h| host_matches(&expand(h, r.namespace()), &service.host))
             });
             let (routes, tcp) = match bound {
-                Some((r, v)) => cx.routes_from(r.namespace(), v, port.number, service),
+                Some((r, v)) => cx.routes_from(r.namespace(), v, port.number, Some(service)),
                 None => {
                     let default = vec![WeightedCluster {
                         cluster: cx.cluster(&service.host, port.number, None),
@@ -143,6 +144,7 @@ pub fn compile(
             }
         })
         .collect();
+    let gateway = cx.gateway_ports();
     let identities = cx
         .clusters
         .values()
@@ -150,6 +152,7 @@ pub fn compile(
         .filter_map(|e| Some((e.address, e.identity.clone()?)))
         .collect();
     Ok(ProxyConfig {
+        gateway,
         identities,
         workload: WorkloadInfo {
             namespace: w.namespace.clone(),
@@ -168,27 +171,31 @@ pub fn compile(
     })
 }
 
-struct Compiler<'a> {
-    resources: &'a [Resource],
+pub(crate) struct Compiler<'a> {
+    pub(crate) resources: &'a [Resource],
     /// The workload being compiled for: matches on source labels,
     /// namespace and gateways are decided here, once.
-    me: &'a Workload,
+    pub(crate) me: &'a Workload,
     registry: &'a Registry,
     rules: Vec<(&'a Resource, &'a DestinationRule)>,
     trust_domain: &'a str,
     clusters: BTreeMap<String, Cluster>,
+    /// The gateway (`namespace/name`) whose routes are being compiled;
+    /// `None` for the mesh (sidecar) routes.
+    pub(crate) gateway: Option<String>,
 }
 
 impl Compiler<'_> {
     /// HTTP routes and TCP destinations of VirtualService `v` (in namespace
     /// `ns`) for `port` of `service`.
-    fn routes_from(
+    pub(crate) fn routes_from(
         &mut self,
-        ns: &str,
+        vs_ns: &str,
         v: &VirtualService,
         port: u32,
-        service: &Service,
+        service: Option<&Service>,
     ) -> (Vec<HttpRoute>, Vec<WeightedCluster>) {
+        let ns = vs_ns;
         let mut routes = Vec::new();
         for (i, (ns, http)) in crate::delegate::expand(ns, v, self.resources)
             .iter()
@@ -207,7 +214,7 @@ impl Compiler<'_> {
                         && m.source_namespace
                             .as_ref()
                             .is_none_or(|n| *n == self.me.namespace)
-                        && (m.gateways.is_empty() || m.gateways.iter().any(|g| g == "mesh"))
+                        && self.match_binds(&m.gateways, vs_ns)
                 })
                 .map(request_match)
                 .collect();
@@ -295,12 +302,25 @@ impl Compiler<'_> {
         (routes, tcp)
     }
 
-    fn weighted(
+    /// Whether a match's `gateways` let it apply to what is compiled: a
+    /// match without gateways applies wherever its VirtualService is bound.
+    fn match_binds(&self, gateways: &[String], vs_ns: &str) -> bool {
+        if gateways.is_empty() {
+            return true;
+        }
+        match &self.gateway {
+            Some(full) => crate::gateway::binds(gateways, vs_ns, full),
+            None => gateways.iter().any(|g| g == "mesh"),
+        }
+    }
+
+    /// `service` is the service the routes are for (none at a gateway).
+    pub(crate) fn weighted(
         &mut self,
         ns: &str,
         dests: &[(Option<&vs::Destination>, Option<i32>, Option<&vs::Headers>)],
         port: u32,
-        service: &Service,
+        service: Option<&Service>,
     ) -> Vec<WeightedCluster> {
         dests
             .iter()
@@ -311,7 +331,7 @@ impl Compiler<'_> {
                 // came to, or the only port of the destination service.
                 let dport = d.port.and_then(|p| p.number).unwrap_or_else(|| {
                     match self.registry.service(&host).map(|s| s.ports.as_slice()) {
-                        Some([only]) if host != service.host => only.number,
+                        Some([only]) if service.is_none_or(|s| host != s.host) => only.number,
                         _ => port,
                     }
                 });
@@ -571,14 +591,6 @@ pub fn expand(host: &str, ns: &str) -> String {
         0 => format!("{host}.{ns}.{CLUSTER_DOMAIN}"),
         1 => format!("{host}.{CLUSTER_DOMAIN}"),
         _ => host.to_string(),
-    }
-}
-
-/// Whether a VirtualService host (expanded) covers a service host.
-fn host_covers(vs_host: &str, service_host: &str) -> bool {
-    match vs_host.strip_prefix('*') {
-        Some(suffix) => service_host.ends_with(suffix),
-        None => vs_host.eq_ignore_ascii_case(service_host),
     }
 }
 

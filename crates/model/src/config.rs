@@ -19,6 +19,9 @@ pub struct ProxyConfig {
     pub clusters: BTreeMap<String, Cluster>,
     /// The workload's own ports, served through inbound HBONE.
     pub inbound: Vec<InboundPort>,
+    /// Gateway servers by port, when Gateways select this workload (the
+    /// ingress role serves them).
+    pub gateway: Vec<GatewayPort>,
     /// The identity of each in-mesh endpoint, for the HBONE connector.
     #[serde(skip)]
     pub identities: HashMap<SocketAddr, String>,
@@ -46,6 +49,112 @@ pub struct InboundPort {
     pub service: Option<String>,
     /// Whether plaintext (15006) may reach the port.
     pub mtls: Mtls,
+}
+
+/// A port of a gateway proxy and the Gateway servers on it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GatewayPort {
+    pub port: u32,
+    pub servers: Vec<GatewayServer>,
+}
+
+impl GatewayPort {
+    /// The virtual host (and its server) that serves `host`, as Envoy picks
+    /// one: an exact name first, then the longest wildcard suffix.
+    pub fn vhost(&self, host: &str) -> Option<(&GatewayServer, &OutboundService)> {
+        let mut best: Option<(usize, &GatewayServer, &OutboundService)> = None;
+        for server in &self.servers {
+            for v in &server.vhosts {
+                let rank = if v.host.eq_ignore_ascii_case(host) {
+                    usize::MAX
+                } else if let Some(suffix) = v.host.strip_prefix('*') {
+                    let hit = host.len() > suffix.len()
+                        && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix);
+                    if !hit {
+                        continue;
+                    }
+                    suffix.len()
+                } else {
+                    continue;
+                };
+                if best.is_none_or(|(r, _, _)| rank > r) {
+                    best = Some((rank, server, v));
+                }
+            }
+        }
+        best.map(|(_, s, v)| (s, v))
+    }
+
+    /// The server whose hosts cover `sni` (any server when there is none).
+    pub fn server_for_sni(&self, sni: Option<&str>) -> Option<&GatewayServer> {
+        match sni {
+            Some(name) => self
+                .servers
+                .iter()
+                .find(|s| s.hosts.iter().any(|h| host_matches(h, name)))
+                .or_else(|| self.servers.first()),
+            None => self.servers.first(),
+        }
+    }
+}
+
+/// Whether host pattern `pattern` (`*`, `*.example.com` or a name) covers
+/// `host`, ignoring case.
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix('*') {
+        Some(suffix) => {
+            host.len() >= suffix.len()
+                && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+        }
+        None => pattern.eq_ignore_ascii_case(host),
+    }
+}
+
+/// One server of a Gateway resource.
+#[derive(Debug, Clone, Serialize)]
+pub struct GatewayServer {
+    /// `namespace/gateway` and the server's index or name.
+    pub name: String,
+    /// Host patterns, without their namespace part.
+    pub hosts: Vec<String>,
+    pub protocol: Protocol,
+    pub tls: Option<ServerTls>,
+    /// Plain HTTP is redirected to HTTPS (301).
+    pub https_redirect: bool,
+    /// HTTP routing by Host, from the VirtualServices bound to the gateway.
+    pub vhosts: Vec<OutboundService>,
+    /// TCP (or terminated TLS) routing.
+    pub tcp: Vec<WeightedCluster>,
+    /// TLS passthrough routing by SNI.
+    pub sni_routes: Vec<SniRoute>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SniRoute {
+    pub sni_hosts: Vec<String>,
+    pub route: Vec<WeightedCluster>,
+}
+
+/// How a gateway server handles TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct ServerTls {
+    pub mode: ServerTlsMode,
+    /// Files, or `credential_name`: a folder of `tls.crt`, `tls.key` and
+    /// `ca.crt` beside the configuration.
+    pub server_certificate: Option<String>,
+    pub private_key: Option<String>,
+    pub ca_certificates: Option<String>,
+    pub credential_name: Option<String>,
+    pub subject_alt_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ServerTlsMode {
+    Simple,
+    Mutual,
+    OptionalMutual,
+    Passthrough,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -6,6 +6,7 @@
 pub mod compile;
 pub mod config;
 pub mod delegate;
+pub mod gateway;
 pub mod peer_auth;
 pub mod policy;
 pub mod protocol;

@@ -7,6 +7,7 @@
 
 pub mod balance;
 pub mod cors;
+pub mod gateway;
 pub mod hbone;
 pub mod http;
 pub mod inbound;
@@ -20,4 +21,4 @@ pub mod trace;
 pub mod upgrade;
 pub mod upstream;
 
-pub use sidecar::{Ports, Sidecar};
+pub use sidecar::{Ports, Role, Sidecar};

@@ -89,7 +89,9 @@ pub async fn serve(listener: TcpListener, outbound: Arc<Outbound>) {
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let outbound = outbound.clone();
-                async move { Ok::<_, hyper::Error>(observed(&outbound, req, peer).await) }
+                async move {
+                    Ok::<_, hyper::Error>(observed(&outbound, req, peer, Listener::Outbound).await)
+                }
             });
             // HTTP/1.1, or HTTP/2 with prior knowledge (h2c, as gRPC
             // clients speak to a proxy).
@@ -102,18 +104,19 @@ pub async fn serve(listener: TcpListener, outbound: Arc<Outbound>) {
 
 /// Handles a request and records it in Istio's metrics when its response
 /// body has been sent.
-async fn observed(
+pub(crate) async fn observed(
     outbound: &Outbound,
     mut req: Request<Incoming>,
     peer: SocketAddr,
+    listener: Listener,
 ) -> Response<Body> {
     req.extensions_mut().insert(Peer(peer));
     if req.method() == Method::CONNECT {
-        return handle(outbound, req).await;
+        return handle(outbound, req, listener).await;
     }
     let request_id = crate::trace::propagate(req.headers_mut());
     let observation = Observation::begin(&req, peer, request_id, outbound.access_log.as_ref());
-    let resp = handle(outbound, req).await;
+    let resp = handle(outbound, req, listener).await;
     let flag = resp.extensions().get::<ResponseFlag>().map(|f| f.0);
     let upstream = resp.extensions().get::<Upstream>();
     let dest = resp.extensions().get::<DestService>();
@@ -169,24 +172,62 @@ fn destination(req: &Request<Incoming>) -> Option<(String, u16)> {
     ))
 }
 
-async fn handle(outbound: &Outbound, mut req: Request<Incoming>) -> Response<Body> {
-    let Some((host, port)) = destination(&req) else {
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Listener {
+    /// The application's outbound proxy (15001): routed by destination.
+    Outbound,
+    /// A gateway port: routed by the Host among the servers on the port.
+    Gateway { port: u16, https: bool },
+}
+
+async fn handle(
+    outbound: &Outbound,
+    mut req: Request<Incoming>,
+    listener: Listener,
+) -> Response<Body> {
+    let Some((host, mut port)) = destination(&req) else {
         return full(
             StatusCode::BAD_REQUEST,
             "no Host header and no absolute URI\n",
         );
     };
     let config = outbound.config.load_full();
-    let Some(service) = config
-        .outbound
-        .iter()
-        .find(|s| u32::from(port) == s.port && s.answers_to(&host))
-    else {
-        return flagged(
-            StatusCode::BAD_GATEWAY,
-            "NR",
-            &format!("no service {host}:{port} in the mesh registry"),
-        );
+    let service = match listener {
+        Listener::Outbound => config
+            .outbound
+            .iter()
+            .find(|s| u32::from(port) == s.port && s.answers_to(&host)),
+        Listener::Gateway { port: at, https } => {
+            port = at;
+            let found = config
+                .gateway
+                .iter()
+                .find(|p| p.port == u32::from(at))
+                .and_then(|p| p.vhost(&host));
+            if let Some((server, _)) = found {
+                if server.https_redirect && !https {
+                    return to_https(&req, &host);
+                }
+            }
+            found.map(|(_, vhost)| vhost)
+        }
+    };
+    let Some(service) = service else {
+        // Envoy's answers: a gateway without a virtual host for the name
+        // says 404, the outbound listener 502.
+        return match listener {
+            Listener::Gateway { .. } => flagged(
+                StatusCode::NOT_FOUND,
+                "NR",
+                &format!("no gateway server routes {host} on port {port}"),
+            ),
+            Listener::Outbound => flagged(
+                StatusCode::BAD_GATEWAY,
+                "NR",
+                &format!("no service {host}:{port} in the mesh registry"),
+            ),
+        };
     };
     if req.method() == Method::CONNECT {
         return connect(outbound, &config, service, req).await;
@@ -330,6 +371,20 @@ async fn handle(outbound: &Outbound, mut req: Request<Incoming>) -> Response<Bod
         namespace: cluster.service_namespace.clone(),
         cluster: cluster.name.clone(),
     });
+    resp
+}
+
+/// A gateway server's `httpsRedirect`: 301 to the same host and path
+/// over HTTPS.
+fn to_https(req: &Request<Incoming>, host: &str) -> Response<Body> {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/".into(), |p| p.to_string());
+    let mut resp = full(StatusCode::MOVED_PERMANENTLY, "");
+    if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{path}")) {
+        resp.headers_mut().insert(LOCATION, v);
+    }
     resp
 }
 
@@ -508,7 +563,7 @@ fn apply_ops(headers: &mut http::HeaderMap, ops: &Ops) {
 }
 
 /// A cluster by weight (weights are relative, as in Istio).
-fn pick_cluster<'a>(
+pub(crate) fn pick_cluster<'a>(
     outbound: &Outbound,
     weighted: &'a [WeightedCluster],
 ) -> Option<&'a WeightedCluster> {
@@ -527,7 +582,10 @@ fn pick_cluster<'a>(
 }
 
 /// Round robin over the cluster's endpoints.
-fn pick_endpoint<'a>(outbound: &Outbound, cluster: &'a Cluster) -> Option<&'a ClusterEndpoint> {
+pub(crate) fn pick_endpoint<'a>(
+    outbound: &Outbound,
+    cluster: &'a Cluster,
+) -> Option<&'a ClusterEndpoint> {
     if cluster.endpoints.is_empty() {
         return None;
     }
@@ -545,7 +603,7 @@ fn mix(x: u64) -> u64 {
 
 /// A stream to the endpoint: through HBONE to its proxy when it is in the
 /// mesh, over TLS when the cluster originates it, else directly.
-async fn open(
+pub(crate) async fn open(
     outbound: &Outbound,
     cluster: &Cluster,
     ep: &ClusterEndpoint,
@@ -584,7 +642,7 @@ async fn open(
     }
 }
 
-trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 /// Why one attempt failed before a response came back.

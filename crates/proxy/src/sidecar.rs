@@ -1,8 +1,10 @@
 //! A sidecar: the listeners of one workload, started together on the
 //! workload's own address, sharing one configuration snapshot.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 
 use arc_swap::ArcSwap;
 use hyper::server::conn::http1;
@@ -15,6 +17,7 @@ use weft_identity::CertStore;
 use weft_identity::tls::PeerPolicy;
 use weft_model::ProxyConfig;
 
+use crate::gateway::{self, Gateway};
 use crate::hbone::{self, Pool};
 use crate::http::{Body, full};
 use crate::inbound::{self, Inbound};
@@ -56,19 +59,50 @@ pub enum StartError {
     },
 }
 
-/// A running sidecar; dropping it stops every listener.
+/// What a proxy serves.
+#[derive(Debug, Clone)]
+pub enum Role {
+    /// Beside one workload: outbound 15001, plaintext inbound 15006 and
+    /// HBONE 15008.
+    Sidecar,
+    /// The Gateway servers selecting the workload, each on its port;
+    /// `credentials` holds the `credentialName` folders.
+    Ingress { credentials: PathBuf },
+}
+
+/// The serving task of each bound gateway port.
+type GatewayTasks = RwLock<HashMap<u32, JoinHandle<()>>>;
+
+/// A running proxy; dropping it stops every listener.
 #[derive(Debug)]
 pub struct Sidecar {
     config: Arc<ArcSwap<ProxyConfig>>,
     metrics: Arc<Metrics>,
     tasks: Vec<JoinHandle<()>>,
+    /// The ingress role's gateway ports, bound and released as the
+    /// configuration adds and removes servers.
+    gateway: Option<(Arc<Gateway>, GatewayTasks)>,
     pub address: IpAddr,
     pub ports: Ports,
 }
 
 impl Sidecar {
-    /// Binds the listeners on the workload's address and starts serving.
+    /// Binds a sidecar's listeners on the workload's address and starts
+    /// serving.
     pub async fn start(
+        config: ProxyConfig,
+        store: Arc<CertStore>,
+        policy: PeerPolicy,
+        ports: Ports,
+        access_log: Option<AccessLog>,
+    ) -> Result<Sidecar, StartError> {
+        Sidecar::start_as(Role::Sidecar, config, store, policy, ports, access_log).await
+    }
+
+    /// Binds the listeners of `role` on the workload's address and starts
+    /// serving.
+    pub async fn start_as(
+        role: Role,
         config: ProxyConfig,
         store: Arc<CertStore>,
         policy: PeerPolicy,
@@ -82,10 +116,7 @@ impl Sidecar {
                 .await
                 .map_err(|cause| StartError::Bind { addr, cause })
         };
-        let (out_l, plain_l, hbone_l, health_l, admin_l, metrics_l) = (
-            bind(ports.outbound).await?,
-            bind(ports.inbound).await?,
-            bind(ports.hbone).await?,
+        let (health_l, admin_l, metrics_l) = (
             bind(ports.health).await?,
             bind(ports.admin).await?,
             bind(ports.metrics).await?,
@@ -98,20 +129,38 @@ impl Sidecar {
             metrics.clone(),
             access_log,
         ));
-        let inbound = Arc::new(Inbound::new(
-            config.clone(),
-            metrics.clone(),
-            outbound.access_log.clone(),
-        ));
         let admin_outbound = outbound.clone();
-        let mut tasks = vec![
-            tokio::spawn(outbound::serve(out_l, outbound)),
-            tokio::spawn(inbound::serve_plaintext(plain_l, inbound.clone())),
-        ];
-        let (hbone_store, hbone_policy) = (store.clone(), policy);
-        tasks.push(tokio::spawn(async move {
-            let _ = hbone::serve(hbone_l, hbone_store, hbone_policy, inbound).await;
-        }));
+        let mut tasks = Vec::new();
+        let mut gateway = None;
+        match role {
+            Role::Sidecar => {
+                let (out_l, plain_l, hbone_l) = (
+                    bind(ports.outbound).await?,
+                    bind(ports.inbound).await?,
+                    bind(ports.hbone).await?,
+                );
+                let inbound = Arc::new(Inbound::new(
+                    config.clone(),
+                    metrics.clone(),
+                    outbound.access_log.clone(),
+                ));
+                tasks.push(tokio::spawn(outbound::serve(out_l, outbound)));
+                tasks.push(tokio::spawn(inbound::serve_plaintext(
+                    plain_l,
+                    inbound.clone(),
+                )));
+                let (hbone_store, hbone_policy) = (store.clone(), policy);
+                tasks.push(tokio::spawn(async move {
+                    let _ = hbone::serve(hbone_l, hbone_store, hbone_policy, inbound).await;
+                }));
+            }
+            Role::Ingress { credentials } => {
+                let g = Arc::new(Gateway::new(outbound, credentials));
+                let bound = RwLock::new(HashMap::new());
+                bind_gateway_ports(&g, &config.load(), &bound, true)?;
+                gateway = Some((g, bound));
+            }
+        }
         let exposition = metrics.clone();
         tasks.push(tokio::spawn(serve_small(metrics_l, move |req| {
             match req.uri().path() {
@@ -150,13 +199,21 @@ impl Sidecar {
             config,
             metrics,
             tasks,
+            gateway,
             address,
             ports,
         })
     }
 
     /// Swaps in a new configuration; requests in flight keep the old one.
+    /// A gateway binds the ports of new servers and releases the ports
+    /// no server uses any more.
     pub fn update(&self, config: ProxyConfig) {
+        if let Some((g, bound)) = &self.gateway {
+            if let Err(e) = bind_gateway_ports(g, &config, bound, false) {
+                tracing::warn!("{e}");
+            }
+        }
         self.config.store(Arc::new(config));
         self.metrics.forget_cached();
     }
@@ -171,7 +228,56 @@ impl Drop for Sidecar {
         for t in &self.tasks {
             t.abort();
         }
+        if let Some((_, bound)) = &self.gateway {
+            if let Ok(bound) = bound.read() {
+                for t in bound.values() {
+                    t.abort();
+                }
+            }
+        }
     }
+}
+
+/// Binds (and serves) the gateway ports of `config` not bound yet, and
+/// stops those it no longer has. At start a port that cannot be bound is
+/// an error; on reload it is logged and the other ports go on.
+fn bind_gateway_ports(
+    gateway: &Arc<Gateway>,
+    config: &ProxyConfig,
+    bound: &GatewayTasks,
+    at_start: bool,
+) -> Result<(), StartError> {
+    let Ok(mut bound) = bound.write() else {
+        return Ok(());
+    };
+    bound.retain(|port, task| {
+        let keep = config.gateway.iter().any(|p| p.port == *port);
+        if !keep {
+            task.abort();
+        }
+        keep
+    });
+    for p in &config.gateway {
+        if bound.contains_key(&p.port) {
+            continue;
+        }
+        let Ok(port) = u16::try_from(p.port) else {
+            continue;
+        };
+        let addr = SocketAddr::new(config.workload.address, port);
+        let listener = std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(TcpListener::from_std);
+        match listener {
+            Ok(l) => {
+                let task = tokio::spawn(gateway::serve_port(l, port, gateway.clone()));
+                bound.insert(p.port, task);
+            }
+            Err(cause) if at_start => return Err(StartError::Bind { addr, cause }),
+            Err(cause) => tracing::warn!("gateway port {addr}: {cause}"),
+        }
+    }
+    Ok(())
 }
 
 /// `/clusters`: every cluster's endpoints, their identity and whether

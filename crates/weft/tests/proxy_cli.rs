@@ -265,3 +265,36 @@ fn an_invalid_folder_stops_the_proxy_with_the_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.yaml:4:7: VirtualService default/x: spec: http, tcp or tls must be provided in virtual service"), "{err}");
 }
+
+#[test]
+fn an_ingress_gateway_binds_its_server_ports_and_follows_reloads() {
+    let dir = temp("ingress");
+    let (mesh, ca) = (dir.join("mesh"), dir.join("ca"));
+    std::fs::create_dir_all(&mesh).expect("mesh dir");
+    let gateway = |port: u16| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: gw, namespace: istio-system}}\nspec: {{address: 127.0.203.10, serviceAccount: gw, labels: {{istio: ingressgateway}}}}\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: public, namespace: istio-system}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: {port}, name: http, protocol: HTTP}}\n    hosts: [\"*\"]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: hello, namespace: istio-system}}\nspec:\n  hosts: [hello.example.com]\n  gateways: [public]\n  http:\n  - directResponse: {{status: 200, body: {{string: hello}}}}\n"
+        )
+    };
+    std::fs::write(mesh.join("gw.yaml"), gateway(8080)).expect("write mesh");
+    assert!(
+        Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(["ca", "init", "--dir", ca.to_str().unwrap_or_default()])
+            .output()
+            .expect("ca init")
+            .status
+            .success()
+    );
+    let _gw = proxy(&mesh, &ca, "istio-system/gw", &["--role", "ingress"]);
+    wait_until("gateway port", || {
+        get("127.0.203.10:8080", "http://hello.example.com/") == Some((200, "hello".into()))
+    });
+    // Moving the server to another port binds the new one and frees the old.
+    std::fs::write(mesh.join("gw.yaml"), gateway(8081)).expect("write mesh");
+    wait_until("new port", || {
+        get("127.0.203.10:8081", "http://hello.example.com/") == Some((200, "hello".into()))
+    });
+    wait_until("old port closed", || {
+        TcpStream::connect("127.0.203.10:8080").is_err()
+    });
+}

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
@@ -14,6 +15,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::RootCertStore;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use weft_identity::tls::PeerPolicy;
 use weft_identity::{Ca, CertStore, LocalSigner, Rotator, SpiffeId, TrustDomain, TrustDomains};
@@ -21,7 +27,12 @@ use weft_proxy::{Ports, Sidecar};
 
 /// A certificate for service account `sa` of namespace default.
 pub fn store(ca: &Arc<Ca>, sa: &str) -> Arc<CertStore> {
-    let id: SpiffeId = format!("spiffe://cluster.local/ns/default/sa/{sa}")
+    store_in(ca, "default", sa)
+}
+
+/// A certificate for service account `sa` of namespace `ns`.
+pub fn store_in(ca: &Arc<Ca>, ns: &str, sa: &str) -> Arc<CertStore> {
+    let id: SpiffeId = format!("spiffe://cluster.local/ns/{ns}/sa/{sa}")
         .parse()
         .unwrap();
     let s = CertStore::new();
@@ -271,3 +282,87 @@ pub async fn start(net: u8, extra: &str) -> Mesh {
 }
 
 pub const URL: &str = "http://reviews.default.svc.cluster.local:9080/books?id=1";
+
+/// A CA written as `<name>-ca.pem`, able to sign leaves.
+pub struct TestCa {
+    pub issuer: Issuer<'static, KeyPair>,
+    pub pem: String,
+}
+
+pub fn ca(dir: &Path, name: &str) -> TestCa {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(dir.join(format!("{name}-ca.pem")), cert.pem()).unwrap();
+    TestCa {
+        pem: cert.pem(),
+        issuer: Issuer::new(params, key),
+    }
+}
+
+/// A leaf for `names`, written as `<file>.pem` and `<file>-key.pem`.
+pub fn leaf(dir: &Path, ca: &TestCa, file: &str, names: &[&str]) -> (String, String) {
+    let key = KeyPair::generate().unwrap();
+    let params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    let cert = params.signed_by(&key, &ca.issuer).unwrap();
+    std::fs::write(dir.join(format!("{file}.pem")), cert.pem()).unwrap();
+    std::fs::write(dir.join(format!("{file}-key.pem")), key.serialize_pem()).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// An HTTPS stand-in answering `sni=<name> client-cert=<bool>`; with
+/// `client_ca` it requires a client certificate from that CA.
+pub async fn https(addr: SocketAddr, cert: &(String, String), client_ca: Option<&str>) {
+    let provider = weft_identity::tls::provider();
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.0.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(cert.1.as_bytes()).unwrap();
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        Some(pem) => {
+            let mut roots = RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                roots.add(c.unwrap()).unwrap();
+            }
+            builder.with_client_cert_verifier(
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .unwrap(),
+            )
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain, key).unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let (_, conn) = tls.get_ref();
+                let answer = format!(
+                    "sni={} client-cert={}",
+                    conn.server_name().unwrap_or("-"),
+                    conn.peer_certificates().is_some()
+                );
+                let svc = hyper::service::service_fn(move |_req| {
+                    let answer = answer.clone();
+                    async move { Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(answer)))) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+}

@@ -65,14 +65,17 @@ enum AccessLogTo {
     Off,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Role {
     /// Beside one workload.
     Sidecar,
+    /// An ingress gateway: serves the Gateway servers whose selector
+    /// matches the workload's labels, on their ports; `credentialName`
+    /// names a folder of tls.crt, tls.key and ca.crt in --mesh-dir.
+    Ingress,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let Role::Sidecar = args.role;
     let (ns, name) = args
         .workload
         .split_once('/')
@@ -183,10 +186,28 @@ async fn serve(args: &Args, ns: &str, name: &str) -> anyhow::Result<ExitCode> {
         });
         log
     });
-    let sidecar = Sidecar::start(config, store, policy, Ports::default(), log).await?;
-    println!(
-        "weft proxy {ns}/{name} ({id}) on {address}: outbound :15001, inbound :15006, hbone :15008, health :15021, admin :15000, metrics :15090"
-    );
+    let role = match args.role {
+        Role::Sidecar => weft_proxy::Role::Sidecar,
+        Role::Ingress => weft_proxy::Role::Ingress {
+            credentials: args.mesh_dir.clone(),
+        },
+    };
+    let gateway_ports: Vec<String> = config
+        .gateway
+        .iter()
+        .map(|p| format!(":{}", p.port))
+        .collect();
+    let sidecar = Sidecar::start_as(role, config, store, policy, Ports::default(), log).await?;
+    if args.role == Role::Ingress {
+        println!(
+            "weft proxy {ns}/{name} ({id}) on {address}: gateway ports {}, health :15021, admin :15000, metrics :15090",
+            gateway_ports.join(" ")
+        );
+    } else {
+        println!(
+            "weft proxy {ns}/{name} ({id}) on {address}: outbound :15001, inbound :15006, hbone :15008, health :15021, admin :15000, metrics :15090"
+        );
+    }
     let mut seen = fingerprint(&args.mesh_dir, mesh_config);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

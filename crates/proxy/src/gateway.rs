@@ -1,0 +1,353 @@
+//! The ingress role: the Gateway servers selecting this proxy, each port on
+//! the workload's address. HTTP is routed by Host through the
+//! VirtualServices bound to the gateway (the same router as the outbound
+//! listener); HTTPS and TLS servers are picked by SNI from the ClientHello
+//! and either terminate TLS (SIMPLE, MUTUAL, OPTIONAL_MUTUAL, with the
+//! server's certificate) or pass the bytes through untouched
+//! (PASSTHROUGH, routed by SNI); TCP servers forward connections. As at
+//! Envoy's edge, X-Forwarded-For gets the client's address,
+//! X-Forwarded-Proto says how the client connected, and a client-sent
+//! `x-forwarded-client-cert` is removed.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use hyper::header::HeaderValue;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use weft_model::config::{GatewayServer, ServerTls, ServerTlsMode, WeightedCluster, host_matches};
+use weft_model::{Protocol, ProxyConfig};
+
+use crate::outbound::{self, Listener, Outbound};
+
+/// The largest ClientHello read while looking for the SNI.
+const MAX_HELLO: usize = 16 * 1024;
+
+/// What the gateway's ports share.
+#[derive(Debug)]
+pub struct Gateway {
+    pub outbound: Arc<Outbound>,
+    /// Where `credentialName` folders are.
+    pub credentials: PathBuf,
+    /// Server TLS configurations, by server name, rebuilt when the
+    /// server's settings change.
+    tls: RwLock<HashMap<String, (ServerTls, Arc<ServerConfig>)>>,
+}
+
+impl Gateway {
+    pub fn new(outbound: Arc<Outbound>, credentials: PathBuf) -> Gateway {
+        Gateway {
+            outbound,
+            credentials,
+            tls: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn server_config(&self, server: &GatewayServer) -> Result<Arc<ServerConfig>, String> {
+        let tls = server
+            .tls
+            .as_ref()
+            .ok_or("the server has no tls settings")?;
+        if let Some((s, c)) = self
+            .tls
+            .read()
+            .ok()
+            .and_then(|m| m.get(&server.name).cloned())
+        {
+            if s == *tls {
+                return Ok(c);
+            }
+        }
+        let config = Arc::new(server_config(tls, server.protocol, &self.credentials)?);
+        if let Ok(mut m) = self.tls.write() {
+            m.insert(server.name.clone(), (tls.clone(), config.clone()));
+        }
+        Ok(config)
+    }
+}
+
+/// The files of a server: its own paths, else those of its credential
+/// folder (`tls.crt`, `tls.key`, `ca.crt`, or `ca.crt` in `<name>-cacert`).
+fn files(tls: &ServerTls, dir: &Path) -> (PathBuf, PathBuf, Option<PathBuf>) {
+    let cred = tls.credential_name.as_ref().map(|c| dir.join(c));
+    let pick = |own: &Option<String>, file: &str| match (own, &cred) {
+        (Some(p), _) => Some(PathBuf::from(p)),
+        (None, Some(c)) => Some(c.join(file)),
+        (None, None) => None,
+    };
+    let cert = pick(&tls.server_certificate, "tls.crt").unwrap_or_default();
+    let key = pick(&tls.private_key, "tls.key").unwrap_or_default();
+    let ca =
+        pick(&tls.ca_certificates, "ca.crt").map(|ca| match (&tls.credential_name, ca.exists()) {
+            (Some(c), false) if tls.ca_certificates.is_none() => {
+                dir.join(format!("{c}-cacert")).join("ca.crt")
+            }
+            _ => ca,
+        });
+    (cert, key, ca)
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificate in it", path.display()));
+    }
+    Ok(certs)
+}
+
+fn server_config(tls: &ServerTls, protocol: Protocol, dir: &Path) -> Result<ServerConfig, String> {
+    let (cert, key, ca) = files(tls, dir);
+    let chain = read_certs(&cert)?;
+    let key = std::fs::read(&key)
+        .map_err(|e| format!("{}: {e}", key.display()))
+        .and_then(|pem| {
+            PrivateKeyDer::from_pem_slice(&pem).map_err(|e| format!("{}: {e}", key.display()))
+        })?;
+    let provider = weft_identity::tls::provider();
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?;
+    let builder = match tls.mode {
+        ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual => {
+            let ca = ca.ok_or("MUTUAL needs caCertificates or ca.crt in the credential")?;
+            let mut roots = RootCertStore::empty();
+            for c in read_certs(&ca)? {
+                roots.add(c).map_err(|e| e.to_string())?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if tls.mode == ServerTlsMode::OptionalMutual {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            builder.with_client_cert_verifier(verifier.build().map_err(|e| e.to_string())?)
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| e.to_string())?;
+    if protocol.is_http() || protocol == Protocol::Https {
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    }
+    Ok(config)
+}
+
+/// Serves gateway port `port` on `listener` until the task is dropped.
+pub async fn serve_port(listener: TcpListener, port: u16, gateway: Arc<Gateway>) {
+    loop {
+        let Ok((tcp, peer)) = listener.accept().await else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let gateway = gateway.clone();
+        tokio::spawn(async move { connection(&gateway, tcp, peer, port).await });
+    }
+}
+
+async fn connection(gateway: &Arc<Gateway>, mut tcp: TcpStream, peer: SocketAddr, port: u16) {
+    let config = gateway.outbound.config.load_full();
+    let Some(gp) = config.gateway.iter().find(|p| p.port == u32::from(port)) else {
+        return;
+    };
+    let Some(first) = gp.servers.first() else {
+        return;
+    };
+    let tls_port = gp
+        .servers
+        .iter()
+        .any(|s| matches!(s.protocol, Protocol::Https | Protocol::Tls));
+    if !tls_port {
+        if first.protocol.is_http() {
+            serve_http(gateway, tcp, peer, port, false).await;
+        } else {
+            forward(gateway, &config, &first.tcp, tcp).await;
+        }
+        return;
+    }
+    let Some((sni, hello)) = sniff(&mut tcp).await else {
+        return;
+    };
+    let Some(server) = gp.server_for_sni(sni.as_deref()) else {
+        return;
+    };
+    let stream = Prefixed {
+        prefix: hello,
+        inner: tcp,
+    };
+    let mode = server.tls.as_ref().map(|t| t.mode);
+    if mode == Some(ServerTlsMode::Passthrough) {
+        let route = server.sni_routes.iter().find(|r| {
+            r.sni_hosts
+                .iter()
+                .any(|h| sni.as_deref().is_some_and(|sni| host_matches(h, sni)))
+        });
+        if let Some(route) = route {
+            forward(gateway, &config, &route.route, stream).await;
+        } else {
+            tracing::debug!("TLS passthrough on {port}: no route for SNI {sni:?}");
+        }
+        return;
+    }
+    let tls_config = match gateway.server_config(server) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("gateway server {}: {e}", server.name);
+            return;
+        }
+    };
+    let tls = match TlsAcceptor::from(tls_config).accept(stream).await {
+        Ok(tls) => tls,
+        Err(e) => {
+            tracing::debug!("TLS from {peer} on {port} refused: {e}");
+            return;
+        }
+    };
+    if server.protocol == Protocol::Https || server.protocol.is_http() {
+        serve_http(gateway, tls, peer, port, true).await;
+    } else {
+        forward(gateway, &config, &server.tcp, tls).await;
+    }
+}
+
+/// HTTP on a gateway port: edge headers, then the shared router.
+async fn serve_http<I>(gateway: &Arc<Gateway>, io: I, peer: SocketAddr, port: u16, https: bool)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let gateway = gateway.clone();
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        let gateway = gateway.clone();
+        async move {
+            edge_headers(req.headers_mut(), peer, https);
+            let listener = Listener::Gateway { port, https };
+            Ok::<_, hyper::Error>(outbound::observed(&gateway.outbound, req, peer, listener).await)
+        }
+    });
+    let _ = auto::Builder::new(TokioExecutor::new())
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .await;
+}
+
+/// What Envoy does at the edge: the client's address appended to
+/// X-Forwarded-For, X-Forwarded-Proto set, and a client's claim of a
+/// forwarded client certificate dropped.
+fn edge_headers(h: &mut hyper::HeaderMap, peer: SocketAddr, https: bool) {
+    let client = peer.ip().to_string();
+    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.is_empty() => format!("{prior}, {client}"),
+        _ => client,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert("x-forwarded-for", v);
+    }
+    h.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if https { "https" } else { "http" }),
+    );
+    h.remove("x-forwarded-client-cert");
+}
+
+/// A TCP connection (or passed-through TLS) to an endpoint of the route.
+async fn forward<S>(gateway: &Gateway, config: &ProxyConfig, route: &[WeightedCluster], mut io: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let out = &gateway.outbound;
+    let Some(cluster) =
+        outbound::pick_cluster(out, route).and_then(|w| config.clusters.get(&w.cluster))
+    else {
+        return;
+    };
+    let Some(ep) = outbound::pick_endpoint(out, cluster) else {
+        return;
+    };
+    match outbound::open(out, cluster, ep).await {
+        Ok(mut upstream) => {
+            let _ = tokio::io::copy_bidirectional(&mut io, &mut upstream).await;
+        }
+        Err(e) => tracing::debug!("gateway TCP to {}: {e}", ep.address),
+    }
+}
+
+/// Reads the ClientHello: its SNI, and the bytes read (to be replayed).
+async fn sniff(tcp: &mut TcpStream) -> Option<(Option<String>, Bytes)> {
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tcp.read(&mut chunk).await.ok()?;
+        if n == 0 || seen.len() + n > MAX_HELLO {
+            return None;
+        }
+        seen.extend_from_slice(&chunk[..n]);
+        let mut fresh = &chunk[..n];
+        while !fresh.is_empty() {
+            acceptor.read_tls(&mut fresh).ok()?;
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => {
+                let sni = accepted.client_hello().server_name().map(str::to_string);
+                return Some((sni, Bytes::from(seen)));
+            }
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// A stream that replays `prefix` before reading from `inner`.
+struct Prefixed<S> {
+    prefix: Bytes,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
