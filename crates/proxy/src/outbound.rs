@@ -652,6 +652,8 @@ enum Failure {
     /// Could not connect or the connection was reset: retried when the
     /// policy says so.
     Connect(String),
+    /// No answer within the retry policy's `perTryTimeout`.
+    PerTryTimeout,
 }
 
 /// One attempt on one endpoint.
@@ -731,33 +733,27 @@ async fn send_with_retries(
     parts: &http::request::Parts,
     body: Replay,
 ) -> Response<Body> {
-    let bytes = match body {
-        Replay::Streaming(b) => {
-            return match send_once(outbound, cluster, parts, b.boxed()).await {
-                Ok(resp) => resp.map(|b| b.boxed()),
-                Err(Failure::Final(resp)) => *resp,
-                Err(Failure::Connect(e)) => flagged(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "UF",
-                    &format!("upstream connect error: {e}"),
-                ),
-            };
-        }
-        Replay::Buffered(b) => b,
+    // A streamed body can be sent once only: no retries.
+    let (mut streaming, bytes, attempts) = match body {
+        Replay::Streaming(b) => (Some(b), Bytes::new(), 0),
+        Replay::Buffered(b) => (None, b, retry.attempts),
     };
     let mut tries = 0u32;
     loop {
-        let body = http_body_util::Full::new(bytes.clone())
-            .map_err(|never| match never {})
-            .boxed();
+        let body = match streaming.take() {
+            Some(b) => b.boxed(),
+            None => http_body_util::Full::new(bytes.clone())
+                .map_err(|never| match never {})
+                .boxed(),
+        };
         let attempt = send_once(outbound, cluster, parts, body);
         let result = match retry.per_try_timeout {
             Some(t) => tokio::time::timeout(t, attempt)
                 .await
-                .unwrap_or_else(|_| Err(Failure::Connect("per-try timeout".into()))),
+                .unwrap_or(Err(Failure::PerTryTimeout)),
             None => attempt.await,
         };
-        let last = tries >= retry.attempts;
+        let last = tries >= attempts;
         match result {
             Ok(resp) if !last && retry.on_status(resp.status().as_u16()) => {}
             Ok(resp) => return resp.map(|b| b.boxed()),
@@ -771,6 +767,15 @@ async fn send_with_retries(
                 );
             }
             Err(Failure::Connect(_)) => {}
+            // Envoy treats a per-try timeout as a 504 from the upstream.
+            Err(Failure::PerTryTimeout) if last || !retry.on_status(504) => {
+                return flagged(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "UT",
+                    "upstream request timeout",
+                );
+            }
+            Err(Failure::PerTryTimeout) => {}
         }
         tries += 1;
         // Envoy's default back-off: 25 ms base, jittered.

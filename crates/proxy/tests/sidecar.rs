@@ -982,3 +982,113 @@ spec:
     let (_, h, _) = get_full(m.client, URL, None, &[("origin", "https://evil.example")]).await;
     assert!(!h.contains_key("access-control-allow-origin"));
 }
+
+/// Timeouts measured on tokio's paused clock: the stand-in's half-second
+/// sleep and the proxy's timers run on virtual time, so the test checks
+/// exact budgets without waiting for them.
+#[tokio::test(start_paused = true)]
+async fn timeouts_and_per_try_timeouts_under_paused_time() {
+    let m = start(
+        121,
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /slow/route}}]
+    timeout: 200ms
+    retries: {attempts: 0}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{uri: {prefix: /slow/try}}]
+    retries: {attempts: 2, perTryTimeout: 100ms, retryOn: 5xx}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - timeout: 200ms
+    route: [{destination: {host: reviews, subset: v1}}]
+"#,
+    )
+    .await;
+    let url = |path: &str| format!("http://reviews.default.svc.cluster.local:9080{path}");
+    let ms = |t: tokio::time::Instant| t.elapsed().as_millis();
+
+    // A fast answer within a route timeout is not cut short.
+    let (status, body) = get(m.client, &url("/fast"), None, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // The route timeout: 504 UT after exactly its budget.
+    let t = tokio::time::Instant::now();
+    let (status, body) = get(m.client, &url("/slow/route"), None, &[]).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert!((200..250).contains(&ms(t)), "{} ms", ms(t));
+    assert_eq!(hits(&m, "v1"), 2);
+
+    // perTryTimeout: three tries of 100 ms each, with Envoy's 25 ms-based
+    // jittered back-off between them, then 504 UT.
+    let t = tokio::time::Instant::now();
+    let (status, body) = get(m.client, &url("/slow/try"), None, &[]).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert!(body.contains("upstream request timeout"), "{body}");
+    assert_eq!(hits(&m, "v1"), 5, "one try and two retries reach the app");
+    assert!((375..450).contains(&ms(t)), "{} ms", ms(t));
+}
+
+/// The routing features over HTTP/2 from the app (h2c, one multiplexed
+/// connection): weights, header-picked subsets, direct responses, faults,
+/// retries counted at the upstream, and timeouts.
+#[tokio::test]
+async fn routing_over_http2_from_the_app() {
+    let m = start(
+        122,
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{headers: {end-user: {exact: jason}}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - match: [{uri: {prefix: /static}}]
+    directResponse: {status: 503, body: {string: "static is down"}}
+  - match: [{uri: {prefix: /fault}}]
+    fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{uri: {prefix: /status}}]
+    retries: {attempts: 2, retryOn: 5xx}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{uri: {prefix: /slow}}]
+    timeout: 100ms
+    route: [{destination: {host: reviews, subset: v1}}]
+  - route:
+    - {destination: {host: reviews, subset: v1}, weight: 80}
+    - {destination: {host: reviews, subset: v2}, weight: 20}
+"#,
+    )
+    .await;
+    let mut h2 = common::h2(m.client).await;
+    let n = 400;
+    for _ in 0..n {
+        let (status, body) = common::h2_get(&mut h2, URL, &[]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let v2 = hits(&m, "v2");
+    // 20% of 400 = 80, standard deviation 8: allow four of them.
+    assert!((48..=112).contains(&v2), "v2 got {v2} of {n}");
+    let (_, body) = common::h2_get(&mut h2, URL, &[("end-user", "jason")]).await;
+    assert!(body.starts_with("v2 "), "{body}");
+    let (status, body) = common::h2_get(&mut h2, &format!("{R}/static/a.css"), &[]).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "static is down")
+    );
+    let before = hits(&m, "v1");
+    let (status, _) = common::h2_get(&mut h2, &format!("{R}/fault"), &[]).await;
+    assert_eq!(status.as_u16(), 418);
+    assert_eq!(hits(&m, "v1"), before, "an abort never reaches the app");
+    let (status, _) = common::h2_get(&mut h2, &format!("{R}/status/503"), &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(hits(&m, "v1"), before + 3, "one try and two retries");
+    let (status, _) = common::h2_get(&mut h2, &format!("{R}/slow"), &[]).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+}

@@ -167,7 +167,8 @@ pub struct Mesh {
     pub net: u8,
 }
 
-/// A stand-in app: answers `<version> <host> <path>`, slowly for `/slow`.
+/// A stand-in app: answers `<version> <host> <path>`, half a second late
+/// for paths under `/slow`.
 pub async fn app(
     addr: SocketAddr,
     version: &'static str,
@@ -183,7 +184,7 @@ pub async fn app(
                     let hits = hits.clone();
                     async move {
                         hits[version].fetch_add(1, Ordering::SeqCst);
-                        if req.uri().path() == "/slow" {
+                        if req.uri().path().starts_with("/slow") {
                             tokio::time::sleep(Duration::from_millis(500)).await;
                         }
                         let host = req
@@ -365,4 +366,38 @@ pub async fn https(addr: SocketAddr, cert: &(String, String), client_ca: Option<
             });
         }
     });
+}
+
+/// An HTTP/2 (prior knowledge, h2c) connection to `proxy`, as gRPC clients
+/// and h2c-speaking apps open one.
+pub async fn h2(proxy: SocketAddr) -> hyper::client::conn::http2::SendRequest<Empty<Bytes>> {
+    let tcp = TcpStream::connect(proxy).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// One GET of absolute `url` on an HTTP/2 connection.
+pub async fn h2_get(
+    sender: &mut hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, String) {
+    let mut req = Request::builder().uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    sender.ready().await.unwrap();
+    let resp = sender
+        .send_request(req.body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
