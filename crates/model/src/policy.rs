@@ -41,6 +41,9 @@ pub struct PoolLimits {
     pub max_retries: Option<u32>,
     #[serde(skip)]
     pub connect_timeout: Option<Duration>,
+    /// Pooled connections idle this long are closed.
+    #[serde(skip)]
+    pub idle_timeout: Option<Duration>,
 }
 
 impl PoolLimits {
@@ -247,6 +250,7 @@ fn pool(p: &ConnectionPoolSettings) -> PoolLimits {
             .as_ref()
             .and_then(|h| positive(h.max_requests_per_connection)),
         max_retries: p.http.as_ref().and_then(|h| positive(h.max_retries)),
+        idle_timeout: p.http.as_ref().and_then(|h| h.idle_timeout.map(|d| d.0)),
     }
 }
 

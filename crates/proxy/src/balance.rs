@@ -27,6 +27,8 @@ pub struct EndpointState {
 #[derive(Debug, Default)]
 pub struct ClusterState {
     active: AtomicU64,
+    /// Retries in flight (bounded by `maxRetries`).
+    retrying: AtomicU64,
     /// Round robin position.
     next: AtomicU64,
     endpoints: RwLock<HashMap<SocketAddr, Arc<EndpointState>>>,
@@ -78,6 +80,18 @@ impl Drop for Admitted {
     }
 }
 
+/// A retry in flight until dropped.
+#[derive(Debug)]
+pub struct Retrying {
+    cluster: Arc<ClusterState>,
+}
+
+impl Drop for Retrying {
+    fn drop(&mut self) {
+        self.cluster.retrying.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A picked endpoint, in flight until dropped; report how it went.
 #[derive(Debug)]
 pub struct Picked {
@@ -123,6 +137,18 @@ impl Tracker {
         match cluster.policy.pool.max_active() {
             Some(max) if active >= max => None,
             _ => Some(admitted),
+        }
+    }
+
+    /// Admits one more retry to `cluster` unless `maxRetries` retries are
+    /// already in flight (then the request ends with its last answer).
+    pub fn admit_retry(&self, cluster: &Cluster) -> Option<Retrying> {
+        let state = self.cluster(&cluster.name);
+        let retrying = state.retrying.fetch_add(1, Ordering::Relaxed);
+        let guard = Retrying { cluster: state };
+        match cluster.policy.pool.max_retries {
+            Some(max) if retrying >= u64::from(max) => None,
+            _ => Some(guard),
         }
     }
 

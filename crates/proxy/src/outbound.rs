@@ -608,6 +608,21 @@ pub(crate) async fn open(
     cluster: &Cluster,
     ep: &ClusterEndpoint,
 ) -> Result<Box<dyn Io>, String> {
+    let limit = cluster
+        .policy
+        .pool
+        .connect_timeout
+        .unwrap_or(crate::upstream::CONNECT_TIMEOUT);
+    tokio::time::timeout(limit, open_within(outbound, cluster, ep))
+        .await
+        .unwrap_or_else(|_| Err(format!("connect timeout after {limit:?}")))
+}
+
+async fn open_within(
+    outbound: &Outbound,
+    cluster: &Cluster,
+    ep: &ClusterEndpoint,
+) -> Result<Box<dyn Io>, String> {
     if let UpstreamTls::Originate(settings) = &cluster.policy.tls {
         let tls = outbound
             .clients
@@ -739,6 +754,8 @@ async fn send_with_retries(
         Replay::Buffered(b) => (None, b, retry.attempts),
     };
     let mut tries = 0u32;
+    // Held from the decision to retry until the next decision.
+    let mut retrying: Option<crate::balance::Retrying> = None;
     loop {
         let body = match streaming.take() {
             Some(b) => b.boxed(),
@@ -753,30 +770,39 @@ async fn send_with_retries(
                 .unwrap_or(Err(Failure::PerTryTimeout)),
             None => attempt.await,
         };
-        let last = tries >= attempts;
-        match result {
-            Ok(resp) if !last && retry.on_status(resp.status().as_u16()) => {}
-            Ok(resp) => return resp.map(|b| b.boxed()),
-            Err(Failure::Final(resp)) => return *resp,
-            Err(Failure::Connect(e)) if last || !retry.on_connect_failure() => {
-                let flag = if tries > 0 { "URX" } else { "UF" };
-                return flagged(
+        // Envoy treats a per-try timeout as a 504 from the upstream.
+        let wanted = tries < attempts
+            && match &result {
+                Ok(resp) => retry.on_status(resp.status().as_u16()),
+                Err(Failure::Final(_)) => false,
+                Err(Failure::Connect(_)) => retry.on_connect_failure(),
+                Err(Failure::PerTryTimeout) => retry.on_status(504),
+            };
+        // maxRetries bounds the retries in flight across the cluster; this
+        // request's previous retry is over.
+        drop(retrying.take());
+        let budget = if wanted {
+            outbound.tracker.admit_retry(cluster)
+        } else {
+            None
+        };
+        if budget.is_none() {
+            return match result {
+                Ok(resp) => resp.map(|b| b.boxed()),
+                Err(Failure::Final(resp)) => *resp,
+                Err(Failure::Connect(e)) => flagged(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    flag,
+                    if tries > 0 { "URX" } else { "UF" },
                     &format!("upstream connect error: {e}"),
-                );
-            }
-            Err(Failure::Connect(_)) => {}
-            // Envoy treats a per-try timeout as a 504 from the upstream.
-            Err(Failure::PerTryTimeout) if last || !retry.on_status(504) => {
-                return flagged(
+                ),
+                Err(Failure::PerTryTimeout) => flagged(
                     StatusCode::GATEWAY_TIMEOUT,
                     "UT",
                     "upstream request timeout",
-                );
-            }
-            Err(Failure::PerTryTimeout) => {}
+                ),
+            };
         }
+        retrying = budget;
         tries += 1;
         // Envoy's default back-off: 25 ms base, jittered.
         let backoff = Duration::from_millis(25 * u64::from(tries) + mix(u64::from(tries)) % 25);

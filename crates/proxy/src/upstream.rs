@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hyper::Uri;
@@ -103,7 +104,11 @@ pub struct Connector {
     pool: Arc<Pool>,
     config: Arc<ArcSwap<ProxyConfig>>,
     originate: Option<Originate>,
+    connect_timeout: Duration,
 }
+
+/// Istio's default `connectTimeout`.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What an originating connector needs: the settings, and the cluster's
 /// host and protocol (for SNI and ALPN).
@@ -119,6 +124,37 @@ impl Connector {
     fn identity(&self, addr: SocketAddr) -> Option<String> {
         self.config.load().identities.get(&addr).cloned()
     }
+
+    async fn open(self, uri: Uri) -> std::io::Result<Conn> {
+        let addr: SocketAddr = uri
+            .authority()
+            .and_then(|a| a.as_str().parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("endpoint {uri} is not ip:port")))?;
+        if let Some(o) = &self.originate {
+            let tls = o
+                .originator
+                .connect(&o.settings, o.protocol, &o.host, addr)
+                .await?;
+            return Ok(Conn::Tls(Box::new(TokioIo::new(tls))));
+        }
+        match self.identity(addr) {
+            Some(identity) => {
+                let proxy = SocketAddr::new(addr.ip(), HBONE_PORT);
+                let baggage = baggage(&self.config.load().workload);
+                let tunnel = self
+                    .pool
+                    .connect(proxy, &identity, addr, &baggage)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                Ok(Conn::Tunnel(tunnel))
+            }
+            None => {
+                let tcp = TcpStream::connect(addr).await?;
+                let _ = tcp.set_nodelay(true);
+                Ok(Conn::Tcp(TokioIo::new(tcp)))
+            }
+        }
+    }
 }
 
 impl tower_service::Service<Uri> for Connector {
@@ -133,38 +169,15 @@ impl tower_service::Service<Uri> for Connector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            let addr: SocketAddr = uri
-                .authority()
-                .and_then(|a| a.as_str().parse().ok())
-                .ok_or_else(|| std::io::Error::other(format!("endpoint {uri} is not ip:port")))?;
-            if let Some(o) = &this.originate {
-                let tls = o
-                    .originator
-                    .connect(&o.settings, o.protocol, &o.host, addr)
-                    .await?;
-                return Ok(Conn::Tls(Box::new(TokioIo::new(tls))));
-            }
-            match this.identity(addr) {
-                Some(identity) => {
-                    let proxy = SocketAddr::new(addr.ip(), HBONE_PORT);
-                    let tunnel = this
-                        .pool
-                        .connect(
-                            proxy,
-                            &identity,
-                            addr,
-                            &baggage(&this.config.load().workload),
-                        )
-                        .await
-                        .map_err(std::io::Error::other)?;
-                    Ok(Conn::Tunnel(tunnel))
-                }
-                None => {
-                    let tcp = TcpStream::connect(addr).await?;
-                    let _ = tcp.set_nodelay(true);
-                    Ok(Conn::Tcp(TokioIo::new(tcp)))
-                }
-            }
+            let limit = this.connect_timeout;
+            tokio::time::timeout(limit, this.open(uri))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("connect timeout after {limit:?}"),
+                    ))
+                })
         })
     }
 }
@@ -178,9 +191,9 @@ pub struct Clients {
     pub http1: UpstreamClient,
     pub http2: UpstreamClient,
     pub originator: Arc<Originator>,
-    /// Clusters that originate TLS have clients (and pools) of their own,
-    /// rebuilt when their settings change.
-    originating: RwLock<HashMap<String, (Origination, UpstreamClient)>>,
+    /// Clusters with TLS origination or connection timeouts have clients
+    /// (and pools) of their own, rebuilt when their settings change.
+    dedicated: RwLock<HashMap<String, (ClientSettings, UpstreamClient)>>,
     mesh: Connector,
 }
 
@@ -190,51 +203,76 @@ impl Clients {
             pool,
             config,
             originate: None,
+            connect_timeout: CONNECT_TIMEOUT,
         };
         Clients {
-            http1: client(connector.clone(), false),
-            http2: client(connector.clone(), true),
+            http1: client(connector.clone(), false, None),
+            http2: client(connector.clone(), true, None),
             originator: Arc::new(Originator::default()),
-            originating: RwLock::new(HashMap::new()),
+            dedicated: RwLock::new(HashMap::new()),
             mesh: connector,
         }
     }
 
-    /// The client for requests to `cluster`.
+    /// The client for requests to `cluster`: the shared ones, or one of
+    /// the cluster's own when it originates TLS or sets connection
+    /// timeouts (a pool is configured as a whole).
     pub fn for_cluster(&self, cluster: &Cluster) -> UpstreamClient {
         let h2 = matches!(cluster.protocol, Protocol::Http2 | Protocol::Grpc);
-        let UpstreamTls::Originate(settings) = &cluster.policy.tls else {
-            return if h2 { &self.http2 } else { &self.http1 }.clone();
+        let pool = &cluster.policy.pool;
+        let settings = ClientSettings {
+            tls: cluster.policy.tls.clone(),
+            connect_timeout: pool.connect_timeout,
+            idle_timeout: pool.idle_timeout,
         };
+        if settings == ClientSettings::default() {
+            return if h2 { &self.http2 } else { &self.http1 }.clone();
+        }
         if let Some((s, c)) = self
-            .originating
+            .dedicated
             .read()
             .ok()
             .and_then(|m| m.get(&cluster.name).cloned())
         {
-            if s == *settings {
+            if s == settings {
                 return c;
             }
         }
-        let connector = Connector {
-            originate: Some(Originate {
+        let originate = match &settings.tls {
+            UpstreamTls::Originate(o) => Some(Originate {
                 originator: self.originator.clone(),
-                settings: settings.clone(),
+                settings: o.clone(),
                 host: cluster.host.clone(),
                 protocol: cluster.protocol,
             }),
+            _ => None,
+        };
+        let connector = Connector {
+            originate,
+            connect_timeout: settings.connect_timeout.unwrap_or(CONNECT_TIMEOUT),
             ..self.mesh.clone()
         };
-        let c = client(connector, h2);
-        if let Ok(mut m) = self.originating.write() {
-            m.insert(cluster.name.clone(), (settings.clone(), c.clone()));
+        let c = client(connector, h2, settings.idle_timeout);
+        if let Ok(mut m) = self.dedicated.write() {
+            m.insert(cluster.name.clone(), (settings, c.clone()));
         }
         c
     }
 }
 
-fn client(connector: Connector, h2: bool) -> UpstreamClient {
-    Client::builder(TokioExecutor::new())
-        .http2_only(h2)
-        .build(connector)
+/// What makes a cluster's client its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ClientSettings {
+    tls: UpstreamTls,
+    connect_timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
+}
+
+fn client(connector: Connector, h2: bool, idle: Option<Duration>) -> UpstreamClient {
+    let mut b = Client::builder(TokioExecutor::new());
+    b.http2_only(h2);
+    if let Some(idle) = idle {
+        b.pool_idle_timeout(idle);
+    }
+    b.build(connector)
 }

@@ -1092,3 +1092,91 @@ spec:
     let (status, _) = common::h2_get(&mut h2, &format!("{R}/slow"), &[]).await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
 }
+
+/// Connection pool limits on tokio's paused clock: `connectTimeout` gives
+/// up on an endpoint that never completes the handshake, and `maxRetries`
+/// bounds the retries in flight across the cluster.
+#[tokio::test(start_paused = true)]
+async fn connect_timeout_and_max_retries() {
+    let m = start(
+        123,
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: blackhole, namespace: default}
+spec:
+  hosts: [blackhole.example.com]
+  location: MESH_EXTERNAL
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.123.70}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: blackhole, namespace: default}
+spec:
+  host: blackhole.example.com
+  trafficPolicy: {connectionPool: {tcp: {connectTimeout: 300ms}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews, subset: v1}}]
+    retries: {attempts: 3, retryOn: 5xx}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews-pool, namespace: default}
+spec:
+  host: reviews.default.svc.cluster.local
+  trafficPolicy: {connectionPool: {http: {maxRetries: 1}}}
+"#,
+    )
+    .await;
+    // A listener whose accept queue is full: new handshakes never finish.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.123.70:80".parse().unwrap()).unwrap();
+    let _full = socket.listen(1).unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        if let Ok(Ok(c)) = tokio::time::timeout(
+            Duration::from_millis(50),
+            s.connect("127.0.123.70:80".parse().unwrap()),
+        )
+        .await
+        {
+            fillers.push(c);
+        }
+    }
+    let t = tokio::time::Instant::now();
+    let (status, body) = get(m.client, "http://blackhole.example.com/", None, &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("connect timeout after 300ms"), "{body}");
+    // Istio's default retries (two, on connect failure) try it three times.
+    let ms = t.elapsed().as_millis();
+    assert!((900..1100).contains(&ms), "{ms} ms");
+
+    // Two requests that would each retry three times: with maxRetries 1
+    // only one retries at a time; the other ends with its first answer.
+    let url = format!("{R}/status/503");
+    let (a, b) = tokio::join!(
+        get(m.client, &url, None, &[]),
+        get(m.client, &url, None, &[])
+    );
+    assert_eq!(
+        (a.0, b.0),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::SERVICE_UNAVAILABLE
+        )
+    );
+    assert_eq!(
+        hits(&m, "v1"),
+        5,
+        "4 tries for one request, 1 for the other"
+    );
+}
