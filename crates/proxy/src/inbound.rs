@@ -5,7 +5,9 @@
 //! and counted in Istio's metrics with `reporter="destination"`. Other
 //! ports pass through as TCP.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -13,14 +15,12 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use weft_model::ProxyConfig;
 use weft_model::config::InboundPort;
+use weft_model::{Protocol, ProxyConfig};
 
 use crate::http::{Body, ResponseFlag, flagged};
 use crate::metrics::Metrics;
@@ -36,8 +36,6 @@ pub struct Inbound {
     pub config: Arc<ArcSwap<ProxyConfig>>,
     pub metrics: Arc<Metrics>,
     pub access_log: Option<AccessLog>,
-    http1: Client<HttpConnector, Body>,
-    http2: Client<HttpConnector, Body>,
 }
 
 /// A stream accepted for one of this workload's ports.
@@ -67,16 +65,10 @@ impl Inbound {
         metrics: Arc<Metrics>,
         access_log: Option<AccessLog>,
     ) -> Inbound {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
         Inbound {
             config,
             metrics,
             access_log,
-            http1: Client::builder(TokioExecutor::new()).build(connector.clone()),
-            http2: Client::builder(TokioExecutor::new())
-                .http2_only(true)
-                .build(connector),
         }
     }
 
@@ -140,22 +132,42 @@ impl Inbound {
             Accepted::Http(port) => Arc::new(port),
         };
         let peer = Arc::new(peer);
-        let service = service_fn(move |req| {
-            let (this, port, peer) = (self.clone(), port.clone(), peer.clone());
-            async move {
-                Ok::<_, hyper::Error>(this.request(req, target, &port, &peer, downstream).await)
-            }
+        let (conns, mut new_conns) = tokio::sync::mpsc::unbounded_channel();
+        let app = Arc::new(AppConn {
+            target,
+            h2: matches!(port.protocol, Protocol::Http2 | Protocol::Grpc),
+            sender: tokio::sync::Mutex::new(None),
+            conns,
         });
-        let _ = auto::Builder::new(TokioExecutor::new())
-            .serve_connection_with_upgrades(TokioIo::new(io), service)
-            .await;
+        let service = service_fn(move |req| {
+            let (this, port, peer, app) = (self.clone(), port.clone(), peer.clone(), app.clone());
+            async move { Ok::<_, hyper::Error>(this.request(req, &app, &port, &peer, downstream).await) }
+        });
+        let builder = auto::Builder::new(TokioExecutor::new());
+        let mut server =
+            Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
+        // The app connection is driven here, beside the stream it serves.
+        let mut conn: Option<ConnFuture> = None;
+        loop {
+            tokio::select! {
+                _ = &mut server => break,
+                Some(c) = new_conns.recv() => conn = Some(c),
+                () = poll_conn(&mut conn), if conn.is_some() => conn = None,
+            }
+        }
+        // Dropping the server drops the last sender: the app connection
+        // closes, or hands itself over to an upgrade.
+        drop(server);
+        if let Some(c) = conn {
+            c.await;
+        }
     }
 
     /// One HTTP request to the application, observed.
     async fn request(
         &self,
         mut req: Request<Incoming>,
-        target: SocketAddr,
+        app: &AppConn,
         port: &InboundPort,
         peer: &PeerMeta,
         downstream: SocketAddr,
@@ -167,7 +179,7 @@ impl Inbound {
             .headers()
             .get(hyper::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-        let resp = self.forward(req, target, port).await;
+        let resp = forward(req, app).await;
         let flag = resp.extensions().get::<ResponseFlag>().map(|f| f.0);
         let status = resp.status().as_u16();
         let key = {
@@ -188,44 +200,117 @@ impl Inbound {
             )
         });
         let cluster = format!("inbound|{}||", port.port);
-        observation.finish(resp, handles, Some(target.to_string()), Some(cluster))
+        observation.finish(resp, handles, Some(app.target.to_string()), Some(cluster))
     }
+}
 
-    async fn forward(
-        &self,
-        mut req: Request<Incoming>,
-        target: SocketAddr,
-        port: &InboundPort,
-    ) -> Response<Body> {
+/// Sends `req` to the application, passing an upgrade (WebSocket) on.
+async fn forward(mut req: Request<Incoming>, app: &AppConn) -> Response<Body> {
+    *req.version_mut() = if app.h2 {
+        http::Version::HTTP_2
+    } else {
+        http::Version::HTTP_11
+    };
+    if app.h2 {
+        // HTTP/2 needs the scheme and authority of an absolute URI.
         let path = req
             .uri()
             .path_and_query()
             .map_or("/".to_string(), |p| p.to_string());
-        if let Ok(uri) = format!("http://{target}{path}").parse::<Uri>() {
+        if let Ok(uri) = format!("http://{}{path}", app.target).parse::<Uri>() {
             *req.uri_mut() = uri;
         }
-        let client = if matches!(
-            port.protocol,
-            weft_model::Protocol::Http2 | weft_model::Protocol::Grpc
-        ) {
-            *req.version_mut() = http::Version::HTTP_2;
-            &self.http2
-        } else {
-            *req.version_mut() = http::Version::HTTP_11;
-            &self.http1
-        };
-        let downstream_upgrade = upgrade::requested(&mut req);
-        match client.request(req.map(|b| b.boxed())).await {
-            Ok(mut resp) => {
-                upgrade::bridge(downstream_upgrade, &mut resp);
-                resp.map(|b| b.boxed())
-            }
-            Err(e) => flagged(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "UF",
-                &format!("upstream connect error: {:#}", anyhow::Error::new(e)),
-            ),
+    }
+    let downstream_upgrade = upgrade::requested(&mut req);
+    match app.send(req.map(|b| b.boxed())).await {
+        Ok(mut resp) => {
+            upgrade::bridge(downstream_upgrade, &mut resp);
+            resp.map(|b| b.boxed())
         }
+        Err(e) => flagged(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UF",
+            &format!("upstream connect error: {e}"),
+        ),
+    }
+}
+
+/// A connection to the application, driven by the task that serves the
+/// inbound stream.
+type ConnFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+async fn poll_conn(conn: &mut Option<ConnFuture>) {
+    if let Some(c) = conn {
+        c.await;
+    }
+}
+
+/// The application connection behind one inbound stream, opened on first
+/// use and again after the application closes it. Its connection future
+/// goes to the task serving the stream, so a request crosses no other task
+/// between the stream and the application.
+struct AppConn {
+    target: SocketAddr,
+    h2: bool,
+    sender: tokio::sync::Mutex<Option<AppSender>>,
+    conns: tokio::sync::mpsc::UnboundedSender<ConnFuture>,
+}
+
+enum AppSender {
+    H1(hyper::client::conn::http1::SendRequest<Body>),
+    H2(hyper::client::conn::http2::SendRequest<Body>),
+}
+
+impl AppConn {
+    async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, String> {
+        let mut sender = self.sender.lock().await;
+        let usable = match sender.as_mut() {
+            Some(AppSender::H1(s)) => s.ready().await.is_ok(),
+            Some(AppSender::H2(s)) => s.ready().await.is_ok(),
+            None => false,
+        };
+        if !usable {
+            *sender = Some(self.open().await?);
+        }
+        let result = match sender.as_mut() {
+            // HTTP/1.1 carries one request at a time: the lock is held
+            // until the response head is in.
+            Some(AppSender::H1(s)) => s.send_request(req).await,
+            Some(AppSender::H2(s)) => {
+                let mut s = s.clone();
+                drop(sender);
+                s.send_request(req).await
+            }
+            None => return Err("no connection to the application".into()),
+        };
+        result.map_err(|e| format!("{:#}", anyhow::Error::new(e)))
+    }
+
+    async fn open(&self) -> Result<AppSender, String> {
+        let target = self.target;
+        let tcp = TcpStream::connect(target)
+            .await
+            .map_err(|e| format!("connect {target}: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let io = TokioIo::new(tcp);
+        let (sender, conn): (AppSender, ConnFuture) = if self.h2 {
+            let (s, c) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|e| format!("HTTP/2 to {target}: {e}"))?;
+            (AppSender::H2(s), Box::pin(async move { drop(c.await) }))
+        } else {
+            let (s, c) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(|e| format!("HTTP/1.1 to {target}: {e}"))?;
+            (
+                AppSender::H1(s),
+                Box::pin(async move { drop(c.with_upgrades().await) }),
+            )
+        };
+        self.conns
+            .send(conn)
+            .map_err(|_| "the inbound stream has ended".to_string())?;
+        Ok(sender)
     }
 }
 

@@ -41,7 +41,8 @@ pub(crate) struct Args {
     /// The proxy's role.
     #[arg(long, value_enum, default_value_t = Role::Sidecar)]
     role: Role,
-    /// Worker threads [default: one per core].
+    /// Worker threads [default: 1 for a sidecar, which serves one workload
+    /// and wakes less with one; one per core for a gateway].
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
     /// Where the per-request JSON access log goes.
@@ -83,7 +84,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("--workload {:?}: expected NAMESPACE/NAME", args.workload))?;
     weft_proxy::logging::init(args.log_level);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = args.threads {
+    let threads = match (args.threads, args.role) {
+        (Some(n), _) => Some(n),
+        (None, Role::Sidecar) => Some(1),
+        (None, Role::Ingress) => None,
+    };
+    if let Some(n) = threads {
         anyhow::ensure!(n > 0, "--threads must be at least 1");
         builder.worker_threads(n);
     }
