@@ -285,10 +285,12 @@ async fn handle(
         RouteAction::Forward(w) => w,
     };
     // Faults come first, as Envoy's fault filter runs before the router.
+    let mut delayed = false;
     if let Some(fault) = &route.fault {
         if let Some((delay, pct)) = &fault.delay {
             if chance(outbound, *pct) {
                 tokio::time::sleep(delay.0).await;
+                delayed = true;
             }
         }
         if let Some((status, pct)) = fault.abort {
@@ -366,6 +368,9 @@ async fn handle(
         },
         None => attempts.await,
     };
+    if delayed && resp.extensions().get::<ResponseFlag>().is_none() {
+        resp.extensions_mut().insert(ResponseFlag("DI"));
+    }
     resp.extensions_mut().insert(DestService {
         host: cluster.host.clone(),
         namespace: cluster.service_namespace.clone(),

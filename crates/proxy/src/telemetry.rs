@@ -331,10 +331,13 @@ impl Observation {
             request_bytes,
             log,
         } = self;
-        let body = Counted::new(body, move |response_bytes| {
+        let body = Counted::new(body, move |response_bytes, ending| {
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             handles.observe(ms, request_bytes, response_bytes);
             if let Some((log, entry)) = log {
+                // The log also says how the body ended (UC, DC); metric
+                // labels are settled when the response head goes out.
+                let flag = flag.or(ending.flag());
                 let _ =
                     log.send(entry.line(status, flag, response_bytes, ms, upstream_host, cluster));
             }
@@ -343,12 +346,34 @@ impl Observation {
     }
 }
 
+/// How a response body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Sent to the end.
+    Complete,
+    /// The upstream connection failed mid-body (Envoy's UC).
+    UpstreamReset,
+    /// The downstream went away before the end (Envoy's DC).
+    DownstreamGone,
+}
+
+impl Ending {
+    /// Envoy's response flag for an ending that is not complete.
+    pub fn flag(self) -> Option<&'static str> {
+        match self {
+            Ending::Complete => None,
+            Ending::UpstreamReset => Some("UC"),
+            Ending::DownstreamGone => Some("DC"),
+        }
+    }
+}
+
 /// A response body that counts what passes and, when it ends or is
 /// dropped, records the request.
 pub struct Counted {
     inner: Body,
     bytes: u64,
-    done: Option<Box<dyn FnOnce(u64) + Send + Sync>>,
+    done: Option<Box<dyn FnOnce(u64, Ending) + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Counted {
@@ -360,7 +385,7 @@ impl std::fmt::Debug for Counted {
 }
 
 impl Counted {
-    pub fn new(inner: Body, done: impl FnOnce(u64) + Send + Sync + 'static) -> Counted {
+    pub fn new(inner: Body, done: impl FnOnce(u64, Ending) + Send + Sync + 'static) -> Counted {
         Counted {
             inner,
             bytes: 0,
@@ -368,16 +393,23 @@ impl Counted {
         }
     }
 
-    fn finish(&mut self) {
+    fn finish(&mut self, ending: Ending) {
         if let Some(done) = self.done.take() {
-            done(self.bytes);
+            done(self.bytes, ending);
         }
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.finish();
+        // Dropped before its end was sent: the downstream is gone. (A body
+        // that knows it has ended is not polled again.)
+        let ending = if self.inner.is_end_stream() {
+            Ending::Complete
+        } else {
+            Ending::DownstreamGone
+        };
+        self.finish(ending);
     }
 }
 
@@ -396,8 +428,9 @@ impl HttpBody for Counted {
                     self.bytes += data.len() as u64;
                 }
             }
-            Poll::Ready(None) => self.finish(),
-            _ => {}
+            Poll::Ready(Some(Err(_))) => self.finish(Ending::UpstreamReset),
+            Poll::Ready(None) => self.finish(Ending::Complete),
+            Poll::Pending => {}
         }
         polled
     }
@@ -474,6 +507,23 @@ mod tests {
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v.as_str())
             .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_counted_body_says_how_it_ended() {
+        use http_body_util::BodyExt;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let counted = |tx: tokio::sync::mpsc::UnboundedSender<(u64, Ending)>| {
+            let resp = crate::http::full(hyper::StatusCode::OK, "hello");
+            Counted::new(resp.into_body(), move |bytes, ending| {
+                let _ = tx.send((bytes, ending));
+            })
+        };
+        let body = counted(tx.clone()).collect().await.unwrap().to_bytes();
+        assert_eq!(body, "hello");
+        assert_eq!(rx.recv().await, Some((5, Ending::Complete)));
+        drop(counted(tx));
+        assert_eq!(rx.recv().await, Some((0, Ending::DownstreamGone)));
     }
 
     #[test]

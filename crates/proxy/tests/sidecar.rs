@@ -337,6 +337,14 @@ spec:
         started.elapsed() >= Duration::from_millis(200),
         "the delay applies"
     );
+    // The access log flags injected aborts (FI) and delays (DI).
+    let mut log = m.log.lock().await;
+    let mut flags = std::collections::BTreeSet::new();
+    while let Ok(line) = log.try_recv() {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        flags.insert(v["response_flags"].as_str().unwrap().to_string());
+    }
+    assert!(flags.contains("FI") && flags.contains("DI"), "{flags:?}");
 }
 
 #[tokio::test]
