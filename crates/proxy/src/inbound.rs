@@ -24,7 +24,7 @@ use weft_model::{Protocol, ProxyConfig};
 
 use crate::http::{Body, ResponseFlag, flagged};
 use crate::metrics::Metrics;
-use crate::telemetry::{AccessLog, Observation, PeerMeta, inbound_labels};
+use crate::telemetry::{AccessLog, Observation, PeerMeta, inbound_labels, request_protocol};
 use crate::upgrade;
 
 /// The port plaintext inbound traffic arrives on.
@@ -175,10 +175,7 @@ impl Inbound {
         let request_id = crate::trace::propagate(req.headers_mut());
         let observation =
             Observation::begin(&req, downstream, request_id, self.access_log.as_ref());
-        let grpc = req
-            .headers()
-            .get(hyper::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let protocol = request_protocol(req.headers());
         let resp = forward(req, app).await;
         let flag = resp.extensions().get::<ResponseFlag>().map(|f| f.0);
         let status = resp.status().as_u16();
@@ -186,11 +183,10 @@ impl Inbound {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
             "inbound".hash(&mut h);
-            (peer, port.port, grpc, status, flag).hash(&mut h);
+            (peer, port.port, protocol, status, flag).hash(&mut h);
             h.finish()
         };
         let handles = self.metrics.cached(key, || {
-            let protocol = if grpc { "grpc" } else { "http" };
             inbound_labels(
                 &self.config.load().workload,
                 port.service.as_deref(),

@@ -33,7 +33,9 @@ use crate::cors;
 use crate::hbone::{HBONE_PORT, Pool};
 use crate::http::{Body, ResponseFlag, flagged, full};
 use crate::metrics::Metrics;
-use crate::telemetry::{AccessLog, DestService, Observation, Upstream, baggage, outbound_labels};
+use crate::telemetry::{
+    AccessLog, DestService, Observation, Upstream, baggage, outbound_labels, request_protocol,
+};
 use crate::upgrade;
 use crate::upstream::Clients;
 
@@ -116,6 +118,7 @@ pub(crate) async fn observed(
     }
     let request_id = crate::trace::propagate(req.headers_mut());
     let observation = Observation::begin(&req, peer, request_id, outbound.access_log.as_ref());
+    let protocol = request_protocol(req.headers());
     let resp = handle(outbound, req, listener).await;
     let flag = resp.extensions().get::<ResponseFlag>().map(|f| f.0);
     let upstream = resp.extensions().get::<Upstream>();
@@ -125,7 +128,7 @@ pub(crate) async fn observed(
     let key = {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        "outbound".hash(&mut h);
+        ("outbound", protocol).hash(&mut h);
         upstream.and_then(|u| u.address).hash(&mut h);
         dest.map(|d| d.host.as_str()).hash(&mut h);
         status.hash(&mut h);
@@ -137,6 +140,7 @@ pub(crate) async fn observed(
             &outbound.config.load().workload,
             upstream,
             dest,
+            protocol,
             status,
             flag,
         )

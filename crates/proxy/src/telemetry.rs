@@ -65,12 +65,22 @@ fn or_unknown(v: Option<&String>) -> String {
     v.cloned().unwrap_or_else(|| "unknown".into())
 }
 
+/// Istio's `request_protocol` of a request: `grpc` by its content type,
+/// else `http`.
+pub fn request_protocol(headers: &hyper::HeaderMap) -> &'static str {
+    let grpc = headers
+        .get(hyper::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc { "grpc" } else { "http" }
+}
+
 /// Istio's labels, in Istio's order, for a request this proxy sent out
 /// (`reporter="source"`).
 pub fn outbound_labels(
     me: &WorkloadInfo,
     upstream: Option<&Upstream>,
     dest: Option<&DestService>,
+    protocol: &str,
     code: u16,
     flag: Option<&str>,
 ) -> Labels {
@@ -127,7 +137,7 @@ pub fn outbound_labels(
                 "unknown".into()
             },
         ),
-        ("request_protocol", "http".into()),
+        ("request_protocol", protocol.into()),
         ("response_code", code.to_string()),
         ("grpc_response_status", String::new()),
         ("response_flags", flag.unwrap_or("-").to_string()),

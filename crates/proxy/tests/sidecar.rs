@@ -768,6 +768,20 @@ spec:
     assert_eq!(trailers["grpc-status"], "0");
     assert_eq!(trailers["grpc-message"], "ok");
     assert_eq!(collected.to_bytes(), "hi /echo.Echo/Say");
+    // Both proxies count it as gRPC.
+    let (_, _, text) = get_full(
+        SocketAddr::new(m.client.ip(), 15090),
+        "/stats/prometheus",
+        Some("x"),
+        &[],
+    )
+    .await;
+    assert!(
+        text.lines().any(|l| l.starts_with("istio_requests_total{")
+            && l.contains("reporter=\"source\"")
+            && l.contains("request_protocol=\"grpc\"")),
+        "{text}"
+    );
 }
 
 #[tokio::test]
