@@ -73,7 +73,17 @@ impl PeerPolicy {
             .bundle
             .verify_svid(leaf, intermediates, usage, &self.trust_domains, now)
             .map_err(reject)?;
-        if !self.expected.is_empty() && !self.expected.contains(&id) {
+        // An expected identity in one of the mesh's trust domains matches
+        // the same namespace and service account in any of them (Istio's
+        // trustDomainAliases); the verifier has already checked that the
+        // peer's own domain is one of them.
+        let matches = |e: &SpiffeId| {
+            *e == id
+                || (self.trust_domains.allows(e.trust_domain())
+                    && e.namespace() == id.namespace()
+                    && e.service_account() == id.service_account())
+        };
+        if !self.expected.is_empty() && !self.expected.iter().any(matches) {
             let expected: Vec<String> = self.expected.iter().map(ToString::to_string).collect();
             return Err(reject(VerifyError::Identity(format!(
                 "peer is {id}, expected {}",

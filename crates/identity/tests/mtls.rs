@@ -219,3 +219,52 @@ async fn peers_without_a_valid_identity_are_refused_at_the_handshake() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn an_expected_identity_matches_across_trust_domain_aliases() {
+    let (_, ca) = new_ca("mtls-alias");
+    let ca = Arc::new(ca);
+    // The server still carries an identity from the mesh's old domain,
+    // signed by that domain's CA; both roots are trusted.
+    let old_dir = common::temp_dir("mtls-alias-old").join("ca");
+    let old = Arc::new(Ca::init(&old_dir, &td("old.td"), SystemTime::now()).unwrap());
+    let (server, mut server_rot) = rotator(&old, "spiffe://old.td/ns/default/sa/reviews");
+    server_rot.tick(SystemTime::now()).unwrap();
+    let roots = [ca.bundle().roots(), old.bundle().roots()].concat();
+    let bundle = Arc::new(TrustBundle::new(roots));
+    let aliased = |expected: &str| PeerPolicy {
+        bundle: bundle.clone(),
+        trust_domains: TrustDomains::new(td("cluster.local"), vec![td("old.td")]),
+        expected: vec![expected.parse().unwrap()],
+    };
+    let (addr, _peers) = serve(
+        server,
+        aliased("spiffe://cluster.local/ns/default/sa/productpage"),
+    )
+    .await;
+    let client = |sa: &str| {
+        let (store, mut rot) = rotator(&ca, &format!("spiffe://cluster.local/ns/default/sa/{sa}"));
+        rot.tick(SystemTime::now()).unwrap();
+        store
+    };
+    // Expecting reviews in the current domain accepts reviews in the alias.
+    assert!(
+        connect(
+            addr,
+            client("productpage"),
+            aliased("spiffe://cluster.local/ns/default/sa/reviews")
+        )
+        .await
+        .is_ok()
+    );
+    // Another service account is still another identity.
+    assert!(
+        connect(
+            addr,
+            client("productpage"),
+            aliased("spiffe://cluster.local/ns/default/sa/ratings")
+        )
+        .await
+        .is_err()
+    );
+}

@@ -10,7 +10,7 @@ use anyhow::Context;
 use tracing_subscriber::filter::LevelFilter;
 use weft_api::Loaded;
 use weft_identity::tls::PeerPolicy;
-use weft_identity::{Ca, CertStore, LocalSigner, Rotator, SpiffeId, TrustDomains, ca};
+use weft_identity::{Ca, CertStore, LocalSigner, Rotator, SpiffeId, TrustDomain, TrustDomains, ca};
 use weft_model::{Mesh, ProxyConfig, Registry, compile};
 use weft_proxy::{Ports, Sidecar};
 
@@ -35,7 +35,7 @@ pub(crate) struct Args {
     ca_dir: PathBuf,
     /// MeshConfig YAML the configuration is validated against (as in the
     /// `mesh` key of the `istio` ConfigMap). The trust domain comes from the
-    /// CA; trustDomainAliases are not applied to peers yet.
+    /// CA; trustDomainAliases (read at start) are accepted from peers.
     #[arg(long, value_name = "FILE")]
     mesh_config: Option<PathBuf>,
     /// The proxy's role.
@@ -97,14 +97,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     runtime.block_on(serve(&args, ns, name))
 }
 
-/// The configuration in `dir`, or every error that stops it.
+/// The configuration in `dir` and MeshConfig's trustDomainAliases, or
+/// every error that stops it.
 fn load(
     dir: &Path,
     mesh_config: Option<&Path>,
     ns: &str,
     name: &str,
     trust_domain: &str,
-) -> Result<ProxyConfig, String> {
+) -> Result<(ProxyConfig, Vec<String>), String> {
     let mut loaded = Loaded::from_paths(&[dir]).map_err(|e| e.to_string())?;
     if let Some(file) = mesh_config {
         loaded
@@ -123,14 +124,14 @@ fn load(
     }
     let registry = Registry::from_resources(&loaded.resources);
     let mut mesh = Mesh::new(trust_domain);
-    if let Some(root) = loaded
-        .mesh
-        .as_ref()
-        .and_then(|m| m.config.root_namespace.clone())
-    {
+    let meshconfig = loaded.mesh.as_ref().map(|m| &m.config);
+    if let Some(root) = meshconfig.and_then(|m| m.root_namespace.clone()) {
         mesh.root_namespace = root;
     }
-    compile(&loaded.resources, &registry, ns, name, &mesh).map_err(|e| e.to_string())
+    let aliases = meshconfig.map_or_else(Vec::new, |m| m.trust_domain_aliases.clone());
+    let config =
+        compile(&loaded.resources, &registry, ns, name, &mesh).map_err(|e| e.to_string())?;
+    Ok((config, aliases))
 }
 
 /// What a reload would read: the names, sizes and modification times of
@@ -151,7 +152,8 @@ async fn serve(args: &Args, ns: &str, name: &str) -> anyhow::Result<ExitCode> {
     let ca = Arc::new(Ca::load(&args.ca_dir, None)?);
     let trust_domain = ca.trust_domain().clone();
     let mesh_config = args.mesh_config.as_deref();
-    let config = match load(&args.mesh_dir, mesh_config, ns, name, trust_domain.as_str()) {
+    let (config, aliases) = match load(&args.mesh_dir, mesh_config, ns, name, trust_domain.as_str())
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!(
@@ -175,7 +177,14 @@ async fn serve(args: &Args, ns: &str, name: &str) -> anyhow::Result<ExitCode> {
     rotator.tick(SystemTime::now())?;
     let policy = PeerPolicy {
         bundle: Arc::new(ca.bundle().clone()),
-        trust_domains: TrustDomains::from(trust_domain.clone()),
+        trust_domains: TrustDomains::new(
+            trust_domain.clone(),
+            aliases
+                .iter()
+                .map(|a| TrustDomain::new(a))
+                .collect::<Result<_, _>>()
+                .context("MeshConfig trustDomainAliases")?,
+        ),
         expected: Vec::new(),
     };
     let address = config.workload.address;
@@ -244,7 +253,8 @@ async fn serve(args: &Args, ns: &str, name: &str) -> anyhow::Result<ExitCode> {
         };
         if reload {
             match load(&args.mesh_dir, mesh_config, ns, name, trust_domain.as_str()) {
-                Ok(c) => {
+                // Trust domain aliases are read at start.
+                Ok((c, _)) => {
                     sidecar.update(c);
                     tracing::info!("configuration reloaded");
                 }
