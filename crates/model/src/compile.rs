@@ -8,11 +8,13 @@ use weft_api::types::destination_rule::DestinationRule;
 use weft_api::types::virtual_service::{self as vs, VirtualService};
 use weft_api::{Resource, Spec};
 
+use crate::authz::Authz;
 use crate::config::{
     Cluster, ClusterEndpoint, Cors, Fault, FaultDelay, HeaderMatch, HeaderOps, HttpRoute,
     InboundPort, Mirror, Ops, OutboundService, ProxyConfig, RequestMatch, Retry, Rewrite,
     RouteAction, StrMatch, WeightedCluster, WorkloadInfo, cluster_name, host_matches,
 };
+use crate::normalize::Normalization;
 use crate::peer_auth::PeerPolicies;
 use crate::policy::UpstreamTls;
 use crate::protocol::Protocol;
@@ -35,14 +37,17 @@ pub struct Mesh {
     pub trust_domain: String,
     /// Where mesh-wide policies live (MeshConfig `rootNamespace`).
     pub root_namespace: String,
+    /// MeshConfig `pathNormalization`.
+    pub path_normalization: Normalization,
 }
 
 impl Mesh {
-    /// Istio's defaults: root namespace `istio-system`.
+    /// Istio's defaults: root namespace `istio-system`, BASE normalization.
     pub fn new(trust_domain: &str) -> Mesh {
         Mesh {
             trust_domain: trust_domain.to_string(),
             root_namespace: "istio-system".into(),
+            path_normalization: Normalization::Base,
         }
     }
 }
@@ -152,6 +157,8 @@ pub fn compile(
         .filter_map(|e| Some((e.address, e.identity.clone()?)))
         .collect();
     Ok(ProxyConfig {
+        authz: Authz::for_workload(resources, &mesh.root_namespace, &w.namespace, &w.labels),
+        path_normalization: mesh.path_normalization,
         gateway,
         identities,
         workload: WorkloadInfo {

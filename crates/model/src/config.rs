@@ -19,6 +19,10 @@ pub struct ProxyConfig {
     pub clusters: BTreeMap<String, Cluster>,
     /// The workload's own ports, served through inbound HBONE.
     pub inbound: Vec<InboundPort>,
+    /// The AuthorizationPolicies that apply to this workload.
+    pub authz: crate::authz::Authz,
+    /// How request paths are normalized before authorization and routing.
+    pub path_normalization: crate::normalize::Normalization,
     /// Gateway servers by port, when Gateways select this workload (the
     /// ingress role serves them).
     pub gateway: Vec<GatewayPort>,

@@ -3,10 +3,12 @@
 //! clusters, endpoints). No I/O and no clock: the proxy swaps in what this
 //! returns, and most routing behaviour is tested here in microseconds.
 
+pub mod authz;
 pub mod compile;
 pub mod config;
 pub mod delegate;
 pub mod gateway;
+pub mod normalize;
 pub mod peer_auth;
 pub mod policy;
 pub mod protocol;

@@ -1,0 +1,629 @@
+//! AuthorizationPolicy, compiled for one workload and evaluated exactly as
+//! Istio documents it: CUSTOM, then DENY, then ALLOW (no ALLOW policy:
+//! allowed; any ALLOW policy: one must match); `spec: {}` allows nothing;
+//! AUDIT and `istio.io/dry-run` policies are evaluated and reported, never
+//! enforced. Within a rule every one of `from`, `to` and `when` must match
+//! (any element of each); within an element every field set must match;
+//! a field matches when some value matches and no not-value does.
+//!
+//! Fail closed: HTTP-only fields against TCP make an ALLOW rule never
+//! match and are dropped from a DENY rule; a `when` key weft cannot
+//! evaluate does the same; a CUSTOM policy (ext_authz is not built yet)
+//! denies the requests its rules select. An attribute the request lacks
+//! (no peer identity over plaintext, no JWT) never matches a value and
+//! always passes a not-value, so `notNamespaces` cannot be slipped past by
+//! plaintext.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use serde::Serialize;
+use weft_api::types::security::{self as sec, AuthorizationPolicy};
+use weft_api::{Resource, Spec};
+
+use crate::registry::selects;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Action {
+    Allow,
+    Deny,
+    Audit,
+    Custom,
+}
+
+/// The policies that apply to one workload.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Authz {
+    pub policies: Vec<Policy>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Policy {
+    /// `namespace/name`.
+    pub name: String,
+    pub action: Action,
+    pub dry_run: bool,
+    pub provider: Option<String>,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Rule {
+    pub from: Vec<Vec<Field>>,
+    pub to: Vec<Vec<Field>>,
+    pub when: Vec<Field>,
+}
+
+/// One constraint: an attribute, the values it must match (any) and the
+/// values it must not.
+#[derive(Debug, Clone, Serialize)]
+pub struct Field {
+    pub attribute: Attribute,
+    pub values: Vec<Pattern>,
+    pub not_values: Vec<Pattern>,
+}
+
+/// What a field looks at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Attribute {
+    Principal,
+    RequestPrincipal,
+    Namespace,
+    ServiceAccount,
+    TrustDomain,
+    SourceIp,
+    RemoteIp,
+    Host,
+    Port,
+    Method,
+    Path,
+    Header(String),
+    DestinationIp,
+    Sni,
+    /// `request.auth.*`: from a JWT, which weft does not validate yet, so
+    /// never present.
+    RequestAuth(String),
+    /// A `when` key weft cannot evaluate.
+    Unsupported(String),
+}
+
+impl Attribute {
+    /// Whether only HTTP requests have it.
+    fn http_only(&self) -> bool {
+        matches!(
+            self,
+            Attribute::RequestPrincipal
+                | Attribute::Host
+                | Attribute::Method
+                | Attribute::Path
+                | Attribute::Header(_)
+                | Attribute::RequestAuth(_)
+        )
+    }
+}
+
+/// A value to match: Istio's `*` forms, path templates, or IP blocks.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pattern {
+    Any,
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    /// A host (case-insensitive), matching with or without a port.
+    Host(String),
+    /// A path with `{*}` / `{**}`, as an anchored regex.
+    Template(#[serde(serialize_with = "as_str")] regex::Regex),
+    Cidr(IpAddr, u8),
+    /// A value that cannot be parsed (an invalid CIDR): matches nothing.
+    Never(String),
+}
+
+fn as_str<S: serde::Serializer>(r: &regex::Regex, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(r.as_str())
+}
+
+impl Pattern {
+    fn string(v: &str) -> Pattern {
+        if v == "*" {
+            Pattern::Any
+        } else if let Some(p) = v.strip_suffix('*') {
+            Pattern::Prefix(p.to_string())
+        } else if let Some(s) = v.strip_prefix('*') {
+            Pattern::Suffix(s.to_string())
+        } else {
+            Pattern::Exact(v.to_string())
+        }
+    }
+
+    fn path(v: &str) -> Pattern {
+        if !v.contains('{') {
+            return Pattern::string(v);
+        }
+        let mut re = String::from("^");
+        let mut rest = v;
+        while let Some(i) = rest.find('{') {
+            re.push_str(&regex::escape(&rest[..i]));
+            let after = &rest[i..];
+            if let Some(r) = after.strip_prefix("{**}") {
+                re.push_str(".*");
+                rest = r;
+            } else if let Some(r) = after.strip_prefix("{*}") {
+                re.push_str("[^/]+");
+                rest = r;
+            } else {
+                re.push_str(&regex::escape("{"));
+                rest = &after[1..];
+            }
+        }
+        re.push_str(&regex::escape(rest));
+        re.push('$');
+        regex::Regex::new(&re).map_or_else(|_| Pattern::Never(v.into()), Pattern::Template)
+    }
+
+    fn host(v: &str) -> Pattern {
+        let lower = v.to_ascii_lowercase();
+        match Pattern::string(&lower) {
+            Pattern::Exact(h) => Pattern::Host(h),
+            other => other,
+        }
+    }
+
+    fn cidr(v: &str) -> Pattern {
+        let (ip, len) = match v.split_once('/') {
+            Some((ip, len)) => (ip, len.parse::<u8>().ok()),
+            None => (v, None),
+        };
+        match ip.parse::<IpAddr>() {
+            Ok(ip) => {
+                let max = if ip.is_ipv4() { 32 } else { 128 };
+                match len {
+                    Some(l) if l <= max => Pattern::Cidr(ip, l),
+                    None => Pattern::Cidr(ip, max),
+                    _ => Pattern::Never(v.into()),
+                }
+            }
+            Err(_) => Pattern::Never(v.into()),
+        }
+    }
+
+    fn matches(&self, v: &str) -> bool {
+        match self {
+            Pattern::Any => true,
+            Pattern::Exact(e) => v == e,
+            Pattern::Prefix(p) => v.starts_with(p.as_str()),
+            Pattern::Suffix(s) => v.ends_with(s.as_str()),
+            Pattern::Host(h) => {
+                let v = v.to_ascii_lowercase();
+                v == *h
+                    || v.strip_prefix(h.as_str())
+                        .and_then(|rest| rest.strip_prefix(':'))
+                        .is_some_and(|port| port.bytes().all(|b| b.is_ascii_digit()))
+            }
+            Pattern::Template(re) => re.is_match(v),
+            Pattern::Cidr(net, len) => v.parse::<IpAddr>().is_ok_and(|ip| in_cidr(ip, *net, *len)),
+            Pattern::Never(_) => false,
+        }
+    }
+}
+
+fn in_cidr(ip: IpAddr, net: IpAddr, len: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(b) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(b) & mask
+        }
+        _ => false,
+    }
+}
+
+/// What authorization sees of a request or connection.
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// The peer's SPIFFE ID (`spiffe://td/ns/x/sa/y`); none over plaintext.
+    pub principal: Option<&'a str>,
+    pub source_ip: Option<IpAddr>,
+    /// The original client (X-Forwarded-For at a gateway), else the source.
+    pub remote_ip: Option<IpAddr>,
+    pub destination: SocketAddr,
+    pub sni: Option<&'a str>,
+    /// None for TCP.
+    pub http: Option<HttpRequest<'a>>,
+}
+
+pub struct HttpRequest<'a> {
+    pub method: &'a str,
+    pub host: &'a str,
+    /// Normalized, without query or fragment.
+    pub path: &'a str,
+    /// Every value of a header (by lowercase name).
+    pub headers: &'a dyn Fn(&str) -> Vec<&'a str>,
+}
+
+impl std::fmt::Debug for HttpRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpRequest")
+            .field("method", &self.method)
+            .field("host", &self.host)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Request<'_> {
+    /// The values the request has for `a` (empty: it has none).
+    fn values(&self, a: &Attribute) -> Vec<String> {
+        let id = || self.principal.and_then(|p| p.strip_prefix("spiffe://"));
+        // spiffe://<td>/ns/<ns>/sa/<sa>
+        let part = |i: usize| id().and_then(|p| p.split('/').nth(i)).map(str::to_string);
+        let one = |v: Option<String>| v.into_iter().collect();
+        match a {
+            Attribute::Principal => one(id().map(str::to_string)),
+            Attribute::Namespace => one(part(2)),
+            Attribute::ServiceAccount => one(part(2).zip(part(4)).map(|(n, s)| format!("{n}/{s}"))),
+            Attribute::TrustDomain => one(part(0)),
+            Attribute::SourceIp => one(self.source_ip.map(|i| i.to_string())),
+            Attribute::RemoteIp => one(self.remote_ip.or(self.source_ip).map(|i| i.to_string())),
+            Attribute::DestinationIp => one(Some(self.destination.ip().to_string())),
+            Attribute::Port => one(Some(self.destination.port().to_string())),
+            Attribute::Sni => one(self.sni.map(str::to_string)),
+            Attribute::Host => one(self.http.as_ref().map(|h| h.host.to_string())),
+            Attribute::Method => one(self.http.as_ref().map(|h| h.method.to_string())),
+            Attribute::Path => one(self.http.as_ref().map(|h| h.path.to_string())),
+            Attribute::Header(name) => self
+                .http
+                .as_ref()
+                .map(|h| (h.headers)(name).into_iter().map(str::to_string).collect())
+                .unwrap_or_default(),
+            Attribute::RequestPrincipal | Attribute::RequestAuth(_) | Attribute::Unsupported(_) => {
+                Vec::new()
+            }
+        }
+    }
+}
+
+impl Field {
+    /// Whether the request satisfies this field, for a rule of `action`.
+    /// `None`: the field does not apply and is dropped (DENY over TCP).
+    fn check(&self, req: &Request<'_>, action: Action) -> Option<bool> {
+        let deny = matches!(action, Action::Deny);
+        if self.attribute.http_only() && req.http.is_none() {
+            return if deny { None } else { Some(false) };
+        }
+        if let Attribute::Unsupported(_) = self.attribute {
+            return Some(deny);
+        }
+        let have = req.values(&self.attribute);
+        // Headers with several values are matched value by value.
+        let positive = self.values.is_empty()
+            || have
+                .iter()
+                .any(|v| self.values.iter().any(|p| p.matches(v)));
+        let negative = !have
+            .iter()
+            .any(|v| self.not_values.iter().any(|p| p.matches(v)));
+        Some(positive && negative)
+    }
+}
+
+/// Every field of a group must match; dropped fields do not count, so a
+/// DENY rule of HTTP fields only denies every TCP connection, as Istio
+/// documents.
+fn all(fields: &[Field], req: &Request<'_>, action: Action) -> bool {
+    fields.iter().all(|f| f.check(req, action).unwrap_or(true))
+}
+
+impl Rule {
+    fn matches(&self, req: &Request<'_>, action: Action) -> bool {
+        let any =
+            |groups: &[Vec<Field>]| groups.is_empty() || groups.iter().any(|g| all(g, req, action));
+        any(&self.from) && any(&self.to) && all(&self.when, req, action)
+    }
+}
+
+impl Policy {
+    /// The index of the first rule that matches.
+    fn matching_rule(&self, req: &Request<'_>) -> Option<usize> {
+        self.rules.iter().position(|r| r.matches(req, self.action))
+    }
+}
+
+/// The outcome of authorization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// The policy and rule that decided, when one did.
+    pub policy: Option<String>,
+    pub rule: Option<usize>,
+    pub reason: String,
+    /// What dry-run and AUDIT policies said, for the log.
+    pub notes: Vec<String>,
+}
+
+impl Authz {
+    /// Evaluates `req`: CUSTOM, then DENY, then ALLOW.
+    pub fn evaluate(&self, req: &Request<'_>) -> Decision {
+        let mut notes = Vec::new();
+        for p in self
+            .policies
+            .iter()
+            .filter(|p| p.dry_run || p.action == Action::Audit)
+        {
+            if let Some(i) = p.matching_rule(req) {
+                notes.push(format!(
+                    "{} {:?} policy {} rule {i} matched",
+                    if p.dry_run { "dry-run" } else { "audit" },
+                    p.action,
+                    p.name
+                ));
+            }
+        }
+        let enforced = |a: Action| {
+            self.policies
+                .iter()
+                .filter(move |p| p.action == a && !p.dry_run)
+        };
+        let deny = |p: &Policy, i: usize, reason: String, notes: Vec<String>| Decision {
+            allowed: false,
+            policy: Some(p.name.clone()),
+            rule: Some(i),
+            reason,
+            notes,
+        };
+        for p in enforced(Action::Custom) {
+            if let Some(i) = p.matching_rule(req) {
+                let provider = p.provider.clone().unwrap_or_default();
+                let reason = format!(
+                    "CUSTOM provider {provider:?} is not supported by weft yet; failing closed"
+                );
+                return deny(p, i, reason, notes);
+            }
+        }
+        for p in enforced(Action::Deny) {
+            if let Some(i) = p.matching_rule(req) {
+                return deny(p, i, "denied by a DENY policy".into(), notes);
+            }
+        }
+        let mut allows = enforced(Action::Allow).peekable();
+        if allows.peek().is_none() {
+            return Decision {
+                allowed: true,
+                policy: None,
+                rule: None,
+                reason: "no ALLOW policy applies".into(),
+                notes,
+            };
+        }
+        for p in allows {
+            if let Some(i) = p.matching_rule(req) {
+                return Decision {
+                    allowed: true,
+                    policy: Some(p.name.clone()),
+                    rule: Some(i),
+                    reason: "allowed by an ALLOW policy".into(),
+                    notes,
+                };
+            }
+        }
+        Decision {
+            allowed: false,
+            policy: None,
+            rule: None,
+            reason: "no ALLOW policy matched".into(),
+            notes,
+        }
+    }
+
+    /// The policies that apply to a workload in `namespace` with `labels`:
+    /// its namespace's (with a matching selector, or none), and the root
+    /// namespace's (without a selector, or with one that matches). Policies
+    /// attached by targetRef apply to gateways and waypoints, not here.
+    pub fn for_workload(
+        resources: &[Resource],
+        root_namespace: &str,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Authz {
+        let policies = resources
+            .iter()
+            .filter_map(|r| match &r.spec {
+                Spec::AuthorizationPolicy(p) => Some((r, p)),
+                _ => None,
+            })
+            .filter(|(r, p)| {
+                let ns = r.namespace();
+                let scoped = ns == namespace || ns == root_namespace;
+                let selected = p
+                    .selector
+                    .as_ref()
+                    .is_none_or(|s| selects(&s.match_labels, labels));
+                scoped && selected && p.target_ref.is_none() && p.target_refs.is_empty()
+            })
+            .map(|(r, p)| compile(r, p))
+            .collect();
+        Authz { policies }
+    }
+}
+
+fn compile(r: &Resource, p: &AuthorizationPolicy) -> Policy {
+    let action = match p.action.unwrap_or(sec::Action::Allow) {
+        sec::Action::Allow => Action::Allow,
+        sec::Action::Deny => Action::Deny,
+        sec::Action::Audit => Action::Audit,
+        sec::Action::Custom => Action::Custom,
+    };
+    let dry_run = r
+        .meta
+        .annotations
+        .get("istio.io/dry-run")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    Policy {
+        name: format!("{}/{}", r.namespace(), r.name),
+        action,
+        dry_run,
+        provider: p.provider.as_ref().and_then(|x| x.name.clone()),
+        rules: p.rules.iter().map(rule).collect(),
+    }
+}
+
+fn field(
+    attribute: Attribute,
+    values: &[String],
+    not_values: &[String],
+    pattern: fn(&str) -> Pattern,
+    out: &mut Vec<Field>,
+) {
+    if values.is_empty() && not_values.is_empty() {
+        return;
+    }
+    out.push(Field {
+        attribute,
+        values: values.iter().map(|v| pattern(v)).collect(),
+        not_values: not_values.iter().map(|v| pattern(v)).collect(),
+    });
+}
+
+fn rule(r: &sec::Rule) -> Rule {
+    let from = r
+        .from
+        .iter()
+        .filter_map(|f| f.source.as_ref())
+        .map(|s| {
+            let mut out = Vec::new();
+            // Principals are SPIFFE IDs without the scheme.
+            field(
+                Attribute::Principal,
+                &s.principals,
+                &s.not_principals,
+                Pattern::string,
+                &mut out,
+            );
+            field(
+                Attribute::RequestPrincipal,
+                &s.request_principals,
+                &s.not_request_principals,
+                Pattern::string,
+                &mut out,
+            );
+            field(
+                Attribute::Namespace,
+                &s.namespaces,
+                &s.not_namespaces,
+                Pattern::string,
+                &mut out,
+            );
+            field(
+                Attribute::ServiceAccount,
+                &s.service_accounts,
+                &s.not_service_accounts,
+                Pattern::string,
+                &mut out,
+            );
+            field(
+                Attribute::TrustDomain,
+                &s.trust_domains,
+                &s.not_trust_domains,
+                Pattern::string,
+                &mut out,
+            );
+            field(
+                Attribute::SourceIp,
+                &s.ip_blocks,
+                &s.not_ip_blocks,
+                Pattern::cidr,
+                &mut out,
+            );
+            field(
+                Attribute::RemoteIp,
+                &s.remote_ip_blocks,
+                &s.not_remote_ip_blocks,
+                Pattern::cidr,
+                &mut out,
+            );
+            out
+        })
+        .collect();
+    let to =
+        r.to.iter()
+            .filter_map(|t| t.operation.as_ref())
+            .map(|o| {
+                let mut out = Vec::new();
+                field(
+                    Attribute::Host,
+                    &o.hosts,
+                    &o.not_hosts,
+                    Pattern::host,
+                    &mut out,
+                );
+                field(
+                    Attribute::Port,
+                    &o.ports,
+                    &o.not_ports,
+                    Pattern::string,
+                    &mut out,
+                );
+                field(
+                    Attribute::Method,
+                    &o.methods,
+                    &o.not_methods,
+                    Pattern::string,
+                    &mut out,
+                );
+                field(
+                    Attribute::Path,
+                    &o.paths,
+                    &o.not_paths,
+                    Pattern::path,
+                    &mut out,
+                );
+                out
+            })
+            .collect();
+    let when = r
+        .when
+        .iter()
+        .map(|c| {
+            let (attribute, pattern): (Attribute, fn(&str) -> Pattern) = when_key(&c.key);
+            Field {
+                attribute,
+                values: c.values.iter().map(|v| pattern(v)).collect(),
+                not_values: c.not_values.iter().map(|v| pattern(v)).collect(),
+            }
+        })
+        .collect();
+    Rule { from, to, when }
+}
+
+/// The attribute of a `when` key and how its values read.
+fn when_key(key: &str) -> (Attribute, fn(&str) -> Pattern) {
+    if let Some(name) = key
+        .strip_prefix("request.headers[")
+        .and_then(|k| k.strip_suffix(']'))
+    {
+        return (
+            Attribute::Header(name.to_ascii_lowercase()),
+            Pattern::string,
+        );
+    }
+    match key {
+        "source.ip" => (Attribute::SourceIp, Pattern::cidr),
+        "remote.ip" => (Attribute::RemoteIp, Pattern::cidr),
+        "destination.ip" => (Attribute::DestinationIp, Pattern::cidr),
+        "source.namespace" => (Attribute::Namespace, Pattern::string),
+        "source.principal" => (Attribute::Principal, Pattern::string),
+        "source.serviceAccount" => (Attribute::ServiceAccount, Pattern::string),
+        "destination.port" => (Attribute::Port, Pattern::string),
+        "connection.sni" => (Attribute::Sni, Pattern::string),
+        k if k.starts_with("request.auth.") => (Attribute::RequestAuth(k.into()), Pattern::string),
+        k => (Attribute::Unsupported(k.into()), Pattern::string),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,225 @@
+//! Request path normalization before authorization and routing, as
+//! MeshConfig `pathNormalization` selects it (Envoy's behaviour under
+//! Istio's modes). BASE, the default: percent-encoded unreserved
+//! characters are decoded and other escapes uppercased, backslashes become
+//! slashes, and dot segments are resolved (RFC 3986 §6.2.2 and §5.2.4).
+//! MERGE_SLASHES also merges repeated slashes; DECODE_AND_MERGE_SLASHES
+//! first decodes `%2F` and `%5C` too. NONE leaves the path alone. A
+//! fragment is dropped, the query is kept apart (never matched as path),
+//! and a NUL, raw or encoded, is refused.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Normalization {
+    None,
+    #[default]
+    Base,
+    MergeSlashes,
+    DecodeAndMergeSlashes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NormalizeError {
+    #[error("the path contains a NUL character")]
+    Nul,
+    #[error("the path is not absolute")]
+    NotAbsolute,
+}
+
+/// A normalized request target: the path that authorization and routing
+/// see, and the query (without `?`) passed on as it came.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub path: String,
+    pub query: Option<String>,
+}
+
+impl Target {
+    /// Path and query as sent on to the application.
+    pub fn to_uri_string(&self) -> String {
+        match &self.query {
+            Some(q) => format!("{}?{q}", self.path),
+            None => self.path.clone(),
+        }
+    }
+}
+
+/// Normalizes an origin-form request target (`/path?query#fragment`).
+pub fn normalize(target: &str, mode: Normalization) -> Result<Target, NormalizeError> {
+    let target = target.split_once('#').map_or(target, |(t, _)| t);
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q.to_string())),
+        None => (target, None),
+    };
+    if path.contains('\0') || contains_encoded_nul(path) {
+        return Err(NormalizeError::Nul);
+    }
+    if mode == Normalization::None {
+        return Ok(Target {
+            path: path.to_string(),
+            query,
+        });
+    }
+    if !path.starts_with('/') && !path.starts_with('\\') {
+        return Err(NormalizeError::NotAbsolute);
+    }
+    let decoded = decode(path, mode == Normalization::DecodeAndMergeSlashes);
+    let slashed = decoded.replace('\\', "/");
+    let merged = if matches!(
+        mode,
+        Normalization::MergeSlashes | Normalization::DecodeAndMergeSlashes
+    ) {
+        merge_slashes(&slashed)
+    } else {
+        slashed
+    };
+    Ok(Target {
+        path: remove_dot_segments(&merged),
+        query,
+    })
+}
+
+fn contains_encoded_nul(path: &str) -> bool {
+    path.as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0')
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes escapes of unreserved characters (and of `/` and `\` when
+/// `slashes`); uppercases the rest.
+fn decode(path: &str, slashes: bool) -> String {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                let c = h * 16 + l;
+                let unreserved =
+                    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~');
+                if unreserved || (slashes && matches!(c, b'/' | b'\\')) {
+                    out.push(char::from(c));
+                } else {
+                    out.push('%');
+                    out.push(char::from(bytes[i + 1].to_ascii_uppercase()));
+                    out.push(char::from(bytes[i + 2].to_ascii_uppercase()));
+                }
+                i += 3;
+                continue;
+            }
+        }
+        // Multi-byte characters pass through whole.
+        let ch = path[i..].chars().next().unwrap_or('\u{fffd}');
+        out.push(ch);
+        i += ch.len_utf8().max(1);
+    }
+    out
+}
+
+fn merge_slashes(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        if c == '/' && out.ends_with('/') {
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// RFC 3986 §5.2.4 for an absolute path.
+fn remove_dot_segments(path: &str) -> String {
+    let mut segments: Vec<&str> = Vec::new();
+    let parts: Vec<&str> = path.split('/').skip(1).collect();
+    let last = parts.len().saturating_sub(1);
+    let mut trailing = false;
+    for (i, seg) in parts.iter().enumerate() {
+        match *seg {
+            "." => trailing = i == last,
+            ".." => {
+                segments.pop();
+                trailing = i == last;
+            }
+            s => {
+                segments.push(s);
+                trailing = false;
+            }
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if trailing || out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(p: &str) -> String {
+        normalize(p, Normalization::Base).unwrap().path
+    }
+
+    #[test]
+    fn base_resolves_dots_decodes_unreserved_and_turns_backslashes() {
+        assert_eq!(base("/a/./b/../c"), "/a/c");
+        assert_eq!(base("/a/b/.."), "/a/");
+        assert_eq!(base("/../../etc"), "/etc");
+        assert_eq!(base("/%2E%2E/admin"), "/admin");
+        assert_eq!(base("/%61dmin"), "/admin");
+        assert_eq!(base("/a%2fb"), "/a%2Fb", "escaped slashes stay escaped");
+        assert_eq!(base("/a\\..\\admin"), "/admin");
+        assert_eq!(base("/a//b"), "/a//b", "BASE keeps double slashes");
+        assert_eq!(base("/a/b..;/c"), "/a/b..;/c", "..; is not a dot segment");
+        assert_eq!(base("/Admin"), "/Admin", "case is kept");
+        assert_eq!(base("/"), "/");
+    }
+
+    #[test]
+    fn fragments_drop_queries_stay_apart_and_nul_is_refused() {
+        let t = normalize("/a/../b?x=/../y#frag", Normalization::Base).unwrap();
+        assert_eq!(t.path, "/b");
+        assert_eq!(t.query.as_deref(), Some("x=/../y"));
+        assert_eq!(t.to_uri_string(), "/b?x=/../y");
+        assert_eq!(
+            normalize("/a#/../admin", Normalization::Base).unwrap().path,
+            "/a"
+        );
+        for mode in [Normalization::None, Normalization::Base] {
+            assert_eq!(normalize("/a%00b", mode), Err(NormalizeError::Nul));
+        }
+    }
+
+    #[test]
+    fn slash_modes() {
+        let merge = |p| normalize(p, Normalization::MergeSlashes).unwrap().path;
+        assert_eq!(merge("//a///b/"), "/a/b/");
+        assert_eq!(merge("/a%2F%2Fb"), "/a%2F%2Fb");
+        let decode = |p| {
+            normalize(p, Normalization::DecodeAndMergeSlashes)
+                .unwrap()
+                .path
+        };
+        assert_eq!(decode("/a%2F%2Fb"), "/a/b");
+        assert_eq!(decode("/a%5C..%5Cadmin"), "/admin");
+        assert_eq!(decode("/a%2f..%2fadmin"), "/admin");
+        let none = |p| normalize(p, Normalization::None).unwrap().path;
+        assert_eq!(none("/a/../b"), "/a/../b");
+    }
+}
