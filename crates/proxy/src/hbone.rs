@@ -206,9 +206,9 @@ async fn tunnel(
             "CONNECT authority must be ip:port\n",
         ));
     };
-    let accepted = match inbound.accept(target).await {
+    let accepted = match inbound.accept(target, peer.as_deref(), downstream).await {
         Ok(a) => a,
-        Err(e @ Refused::NotServed(_)) => {
+        Err(e @ (Refused::NotServed(_) | Refused::Denied(_))) => {
             return Ok(full(StatusCode::FORBIDDEN, format!("{e}\n")));
         }
         Err(e @ Refused::App { .. }) => {

@@ -19,10 +19,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use weft_model::authz;
 use weft_model::config::InboundPort;
+use weft_model::normalize::normalize;
 use weft_model::{Protocol, ProxyConfig};
 
-use crate::http::{Body, ResponseFlag, flagged};
+use crate::http::{Body, ResponseFlag, flagged, full};
 use crate::metrics::Metrics;
 use crate::telemetry::{AccessLog, Observation, PeerMeta, inbound_labels, request_protocol};
 use crate::upgrade;
@@ -57,6 +59,8 @@ pub enum Refused {
         target: SocketAddr,
         cause: std::io::Error,
     },
+    #[error("RBAC: access denied ({0})")]
+    Denied(String),
 }
 
 impl Inbound {
@@ -85,12 +89,30 @@ impl Inbound {
             .cloned()
     }
 
-    /// Accepts a stream to `target`: its port must be one of this
-    /// workload's; a TCP port's application must take the connection.
-    pub async fn accept(&self, target: SocketAddr) -> Result<Accepted, Refused> {
+    /// Accepts a stream from `principal` (none over plaintext) at
+    /// `source` to `target`: its port must be one of this workload's; a
+    /// TCP port's connection must be authorized and its application must
+    /// take it. HTTP is authorized request by request.
+    pub async fn accept(
+        &self,
+        target: SocketAddr,
+        principal: Option<&str>,
+        source: SocketAddr,
+    ) -> Result<Accepted, Refused> {
         let port = self.port(target).ok_or(Refused::NotServed(target))?;
         if port.protocol.is_http() {
             return Ok(Accepted::Http(port));
+        }
+        let decision = self.config.load().authz.evaluate(&authz::Request {
+            principal,
+            source_ip: Some(source.ip()),
+            remote_ip: None,
+            destination: target,
+            sni: None,
+            http: None,
+        });
+        if !decision.allowed {
+            return Err(self.denied(&decision, "tcp", source));
         }
         let app = TcpStream::connect(target)
             .await
@@ -163,7 +185,77 @@ impl Inbound {
         }
     }
 
-    /// One HTTP request to the application, observed.
+    /// Logs and counts a denial; what the peer is told.
+    fn denied(&self, decision: &authz::Decision, protocol: &str, source: SocketAddr) -> Refused {
+        let by = decision
+            .policy
+            .as_deref()
+            .unwrap_or("no ALLOW policy matched");
+        tracing::info!(
+            "authorization denied {protocol} from {source}: {} ({by}, rule {:?})",
+            decision.reason,
+            decision.rule
+        );
+        self.metrics.denied(decision.policy.as_deref(), protocol);
+        Refused::Denied(by.to_string())
+    }
+
+    /// Normalizes the path and authorizes the request; the answer when it
+    /// may not go on.
+    fn refuse(
+        &self,
+        req: &mut Request<Incoming>,
+        target: SocketAddr,
+        peer: &PeerMeta,
+        downstream: SocketAddr,
+    ) -> Option<Response<Body>> {
+        let config = self.config.load();
+        let raw = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let normalized = match normalize(raw, config.path_normalization) {
+            Ok(t) => t,
+            Err(e) => return Some(full(StatusCode::BAD_REQUEST, format!("{e}\n"))),
+        };
+        // The application receives the normalized path.
+        if let Ok(uri) = normalized.to_uri_string().parse::<Uri>() {
+            *req.uri_mut() = uri;
+        }
+        let headers = req.headers();
+        let values = |name: &str| -> Vec<&str> {
+            headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect()
+        };
+        let host = headers
+            .get(hyper::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
+            .unwrap_or("");
+        let decision = config.authz.evaluate(&authz::Request {
+            principal: peer.principal.as_deref(),
+            source_ip: Some(downstream.ip()),
+            remote_ip: None,
+            destination: target,
+            sni: None,
+            http: Some(authz::HttpRequest {
+                method: req.method().as_str(),
+                host,
+                path: &normalized.path,
+                headers: &values,
+            }),
+        });
+        for note in &decision.notes {
+            tracing::info!("authorization: {note}");
+        }
+        if decision.allowed {
+            return None;
+        }
+        self.denied(&decision, "http", downstream);
+        Some(full(StatusCode::FORBIDDEN, "RBAC: access denied"))
+    }
+
+    /// One HTTP request to the application, authorized and observed.
     async fn request(
         &self,
         mut req: Request<Incoming>,
@@ -176,7 +268,10 @@ impl Inbound {
         let observation =
             Observation::begin(&req, downstream, request_id, self.access_log.as_ref());
         let protocol = request_protocol(req.headers());
-        let resp = forward(req, app).await;
+        let resp = match self.refuse(&mut req, app.target, peer, downstream) {
+            None => forward(req, app).await,
+            Some(refused) => refused,
+        };
         let flag = resp.extensions().get::<ResponseFlag>().map(|f| f.0);
         let status = resp.status().as_u16();
         let key = {
@@ -339,7 +434,7 @@ pub async fn serve_plaintext(listener: TcpListener, inbound: Arc<Inbound>) {
                     return;
                 }
             }
-            let accepted = match inbound.accept(target).await {
+            let accepted = match inbound.accept(target, None, downstream).await {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::debug!("plaintext from {downstream} closed: {e}");

@@ -75,6 +75,7 @@ pub struct Metrics {
     tcp_closed: Family<Labels, Counter>,
     tcp_sent: Family<Labels, Counter>,
     tcp_received: Family<Labels, Counter>,
+    denials: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -91,6 +92,7 @@ impl Metrics {
         let tcp_closed = Family::<Labels, Counter>::default();
         let tcp_sent = Family::<Labels, Counter>::default();
         let tcp_received = Family::<Labels, Counter>::default();
+        let denials = Family::<Labels, Counter>::default();
         // Counters get their `_total` suffix from the encoder.
         registry.register("istio_requests", "Total requests", requests.clone());
         registry.register(
@@ -128,6 +130,11 @@ impl Metrics {
             "Bytes received from the peer",
             tcp_received.clone(),
         );
+        registry.register(
+            "weft_authorization_denials",
+            "Requests and connections refused by authorization, by deciding policy",
+            denials.clone(),
+        );
         Arc::new(Metrics {
             registry,
             cache: RwLock::new(HashMap::new()),
@@ -139,7 +146,17 @@ impl Metrics {
             tcp_closed,
             tcp_sent,
             tcp_received,
+            denials,
         })
+    }
+
+    /// A request or connection authorization refused.
+    pub fn denied(&self, policy: Option<&str>, protocol: &str) {
+        let labels: Labels = vec![
+            ("policy", policy.unwrap_or("none matched").to_string()),
+            ("request_protocol", protocol.to_string()),
+        ];
+        self.denials.get_or_create(&labels).inc();
     }
 
     /// One finished request.

@@ -162,8 +162,13 @@ spec:
 
 /// The sidecars of chat and db beside the common mesh.
 async fn chat_and_db(m: &Mesh) -> Vec<Sidecar> {
+    chat_and_db_from(m, CHAT_AND_DB).await
+}
+
+/// The sidecars of chat and db, compiled from `extra` beside the mesh.
+async fn chat_and_db_from(m: &Mesh, extra: &str) -> Vec<Sidecar> {
     let mut loaded = weft_api::Loaded::default();
-    loaded.add_text("mesh.yaml", &mesh(m.net, CHAT_AND_DB));
+    loaded.add_text("mesh.yaml", &mesh(m.net, extra));
     let registry = weft_model::Registry::from_resources(&loaded.resources);
     let mut sidecars = Vec::new();
     for name in ["chat", "db"] {
@@ -262,4 +267,103 @@ async fn websocket_and_tcp_pass_through_hbone() {
     ] {
         assert!(line.contains(label), "{label} missing in {line}");
     }
+}
+
+/// Authorization on the destination's proxy, after normalization.
+#[tokio::test]
+async fn authorization_policies_decide_at_the_destination() {
+    let net = 124;
+    let policies = format!(
+        r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: allow-nothing, namespace: default}}
+spec: {{}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: reviews-readers, namespace: default}}
+spec:
+  selector: {{matchLabels: {{app: reviews}}}}
+  rules:
+  - from: [{{source: {{principals: ["cluster.local/ns/default/sa/productpage"]}}}}]
+    to: [{{operation: {{methods: [GET], paths: ["/books*", "/admin*"]}}}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: no-admin, namespace: default}}
+spec:
+  action: DENY
+  rules:
+  - to: [{{operation: {{paths: ["/admin*"]}}}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: db-from-ratings, namespace: default}}
+spec:
+  selector: {{matchLabels: {{app: db}}}}
+  rules:
+  - from: [{{source: {{principals: ["cluster.local/ns/default/sa/ratings"]}}}}]
+---
+{}"#,
+        CHAT_AND_DB.replace("127.0.116.", &format!("127.0.{net}."))
+    );
+    let m = start(net, &policies).await;
+    let _sidecars = chat_and_db_from(&m, &policies).await;
+    echo(format!("127.0.{net}.42:9091").parse().unwrap(), false).await;
+    let url = |path: &str| format!("http://reviews.default.svc.cluster.local:9080{path}");
+    let (status, body) = get(m.client, &url("/books/1"), None, &[]).await;
+    assert_eq!(status, hyper::StatusCode::OK, "{body}");
+    let (status, _, _) = common::request(m.client, "POST", &url("/books/1"), None, &[]).await;
+    assert_eq!(status, hyper::StatusCode::FORBIDDEN, "only GET is allowed");
+    let before = m.hits["v1"].load(Ordering::SeqCst) + m.hits["v2"].load(Ordering::SeqCst);
+    // The DENY wins over the ALLOW, also for paths that only reach /admin
+    // after normalization.
+    for path in [
+        "/admin",
+        "/books/../admin",
+        "/books/%2e%2e/admin",
+        "/books\\..\\admin",
+    ] {
+        let (status, body) = get(m.client, &url(path), None, &[]).await;
+        assert_eq!(status, hyper::StatusCode::FORBIDDEN, "{path}: {body}");
+        assert_eq!(body, "RBAC: access denied");
+    }
+    let after = m.hits["v1"].load(Ordering::SeqCst) + m.hits["v2"].load(Ordering::SeqCst);
+    assert_eq!(before, after, "denied requests never reach the app");
+    // The app receives the normalized path.
+    let (_, body) = get(m.client, &url("/books/x/../2"), None, &[]).await;
+    assert!(body.ends_with(" /books/2"), "{body}");
+
+    // TCP: db admits only ratings, and the namespace-wide DENY on paths
+    // loses its HTTP field against TCP and so denies every connection, as
+    // Istio documents: productpage's tunnel is refused.
+    let mut tcp = TcpStream::connect(m.client).await.unwrap();
+    tcp.write_all(b"CONNECT db.default.svc.cluster.local:9091 HTTP/1.1\r\nhost: db.default.svc.cluster.local:9091\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tcp.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    // Both refusals are counted with the policy that decided.
+    let db: IpAddr = format!("127.0.{net}.42").parse().unwrap();
+    let denied = metric(db, "weft_authorization_denials_total").await;
+    assert!(
+        denied
+            .iter()
+            .any(|l| l.contains("request_protocol=\"tcp\"") && l.contains("default/no-admin")),
+        "{denied:?}"
+    );
+    let mut denied = Vec::new();
+    for host in [31, 32] {
+        let reviews: IpAddr = format!("127.0.{net}.{host}").parse().unwrap();
+        denied.extend(metric(reviews, "weft_authorization_denials_total").await);
+    }
+    assert!(
+        denied
+            .iter()
+            .any(|l| l.contains("policy=\"default/no-admin\"")),
+        "{denied:?}"
+    );
 }
