@@ -23,6 +23,7 @@ enum Command {
     Token(cmd::token::Args),
     Certs(cmd::certs::Args),
     Proxy(cmd::proxy::Args),
+    Authz(cmd::authz::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
         Command::Token(args) => cmd::token::run(args),
         Command::Certs(args) => cmd::certs::run(args),
         Command::Proxy(args) => cmd::proxy::run(args),
+        Command::Authz(args) => cmd::authz::run(args),
     };
     match result {
         Ok(code) => code,

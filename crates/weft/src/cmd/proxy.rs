@@ -99,7 +99,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// The configuration in `dir` and MeshConfig's trustDomainAliases, or
 /// every error that stops it.
-fn load(
+pub(crate) fn load(
     dir: &Path,
     mesh_config: Option<&Path>,
     ns: &str,
@@ -127,6 +127,19 @@ fn load(
     let meshconfig = loaded.mesh.as_ref().map(|m| &m.config);
     if let Some(root) = meshconfig.and_then(|m| m.root_namespace.clone()) {
         mesh.root_namespace = root;
+    }
+    if let Some(n) = meshconfig
+        .and_then(|m| m.path_normalization.as_ref())
+        .and_then(|p| p.normalization)
+    {
+        use weft_api::types::mesh::NormalizationType as T;
+        use weft_model::normalize::Normalization as N;
+        mesh.path_normalization = match n {
+            T::Default | T::Base => N::Base,
+            T::None => N::None,
+            T::MergeSlashes => N::MergeSlashes,
+            T::DecodeAndMergeSlashes => N::DecodeAndMergeSlashes,
+        };
     }
     let aliases = meshconfig.map_or_else(Vec::new, |m| m.trust_domain_aliases.clone());
     let config =
