@@ -31,6 +31,7 @@ use tokio_rustls::TlsAcceptor;
 use weft_model::config::{GatewayServer, ServerTls, ServerTlsMode, WeightedCluster, host_matches};
 use weft_model::{Protocol, ProxyConfig};
 
+use crate::authorize;
 use crate::outbound::{self, Listener, Outbound};
 
 /// The largest ClientHello read while looking for the SNI.
@@ -236,8 +237,18 @@ where
         let gateway = gateway.clone();
         async move {
             edge_headers(req.headers_mut(), peer, https);
+            // The gateway's own AuthorizationPolicies (the client's
+            // ipBlocks, paths, hosts...) decide before routing.
+            let out = &gateway.outbound;
+            let config = out.config.load_full();
+            let local = SocketAddr::new(config.workload.address, port);
+            if let Some(refused) =
+                authorize::refuse_http(&config, &out.metrics, &mut req, None, peer, local)
+            {
+                return Ok(refused);
+            }
             let listener = Listener::Gateway { port, https };
-            Ok::<_, hyper::Error>(outbound::observed(&gateway.outbound, req, peer, listener).await)
+            Ok::<_, hyper::Error>(outbound::observed(out, req, peer, listener).await)
         }
     });
     let _ = auto::Builder::new(TokioExecutor::new())

@@ -21,10 +21,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use weft_model::authz;
 use weft_model::config::InboundPort;
-use weft_model::normalize::normalize;
 use weft_model::{Protocol, ProxyConfig};
 
-use crate::http::{Body, ResponseFlag, flagged, full};
+use crate::authorize;
+use crate::http::{Body, ResponseFlag, flagged};
 use crate::metrics::Metrics;
 use crate::telemetry::{AccessLog, Observation, PeerMeta, inbound_labels, request_protocol};
 use crate::upgrade;
@@ -112,7 +112,8 @@ impl Inbound {
             http: None,
         });
         if !decision.allowed {
-            return Err(self.denied(&decision, "tcp", source));
+            let by = authorize::denied(&self.metrics, &decision, "tcp", source);
+            return Err(Refused::Denied(by));
         }
         let app = TcpStream::connect(target)
             .await
@@ -185,76 +186,6 @@ impl Inbound {
         }
     }
 
-    /// Logs and counts a denial; what the peer is told.
-    fn denied(&self, decision: &authz::Decision, protocol: &str, source: SocketAddr) -> Refused {
-        let by = decision
-            .policy
-            .as_deref()
-            .unwrap_or("no ALLOW policy matched");
-        tracing::info!(
-            "authorization denied {protocol} from {source}: {} ({by}, rule {:?})",
-            decision.reason,
-            decision.rule
-        );
-        self.metrics.denied(decision.policy.as_deref(), protocol);
-        Refused::Denied(by.to_string())
-    }
-
-    /// Normalizes the path and authorizes the request; the answer when it
-    /// may not go on.
-    fn refuse(
-        &self,
-        req: &mut Request<Incoming>,
-        target: SocketAddr,
-        peer: &PeerMeta,
-        downstream: SocketAddr,
-    ) -> Option<Response<Body>> {
-        let config = self.config.load();
-        let raw = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let normalized = match normalize(raw, config.path_normalization) {
-            Ok(t) => t,
-            Err(e) => return Some(full(StatusCode::BAD_REQUEST, format!("{e}\n"))),
-        };
-        // The application receives the normalized path.
-        if let Ok(uri) = normalized.to_uri_string().parse::<Uri>() {
-            *req.uri_mut() = uri;
-        }
-        let headers = req.headers();
-        let values = |name: &str| -> Vec<&str> {
-            headers
-                .get_all(name)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect()
-        };
-        let host = headers
-            .get(hyper::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()))
-            .unwrap_or("");
-        let decision = config.authz.evaluate(&authz::Request {
-            principal: peer.principal.as_deref(),
-            source_ip: Some(downstream.ip()),
-            remote_ip: None,
-            destination: target,
-            sni: None,
-            http: Some(authz::HttpRequest {
-                method: req.method().as_str(),
-                host,
-                path: &normalized.path,
-                headers: &values,
-            }),
-        });
-        for note in &decision.notes {
-            tracing::info!("authorization: {note}");
-        }
-        if decision.allowed {
-            return None;
-        }
-        self.denied(&decision, "http", downstream);
-        Some(full(StatusCode::FORBIDDEN, "RBAC: access denied"))
-    }
-
     /// One HTTP request to the application, authorized and observed.
     async fn request(
         &self,
@@ -268,7 +199,15 @@ impl Inbound {
         let observation =
             Observation::begin(&req, downstream, request_id, self.access_log.as_ref());
         let protocol = request_protocol(req.headers());
-        let resp = match self.refuse(&mut req, app.target, peer, downstream) {
+        let refused = authorize::refuse_http(
+            &self.config.load(),
+            &self.metrics,
+            &mut req,
+            peer.principal.as_deref(),
+            downstream,
+            app.target,
+        );
+        let resp = match refused {
             None => forward(req, app).await,
             Some(refused) => refused,
         };

@@ -5,6 +5,7 @@
 //! [`weft_model::ProxyConfig`] swapped in as one snapshot; the request path
 //! never waits for the control plane.
 
+pub mod authorize;
 pub mod balance;
 pub mod cors;
 pub mod gateway;

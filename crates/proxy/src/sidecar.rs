@@ -205,6 +205,11 @@ impl Sidecar {
         })
     }
 
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<ProxyConfig> {
+        self.config.load_full()
+    }
+
     /// Swaps in a new configuration; requests in flight keep the old one.
     /// A gateway binds the ports of new servers and releases the ports
     /// no server uses any more.

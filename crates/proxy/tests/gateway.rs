@@ -31,7 +31,7 @@ fn gateway_yaml(dir: &Path) -> String {
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
 metadata: {{name: ingressgateway, namespace: istio-system}}
-spec: {{address: 127.0.{NET}.10, serviceAccount: ingressgateway, labels: {{istio: ingressgateway}}}}
+spec: {{address: 127.0.{NET}.10, serviceAccount: ingressgateway, labels: {{istio: ingressgateway, app: istio-ingressgateway}}}}
 ---
 apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -164,16 +164,25 @@ async fn an_ingress_gateway_serves_its_servers_into_the_mesh() {
     assert_eq!(loaded.errors(), 0, "{:?}", loaded.diagnostics);
     let found = weft_api::validate(&loaded.resources, None);
     assert!(found.iter().all(|d| !d.is_error()), "{found:?}");
-    let registry = weft_model::Registry::from_resources(&loaded.resources);
-    let config = weft_model::compile(
-        &loaded.resources,
-        &registry,
-        "istio-system",
-        "ingressgateway",
-        &weft_model::Mesh::new("cluster.local"),
-    )
-    .unwrap();
-    let _gateway = Sidecar::start_as(
+    let compile = |extra: &str| {
+        let mut loaded = weft_api::Loaded::default();
+        loaded.add_text(
+            "mesh.yaml",
+            &common::mesh(NET, &format!("{yaml}---\n{extra}")),
+        );
+        assert_eq!(loaded.errors(), 0, "{:?}", loaded.diagnostics);
+        let registry = weft_model::Registry::from_resources(&loaded.resources);
+        weft_model::compile(
+            &loaded.resources,
+            &registry,
+            "istio-system",
+            "ingressgateway",
+            &weft_model::Mesh::new("cluster.local"),
+        )
+        .unwrap()
+    };
+    let config = compile("");
+    let gateway = Sidecar::start_as(
         Role::Ingress {
             credentials: dir.clone(),
         },
@@ -255,4 +264,24 @@ async fn an_ingress_gateway_serves_its_servers_into_the_mesh() {
         ),
         "{text}"
     );
+
+    // Istio's ingress authorization task: an ALLOW on the client's address
+    // at the gateway. Ours is 127.0.0.1, not in the page's blocks...
+    let task = |n: &str| {
+        let path = format!(
+            "{}/../../../shared/corpus/docs-examples/tasks/security/authorization/authz-ingress/authz-ingress-{n}.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    gateway.update(compile(&task("03")));
+    let (status, _, body) = get_full(at(8080), "/", Some("reviews.example.com"), &[]).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::FORBIDDEN, "RBAC: access denied")
+    );
+    // ... until it is added, as the page does with $CLIENT_IP.
+    gateway.update(compile(&task("07").replace("$CLIENT_IP", "127.0.0.1")));
+    let (status, _, _) = get_full(at(8080), "/", Some("reviews.example.com"), &[]).await;
+    assert_eq!(status, StatusCode::OK);
 }

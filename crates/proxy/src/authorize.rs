@@ -1,0 +1,91 @@
+//! Authorization where a request enters a workload or a gateway: the path
+//! is normalized (and sent on normalized), then the workload's compiled
+//! AuthorizationPolicies decide; a denial is logged with the deciding
+//! policy and counted.
+
+use std::net::SocketAddr;
+
+use hyper::{Request, Response, StatusCode, Uri};
+use weft_model::ProxyConfig;
+use weft_model::authz::{self, Decision};
+use weft_model::normalize::normalize;
+
+use crate::http::{Body, full};
+use crate::metrics::Metrics;
+
+/// Logs and counts a denial; the deciding policy, for the refusal.
+pub fn denied(
+    metrics: &Metrics,
+    decision: &Decision,
+    protocol: &str,
+    source: SocketAddr,
+) -> String {
+    let by = decision
+        .policy
+        .as_deref()
+        .unwrap_or("no ALLOW policy matched");
+    tracing::info!(
+        "authorization denied {protocol} from {source}: {} ({by}, rule {:?})",
+        decision.reason,
+        decision.rule
+    );
+    metrics.denied(decision.policy.as_deref(), protocol);
+    by.to_string()
+}
+
+/// Normalizes the path of `req` from `principal` at `source` to
+/// `destination` and authorizes it; the answer when it may not go on.
+pub fn refuse_http<B>(
+    config: &ProxyConfig,
+    metrics: &Metrics,
+    req: &mut Request<B>,
+    principal: Option<&str>,
+    source: SocketAddr,
+    destination: SocketAddr,
+) -> Option<Response<Body>> {
+    let raw = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let normalized = match normalize(raw, config.path_normalization) {
+        Ok(t) => t,
+        Err(e) => return Some(full(StatusCode::BAD_REQUEST, format!("{e}\n"))),
+    };
+    // What goes on is the normalized path.
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = normalized.to_uri_string().parse().ok();
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+    let headers = req.headers();
+    let values = |name: &str| -> Vec<&str> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    };
+    let host = headers
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    let decision = config.authz.evaluate(&authz::Request {
+        principal,
+        source_ip: Some(source.ip()),
+        remote_ip: None,
+        destination,
+        sni: None,
+        http: Some(authz::HttpRequest {
+            method: req.method().as_str(),
+            host,
+            path: &normalized.path,
+            headers: &values,
+        }),
+    });
+    for note in &decision.notes {
+        tracing::info!("authorization: {note}");
+    }
+    if decision.allowed {
+        return None;
+    }
+    denied(metrics, &decision, "http", source);
+    Some(full(StatusCode::FORBIDDEN, "RBAC: access denied"))
+}

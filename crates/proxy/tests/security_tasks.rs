@@ -1,0 +1,278 @@
+//! Istio's authorization tasks, with their own policy files from
+//! `../shared/corpus/docs-examples/tasks/security/authorization/`, applied
+//! step by step as the pages apply them and checked with the pages' own
+//! requests through real sidecars: sleep calls httpbin and tcp-echo in
+//! namespace foo.
+
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a failed test
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use common::{policy, request, store_in};
+use http_body_util::Full;
+use hyper::{Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use weft_identity::{Ca, TrustDomain};
+use weft_proxy::{Ports, Sidecar};
+
+const TASKS: &str = "../../../shared/corpus/docs-examples/tasks/security/authorization";
+
+fn mesh(net: u8) -> String {
+    format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: sleep, namespace: foo}}
+spec: {{address: 127.0.{net}.21, serviceAccount: sleep, labels: {{app: sleep}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: httpbin, namespace: foo}}
+spec: {{address: 127.0.{net}.31, serviceAccount: httpbin, labels: {{app: httpbin}}, ports: {{http: 8000}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: httpbin, namespace: foo}}
+spec:
+  hosts: [httpbin.foo.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{{number: 8000, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  workloadSelector: {{labels: {{app: httpbin}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: tcp-echo, namespace: foo}}
+spec: {{address: 127.0.{net}.41, serviceAccount: tcp-echo, labels: {{app: tcp-echo}}, ports: {{tcp-a: 9000, tcp-b: 9001, tcp-c: 9002}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: tcp-echo, namespace: foo}}
+spec:
+  hosts: [tcp-echo.foo.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports:
+  - {{number: 9000, name: tcp-a, protocol: TCP}}
+  - {{number: 9001, name: tcp-b, protocol: TCP}}
+  - {{number: 9002, name: tcp-c, protocol: TCP}}
+  resolution: STATIC
+  workloadSelector: {{labels: {{app: tcp-echo}}}}
+"#
+    )
+}
+
+/// The three sidecars, and the policies applied so far by name.
+struct Task {
+    net: u8,
+    sidecars: BTreeMap<&'static str, Sidecar>,
+    policies: BTreeMap<String, String>,
+}
+
+impl Task {
+    async fn start(net: u8) -> Task {
+        let dir = std::env::temp_dir().join(format!("weft-tasks-{net}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ca = Arc::new(
+            Ca::init(
+                &dir,
+                &TrustDomain::new("cluster.local").unwrap(),
+                SystemTime::now(),
+            )
+            .unwrap(),
+        );
+        let mut task = Task {
+            net,
+            sidecars: BTreeMap::new(),
+            policies: BTreeMap::new(),
+        };
+        for name in ["sleep", "httpbin", "tcp-echo"] {
+            let sidecar = Sidecar::start(
+                task.compile(name),
+                store_in(&ca, "foo", name),
+                policy(&ca),
+                Ports::default(),
+                None,
+            )
+            .await
+            .unwrap();
+            task.sidecars.insert(name, sidecar);
+        }
+        httpbin(format!("127.0.{net}.31:8000").parse().unwrap()).await;
+        for port in [9000, 9001, 9002] {
+            echo(format!("127.0.{net}.41:{port}").parse().unwrap()).await;
+        }
+        task
+    }
+
+    fn compile(&self, name: &str) -> weft_model::ProxyConfig {
+        let mut loaded = weft_api::Loaded::default();
+        loaded.add_text("mesh.yaml", &mesh(self.net));
+        for (file, text) in &self.policies {
+            loaded.add_text(file, text);
+        }
+        assert_eq!(loaded.errors(), 0, "{:?}", loaded.diagnostics);
+        let found = weft_api::validate(&loaded.resources, None);
+        assert!(found.iter().all(|d| !d.is_error()), "{found:?}");
+        let registry = weft_model::Registry::from_resources(&loaded.resources);
+        weft_model::compile(
+            &loaded.resources,
+            &registry,
+            "foo",
+            name,
+            &weft_model::Mesh::new("cluster.local"),
+        )
+        .unwrap()
+    }
+
+    /// Applies a task file, replacing the policy of the same name, as
+    /// `kubectl apply` does.
+    fn apply(&mut self, file: &str) {
+        self.apply_in(file, None);
+    }
+
+    /// `kubectl apply -n NS`: a file without a namespace goes to `ns`.
+    fn apply_in(&mut self, file: &str, ns: Option<&str>) {
+        let path = format!("{}/{TASKS}/{file}", env!("CARGO_MANIFEST_DIR"));
+        let mut text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        if let Some(ns) = ns {
+            assert!(!text.contains("namespace:"), "{file} names its namespace");
+            text = text.replacen("metadata:\n", &format!("metadata:\n  namespace: {ns}\n"), 1);
+        }
+        let name = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("name: "))
+            .unwrap()
+            .trim_matches('"')
+            .to_string();
+        self.policies.insert(name, text);
+        for (name, sidecar) in &self.sidecars {
+            sidecar.update(self.compile(name));
+        }
+    }
+
+    fn client(&self) -> SocketAddr {
+        self.sidecars["sleep"].outbound_addr()
+    }
+
+    /// `curl http://httpbin.foo:8000<path> -X <method> [-H header]`.
+    async fn curl(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> StatusCode {
+        let url = format!("http://httpbin.foo.svc.cluster.local:8000{path}");
+        request(self.client(), method, &url, None, headers).await.0
+    }
+
+    /// `echo hello | nc tcp-echo 900x`: whether the echo came back.
+    async fn nc(&self, port: u16) -> bool {
+        let mut tcp = TcpStream::connect(self.client()).await.unwrap();
+        let authority = format!("tcp-echo.foo.svc.cluster.local:{port}");
+        tcp.write_all(
+            format!("CONNECT {authority} HTTP/1.1\r\nhost: {authority}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = tcp.read(&mut buf).await.unwrap();
+        if !String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200") {
+            return false;
+        }
+        tcp.write_all(b"hello").await.unwrap();
+        let n = tcp.read(&mut buf).await.unwrap_or(0);
+        &buf[..n] == b"hello"
+    }
+}
+
+/// A stand-in httpbin: 200 for every method and path.
+async fn httpbin(addr: SocketAddr) {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let body = format!("{} {}", req.method(), req.uri());
+                        Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(body))))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+}
+
+/// A stand-in tcp-echo.
+async fn echo(addr: SocketAddr) {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = tcp.read(&mut buf).await {
+                    if n == 0 || tcp.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+}
+
+#[tokio::test]
+async fn authz_deny_task() {
+    let mut t = Task::start(125).await;
+    assert_eq!(t.curl("GET", "/get", &[]).await, StatusCode::OK);
+    t.apply("authz-deny/authz-deny-01.yaml");
+    assert_eq!(t.curl("GET", "/get", &[]).await, StatusCode::FORBIDDEN);
+    assert_eq!(t.curl("POST", "/post", &[]).await, StatusCode::OK);
+    t.apply("authz-deny/authz-deny-02.yaml");
+    let admin = [("x-token", "admin")];
+    let guest = [("x-token", "guest")];
+    assert_eq!(t.curl("GET", "/get", &admin).await, StatusCode::OK);
+    assert_eq!(t.curl("GET", "/get", &guest).await, StatusCode::FORBIDDEN);
+    t.apply("authz-deny/authz-deny-03.yaml");
+    assert_eq!(t.curl("GET", "/ip", &admin).await, StatusCode::OK);
+    assert_eq!(t.curl("GET", "/get", &admin).await, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn authz_tcp_task() {
+    let mut t = Task::start(126).await;
+    for port in [9000, 9001, 9002] {
+        assert!(t.nc(port).await, "{port} before any policy");
+    }
+    t.apply("authz-tcp/authz-tcp-01.yaml");
+    assert!(t.nc(9000).await && t.nc(9001).await);
+    assert!(!t.nc(9002).await, "9002 is not in the ALLOW policy");
+    // An ALLOW rule with an HTTP-only field never matches TCP.
+    t.apply("authz-tcp/authz-tcp-02.yaml");
+    assert!(!t.nc(9000).await);
+    // A DENY rule with an HTTP-only field denies all TCP.
+    t.apply("authz-tcp/authz-tcp-03.yaml");
+    assert!(!t.nc(9000).await);
+    // ... on the ports it names.
+    t.apply("authz-tcp/authz-tcp-04.yaml");
+    assert!(!t.nc(9000).await);
+    assert!(t.nc(9001).await);
+}
+
+#[tokio::test]
+async fn authz_dry_run_task() {
+    let mut t = Task::start(127).await;
+    t.apply_in("authz-dry-run/authz-dry-run-01.yaml", Some("foo"));
+    // A dry-run DENY is evaluated and logged, never enforced.
+    assert_eq!(t.curl("GET", "/headers", &[]).await, StatusCode::OK);
+    assert_eq!(
+        t.sidecars["httpbin"].config().authz.policies[0].name,
+        "foo/deny-path-headers"
+    );
+}
