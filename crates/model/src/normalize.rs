@@ -206,6 +206,45 @@ mod tests {
         }
     }
 
+    /// The fuzz target's property over every path of up to five tokens
+    /// that matter to normalization: absolute, no dot segments, and stable
+    /// when normalized again.
+    #[test]
+    fn normalized_paths_are_absolute_dot_free_and_stable() {
+        let tokens = ["/", ".", "%2e", "%2F", "%5c", "\\", "a", "%", "#", "?"];
+        let mut paths = vec![String::from("/")];
+        let mut frontier = paths.clone();
+        for _ in 0..5 {
+            let mut next = Vec::new();
+            for p in &frontier {
+                for t in tokens {
+                    next.push(format!("{p}{t}"));
+                }
+            }
+            paths.extend(next.iter().cloned());
+            frontier = next;
+        }
+        for mode in [
+            Normalization::Base,
+            Normalization::MergeSlashes,
+            Normalization::DecodeAndMergeSlashes,
+        ] {
+            for p in &paths {
+                let Ok(t) = normalize(p, mode) else { continue };
+                assert!(t.path.starts_with('/'), "{p:?} -> {t:?}");
+                assert!(
+                    !t.path.split('/').any(|s| s == "." || s == ".."),
+                    "{p:?} -> {t:?} ({mode:?})"
+                );
+                assert_eq!(
+                    normalize(&t.path, mode).map(|n| n.path),
+                    Ok(t.path.clone()),
+                    "{p:?} ({mode:?})"
+                );
+            }
+        }
+    }
+
     #[test]
     fn slash_modes() {
         let merge = |p| normalize(p, Normalization::MergeSlashes).unwrap().path;
