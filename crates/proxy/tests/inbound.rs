@@ -367,3 +367,37 @@ spec:
         "{denied:?}"
     );
 }
+
+/// Malformed requests get 400 at the first proxy and never reach an app.
+#[tokio::test]
+async fn malformed_requests_get_400_and_reach_no_app() {
+    let m = start(128, "").await;
+    let host = "reviews.default.svc.cluster.local:9080";
+    for (what, request) in [
+        (
+            "two Content-Lengths",
+            format!(
+                "POST /x HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"
+            ),
+        ),
+        (
+            "a NUL in the path",
+            format!("GET /a%00b HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        ),
+        (
+            "a bad header name",
+            format!("GET / HTTP/1.1\r\nHost: {host}\r\nBad Header: x\r\n\r\n"),
+        ),
+        (
+            "an obs-fold header",
+            format!("GET / HTTP/1.1\r\nHost: {host}\r\nX-A: one\r\n two\r\n\r\n"),
+        ),
+    ] {
+        let answer = exchange(m.client, &request).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{what}: {answer:?}");
+    }
+    assert_eq!(
+        m.hits["v1"].load(Ordering::SeqCst) + m.hits["v2"].load(Ordering::SeqCst),
+        0
+    );
+}
