@@ -46,6 +46,7 @@ fuzz_target!(|data: &[u8]| {
             host: path,
             path,
             headers: &headers,
+            auth: None,
         }),
     });
 });

@@ -96,6 +96,7 @@ fn decide(authz: &Authz) -> f64 {
                 host: "reviews.shop.svc.cluster.local:9080",
                 path: paths[(i % 4) as usize],
                 headers: &none,
+                auth: None,
             }),
         });
         allowed += u32::from(d.allowed);

@@ -158,6 +158,7 @@ pub fn compile(
         .collect();
     Ok(ProxyConfig {
         authz: Authz::for_workload(resources, &mesh.root_namespace, &w.namespace, &w.labels),
+        jwt: crate::jwt::for_workload(resources, &mesh.root_namespace, &w.namespace, &w.labels),
         path_normalization: mesh.path_normalization,
         gateway,
         identities,

@@ -21,6 +21,8 @@ pub struct ProxyConfig {
     pub inbound: Vec<InboundPort>,
     /// The AuthorizationPolicies that apply to this workload.
     pub authz: crate::authz::Authz,
+    /// The RequestAuthentication JWT rules that apply to this workload.
+    pub jwt: Vec<crate::jwt::JwtRule>,
     /// How request paths are normalized before authorization and routing.
     pub path_normalization: crate::normalize::Normalization,
     /// Gateway servers by port, when Gateways select this workload (the

@@ -11,6 +11,7 @@ use weft_model::authz::{self, Decision};
 use weft_model::normalize::normalize;
 
 use crate::http::{Body, full};
+use crate::jwt::Authenticator;
 use crate::metrics::Metrics;
 
 /// Logs and counts a denial; the deciding policy, for the refusal.
@@ -34,10 +35,12 @@ pub fn denied(
 }
 
 /// Normalizes the path of `req` from `principal` at `source` to
-/// `destination` and authorizes it; the answer when it may not go on.
-pub fn refuse_http<B>(
+/// `destination`, authenticates its JWT and authorizes it; the answer when
+/// it may not go on.
+pub async fn refuse_http<B>(
     config: &ProxyConfig,
     metrics: &Metrics,
+    authenticator: &Authenticator,
     req: &mut Request<B>,
     principal: Option<&str>,
     source: SocketAddr,
@@ -54,6 +57,18 @@ pub fn refuse_http<B>(
     if let Ok(uri) = Uri::from_parts(parts) {
         *req.uri_mut() = uri;
     }
+    let auth = match authenticator.authenticate(&config.jwt, req).await {
+        Ok(auth) => auth,
+        Err(reason) => {
+            tracing::info!("authentication refused a request from {source}: {reason}");
+            let mut resp = full(StatusCode::UNAUTHORIZED, reason);
+            resp.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Bearer"),
+            );
+            return Some(resp);
+        }
+    };
     let headers = req.headers();
     let values = |name: &str| -> Vec<&str> {
         headers
@@ -78,6 +93,7 @@ pub fn refuse_http<B>(
             host,
             path: &normalized.path,
             headers: &values,
+            auth: auth.as_ref(),
         }),
     });
     for note in &decision.notes {

@@ -32,6 +32,7 @@ use weft_model::config::{GatewayServer, ServerTls, ServerTlsMode, WeightedCluste
 use weft_model::{Protocol, ProxyConfig};
 
 use crate::authorize;
+use crate::jwt::Authenticator;
 use crate::outbound::{self, Listener, Outbound};
 
 /// The largest ClientHello read while looking for the SNI.
@@ -46,6 +47,8 @@ pub struct Gateway {
     /// Server TLS configurations, by server name, rebuilt when the
     /// server's settings change.
     tls: RwLock<HashMap<String, (ServerTls, Arc<ServerConfig>)>>,
+    /// RequestAuthentication at the gateway.
+    authenticator: Authenticator,
 }
 
 impl Gateway {
@@ -54,6 +57,7 @@ impl Gateway {
             outbound,
             credentials,
             tls: RwLock::new(HashMap::new()),
+            authenticator: Authenticator::default(),
         }
     }
 
@@ -242,9 +246,17 @@ where
             let out = &gateway.outbound;
             let config = out.config.load_full();
             let local = SocketAddr::new(config.workload.address, port);
-            if let Some(refused) =
-                authorize::refuse_http(&config, &out.metrics, &mut req, None, peer, local)
-            {
+            let refused = authorize::refuse_http(
+                &config,
+                &out.metrics,
+                &gateway.authenticator,
+                &mut req,
+                None,
+                peer,
+                local,
+            )
+            .await;
+            if let Some(refused) = refused {
                 return Ok(refused);
             }
             let listener = Listener::Gateway { port, https };

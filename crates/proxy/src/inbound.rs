@@ -25,6 +25,7 @@ use weft_model::{Protocol, ProxyConfig};
 
 use crate::authorize;
 use crate::http::{Body, ResponseFlag, flagged};
+use crate::jwt::Authenticator;
 use crate::metrics::Metrics;
 use crate::telemetry::{AccessLog, Observation, PeerMeta, inbound_labels, request_protocol};
 use crate::upgrade;
@@ -38,6 +39,8 @@ pub struct Inbound {
     pub config: Arc<ArcSwap<ProxyConfig>>,
     pub metrics: Arc<Metrics>,
     pub access_log: Option<AccessLog>,
+    /// RequestAuthentication's JWT validation and fetched keys.
+    authenticator: Authenticator,
 }
 
 /// A stream accepted for one of this workload's ports.
@@ -73,6 +76,7 @@ impl Inbound {
             config,
             metrics,
             access_log,
+            authenticator: Authenticator::default(),
         }
     }
 
@@ -200,13 +204,15 @@ impl Inbound {
             Observation::begin(&req, downstream, request_id, self.access_log.as_ref());
         let protocol = request_protocol(req.headers());
         let refused = authorize::refuse_http(
-            &self.config.load(),
+            &self.config.load_full(),
             &self.metrics,
+            &self.authenticator,
             &mut req,
             peer.principal.as_deref(),
             downstream,
             app.target,
-        );
+        )
+        .await;
         let resp = match refused {
             None => forward(req, app).await,
             Some(refused) => refused,

@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod hbone;
 pub mod http;
 pub mod inbound;
+pub mod jwt;
 pub mod logging;
 pub mod metrics;
 pub mod origination;

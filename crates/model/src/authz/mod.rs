@@ -82,8 +82,7 @@ pub enum Attribute {
     Header(String),
     DestinationIp,
     Sni,
-    /// `request.auth.*`: from a JWT, which weft does not validate yet, so
-    /// never present.
+    /// `request.auth.*`: from the request's validated JWT.
     RequestAuth(String),
     /// A `when` key weft cannot evaluate.
     Unsupported(String),
@@ -237,6 +236,52 @@ pub struct Request<'a> {
     pub http: Option<HttpRequest<'a>>,
 }
 
+/// What a validated JWT says of the request (RequestAuthentication).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestAuth {
+    /// `iss/sub`.
+    pub principal: String,
+    pub audiences: Vec<String>,
+    /// `azp`.
+    pub presenter: Option<String>,
+    pub claims: serde_json::Value,
+}
+
+impl RequestAuth {
+    /// The values of `request.auth.<key>` (`principal`, `audiences`,
+    /// `presenter`, `claims[name]` or nested `claims[a][b]`).
+    pub fn values(&self, key: &str) -> Vec<String> {
+        match key {
+            "request.auth.principal" => vec![self.principal.clone()],
+            "request.auth.audiences" => self.audiences.clone(),
+            "request.auth.presenter" => self.presenter.iter().cloned().collect(),
+            k => {
+                let Some(path) = k.strip_prefix("request.auth.claims") else {
+                    return Vec::new();
+                };
+                let mut value = &self.claims;
+                for name in path.split(']').filter_map(|p| p.strip_prefix('[')) {
+                    match value.get(name) {
+                        Some(v) => value = v,
+                        None => return Vec::new(),
+                    }
+                }
+                match value {
+                    serde_json::Value::String(s) => vec![s.clone()],
+                    serde_json::Value::Array(a) => a
+                        .iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect(),
+                    serde_json::Value::Bool(_) | serde_json::Value::Number(_) => {
+                        vec![value.to_string()]
+                    }
+                    _ => Vec::new(),
+                }
+            }
+        }
+    }
+}
+
 pub struct HttpRequest<'a> {
     pub method: &'a str,
     pub host: &'a str,
@@ -244,6 +289,8 @@ pub struct HttpRequest<'a> {
     pub path: &'a str,
     /// Every value of a header (by lowercase name).
     pub headers: &'a dyn Fn(&str) -> Vec<&'a str>,
+    /// The request's validated JWT, when it has one.
+    pub auth: Option<&'a RequestAuth>,
 }
 
 impl std::fmt::Debug for HttpRequest<'_> {
@@ -281,9 +328,19 @@ impl Request<'_> {
                 .as_ref()
                 .map(|h| (h.headers)(name).into_iter().map(str::to_string).collect())
                 .unwrap_or_default(),
-            Attribute::RequestPrincipal | Attribute::RequestAuth(_) | Attribute::Unsupported(_) => {
-                Vec::new()
-            }
+            Attribute::RequestPrincipal => self
+                .http
+                .as_ref()
+                .and_then(|h| h.auth)
+                .map(|a| vec![a.principal.clone()])
+                .unwrap_or_default(),
+            Attribute::RequestAuth(key) => self
+                .http
+                .as_ref()
+                .and_then(|h| h.auth)
+                .map(|a| a.values(key))
+                .unwrap_or_default(),
+            Attribute::Unsupported(_) => Vec::new(),
         }
     }
 }

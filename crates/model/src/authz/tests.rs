@@ -87,6 +87,7 @@ impl Req {
                 host,
                 path,
                 headers: &headers,
+                auth: None,
             }),
         };
         authz.evaluate(&req)
@@ -357,6 +358,7 @@ fn istios_builder_inputs_load_compile_and_evaluate() {
                     host: "exact.com",
                     path: "/exact",
                     headers: &headers,
+                    auth: None,
                 }),
                 None,
             ] {

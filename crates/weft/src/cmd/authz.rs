@@ -135,6 +135,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             host,
             path: &target.path,
             headers: &values,
+            auth: None,
         }),
     });
     let by = match (&decision.policy, decision.rule) {
