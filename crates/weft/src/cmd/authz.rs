@@ -53,7 +53,8 @@ struct Check {
     /// values of one header).
     #[arg(long = "header", value_name = "NAME: VALUE")]
     headers: Vec<String>,
-    /// A JWT; RequestAuthentication is not validated by weft yet.
+    /// A JWT, sent as `Authorization: Bearer TOKEN` and validated by the
+    /// workload's RequestAuthentication (keys inline or fetched).
     #[arg(long, value_name = "TOKEN")]
     jwt: Option<String>,
     /// The request method.
@@ -67,10 +68,6 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
         c.from.is_some() || c.plaintext,
         "say who calls: --from SPIFFE_ID, or --plaintext"
-    );
-    anyhow::ensure!(
-        c.jwt.is_none(),
-        "--jwt: RequestAuthentication is not validated by weft yet, so a token would be ignored; leave it out to see the decision without one"
     );
     if let Some(from) = &c.from {
         from.parse::<weft_identity::SpiffeId>()
@@ -113,6 +110,28 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             .and_then(|p| u16::try_from(p.port).ok())
             .context("the workload has no ports; give --port")?,
     };
+    // The token is validated as the proxy would, keys fetched if need be.
+    let auth = match &c.jwt {
+        None => None,
+        Some(token) => {
+            let mut req = http::Request::new(());
+            let bearer = http::HeaderValue::from_str(&format!("Bearer {token}"))
+                .context("--jwt: not a header value")?;
+            req.headers_mut()
+                .insert(http::header::AUTHORIZATION, bearer);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let authenticator = weft_proxy::jwt::Authenticator::default();
+            match runtime.block_on(authenticator.authenticate(&config.jwt, &mut req)) {
+                Ok(auth) => auth,
+                Err(reason) => {
+                    println!("DENY 401: {reason}");
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
+    };
     let values = |name: &str| -> Vec<&str> {
         headers
             .iter()
@@ -135,7 +154,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             host,
             path: &target.path,
             headers: &values,
-            auth: None,
+            auth: auth.as_ref(),
         }),
     });
     let by = match (&decision.policy, decision.rule) {
