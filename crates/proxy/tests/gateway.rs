@@ -159,27 +159,9 @@ async fn an_ingress_gateway_serves_its_servers_into_the_mesh() {
 
     let yaml = gateway_yaml(&dir);
     let m = start(NET, &yaml).await;
-    let mut loaded = weft_api::Loaded::default();
-    loaded.add_text("mesh.yaml", &common::mesh(NET, &yaml));
-    assert_eq!(loaded.errors(), 0, "{:?}", loaded.diagnostics);
-    let found = weft_api::validate(&loaded.resources, None);
-    assert!(found.iter().all(|d| !d.is_error()), "{found:?}");
     let compile = |extra: &str| {
-        let mut loaded = weft_api::Loaded::default();
-        loaded.add_text(
-            "mesh.yaml",
-            &common::mesh(NET, &format!("{yaml}---\n{extra}")),
-        );
-        assert_eq!(loaded.errors(), 0, "{:?}", loaded.diagnostics);
-        let registry = weft_model::Registry::from_resources(&loaded.resources);
-        weft_model::compile(
-            &loaded.resources,
-            &registry,
-            "istio-system",
-            "ingressgateway",
-            &weft_model::Mesh::new("cluster.local"),
-        )
-        .unwrap()
+        let yaml = common::mesh(NET, &format!("{yaml}---\n{extra}"));
+        common::compile(&yaml, "istio-system", "ingressgateway")
     };
     let config = compile("");
     let gateway = Sidecar::start_as(

@@ -167,19 +167,10 @@ async fn chat_and_db(m: &Mesh) -> Vec<Sidecar> {
 
 /// The sidecars of chat and db, compiled from `extra` beside the mesh.
 async fn chat_and_db_from(m: &Mesh, extra: &str) -> Vec<Sidecar> {
-    let mut loaded = weft_api::Loaded::default();
-    loaded.add_text("mesh.yaml", &mesh(m.net, extra));
-    let registry = weft_model::Registry::from_resources(&loaded.resources);
+    let yaml = mesh(m.net, extra);
     let mut sidecars = Vec::new();
     for name in ["chat", "db"] {
-        let config = weft_model::compile(
-            &loaded.resources,
-            &registry,
-            "default",
-            name,
-            &weft_model::Mesh::new("cluster.local"),
-        )
-        .unwrap();
+        let config = common::compile(&yaml, "default", name);
         sidecars.push(
             Sidecar::start(
                 config,

@@ -10,8 +10,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use common::{policy, request, store_in};
@@ -20,7 +18,6 @@ use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use weft_identity::{Ca, TrustDomain};
 use weft_proxy::{Ports, Sidecar};
 
 const TASKS: &str = "../../../shared/corpus/docs-examples/tasks/security/authorization";
@@ -78,16 +75,7 @@ struct Task {
 
 impl Task {
     async fn start(net: u8) -> Task {
-        let dir = std::env::temp_dir().join(format!("weft-tasks-{net}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let ca = Arc::new(
-            Ca::init(
-                &dir,
-                &TrustDomain::new("cluster.local").unwrap(),
-                SystemTime::now(),
-            )
-            .unwrap(),
-        );
+        let ca = common::test_ca(&format!("tasks-{net}"));
         let mut task = Task {
             net,
             sidecars: BTreeMap::new(),
@@ -113,23 +101,12 @@ impl Task {
     }
 
     fn compile(&self, name: &str) -> weft_model::ProxyConfig {
-        let mut loaded = weft_api::Loaded::default();
-        loaded.add_text("mesh.yaml", &mesh(self.net));
-        for (file, text) in &self.policies {
-            loaded.add_text(file, text);
+        let mut yaml = mesh(self.net);
+        for text in self.policies.values() {
+            yaml.push_str("\n---\n");
+            yaml.push_str(text);
         }
-        assert_eq!(loaded.errors(), 0, "{:?}", loaded.diagnostics);
-        let found = weft_api::validate(&loaded.resources, None);
-        assert!(found.iter().all(|d| !d.is_error()), "{found:?}");
-        let registry = weft_model::Registry::from_resources(&loaded.resources);
-        weft_model::compile(
-            &loaded.resources,
-            &registry,
-            "foo",
-            name,
-            &weft_model::Mesh::new("cluster.local"),
-        )
-        .unwrap()
+        common::compile(&yaml, "foo", name)
     }
 
     /// Applies a task file, replacing the policy of the same name, as

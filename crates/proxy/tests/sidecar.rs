@@ -690,20 +690,8 @@ spec:
   workloadSelector: {{labels: {{app: grpc-echo}}}}
 "#
     );
-    let mut loaded = weft_api::Loaded::default();
-    loaded.add_text("mesh.yaml", &(mesh(net, "") + &yaml));
-    assert_eq!(loaded.errors(), 0, "{:?}", loaded.diagnostics);
-    let registry = weft_model::Registry::from_resources(&loaded.resources);
-    let compiled = |name: &str| {
-        weft_model::compile(
-            &loaded.resources,
-            &registry,
-            "default",
-            name,
-            &weft_model::Mesh::new("cluster.local"),
-        )
-        .unwrap()
-    };
+    let all = mesh(net, "") + &yaml;
+    let compiled = |name: &str| common::compile(&all, "default", name);
     // The client needs the new service; the server gets its own sidecar.
     m.sidecars[0].update(compiled("productpage"));
     let _server = Sidecar::start(

@@ -215,21 +215,42 @@ pub async fn app(
     });
 }
 
-pub async fn start(net: u8, extra: &str) -> Mesh {
-    let dir = std::env::temp_dir().join(format!("weft-proxy-{net}-{}", std::process::id()));
+/// A CA of trust domain cluster.local in a fresh folder named by `name`.
+pub fn test_ca(name: &str) -> Arc<Ca> {
+    let dir = std::env::temp_dir().join(format!("weft-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let ca = Arc::new(
+    Arc::new(
         Ca::init(
             &dir,
             &TrustDomain::new("cluster.local").unwrap(),
             SystemTime::now(),
         )
         .unwrap(),
-    );
+    )
+}
+
+/// The configuration of workload `ns/name` compiled from `yaml`, which
+/// must load and validate without errors.
+pub fn compile(yaml: &str, ns: &str, name: &str) -> weft_model::ProxyConfig {
     let mut loaded = weft_api::Loaded::default();
-    loaded.add_text("mesh.yaml", &mesh(net, extra));
+    loaded.add_text("mesh.yaml", yaml);
     assert_eq!(loaded.errors(), 0, "{:?}", loaded.diagnostics);
+    let found = weft_api::validate(&loaded.resources, None);
+    assert!(found.iter().all(|d| !d.is_error()), "{found:?}");
     let registry = weft_model::Registry::from_resources(&loaded.resources);
+    weft_model::compile(
+        &loaded.resources,
+        &registry,
+        ns,
+        name,
+        &weft_model::Mesh::new("cluster.local"),
+    )
+    .unwrap()
+}
+
+pub async fn start(net: u8, extra: &str) -> Mesh {
+    let ca = test_ca(&format!("proxy-{net}"));
+    let yaml = mesh(net, extra);
     let hits: Arc<HashMap<&'static str, AtomicUsize>> =
         Arc::new([("v1", AtomicUsize::new(0)), ("v2", AtomicUsize::new(0))].into());
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -240,14 +261,7 @@ pub async fn start(net: u8, extra: &str) -> Mesh {
         ("reviews-v1", "reviews"),
         ("reviews-v2", "reviews"),
     ] {
-        let config = weft_model::compile(
-            &loaded.resources,
-            &registry,
-            "default",
-            name,
-            &weft_model::Mesh::new("cluster.local"),
-        )
-        .unwrap();
+        let config = compile(&yaml, "default", name);
         sidecars.push(
             Sidecar::start(
                 config,
