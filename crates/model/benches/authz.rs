@@ -71,7 +71,13 @@ fn labels() -> BTreeMap<String, String> {
 }
 
 fn compile(resources: &[weft_api::Resource]) -> Authz {
-    Authz::for_workload(resources, "istio-system", "shop", &labels())
+    Authz::for_workload(
+        resources,
+        "istio-system",
+        "shop",
+        &labels(),
+        &Default::default(),
+    )
 }
 
 /// Decisions per second over a mix of allowed and denied requests.

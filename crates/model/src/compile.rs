@@ -39,6 +39,8 @@ pub struct Mesh {
     pub root_namespace: String,
     /// MeshConfig `pathNormalization`.
     pub path_normalization: Normalization,
+    /// MeshConfig's HTTP ext_authz providers, for CUSTOM policies.
+    pub ext_authz: BTreeMap<String, crate::authz::ExtAuthz>,
 }
 
 impl Mesh {
@@ -48,6 +50,7 @@ impl Mesh {
             trust_domain: trust_domain.to_string(),
             root_namespace: "istio-system".into(),
             path_normalization: Normalization::Base,
+            ext_authz: BTreeMap::new(),
         }
     }
 }
@@ -157,7 +160,13 @@ pub fn compile(
         .filter_map(|e| Some((e.address, e.identity.clone()?)))
         .collect();
     Ok(ProxyConfig {
-        authz: Authz::for_workload(resources, &mesh.root_namespace, &w.namespace, &w.labels),
+        authz: Authz::for_workload(
+            resources,
+            &mesh.root_namespace,
+            &w.namespace,
+            &w.labels,
+            &mesh.ext_authz,
+        ),
         jwt: crate::jwt::for_workload(resources, &mesh.root_namespace, &w.namespace, &w.labels),
         path_normalization: mesh.path_normalization,
         gateway,

@@ -10,9 +10,11 @@ use weft_model::ProxyConfig;
 use weft_model::authz::{self, Decision};
 use weft_model::normalize::normalize;
 
+use crate::ext_authz;
 use crate::http::{Body, full};
 use crate::jwt::Authenticator;
 use crate::metrics::Metrics;
+use crate::outbound::Outbound;
 
 /// Logs and counts a denial; the deciding policy, for the refusal.
 pub fn denied(
@@ -39,7 +41,7 @@ pub fn denied(
 /// it may not go on.
 pub async fn refuse_http<B>(
     config: &ProxyConfig,
-    metrics: &Metrics,
+    outbound: &Outbound,
     authenticator: &Authenticator,
     req: &mut Request<B>,
     principal: Option<&str>,
@@ -99,9 +101,25 @@ pub async fn refuse_http<B>(
     for note in &decision.notes {
         tracing::info!("authorization: {note}");
     }
+    // CUSTOM: the provider is asked first, as Envoy's ext_authz filter
+    // runs before RBAC; its denial is the answer.
+    if let Some((policy, provider)) = &decision.ask {
+        match ext_authz::check(outbound, config, provider, req).await {
+            Ok(headers) => {
+                for (name, value) in headers {
+                    req.headers_mut().insert(name, value);
+                }
+            }
+            Err(resp) => {
+                tracing::info!("authorization denied http from {source}: CUSTOM policy {policy}");
+                outbound.metrics.denied(Some(policy), "http");
+                return Some(*resp);
+            }
+        }
+    }
     if decision.allowed {
         return None;
     }
-    denied(metrics, &decision, "http", source);
+    denied(&outbound.metrics, &decision, "http", source);
     Some(full(StatusCode::FORBIDDEN, "RBAC: access denied"))
 }

@@ -248,7 +248,7 @@ where
             let local = SocketAddr::new(config.workload.address, port);
             let refused = authorize::refuse_http(
                 &config,
-                &out.metrics,
+                out,
                 &gateway.authenticator,
                 &mut req,
                 None,

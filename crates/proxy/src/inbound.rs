@@ -27,6 +27,7 @@ use crate::authorize;
 use crate::http::{Body, ResponseFlag, flagged};
 use crate::jwt::Authenticator;
 use crate::metrics::Metrics;
+use crate::outbound::Outbound;
 use crate::telemetry::{AccessLog, Observation, PeerMeta, inbound_labels, request_protocol};
 use crate::upgrade;
 
@@ -41,6 +42,8 @@ pub struct Inbound {
     pub access_log: Option<AccessLog>,
     /// RequestAuthentication's JWT validation and fetched keys.
     authenticator: Authenticator,
+    /// This proxy's way out, for ext_authz checks.
+    outbound: Arc<Outbound>,
 }
 
 /// A stream accepted for one of this workload's ports.
@@ -71,12 +74,14 @@ impl Inbound {
         config: Arc<ArcSwap<ProxyConfig>>,
         metrics: Arc<Metrics>,
         access_log: Option<AccessLog>,
+        outbound: Arc<Outbound>,
     ) -> Inbound {
         Inbound {
             config,
             metrics,
             access_log,
             authenticator: Authenticator::default(),
+            outbound,
         }
     }
 
@@ -205,7 +210,7 @@ impl Inbound {
         let protocol = request_protocol(req.headers());
         let refused = authorize::refuse_http(
             &self.config.load_full(),
-            &self.metrics,
+            &self.outbound,
             &self.authenticator,
             &mut req,
             peer.principal.as_deref(),

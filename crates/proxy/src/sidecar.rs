@@ -143,6 +143,7 @@ impl Sidecar {
                     config.clone(),
                     metrics.clone(),
                     outbound.access_log.clone(),
+                    outbound.clone(),
                 ));
                 tasks.push(tokio::spawn(outbound::serve(out_l, outbound)));
                 tasks.push(tokio::spawn(inbound::serve_plaintext(

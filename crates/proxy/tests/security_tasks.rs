@@ -62,6 +62,21 @@ spec:
   - {{number: 9002, name: tcp-c, protocol: TCP}}
   resolution: STATIC
   workloadSelector: {{labels: {{app: tcp-echo}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: ext-authz, namespace: foo}}
+spec: {{address: 127.0.{net}.51, serviceAccount: ext-authz, labels: {{app: ext-authz}}, ports: {{http: 8000}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: ext-authz, namespace: foo}}
+spec:
+  hosts: [ext-authz.foo.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{{number: 8000, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  workloadSelector: {{labels: {{app: ext-authz}}}}
 "#
     )
 }
@@ -71,6 +86,7 @@ struct Task {
     net: u8,
     sidecars: BTreeMap<&'static str, Sidecar>,
     policies: BTreeMap<String, String>,
+    mesh: weft_model::Mesh,
 }
 
 impl Task {
@@ -80,8 +96,9 @@ impl Task {
             net,
             sidecars: BTreeMap::new(),
             policies: BTreeMap::new(),
+            mesh: weft_model::Mesh::new("cluster.local"),
         };
-        for name in ["sleep", "httpbin", "tcp-echo"] {
+        for name in ["sleep", "httpbin", "tcp-echo", "ext-authz"] {
             let sidecar = Sidecar::start(
                 task.compile(name),
                 store_in(&ca, "foo", name),
@@ -97,6 +114,7 @@ impl Task {
         for port in [9000, 9001, 9002] {
             echo(format!("127.0.{net}.41:{port}").parse().unwrap()).await;
         }
+        ext_authz(format!("127.0.{net}.51:8000").parse().unwrap()).await;
         task
     }
 
@@ -106,7 +124,7 @@ impl Task {
             yaml.push_str("\n---\n");
             yaml.push_str(text);
         }
-        common::compile(&yaml, "foo", name)
+        common::compile_with(&yaml, "foo", name, &self.mesh)
     }
 
     /// Applies a task file, replacing the policy of the same name, as
@@ -186,6 +204,44 @@ async fn httpbin(addr: SocketAddr) {
     });
 }
 
+/// A stand-in for Istio's sample ext-authz server: allows a request whose
+/// `x-ext-authz` header is `allow`, and says so to the app.
+async fn ext_authz(addr: SocketAddr) {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let allow = req
+                            .headers()
+                            .get("x-ext-authz")
+                            .is_some_and(|v| v == "allow");
+                        let mut resp = if allow {
+                            Response::new(Full::new(Bytes::new()))
+                        } else {
+                            let mut r = Response::new(Full::new(Bytes::from(
+                                "denied by ext_authz for not found header `x-ext-authz: allow` in the request",
+                            )));
+                            *r.status_mut() = StatusCode::FORBIDDEN;
+                            r
+                        };
+                        resp.headers_mut().insert(
+                            "x-ext-authz-check-result",
+                            if allow { "allowed" } else { "denied" }.parse().unwrap(),
+                        );
+                        Ok::<_, hyper::Error>(resp)
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+}
+
 /// A stand-in tcp-echo.
 async fn echo(addr: SocketAddr) {
     let listener = TcpListener::bind(addr).await.unwrap();
@@ -252,4 +308,82 @@ async fn authz_dry_run_task() {
         t.sidecars["httpbin"].config().authz.policies[0].name,
         "foo/deny-path-headers"
     );
+}
+
+#[tokio::test]
+async fn authz_custom_task() {
+    let mut t = Task::start(132).await;
+    // The page's MeshConfig: its extension providers.
+    let fragment = std::fs::read_to_string(format!(
+        "{}/../../../shared/corpus/docs-examples/_meshconfig-fragments/tasks/security/authorization/authz-custom-02.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let mesh_text: String = fragment
+        .split_once("mesh: |-\n")
+        .unwrap()
+        .1
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    let source = weft_api::load_mesh_config("mesh.yaml", &mesh_text).unwrap();
+    t.mesh.ext_authz = weft_model::authz::ext_authz_providers(&source.config);
+    // The page's policy, with the HTTP authorizer it offers as the
+    // alternative to the gRPC one.
+    t.apply_in("authz-custom/authz-custom-04.yaml", Some("foo"));
+    let text = t.policies["ext-authz"].replace("sample-ext-authz-grpc", "sample-ext-authz-http");
+    t.policies.insert("ext-authz".into(), text);
+    for (name, sidecar) in &t.sidecars {
+        sidecar.update(t.compile(name));
+    }
+    let url = "http://httpbin.foo.svc.cluster.local:8000";
+    let (status, _, body) = request(
+        t.client(),
+        "GET",
+        &format!("{url}/headers"),
+        None,
+        &[("x-ext-authz", "deny")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        body,
+        "denied by ext_authz for not found header `x-ext-authz: allow` in the request"
+    );
+    let (status, _, _) = request(
+        t.client(),
+        "GET",
+        &format!("{url}/headers"),
+        None,
+        &[("x-ext-authz", "allow")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = request(
+        t.client(),
+        "GET",
+        &format!("{url}/ip"),
+        None,
+        &[("x-ext-authz", "deny")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "/ip is not sent to the authorizer");
+    // An authorizer that cannot be reached fails closed (failOpen false).
+    t.mesh
+        .ext_authz
+        .get_mut("sample-ext-authz-http")
+        .unwrap()
+        .port = 8001;
+    for (name, sidecar) in &t.sidecars {
+        sidecar.update(t.compile(name));
+    }
+    let (status, _, _) = request(
+        t.client(),
+        "GET",
+        &format!("{url}/headers"),
+        None,
+        &[("x-ext-authz", "allow")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }

@@ -45,7 +45,72 @@ pub struct Policy {
     pub action: Action,
     pub dry_run: bool,
     pub provider: Option<String>,
+    /// A CUSTOM policy's provider, when MeshConfig defines it as an HTTP
+    /// ext_authz service; without one, the policy denies what it selects.
+    pub ext_authz: Option<ExtAuthz>,
     pub rules: Vec<Rule>,
+}
+
+/// An `envoyExtAuthzHttp` extension provider of MeshConfig.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExtAuthz {
+    pub name: String,
+    /// The service host (its `namespace/` part removed) and port.
+    pub service: String,
+    pub port: u16,
+    pub timeout: std::time::Duration,
+    pub path_prefix: String,
+    pub fail_open: bool,
+    /// The status a failed check answers with (default 403).
+    pub status_on_error: u16,
+    /// Request headers sent to the check besides Host, method and path.
+    pub include_request_headers: Vec<String>,
+    pub include_additional_headers: Vec<(String, String)>,
+    pub headers_to_upstream_on_allow: Vec<String>,
+    pub headers_to_downstream_on_deny: Vec<String>,
+    pub headers_to_downstream_on_allow: Vec<String>,
+}
+
+/// The HTTP ext_authz providers of a MeshConfig, by name.
+pub fn ext_authz_providers(mesh: &weft_api::types::mesh::MeshConfig) -> BTreeMap<String, ExtAuthz> {
+    let lower = |v: &[String]| v.iter().map(|h| h.to_ascii_lowercase()).collect();
+    mesh.extension_providers
+        .iter()
+        .filter_map(|p| {
+            let h = p.envoy_ext_authz_http.as_ref()?;
+            let service = h
+                .service
+                .split_once('/')
+                .map_or(h.service.as_str(), |(_, s)| s);
+            Some((
+                p.name.clone(),
+                ExtAuthz {
+                    name: p.name.clone(),
+                    service: service.to_string(),
+                    port: h.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(80),
+                    timeout: h
+                        .timeout
+                        .map_or(std::time::Duration::from_secs(600), |d| d.0),
+                    path_prefix: h.path_prefix.clone().unwrap_or_default(),
+                    fail_open: h.fail_open == Some(true),
+                    status_on_error: h
+                        .status_on_error
+                        .as_deref()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(403),
+                    include_request_headers: lower(&h.include_request_headers_in_check),
+                    include_additional_headers: h
+                        .include_additional_headers_in_check
+                        .iter()
+                        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                        .collect(),
+                    headers_to_upstream_on_allow: lower(&h.headers_to_upstream_on_allow),
+                    headers_to_downstream_on_deny: lower(&h.headers_to_downstream_on_deny),
+                    headers_to_downstream_on_allow: lower(&h.headers_to_downstream_on_allow),
+                },
+            ))
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -401,6 +466,9 @@ pub struct Decision {
     pub reason: String,
     /// What dry-run and AUDIT policies said, for the log.
     pub notes: Vec<String>,
+    /// A CUSTOM policy matched: this provider must allow the request too
+    /// (the policy's name and its provider).
+    pub ask: Option<(String, ExtAuthz)>,
 }
 
 impl Authz {
@@ -432,16 +500,47 @@ impl Authz {
             rule: Some(i),
             reason,
             notes,
+            ask: None,
         };
+        // CUSTOM first: a matching policy sends the request to its provider
+        // (which the caller asks); one whose provider is unknown denies.
+        let mut ask = None;
         for p in enforced(Action::Custom) {
             if let Some(i) = p.matching_rule(req) {
-                let provider = p.provider.clone().unwrap_or_default();
-                let reason = format!(
-                    "CUSTOM provider {provider:?} is not supported by weft yet; failing closed"
-                );
-                return deny(p, i, reason, notes);
+                match &p.ext_authz {
+                    Some(provider) => {
+                        ask.get_or_insert((p.name.clone(), provider.clone()));
+                    }
+                    None => {
+                        let provider = p.provider.clone().unwrap_or_default();
+                        let reason = format!(
+                            "CUSTOM provider {provider:?} is not an HTTP ext_authz provider of MeshConfig; failing closed"
+                        );
+                        return deny(p, i, reason, notes);
+                    }
+                }
             }
         }
+        let mut decision = self.deny_then_allow(req, notes);
+        decision.ask = ask;
+        decision
+    }
+
+    /// DENY, then ALLOW.
+    fn deny_then_allow(&self, req: &Request<'_>, notes: Vec<String>) -> Decision {
+        let enforced = |a: Action| {
+            self.policies
+                .iter()
+                .filter(move |p| p.action == a && !p.dry_run)
+        };
+        let deny = |p: &Policy, i: usize, reason: String, notes: Vec<String>| Decision {
+            allowed: false,
+            policy: Some(p.name.clone()),
+            rule: Some(i),
+            reason,
+            notes,
+            ask: None,
+        };
         for p in enforced(Action::Deny) {
             if let Some(i) = p.matching_rule(req) {
                 return deny(p, i, "denied by a DENY policy".into(), notes);
@@ -455,6 +554,7 @@ impl Authz {
                 rule: None,
                 reason: "no ALLOW policy applies".into(),
                 notes,
+                ask: None,
             };
         }
         for p in allows {
@@ -465,6 +565,7 @@ impl Authz {
                     rule: Some(i),
                     reason: "allowed by an ALLOW policy".into(),
                     notes,
+                    ask: None,
                 };
             }
         }
@@ -474,6 +575,7 @@ impl Authz {
             rule: None,
             reason: "no ALLOW policy matched".into(),
             notes,
+            ask: None,
         }
     }
 
@@ -486,6 +588,7 @@ impl Authz {
         root_namespace: &str,
         namespace: &str,
         labels: &BTreeMap<String, String>,
+        providers: &BTreeMap<String, ExtAuthz>,
     ) -> Authz {
         let policies = resources
             .iter()
@@ -502,13 +605,17 @@ impl Authz {
                     .is_none_or(|s| selects(&s.match_labels, labels));
                 scoped && selected && p.target_ref.is_none() && p.target_refs.is_empty()
             })
-            .map(|(r, p)| compile(r, p))
+            .map(|(r, p)| compile(r, p, providers))
             .collect();
         Authz { policies }
     }
 }
 
-fn compile(r: &Resource, p: &AuthorizationPolicy) -> Policy {
+fn compile(
+    r: &Resource,
+    p: &AuthorizationPolicy,
+    providers: &BTreeMap<String, ExtAuthz>,
+) -> Policy {
     let action = match p.action.unwrap_or(sec::Action::Allow) {
         sec::Action::Allow => Action::Allow,
         sec::Action::Deny => Action::Deny,
@@ -525,6 +632,13 @@ fn compile(r: &Resource, p: &AuthorizationPolicy) -> Policy {
         action,
         dry_run,
         provider: p.provider.as_ref().and_then(|x| x.name.clone()),
+        ext_authz: p
+            .provider
+            .as_ref()
+            .and_then(|x| x.name.as_ref())
+            .and_then(|n| providers.get(n))
+            .cloned()
+            .filter(|_| action == Action::Custom),
         rules: p.rules.iter().map(rule).collect(),
     }
 }

@@ -18,7 +18,13 @@ fn policies(yaml: &str) -> Authz {
             (k.to_string(), v.to_string())
         })
         .collect();
-    Authz::for_workload(&l.resources, "istio-system", "default", &labels)
+    Authz::for_workload(
+        &l.resources,
+        "istio-system",
+        "default",
+        &labels,
+        &Default::default(),
+    )
 }
 
 fn policy(ns: &str, name: &str, spec: &str) -> String {
@@ -344,7 +350,13 @@ fn istios_builder_inputs_load_compile_and_evaluate() {
             let mut l = weft_api::Loaded::default();
             l.add_text(&path.display().to_string(), &text);
             assert_eq!(l.errors(), 0, "{}: {:?}", path.display(), l.diagnostics);
-            let authz = Authz::for_workload(&l.resources, "istio-system", "foo", &labels);
+            let authz = Authz::for_workload(
+                &l.resources,
+                "istio-system",
+                "foo",
+                &labels,
+                &Default::default(),
+            );
             let policies = l
                 .resources
                 .iter()

@@ -232,20 +232,23 @@ pub fn test_ca(name: &str) -> Arc<Ca> {
 /// The configuration of workload `ns/name` compiled from `yaml`, which
 /// must load and validate without errors.
 pub fn compile(yaml: &str, ns: &str, name: &str) -> weft_model::ProxyConfig {
+    compile_with(yaml, ns, name, &weft_model::Mesh::new("cluster.local"))
+}
+
+/// [`compile`] with mesh-wide settings.
+pub fn compile_with(
+    yaml: &str,
+    ns: &str,
+    name: &str,
+    mesh: &weft_model::Mesh,
+) -> weft_model::ProxyConfig {
     let mut loaded = weft_api::Loaded::default();
     loaded.add_text("mesh.yaml", yaml);
     assert_eq!(loaded.errors(), 0, "{:?}", loaded.diagnostics);
     let found = weft_api::validate(&loaded.resources, None);
     assert!(found.iter().all(|d| !d.is_error()), "{found:?}");
     let registry = weft_model::Registry::from_resources(&loaded.resources);
-    weft_model::compile(
-        &loaded.resources,
-        &registry,
-        ns,
-        name,
-        &weft_model::Mesh::new("cluster.local"),
-    )
-    .unwrap()
+    weft_model::compile(&loaded.resources, &registry, ns, name, mesh).unwrap()
 }
 
 pub async fn start(net: u8, extra: &str) -> Mesh {

@@ -141,6 +141,9 @@ pub(crate) fn load(
             T::DecodeAndMergeSlashes => N::DecodeAndMergeSlashes,
         };
     }
+    if let Some(m) = meshconfig {
+        mesh.ext_authz = weft_model::authz::ext_authz_providers(m);
+    }
     let aliases = meshconfig.map_or_else(Vec::new, |m| m.trust_domain_aliases.clone());
     let config =
         compile(&loaded.resources, &registry, ns, name, &mesh).map_err(|e| e.to_string())?;
