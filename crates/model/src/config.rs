@@ -376,6 +376,8 @@ pub struct RequestView<'a> {
     pub path: &'a str,
     pub port: u32,
     pub headers: &'a (dyn Fn(&str) -> Option<&'a str> + Sync),
+    /// The request's validated JWT, for `@request.auth.claims.*` matches.
+    pub auth: Option<&'a crate::authz::RequestAuth>,
 }
 
 impl std::fmt::Debug for RequestView<'_> {
@@ -430,11 +432,7 @@ impl RequestMatch {
         if self.port.is_some_and(|p| p != req.port) {
             return false;
         }
-        if !self
-            .headers
-            .iter()
-            .all(|h| h.matches((req.headers)(&h.name)))
-        {
+        if !self.headers.iter().all(|h| h.matches_request(req)) {
             return false;
         }
         self.query_params.iter().all(|(name, m)| {
@@ -458,6 +456,23 @@ pub struct HeaderMatch {
 }
 
 impl HeaderMatch {
+    /// A header, or with `@request.auth.claims.a.b` a claim of the
+    /// request's validated JWT (any element of a list claim may match).
+    fn matches_request(&self, req: &RequestView<'_>) -> bool {
+        let Some(claim) = self.name.strip_prefix("@request.auth.claims.") else {
+            return self.matches((req.headers)(&self.name));
+        };
+        let key = format!("request.auth.claims[{}]", claim.replace('.', "]["));
+        let values = req.auth.map(|a| a.values(&key)).unwrap_or_default();
+        if values.is_empty() {
+            return self.matches(None);
+        }
+        let hit = values
+            .iter()
+            .any(|v| self.matcher.as_ref().is_none_or(|m| m.matches(v)));
+        hit != self.invert
+    }
+
     fn matches(&self, value: Option<&str>) -> bool {
         let hit = match (value, &self.matcher) {
             (None, _) => false,

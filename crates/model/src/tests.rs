@@ -76,6 +76,7 @@ fn view<'a>(
     headers: &'a (dyn Fn(&str) -> Option<&'a str> + Sync),
 ) -> RequestView<'a> {
     RequestView {
+        auth: None,
         method: "GET",
         scheme: "http",
         authority: "reviews:9080",

@@ -118,6 +118,10 @@ pub async fn refuse_http<B>(
         }
     }
     if decision.allowed {
+        // Routing may match on the token's claims (`@request.auth.claims`).
+        if let Some(auth) = auth {
+            req.extensions_mut().insert(auth);
+        }
         return None;
     }
     denied(&outbound.metrics, &decision, "http", source);

@@ -21,6 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use weft_model::authz::RequestAuth;
 use weft_model::config::{
     Cluster, ClusterEndpoint, HttpRoute, Ops, OutboundService, RequestView, Retry, RouteAction,
     WeightedCluster,
@@ -261,6 +262,7 @@ async fn handle(
             path: req.uri().path_and_query().map_or("/", |p| p.as_str()),
             port: u32::from(port),
             headers: &lookup,
+            auth: req.extensions().get::<RequestAuth>(),
         };
         let Some(route) = service.route(&view) else {
             return flagged(

@@ -8,52 +8,9 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use base64::Engine;
-use bytes::Bytes;
-use common::{get, start};
-use http_body_util::Full;
-use hyper::{Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use tokio::net::TcpListener;
-
-const ISSUER: &str = "testing@secure.istio.io";
-
-/// A signing key and its public JWK set.
-struct Signer {
-    key: EncodingKey,
-    jwks: String,
-}
-
-fn signer(kid: &str) -> Signer {
-    let pair = rcgen::KeyPair::generate().unwrap();
-    let raw = pair.public_key_raw();
-    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-    let jwks = format!(
-        r#"{{"keys":[{{"kty":"EC","crv":"P-256","alg":"ES256","kid":"{kid}","x":"{}","y":"{}"}}]}}"#,
-        b64(&raw[1..33]),
-        b64(&raw[33..65])
-    );
-    Signer {
-        key: EncodingKey::from_ec_der(&pair.serialize_der()),
-        jwks,
-    }
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn token(s: &Signer, kid: &str, claims: serde_json::Value) -> String {
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = Some(kid.into());
-    jsonwebtoken::encode(&header, &claims, &s.key).unwrap()
-}
+use common::{ISSUER, get, jwks_server, now, signer, start, token};
+use hyper::StatusCode;
 
 fn policies(jwks_field: &str) -> String {
     format!(
@@ -81,26 +38,6 @@ spec:
     when: [{{key: "request.auth.claims[groups]", values: [group1]}}]
 "#
     )
-}
-
-/// A JWKS server answering `body` on every path.
-async fn jwks_server(addr: SocketAddr, body: String) {
-    let listener = TcpListener::bind(addr).await.unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let body = body.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |_req| {
-                    let body = body.clone();
-                    async move { Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(body)))) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
-            });
-        }
-    });
 }
 
 const R: &str = "http://reviews.default.svc.cluster.local:9080";

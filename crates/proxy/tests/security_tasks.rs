@@ -77,6 +77,20 @@ spec:
   ports: [{{number: 8000, name: http, protocol: HTTP}}]
   resolution: STATIC
   workloadSelector: {{labels: {{app: ext-authz}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: ingressgateway, namespace: istio-system}}
+spec: {{address: 127.0.{net}.10, serviceAccount: ingressgateway, labels: {{istio: ingressgateway}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: httpbin-gateway, namespace: foo}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 8080, name: http, protocol: HTTP}}
+    hosts: ["*"]
 "#
     )
 }
@@ -87,6 +101,7 @@ struct Task {
     sidecars: BTreeMap<&'static str, Sidecar>,
     policies: BTreeMap<String, String>,
     mesh: weft_model::Mesh,
+    ca: std::sync::Arc<weft_identity::Ca>,
 }
 
 impl Task {
@@ -97,6 +112,7 @@ impl Task {
             sidecars: BTreeMap::new(),
             policies: BTreeMap::new(),
             mesh: weft_model::Mesh::new("cluster.local"),
+            ca: ca.clone(),
         };
         for name in ["sleep", "httpbin", "tcp-echo", "ext-authz"] {
             let sidecar = Sidecar::start(
@@ -119,18 +135,46 @@ impl Task {
     }
 
     fn compile(&self, name: &str) -> weft_model::ProxyConfig {
+        self.compile_in("foo", name)
+    }
+
+    fn compile_in(&self, ns: &str, name: &str) -> weft_model::ProxyConfig {
         let mut yaml = mesh(self.net);
         for text in self.policies.values() {
             yaml.push_str("\n---\n");
             yaml.push_str(text);
         }
-        common::compile_with(&yaml, "foo", name, &self.mesh)
+        common::compile_with(&yaml, ns, name, &self.mesh)
     }
 
     /// Applies a task file, replacing the policy of the same name, as
     /// `kubectl apply` does.
     fn apply(&mut self, file: &str) {
         self.apply_in(file, None);
+    }
+
+    /// Applies a file from the authentication tasks, its JWKS link (a
+    /// Hugo placeholder on the page) pointing at `jwks`.
+    fn apply_authn(&mut self, file: &str, jwks: &str) {
+        let path = format!(
+            "{}/../../../shared/corpus/docs-examples/tasks/security/authentication/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("{{< github_file >}}", jwks);
+        self.policies.insert(file.to_string(), text);
+        self.update();
+    }
+
+    fn update(&self) {
+        for (name, sidecar) in &self.sidecars {
+            if *name == "ingressgateway" {
+                sidecar.update(self.compile_in("istio-system", name));
+            } else {
+                sidecar.update(self.compile(name));
+            }
+        }
     }
 
     /// `kubectl apply -n NS`: a file without a namespace goes to `ns`.
@@ -192,7 +236,13 @@ async fn httpbin(addr: SocketAddr) {
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(
                     |req: hyper::Request<hyper::body::Incoming>| async move {
-                        let body = format!("{} {}", req.method(), req.uri());
+                        // Like httpbin, /headers shows the request's headers.
+                        let mut body = format!("{} {}", req.method(), req.uri());
+                        if req.uri().path() == "/headers" {
+                            for (k, v) in req.headers() {
+                                body.push_str(&format!("\n{k}: {}", v.to_str().unwrap_or("")));
+                            }
+                        }
                         Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(body))))
                     },
                 );
@@ -523,4 +573,68 @@ spec:
         true,
     );
     everyone(true, true).await;
+}
+
+/// Istio's jwt-route and claim-to-header tasks: the ingress gateway
+/// validates the token and routes on its claims; httpbin's sidecar copies a
+/// claim into a header for the app. The pages' key set is served locally
+/// and the tokens are signed with its key.
+#[tokio::test]
+async fn jwt_route_and_claim_to_header_tasks() {
+    let net = 134;
+    let mut t = Task::start(net).await;
+    let s = common::signer("k");
+    common::jwks_server(
+        format!("127.0.{net}.70:8080").parse().unwrap(),
+        s.jwks.clone(),
+    )
+    .await;
+    let jwks = format!("http://127.0.{net}.70:8080");
+    let gateway = Sidecar::start_as(
+        weft_proxy::Role::Ingress {
+            credentials: std::env::temp_dir(),
+        },
+        t.compile_in("istio-system", "ingressgateway"),
+        store_in(&t.ca, "istio-system", "ingressgateway"),
+        policy(&t.ca),
+        Ports::default(),
+        None,
+    )
+    .await
+    .unwrap();
+    t.sidecars.insert("ingressgateway", gateway);
+    t.apply_authn("jwt-route/jwt-route-01.yaml", &jwks);
+    t.apply_authn("jwt-route/jwt-route-02.yaml", &jwks);
+    t.apply_authn("claim-to-header/claim-to-header-01.yaml", &jwks);
+    let claims = |groups: serde_json::Value| {
+        serde_json::json!({"iss": common::ISSUER, "sub": "testing@secure.istio.io",
+            "exp": common::now() + 3600, "groups": groups, "foo": "bar"})
+    };
+    let group1 = common::token(&s, "k", claims(serde_json::json!(["group1", "group2"])));
+    let other = common::token(&s, "k", claims(serde_json::json!(["group3"])));
+    let gw = SocketAddr::new(format!("127.0.{net}.10").parse().unwrap(), 8080);
+    let call = |token: Option<String>| async move {
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .as_deref()
+            .map(|b| vec![("authorization", b)])
+            .unwrap_or_default();
+        request(gw, "GET", "/headers", Some("httpbin.example.com"), &headers).await
+    };
+    // The route needs the claim: no token, or the wrong group, finds none.
+    assert_eq!(call(None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(call(Some(other)).await.0, StatusCode::NOT_FOUND);
+    let (status, _, body) = call(Some(group1.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        call(Some("bad.token.here".into())).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // From sleep, httpbin's own RequestAuthentication copies claim foo.
+    let url = "http://httpbin.foo.svc.cluster.local:8000/headers";
+    let bearer = format!("Bearer {group1}");
+    let (status, _, body) =
+        request(t.client(), "GET", url, None, &[("authorization", &bearer)]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("x-jwt-claim-foo: bar"), "{body}");
 }

@@ -9,7 +9,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
@@ -417,4 +420,60 @@ pub async fn h2_get(
     let status = resp.status();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+pub const ISSUER: &str = "testing@secure.istio.io";
+
+/// A signing key and its public JWK set.
+pub struct Signer {
+    pub key: EncodingKey,
+    pub jwks: String,
+}
+
+pub fn signer(kid: &str) -> Signer {
+    let pair = rcgen::KeyPair::generate().unwrap();
+    let raw = pair.public_key_raw();
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let jwks = format!(
+        r#"{{"keys":[{{"kty":"EC","crv":"P-256","alg":"ES256","kid":"{kid}","x":"{}","y":"{}"}}]}}"#,
+        b64(&raw[1..33]),
+        b64(&raw[33..65])
+    );
+    Signer {
+        key: EncodingKey::from_ec_der(&pair.serialize_der()),
+        jwks,
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+pub fn token(s: &Signer, kid: &str, claims: serde_json::Value) -> String {
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(&header, &claims, &s.key).unwrap()
+}
+
+/// A JWKS server answering `body` on every path.
+pub async fn jwks_server(addr: SocketAddr, body: String) {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let body = body.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| {
+                    let body = body.clone();
+                    async move { Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(body)))) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
 }
