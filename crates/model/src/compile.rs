@@ -41,6 +41,9 @@ pub struct Mesh {
     pub path_normalization: Normalization,
     /// MeshConfig's HTTP ext_authz providers, for CUSTOM policies.
     pub ext_authz: BTreeMap<String, crate::authz::ExtAuthz>,
+    /// `defaultConfig.gatewayTopology.numTrustedProxies`: how many proxies
+    /// in front of a gateway are trusted to append to X-Forwarded-For.
+    pub num_trusted_proxies: u32,
 }
 
 impl Mesh {
@@ -51,6 +54,7 @@ impl Mesh {
             root_namespace: "istio-system".into(),
             path_normalization: Normalization::Base,
             ext_authz: BTreeMap::new(),
+            num_trusted_proxies: 0,
         }
     }
 }
@@ -169,6 +173,7 @@ pub fn compile(
         ),
         jwt: crate::jwt::for_workload(resources, &mesh.root_namespace, &w.namespace, &w.labels),
         path_normalization: mesh.path_normalization,
+        num_trusted_proxies: mesh.num_trusted_proxies,
         gateway,
         identities,
         workload: WorkloadInfo {

@@ -25,6 +25,9 @@ pub struct ProxyConfig {
     pub jwt: Vec<crate::jwt::JwtRule>,
     /// How request paths are normalized before authorization and routing.
     pub path_normalization: crate::normalize::Normalization,
+    /// Proxies in front of a gateway trusted to append to X-Forwarded-For:
+    /// the client (`remote.ip`) is that many entries left of the last.
+    pub num_trusted_proxies: u32,
     /// Gateway servers by port, when Gateways select this workload (the
     /// ingress role serves them).
     pub gateway: Vec<GatewayPort>,

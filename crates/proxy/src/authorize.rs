@@ -3,7 +3,7 @@
 //! AuthorizationPolicies decide; a denial is logged with the deciding
 //! policy and counted.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use hyper::{Request, Response, StatusCode, Uri};
 use weft_model::ProxyConfig;
@@ -36,6 +36,17 @@ pub fn denied(
     by.to_string()
 }
 
+/// Where a request came from and went to.
+#[derive(Debug, Clone, Copy)]
+pub struct Connection<'a> {
+    /// The peer's SPIFFE ID (none over plaintext or at a gateway).
+    pub principal: Option<&'a str>,
+    pub source: SocketAddr,
+    /// The original client, when trusted proxies say who it is.
+    pub remote: Option<IpAddr>,
+    pub destination: SocketAddr,
+}
+
 /// Normalizes the path of `req` from `principal` at `source` to
 /// `destination`, authenticates its JWT and authorizes it; the answer when
 /// it may not go on.
@@ -44,10 +55,14 @@ pub async fn refuse_http<B>(
     outbound: &Outbound,
     authenticator: &Authenticator,
     req: &mut Request<B>,
-    principal: Option<&str>,
-    source: SocketAddr,
-    destination: SocketAddr,
+    conn: Connection<'_>,
 ) -> Option<Response<Body>> {
+    let Connection {
+        principal,
+        source,
+        remote,
+        destination,
+    } = conn;
     let raw = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let normalized = match normalize(raw, config.path_normalization) {
         Ok(t) => t,
@@ -87,7 +102,7 @@ pub async fn refuse_http<B>(
     let decision = config.authz.evaluate(&authz::Request {
         principal,
         source_ip: Some(source.ip()),
-        remote_ip: None,
+        remote_ip: remote,
         destination,
         sni: None,
         http: Some(authz::HttpRequest {

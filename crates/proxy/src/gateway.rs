@@ -246,14 +246,18 @@ where
             let out = &gateway.outbound;
             let config = out.config.load_full();
             let local = SocketAddr::new(config.workload.address, port);
+            let remote = remote_ip(req.headers(), config.num_trusted_proxies);
             let refused = authorize::refuse_http(
                 &config,
                 out,
                 &gateway.authenticator,
                 &mut req,
-                None,
-                peer,
-                local,
+                authorize::Connection {
+                    principal: None,
+                    source: peer,
+                    remote,
+                    destination: local,
+                },
             )
             .await;
             if let Some(refused) = refused {
@@ -285,6 +289,19 @@ fn edge_headers(h: &mut hyper::HeaderMap, peer: SocketAddr, https: bool) {
         HeaderValue::from_static(if https { "https" } else { "http" }),
     );
     h.remove("x-forwarded-client-cert");
+}
+
+/// The original client by X-Forwarded-For (to which the peer was just
+/// appended): `trusted` proxies in front of the gateway each appended one
+/// entry, so the client is that many entries left of the last, as Envoy's
+/// `xff_num_trusted_hops` reads it.
+fn remote_ip(h: &hyper::HeaderMap, trusted: u32) -> Option<std::net::IpAddr> {
+    let xff = h.get("x-forwarded-for")?.to_str().ok()?;
+    let entries: Vec<&str> = xff.split(',').map(str::trim).collect();
+    let i = entries
+        .len()
+        .checked_sub(1 + usize::try_from(trusted).ok()?)?;
+    entries.get(i)?.parse().ok()
 }
 
 /// A TCP connection (or passed-through TLS) to an endpoint of the route.

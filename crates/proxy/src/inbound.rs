@@ -213,9 +213,12 @@ impl Inbound {
             &self.outbound,
             &self.authenticator,
             &mut req,
-            peer.principal.as_deref(),
-            downstream,
-            app.target,
+            authorize::Connection {
+                principal: peer.principal.as_deref(),
+                source: downstream,
+                remote: None,
+                destination: app.target,
+            },
         )
         .await;
         let resp = match refused {

@@ -266,4 +266,24 @@ async fn an_ingress_gateway_serves_its_servers_into_the_mesh() {
     gateway.update(compile(&task("07").replace("$CLIENT_IP", "127.0.0.1")));
     let (status, _, _) = get_full(at(8080), "/", Some("reviews.example.com"), &[]).await;
     assert_eq!(status, StatusCode::OK);
+    // remoteIpBlocks: the client by X-Forwarded-For, trusted only as far
+    // as numTrustedProxies says. Without trusted proxies, a client's own
+    // X-Forwarded-For claim is not believed.
+    let claim = [("x-forwarded-for", "5.6.7.8")];
+    gateway.update(compile(&task("04")));
+    let (status, _, _) = get_full(at(8080), "/", Some("reviews.example.com"), &claim).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let mut trusting = weft_model::Mesh::new("cluster.local");
+    trusting.num_trusted_proxies = 1;
+    let yaml_04 = common::mesh(NET, &format!("{yaml}---\n{}", task("04")));
+    gateway.update(common::compile_with(
+        &yaml_04,
+        "istio-system",
+        "ingressgateway",
+        &trusting,
+    ));
+    let (status, _, _) = get_full(at(8080), "/", Some("reviews.example.com"), &claim).await;
+    assert_eq!(status, StatusCode::OK, "one trusted proxy said 5.6.7.8");
+    let (status, _, _) = get_full(at(8080), "/", Some("reviews.example.com"), &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }

@@ -143,6 +143,14 @@ pub(crate) fn load(
     }
     if let Some(m) = meshconfig {
         mesh.ext_authz = weft_model::authz::ext_authz_providers(m);
+        mesh.num_trusted_proxies = m
+            .default_config
+            .as_ref()
+            .and_then(|d| d.gateway_topology.as_ref())
+            .and_then(|g| g.get("numTrustedProxies"))
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0);
     }
     let aliases = meshconfig.map_or_else(Vec::new, |m| m.trust_domain_aliases.clone());
     let config =
