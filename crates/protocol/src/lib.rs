@@ -8,6 +8,13 @@ pub mod istio_ca {
     tonic::include_proto!("istio.v1.auth");
 }
 
+/// `envoy.service.auth.v3`: the external authorization service that
+/// CUSTOM AuthorizationPolicies call over gRPC.
+pub mod ext_authz {
+    #![allow(unreachable_pub, missing_debug_implementations, clippy::all)]
+    tonic::include_proto!("envoy.service.auth.v3");
+}
+
 #[cfg(test)]
 mod tests {
     use prost::Message;

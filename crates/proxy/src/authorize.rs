@@ -119,7 +119,7 @@ pub async fn refuse_http<B>(
     // CUSTOM: the provider is asked first, as Envoy's ext_authz filter
     // runs before RBAC; its denial is the answer.
     if let Some((policy, provider)) = &decision.ask {
-        match ext_authz::check(outbound, config, provider, req).await {
+        match ext_authz::check(outbound, config, provider, req, &conn).await {
             Ok(headers) => {
                 for (name, value) in headers {
                     req.headers_mut().insert(name, value);

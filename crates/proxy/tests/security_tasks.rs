@@ -66,7 +66,7 @@ spec:
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
 metadata: {{name: ext-authz, namespace: foo}}
-spec: {{address: 127.0.{net}.51, serviceAccount: ext-authz, labels: {{app: ext-authz}}, ports: {{http: 8000}}}}
+spec: {{address: 127.0.{net}.51, serviceAccount: ext-authz, labels: {{app: ext-authz}}, ports: {{http: 8000, grpc: 9000}}}}
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -74,7 +74,9 @@ metadata: {{name: ext-authz, namespace: foo}}
 spec:
   hosts: [ext-authz.foo.svc.cluster.local]
   location: MESH_INTERNAL
-  ports: [{{number: 8000, name: http, protocol: HTTP}}]
+  ports:
+  - {{number: 8000, name: http, protocol: HTTP}}
+  - {{number: 9000, name: grpc, protocol: GRPC}}
   resolution: STATIC
   workloadSelector: {{labels: {{app: ext-authz}}}}
 ---
@@ -131,6 +133,7 @@ impl Task {
             echo(format!("127.0.{net}.41:{port}").parse().unwrap()).await;
         }
         ext_authz(format!("127.0.{net}.51:8000").parse().unwrap()).await;
+        ext_authz_grpc(format!("127.0.{net}.51:9000").parse().unwrap());
         task
     }
 
@@ -292,6 +295,67 @@ async fn ext_authz(addr: SocketAddr) {
     });
 }
 
+/// The same stand-in over gRPC (`envoy.service.auth.v3.Authorization`).
+fn ext_authz_grpc(addr: SocketAddr) {
+    use weft_protocol::ext_authz as pb;
+    struct Sample;
+    #[tonic::async_trait]
+    impl pb::authorization_server::Authorization for Sample {
+        async fn check(
+            &self,
+            request: tonic::Request<pb::CheckRequest>,
+        ) -> Result<tonic::Response<pb::CheckResponse>, tonic::Status> {
+            let http = request
+                .into_inner()
+                .attributes
+                .and_then(|a| a.request)
+                .and_then(|r| r.http)
+                .unwrap_or_default();
+            let allow = http
+                .headers
+                .get("x-ext-authz")
+                .is_some_and(|v| v == "allow");
+            let header = |v: &str| pb::HeaderValueOption {
+                header: Some(pb::HeaderValue {
+                    key: "x-ext-authz-check-result".into(),
+                    value: v.into(),
+                }),
+            };
+            let response = if allow {
+                pb::CheckResponse {
+                    status: Some(pb::RpcStatus::default()),
+                    http_response: Some(pb::check_response::HttpResponse::OkResponse(
+                        pb::OkHttpResponse {
+                            headers: vec![header("allowed")],
+                            ..Default::default()
+                        },
+                    )),
+                }
+            } else {
+                pb::CheckResponse {
+                    status: Some(pb::RpcStatus {
+                        code: 7,
+                        message: "denied".into(),
+                    }),
+                    http_response: Some(pb::check_response::HttpResponse::DeniedResponse(
+                        pb::DeniedHttpResponse {
+                            status: Some(pb::HttpStatus { code: 403 }),
+                            headers: vec![header("denied")],
+                            body: "denied by ext_authz for not found header `x-ext-authz: allow` in the request".into(),
+                        },
+                    )),
+                }
+            };
+            Ok(tonic::Response::new(response))
+        }
+    }
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(pb::authorization_server::AuthorizationServer::new(Sample))
+            .serve(addr),
+    );
+}
+
 /// A stand-in tcp-echo.
 async fn echo(addr: SocketAddr) {
     let listener = TcpListener::bind(addr).await.unwrap();
@@ -378,15 +442,46 @@ async fn authz_custom_task() {
         .collect();
     let source = weft_api::load_mesh_config("mesh.yaml", &mesh_text).unwrap();
     t.mesh.ext_authz = weft_model::authz::ext_authz_providers(&source.config);
-    // The page's policy, with the HTTP authorizer it offers as the
-    // alternative to the gRPC one.
+    // The page's policy, with its gRPC authorizer, then with the HTTP one
+    // it offers as the alternative.
     t.apply_in("authz-custom/authz-custom-04.yaml", Some("foo"));
-    let text = t.policies["ext-authz"].replace("sample-ext-authz-grpc", "sample-ext-authz-http");
-    t.policies.insert("ext-authz".into(), text);
-    for (name, sidecar) in &t.sidecars {
-        sidecar.update(t.compile(name));
-    }
     let url = "http://httpbin.foo.svc.cluster.local:8000";
+    for provider in ["sample-ext-authz-grpc", "sample-ext-authz-http"] {
+        let text = t.policies["ext-authz"]
+            .replace("sample-ext-authz-grpc", provider)
+            .replace("sample-ext-authz-http", provider);
+        t.policies.insert("ext-authz".into(), text);
+        for (name, sidecar) in &t.sidecars {
+            sidecar.update(t.compile(name));
+        }
+        let headers = |v| [("x-ext-authz", v)];
+        let (status, _, body) = request(
+            t.client(),
+            "GET",
+            &format!("{url}/headers"),
+            None,
+            &headers("deny"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{provider}: {body}");
+        assert_eq!(
+            body,
+            "denied by ext_authz for not found header `x-ext-authz: allow` in the request"
+        );
+        let (status, _, body) = request(
+            t.client(),
+            "GET",
+            &format!("{url}/headers"),
+            None,
+            &headers("allow"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{provider}: {body}");
+        // The gRPC answer's headers go on to the app.
+        if provider.ends_with("grpc") {
+            assert!(body.contains("x-ext-authz-check-result: allowed"), "{body}");
+        }
+    }
     let (status, _, body) = request(
         t.client(),
         "GET",

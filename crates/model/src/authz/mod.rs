@@ -45,16 +45,20 @@ pub struct Policy {
     pub action: Action,
     pub dry_run: bool,
     pub provider: Option<String>,
-    /// A CUSTOM policy's provider, when MeshConfig defines it as an HTTP
-    /// ext_authz service; without one, the policy denies what it selects.
+    /// A CUSTOM policy's provider, when MeshConfig defines it as an ext_authz
+    /// service; without one, the policy denies what it selects.
     pub ext_authz: Option<ExtAuthz>,
     pub rules: Vec<Rule>,
 }
 
-/// An `envoyExtAuthzHttp` extension provider of MeshConfig.
+/// An `envoyExtAuthzHttp` or `envoyExtAuthzGrpc` extension provider of
+/// MeshConfig.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ExtAuthz {
     pub name: String,
+    /// Asked over gRPC (`envoy.service.auth.v3.Authorization/Check`)
+    /// rather than plain HTTP.
+    pub grpc: bool,
     /// The service host (its `namespace/` part removed) and port.
     pub service: String,
     pub port: u16,
@@ -71,33 +75,50 @@ pub struct ExtAuthz {
     pub headers_to_downstream_on_allow: Vec<String>,
 }
 
-/// The HTTP ext_authz providers of a MeshConfig, by name.
+/// The ext_authz providers (HTTP and gRPC) of a MeshConfig, by name.
 pub fn ext_authz_providers(mesh: &weft_api::types::mesh::MeshConfig) -> BTreeMap<String, ExtAuthz> {
     let lower = |v: &[String]| v.iter().map(|h| h.to_ascii_lowercase()).collect();
+    let host = |s: &str| s.split_once('/').map_or(s, |(_, h)| h).to_string();
+    let status = |s: Option<&str>| s.and_then(|s| s.parse().ok()).unwrap_or(403);
+    let timeout = |d: Option<weft_api::types::common::Duration>| {
+        d.map_or(std::time::Duration::from_secs(600), |d| d.0)
+    };
+    let grpc = mesh.extension_providers.iter().filter_map(|p| {
+        let g = p.envoy_ext_authz_grpc.as_ref()?;
+        Some((
+            p.name.clone(),
+            ExtAuthz {
+                name: p.name.clone(),
+                grpc: true,
+                service: host(&g.service),
+                port: g.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(80),
+                timeout: timeout(g.timeout),
+                path_prefix: String::new(),
+                fail_open: g.fail_open == Some(true),
+                status_on_error: status(g.status_on_error.as_deref()),
+                include_request_headers: Vec::new(),
+                include_additional_headers: Vec::new(),
+                headers_to_upstream_on_allow: Vec::new(),
+                headers_to_downstream_on_deny: Vec::new(),
+                headers_to_downstream_on_allow: Vec::new(),
+            },
+        ))
+    });
     mesh.extension_providers
         .iter()
         .filter_map(|p| {
             let h = p.envoy_ext_authz_http.as_ref()?;
-            let service = h
-                .service
-                .split_once('/')
-                .map_or(h.service.as_str(), |(_, s)| s);
             Some((
                 p.name.clone(),
                 ExtAuthz {
                     name: p.name.clone(),
-                    service: service.to_string(),
+                    grpc: false,
+                    service: host(&h.service),
                     port: h.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(80),
-                    timeout: h
-                        .timeout
-                        .map_or(std::time::Duration::from_secs(600), |d| d.0),
+                    timeout: timeout(h.timeout),
                     path_prefix: h.path_prefix.clone().unwrap_or_default(),
                     fail_open: h.fail_open == Some(true),
-                    status_on_error: h
-                        .status_on_error
-                        .as_deref()
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(403),
+                    status_on_error: status(h.status_on_error.as_deref()),
                     include_request_headers: lower(&h.include_request_headers_in_check),
                     include_additional_headers: h
                         .include_additional_headers_in_check
@@ -110,6 +131,7 @@ pub fn ext_authz_providers(mesh: &weft_api::types::mesh::MeshConfig) -> BTreeMap
                 },
             ))
         })
+        .chain(grpc)
         .collect()
 }
 
@@ -514,7 +536,7 @@ impl Authz {
                     None => {
                         let provider = p.provider.clone().unwrap_or_default();
                         let reason = format!(
-                            "CUSTOM provider {provider:?} is not an HTTP ext_authz provider of MeshConfig; failing closed"
+                            "CUSTOM provider {provider:?} is not an ext_authz provider of MeshConfig; failing closed"
                         );
                         return deny(p, i, reason, notes);
                     }
