@@ -325,6 +325,17 @@ spec:
     // The app receives the normalized path.
     let (_, body) = get(m.client, &url("/books/x/../2"), None, &[]).await;
     assert!(body.ends_with(" /books/2"), "{body}");
+    // The same decisions for an app that speaks HTTP/2 to its sidecar.
+    let mut h2 = common::h2(m.client).await;
+    for (method, path, expect) in [
+        ("GET", "/books/1", 200),
+        ("POST", "/books/1", 403),
+        ("GET", "/admin", 403),
+        ("GET", "/books/%2e%2e/admin", 403),
+    ] {
+        let (status, body) = common::h2_request(&mut h2, method, &url(path), &[]).await;
+        assert_eq!(status.as_u16(), expect, "HTTP/2 {method} {path}: {body}");
+    }
 
     // TCP: db admits only ratings, and the namespace-wide DENY on paths
     // loses its HTTP field against TCP and so denies every connection, as

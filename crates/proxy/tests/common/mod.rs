@@ -408,7 +408,17 @@ pub async fn h2_get(
     url: &str,
     headers: &[(&str, &str)],
 ) -> (StatusCode, String) {
-    let mut req = Request::builder().uri(url);
+    h2_request(sender, "GET", url, headers).await
+}
+
+/// One request with `method` on an HTTP/2 connection.
+pub async fn h2_request(
+    sender: &mut hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, String) {
+    let mut req = Request::builder().method(method).uri(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
