@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
     );
     let mut loaded = weft_api::Loaded::default();
     loaded.add_text("fuzz.yaml", &yaml);
-    let authz = Authz::for_workload(&loaded.resources, "istio-system", "default", &Default::default(), &Default::default());
+    let authz = Authz::for_workload(&loaded.resources, &weft_model::Mesh::new("cluster.local"), "default", &Default::default());
     let headers = |_: &str| vec![path];
     let _ = authz.evaluate(&Request {
         principal: Some("spiffe://cluster.local/ns/default/sa/x"),

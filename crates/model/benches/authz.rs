@@ -73,10 +73,9 @@ fn labels() -> BTreeMap<String, String> {
 fn compile(resources: &[weft_api::Resource]) -> Authz {
     Authz::for_workload(
         resources,
-        "istio-system",
+        &weft_model::Mesh::new("cluster.local"),
         "shop",
         &labels(),
-        &Default::default(),
     )
 }
 

@@ -35,6 +35,8 @@ pub enum CompileError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mesh {
     pub trust_domain: String,
+    /// MeshConfig `trustDomainAliases`.
+    pub trust_domain_aliases: Vec<String>,
     /// Where mesh-wide policies live (MeshConfig `rootNamespace`).
     pub root_namespace: String,
     /// MeshConfig `pathNormalization`.
@@ -51,6 +53,7 @@ impl Mesh {
     pub fn new(trust_domain: &str) -> Mesh {
         Mesh {
             trust_domain: trust_domain.to_string(),
+            trust_domain_aliases: Vec::new(),
             root_namespace: "istio-system".into(),
             path_normalization: Normalization::Base,
             ext_authz: BTreeMap::new(),
@@ -164,13 +167,7 @@ pub fn compile(
         .filter_map(|e| Some((e.address, e.identity.clone()?)))
         .collect();
     Ok(ProxyConfig {
-        authz: Authz::for_workload(
-            resources,
-            &mesh.root_namespace,
-            &w.namespace,
-            &w.labels,
-            &mesh.ext_authz,
-        ),
+        authz: Authz::for_workload(resources, mesh, &w.namespace, &w.labels),
         jwt: crate::jwt::for_workload(resources, &mesh.root_namespace, &w.namespace, &w.labels),
         path_normalization: mesh.path_normalization,
         num_trusted_proxies: mesh.num_trusted_proxies,

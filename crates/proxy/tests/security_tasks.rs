@@ -733,3 +733,48 @@ async fn jwt_route_and_claim_to_header_tasks() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.contains("x-jwt-claim-foo: bar"), "{body}");
 }
+
+/// Istio's authz-jwt task, its RequestAuthentication for httpbin: a bad
+/// token is refused, no token is let through (policies decide), a valid
+/// one passes.
+#[tokio::test]
+async fn authz_jwt_task() {
+    let net = 135;
+    let mut t = Task::start(net).await;
+    let s = common::signer("k");
+    common::jwks_server(
+        format!("127.0.{net}.70:8080").parse().unwrap(),
+        s.jwks.clone(),
+    )
+    .await;
+    let path = format!(
+        "{}/{TASKS}/authz-jwt/authz-jwt-01.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "{{< github_file >}}",
+        &format!("http://127.0.{net}.70:8080"),
+    );
+    t.policies.insert("jwt-example".into(), text);
+    t.update();
+    let valid = common::token(
+        &s,
+        "k",
+        serde_json::json!({"iss": common::ISSUER, "sub": "testing@secure.istio.io", "exp": common::now() + 3600}),
+    );
+    let url = "http://httpbin.foo.svc.cluster.local:8000/headers";
+    let client = t.client();
+    let call = |token: Option<&str>| {
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        async move {
+            let headers: Vec<(&str, &str)> = bearer
+                .as_deref()
+                .map(|b| vec![("authorization", b)])
+                .unwrap_or_default();
+            request(client, "GET", url, None, &headers).await.0
+        }
+    };
+    assert_eq!(call(Some("invalidToken")).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(None).await, StatusCode::OK);
+    assert_eq!(call(Some(&valid)).await, StatusCode::OK);
+}

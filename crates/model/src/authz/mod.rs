@@ -605,13 +605,22 @@ impl Authz {
     /// its namespace's (with a matching selector, or none), and the root
     /// namespace's (without a selector, or with one that matches). Policies
     /// attached by targetRef apply to gateways and waypoints, not here.
+    ///
+    /// `mesh` gives the root namespace, the ext_authz providers, and the
+    /// trust domain with its aliases: a principal of one of them in a
+    /// policy stands for the same workload in all of them, as Istio reads
+    /// policies during a trust domain migration.
     pub fn for_workload(
         resources: &[Resource],
-        root_namespace: &str,
+        mesh: &crate::Mesh,
         namespace: &str,
         labels: &BTreeMap<String, String>,
-        providers: &BTreeMap<String, ExtAuthz>,
     ) -> Authz {
+        let root_namespace = mesh.root_namespace.as_str();
+        let providers = &mesh.ext_authz;
+        let domains: Vec<&str> = std::iter::once(mesh.trust_domain.as_str())
+            .chain(mesh.trust_domain_aliases.iter().map(String::as_str))
+            .collect();
         let policies = resources
             .iter()
             .filter_map(|r| match &r.spec {
@@ -627,7 +636,7 @@ impl Authz {
                     .is_none_or(|s| selects(&s.match_labels, labels));
                 scoped && selected && p.target_ref.is_none() && p.target_refs.is_empty()
             })
-            .map(|(r, p)| compile(r, p, providers))
+            .map(|(r, p)| compile(r, p, providers, &domains))
             .collect();
         Authz { policies }
     }
@@ -637,6 +646,7 @@ fn compile(
     r: &Resource,
     p: &AuthorizationPolicy,
     providers: &BTreeMap<String, ExtAuthz>,
+    domains: &[&str],
 ) -> Policy {
     let action = match p.action.unwrap_or(sec::Action::Allow) {
         sec::Action::Allow => Action::Allow,
@@ -661,7 +671,7 @@ fn compile(
             .and_then(|n| providers.get(n))
             .cloned()
             .filter(|_| action == Action::Custom),
-        rules: p.rules.iter().map(rule).collect(),
+        rules: p.rules.iter().map(|r| rule(r, domains)).collect(),
     }
 }
 
@@ -682,7 +692,27 @@ fn field(
     });
 }
 
-fn rule(r: &sec::Rule) -> Rule {
+/// A principal in one of the mesh's trust domains, in all of them.
+fn across_domains(values: &[String], domains: &[&str]) -> Vec<String> {
+    let mut out = Vec::with_capacity(values.len());
+    for v in values {
+        out.push(v.clone());
+        let Some((td, rest)) = v.split_once('/') else {
+            continue;
+        };
+        if domains.contains(&td) {
+            out.extend(
+                domains
+                    .iter()
+                    .filter(|d| **d != td)
+                    .map(|d| format!("{d}/{rest}")),
+            );
+        }
+    }
+    out
+}
+
+fn rule(r: &sec::Rule, domains: &[&str]) -> Rule {
     let from = r
         .from
         .iter()
@@ -692,8 +722,8 @@ fn rule(r: &sec::Rule) -> Rule {
             // Principals are SPIFFE IDs without the scheme.
             field(
                 Attribute::Principal,
-                &s.principals,
-                &s.not_principals,
+                &across_domains(&s.principals, domains),
+                &across_domains(&s.not_principals, domains),
                 Pattern::string,
                 &mut out,
             );

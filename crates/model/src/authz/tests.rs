@@ -20,10 +20,9 @@ fn policies(yaml: &str) -> Authz {
         .collect();
     Authz::for_workload(
         &l.resources,
-        "istio-system",
+        &crate::Mesh::new("cluster.local"),
         "default",
         &labels,
-        &Default::default(),
     )
 }
 
@@ -352,10 +351,9 @@ fn istios_builder_inputs_load_compile_and_evaluate() {
             assert_eq!(l.errors(), 0, "{}: {:?}", path.display(), l.diagnostics);
             let authz = Authz::for_workload(
                 &l.resources,
-                "istio-system",
+                &crate::Mesh::new("cluster.local"),
                 "foo",
                 &labels,
-                &Default::default(),
             );
             let policies = l
                 .resources
@@ -391,4 +389,48 @@ fn istios_builder_inputs_load_compile_and_evaluate() {
         }
     }
     assert_eq!(files, 27);
+}
+
+/// Istio's authz-td-migration task: with `old-td` an alias of the mesh's
+/// new trust domain, a policy naming `old-td/...` admits the same workload
+/// under the new domain, and nothing else.
+#[test]
+fn trust_domain_aliases_carry_principals_across_a_migration() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/corpus/docs-examples/tasks/security/authorization/authz-td-migration/authz-td-migration-01.yaml"
+    );
+    let mut l = weft_api::Loaded::default();
+    l.add_text(path, &std::fs::read_to_string(path).unwrap());
+    assert_eq!(l.errors(), 0, "{:?}", l.diagnostics);
+    let labels: BTreeMap<String, String> = [("app".to_string(), "httpbin".to_string())].into();
+    let mut mesh = crate::Mesh::new("new-td");
+    let without = Authz::for_workload(&l.resources, &mesh, "default", &labels);
+    mesh.trust_domain_aliases = vec!["old-td".into()];
+    let with = Authz::for_workload(&l.resources, &mesh, "default", &labels);
+    let ask = |authz: &Authz, principal: &str| {
+        let none = |_: &str| Vec::new();
+        authz
+            .evaluate(&Request {
+                principal: Some(principal),
+                source_ip: None,
+                remote_ip: None,
+                destination: "10.0.0.1:8000".parse().unwrap(),
+                sni: None,
+                http: Some(HttpRequest {
+                    method: "GET",
+                    host: "httpbin.default:8000",
+                    path: "/ip",
+                    headers: &none,
+                    auth: None,
+                }),
+            })
+            .allowed
+    };
+    let migrated = "spiffe://new-td/ns/curl-allow/sa/curl";
+    assert!(!ask(&without, migrated));
+    assert!(ask(&with, migrated));
+    assert!(ask(&with, "spiffe://old-td/ns/curl-allow/sa/curl"));
+    assert!(!ask(&with, "spiffe://new-td/ns/default/sa/curl"));
+    assert!(!ask(&with, "spiffe://elsewhere/ns/curl-allow/sa/curl"));
 }

@@ -153,6 +153,7 @@ pub(crate) fn load(
             .unwrap_or(0);
     }
     let aliases = meshconfig.map_or_else(Vec::new, |m| m.trust_domain_aliases.clone());
+    mesh.trust_domain_aliases = aliases.clone();
     let config =
         compile(&loaded.resources, &registry, ns, name, &mesh).map_err(|e| e.to_string())?;
     Ok((config, aliases))
