@@ -46,6 +46,27 @@ impl Target {
     }
 }
 
+/// Whether `target` is already what [`normalize`] makes of it, so the
+/// request can go on untouched (the common case, checked without
+/// allocating): no escapes, backslashes, fragment, NUL or dot segments,
+/// and no repeated slashes when they would be merged.
+pub fn is_normal(target: &str, mode: Normalization) -> bool {
+    let path = target.split('?').next().unwrap_or(target);
+    if target.contains(['#', '\0']) || path.contains('%') {
+        return false;
+    }
+    if mode == Normalization::None {
+        return true;
+    }
+    let merges = matches!(
+        mode,
+        Normalization::MergeSlashes | Normalization::DecodeAndMergeSlashes
+    );
+    let dots = path.split('/').any(|s| s == "." || s == "..");
+    let repeated = merges && path.contains("//");
+    path.starts_with('/') && !path.contains('\\') && !dots && !repeated
+}
+
 /// Normalizes an origin-form request target (`/path?query#fragment`).
 pub fn normalize(target: &str, mode: Normalization) -> Result<Target, NormalizeError> {
     let target = target.split_once('#').map_or(target, |(t, _)| t);
@@ -206,6 +227,40 @@ mod tests {
         }
     }
 
+    /// `is_normal` never lets through what `normalize` would change.
+    #[test]
+    fn is_normal_agrees_with_normalize() {
+        for p in [
+            "/",
+            "/a/b",
+            "/a/./b",
+            "/a/../b",
+            "/a//b",
+            "/a%2e",
+            "/a\\b",
+            "/a#f",
+            "/a?x=/../",
+            "/a/.",
+            "/a/..",
+            "/a.b/c..d",
+            "a/b",
+        ] {
+            for mode in [
+                Normalization::None,
+                Normalization::Base,
+                Normalization::MergeSlashes,
+                Normalization::DecodeAndMergeSlashes,
+            ] {
+                if is_normal(p, mode) {
+                    let t = normalize(p, mode).unwrap();
+                    assert_eq!(t.to_uri_string(), p, "{p:?} {mode:?}");
+                }
+            }
+        }
+        assert!(is_normal("/api/v1/books?id=1", Normalization::Base));
+        assert!(!is_normal("/a/../b", Normalization::Base));
+    }
+
     /// The fuzz target's property over every path of up to five tokens
     /// that matter to normalization: absolute, no dot segments, and stable
     /// when normalized again.
@@ -230,6 +285,13 @@ mod tests {
             Normalization::DecodeAndMergeSlashes,
         ] {
             for p in &paths {
+                if is_normal(p, mode) {
+                    assert_eq!(
+                        normalize(p, mode).map(|t| t.to_uri_string()),
+                        Ok(p.clone()),
+                        "{p:?} is not normal ({mode:?})"
+                    );
+                }
                 let Ok(t) = normalize(p, mode) else { continue };
                 assert!(t.path.starts_with('/'), "{p:?} -> {t:?}");
                 assert!(

@@ -5,10 +5,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use hyper::{Request, Response, StatusCode, Uri};
+use hyper::{Request, Response, StatusCode};
 use weft_model::ProxyConfig;
 use weft_model::authz::{self, Decision};
-use weft_model::normalize::normalize;
 
 use crate::ext_authz;
 use crate::http::{Body, full};
@@ -63,16 +62,12 @@ pub async fn refuse_http<B>(
         remote,
         destination,
     } = conn;
-    let raw = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let normalized = match normalize(raw, config.path_normalization) {
-        Ok(t) => t,
-        Err(e) => return Some(full(StatusCode::BAD_REQUEST, format!("{e}\n"))),
-    };
-    // What goes on is the normalized path.
-    let mut parts = req.uri().clone().into_parts();
-    parts.path_and_query = normalized.to_uri_string().parse().ok();
-    if let Ok(uri) = Uri::from_parts(parts) {
-        *req.uri_mut() = uri;
+    if let Err(e) = crate::http::normalize_request(req, config.path_normalization) {
+        return Some(full(StatusCode::BAD_REQUEST, format!("{e}\n")));
+    }
+    // Nothing to decide: no policy and no token rule for this workload.
+    if config.authz.policies.is_empty() && config.jwt.is_empty() {
+        return None;
     }
     let auth = match authenticator.authenticate(&config.jwt, req).await {
         Ok(auth) => auth,
@@ -108,7 +103,7 @@ pub async fn refuse_http<B>(
         http: Some(authz::HttpRequest {
             method: req.method().as_str(),
             host,
-            path: &normalized.path,
+            path: req.uri().path(),
             headers: &values,
             auth: auth.as_ref(),
         }),

@@ -34,3 +34,23 @@ pub struct ResponseFlag(pub &'static str);
 fn never(e: Infallible) -> hyper::Error {
     match e {}
 }
+
+/// Normalizes the request's path in place (MeshConfig `pathNormalization`),
+/// so that routing, authorization and the application all see the same
+/// path; a request already normal is left untouched.
+pub fn normalize_request<B>(
+    req: &mut hyper::Request<B>,
+    mode: weft_model::normalize::Normalization,
+) -> Result<(), weft_model::normalize::NormalizeError> {
+    let raw = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    if weft_model::normalize::is_normal(raw, mode) {
+        return Ok(());
+    }
+    let target = weft_model::normalize::normalize(raw, mode)?;
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = target.to_uri_string().parse().ok();
+    if let Ok(uri) = hyper::Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+    Ok(())
+}

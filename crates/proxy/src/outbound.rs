@@ -26,7 +26,6 @@ use weft_model::config::{
     Cluster, ClusterEndpoint, HttpRoute, Ops, OutboundService, RequestView, Retry, RouteAction,
     WeightedCluster,
 };
-use weft_model::normalize::normalize;
 use weft_model::policy::{HashKey, LbPolicy, UpstreamTls};
 use weft_model::{Protocol, ProxyConfig};
 
@@ -239,16 +238,8 @@ async fn handle(
         return connect(outbound, &config, service, req).await;
     }
     // Routes match the normalized path, and it is what goes upstream.
-    let raw = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    match normalize(raw, config.path_normalization) {
-        Ok(t) => {
-            let mut parts = req.uri().clone().into_parts();
-            parts.path_and_query = t.to_uri_string().parse().ok();
-            if let Ok(uri) = Uri::from_parts(parts) {
-                *req.uri_mut() = uri;
-            }
-        }
-        Err(e) => return full(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    if let Err(e) = crate::http::normalize_request(&mut req, config.path_normalization) {
+        return full(StatusCode::BAD_REQUEST, format!("{e}\n"));
     }
     // Matching borrows the request; the route found borrows the config.
     let authority = format!("{host}:{port}");
