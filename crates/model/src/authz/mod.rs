@@ -478,6 +478,18 @@ impl Policy {
     }
 }
 
+/// A denial by rule `rule` of `policy`.
+fn denied_by(policy: &Policy, rule: usize, reason: String, notes: Vec<String>) -> Decision {
+    Decision {
+        allowed: false,
+        policy: Some(policy.name.clone()),
+        rule: Some(rule),
+        reason,
+        notes,
+        ask: None,
+    }
+}
+
 /// The outcome of authorization.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -511,23 +523,10 @@ impl Authz {
                 ));
             }
         }
-        let enforced = |a: Action| {
-            self.policies
-                .iter()
-                .filter(move |p| p.action == a && !p.dry_run)
-        };
-        let deny = |p: &Policy, i: usize, reason: String, notes: Vec<String>| Decision {
-            allowed: false,
-            policy: Some(p.name.clone()),
-            rule: Some(i),
-            reason,
-            notes,
-            ask: None,
-        };
         // CUSTOM first: a matching policy sends the request to its provider
         // (which the caller asks); one whose provider is unknown denies.
         let mut ask = None;
-        for p in enforced(Action::Custom) {
+        for p in self.enforced(Action::Custom) {
             if let Some(i) = p.matching_rule(req) {
                 match &p.ext_authz {
                     Some(provider) => {
@@ -538,7 +537,7 @@ impl Authz {
                         let reason = format!(
                             "CUSTOM provider {provider:?} is not an ext_authz provider of MeshConfig; failing closed"
                         );
-                        return deny(p, i, reason, notes);
+                        return denied_by(p, i, reason, notes);
                     }
                 }
             }
@@ -548,27 +547,21 @@ impl Authz {
         decision
     }
 
+    /// The enforced (not dry-run) policies of `action`.
+    fn enforced(&self, action: Action) -> impl Iterator<Item = &Policy> {
+        self.policies
+            .iter()
+            .filter(move |p| p.action == action && !p.dry_run)
+    }
+
     /// DENY, then ALLOW.
     fn deny_then_allow(&self, req: &Request<'_>, notes: Vec<String>) -> Decision {
-        let enforced = |a: Action| {
-            self.policies
-                .iter()
-                .filter(move |p| p.action == a && !p.dry_run)
-        };
-        let deny = |p: &Policy, i: usize, reason: String, notes: Vec<String>| Decision {
-            allowed: false,
-            policy: Some(p.name.clone()),
-            rule: Some(i),
-            reason,
-            notes,
-            ask: None,
-        };
-        for p in enforced(Action::Deny) {
+        for p in self.enforced(Action::Deny) {
             if let Some(i) = p.matching_rule(req) {
-                return deny(p, i, "denied by a DENY policy".into(), notes);
+                return denied_by(p, i, "denied by a DENY policy".into(), notes);
             }
         }
-        let mut allows = enforced(Action::Allow).peekable();
+        let mut allows = self.enforced(Action::Allow).peekable();
         if allows.peek().is_none() {
             return Decision {
                 allowed: true,
