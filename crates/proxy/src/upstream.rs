@@ -224,6 +224,7 @@ impl Clients {
             tls: cluster.policy.tls.clone(),
             connect_timeout: pool.connect_timeout,
             idle_timeout: pool.idle_timeout,
+            no_reuse: pool.max_requests_per_connection == Some(1),
         };
         if settings == ClientSettings::default() {
             return if h2 { &self.http2 } else { &self.http1 }.clone();
@@ -252,7 +253,7 @@ impl Clients {
             connect_timeout: settings.connect_timeout.unwrap_or(CONNECT_TIMEOUT),
             ..self.mesh.clone()
         };
-        let c = client(connector, h2, settings.idle_timeout);
+        let c = client(connector, h2, Some(&settings));
         if let Ok(mut m) = self.dedicated.write() {
             m.insert(cluster.name.clone(), (settings, c.clone()));
         }
@@ -266,13 +267,18 @@ struct ClientSettings {
     tls: UpstreamTls,
     connect_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
+    /// `maxRequestsPerConnection: 1`: no connection is reused.
+    no_reuse: bool,
 }
 
-fn client(connector: Connector, h2: bool, idle: Option<Duration>) -> UpstreamClient {
+fn client(connector: Connector, h2: bool, settings: Option<&ClientSettings>) -> UpstreamClient {
     let mut b = Client::builder(TokioExecutor::new());
     b.http2_only(h2);
-    if let Some(idle) = idle {
+    if let Some(idle) = settings.and_then(|s| s.idle_timeout) {
         b.pool_idle_timeout(idle);
+    }
+    if settings.is_some_and(|s| s.no_reuse) {
+        b.pool_max_idle_per_host(0);
     }
     b.build(connector)
 }

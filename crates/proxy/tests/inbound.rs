@@ -7,7 +7,8 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{Mesh, get, mesh, policy, start, store};
@@ -401,5 +402,61 @@ async fn malformed_requests_get_400_and_reach_no_app() {
     assert_eq!(
         m.hits["v1"].load(Ordering::SeqCst) + m.hits["v2"].load(Ordering::SeqCst),
         0
+    );
+}
+
+/// An HTTP app that counts the connections it accepts.
+async fn counting_app(addr: SocketAddr) -> Arc<AtomicUsize> {
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, hyper::Error>(hyper::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from_static(b"ok"),
+                    )))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    accepted
+}
+
+/// `maxRequestsPerConnection: 1` turns connection reuse off; without it
+/// requests share one pooled connection.
+#[tokio::test]
+async fn max_requests_per_connection_one_reuses_nothing() {
+    let net = 136;
+    let chat = CHAT_AND_DB.replace("127.0.116.", &format!("127.0.{net}."));
+    let no_reuse = format!(
+        "{chat}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: chat, namespace: default}}\nspec:\n  host: chat.default.svc.cluster.local\n  trafficPolicy: {{connectionPool: {{http: {{maxRequestsPerConnection: 1}}}}}}\n"
+    );
+    let m = start(net, &chat).await;
+    let _sidecars = chat_and_db_from(&m, &chat).await;
+    let accepted = counting_app(format!("127.0.{net}.41:9090").parse().unwrap()).await;
+    let url = "http://chat.default.svc.cluster.local:9090/";
+    for _ in 0..5 {
+        assert_eq!(get(m.client, url, None, &[]).await.0, hyper::StatusCode::OK);
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one pooled connection");
+    m.sidecars[0].update(common::compile(
+        &mesh(net, &no_reuse),
+        "default",
+        "productpage",
+    ));
+    for _ in 0..5 {
+        assert_eq!(get(m.client, url, None, &[]).await.0, hyper::StatusCode::OK);
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        6,
+        "a connection per request"
     );
 }
