@@ -109,6 +109,10 @@ pub fn compile(
                     .iter()
                     .any(|h| host_matches(&expand(h, r.namespace()), &service.host))
             });
+            let tls = match bound {
+                Some((r, v)) => cx.sni_routes(r.namespace(), v, port.number),
+                None => Vec::new(),
+            };
             let (routes, tcp) = match bound {
                 Some((r, v)) => cx.routes_from(r.namespace(), v, port.number, Some(service)),
                 None => {
@@ -139,6 +143,7 @@ pub fn compile(
                 protocol: port.protocol,
                 routes,
                 tcp,
+                tls,
             });
         }
     }

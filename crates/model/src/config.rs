@@ -178,6 +178,8 @@ pub struct OutboundService {
     pub routes: Vec<HttpRoute>,
     /// For TCP and TLS ports: where connections go.
     pub tcp: Vec<WeightedCluster>,
+    /// TLS routes by SNI (VirtualService `tls`), tried before `tcp`.
+    pub tls: Vec<SniRoute>,
 }
 
 impl OutboundService {

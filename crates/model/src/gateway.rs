@@ -171,6 +171,7 @@ impl Compiler<'_> {
                         protocol,
                         routes: routes.clone(),
                         tcp: Vec::new(),
+                        tls: Vec::new(),
                     }),
                 }
             }
@@ -188,8 +189,9 @@ impl Compiler<'_> {
         }
     }
 
-    /// TLS routes of `v` for a passthrough server on `port`.
-    fn sni_routes(&mut self, ns: &str, v: &VirtualService, port: u32) -> Vec<SniRoute> {
+    /// TLS routes of `v` for `port` (a passthrough server's, or a
+    /// sidecar's outbound port).
+    pub(crate) fn sni_routes(&mut self, ns: &str, v: &VirtualService, port: u32) -> Vec<SniRoute> {
         let mut out = Vec::new();
         for t in &v.tls {
             let matching: Vec<&weft_api::types::virtual_service::TlsMatchAttributes> = t

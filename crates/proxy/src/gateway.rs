@@ -12,11 +12,8 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, RwLock};
-use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
 use hyper::header::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -25,7 +22,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use weft_model::config::{GatewayServer, ServerTls, ServerTlsMode, WeightedCluster, host_matches};
@@ -34,9 +31,7 @@ use weft_model::{Protocol, ProxyConfig};
 use crate::authorize;
 use crate::jwt::Authenticator;
 use crate::outbound::{self, Listener, Outbound};
-
-/// The largest ClientHello read while looking for the SNI.
-const MAX_HELLO: usize = 16 * 1024;
+use crate::sni::{Prefixed, sniff};
 
 /// What the gateway's ports share.
 #[derive(Debug)]
@@ -323,71 +318,5 @@ where
             let _ = tokio::io::copy_bidirectional(&mut io, &mut upstream).await;
         }
         Err(e) => tracing::debug!("gateway TCP to {}: {e}", ep.address),
-    }
-}
-
-/// Reads the ClientHello: its SNI, and the bytes read (to be replayed).
-async fn sniff(tcp: &mut TcpStream) -> Option<(Option<String>, Bytes)> {
-    let mut acceptor = rustls::server::Acceptor::default();
-    let mut seen = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = tcp.read(&mut chunk).await.ok()?;
-        if n == 0 || seen.len() + n > MAX_HELLO {
-            return None;
-        }
-        seen.extend_from_slice(&chunk[..n]);
-        let mut fresh = &chunk[..n];
-        while !fresh.is_empty() {
-            acceptor.read_tls(&mut fresh).ok()?;
-        }
-        match acceptor.accept() {
-            Ok(Some(accepted)) => {
-                let sni = accepted.client_hello().server_name().map(str::to_string);
-                return Some((sni, Bytes::from(seen)));
-            }
-            Ok(None) => {}
-            Err(_) => return None,
-        }
-    }
-}
-
-/// A stream that replays `prefix` before reading from `inner`.
-struct Prefixed<S> {
-    prefix: Bytes,
-    inner: S,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

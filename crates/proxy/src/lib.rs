@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod origination;
 pub mod outbound;
 pub mod sidecar;
+pub mod sni;
 pub mod telemetry;
 pub mod trace;
 pub mod upgrade;

@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use weft_model::authz::RequestAuth;
 use weft_model::config::{
     Cluster, ClusterEndpoint, HttpRoute, Ops, OutboundService, RequestView, Retry, RouteAction,
-    WeightedCluster,
+    WeightedCluster, host_matches,
 };
 use weft_model::policy::{HashKey, LbPolicy, UpstreamTls};
 use weft_model::{Protocol, ProxyConfig};
@@ -108,7 +108,7 @@ pub async fn serve(listener: TcpListener, outbound: Arc<Outbound>) {
 /// Handles a request and records it in Istio's metrics when its response
 /// body has been sent.
 pub(crate) async fn observed(
-    outbound: &Outbound,
+    outbound: &Arc<Outbound>,
     mut req: Request<Incoming>,
     peer: SocketAddr,
     listener: Listener,
@@ -187,7 +187,7 @@ pub(crate) enum Listener {
 }
 
 async fn handle(
-    outbound: &Outbound,
+    outbound: &Arc<Outbound>,
     mut req: Request<Incoming>,
     listener: Listener,
 ) -> Response<Body> {
@@ -862,11 +862,14 @@ async fn shadow(outbound: &Outbound, cluster: &Cluster, parts: &http::request::P
 /// CONNECT through the outbound listener: a TCP tunnel to an endpoint of
 /// the service.
 async fn connect(
-    outbound: &Outbound,
+    outbound: &Arc<Outbound>,
     config: &ProxyConfig,
     service: &OutboundService,
     req: Request<Incoming>,
 ) -> Response<Body> {
+    if !service.tls.is_empty() {
+        return connect_by_sni(outbound, service, req);
+    }
     let weighted = if service.tcp.is_empty() {
         match service
             .routes
@@ -902,6 +905,57 @@ async fn connect(
         if let Ok(up) = hyper::upgrade::on(req).await {
             let mut up = TokioIo::new(up);
             let _ = tokio::io::copy_bidirectional(&mut up, &mut stream).await;
+        }
+    });
+    full(StatusCode::OK, "")
+}
+
+/// CONNECT to a service with TLS routes: once the tunnel is up, the
+/// ClientHello's SNI picks the route (VirtualService `tls`, `sniHosts`),
+/// and the hello is replayed to the endpoint chosen. A hello that matches
+/// no route (and no `tcp` route to fall back on) closes the tunnel.
+fn connect_by_sni(
+    outbound: &Arc<Outbound>,
+    service: &OutboundService,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let (outbound, tls, tcp) = (outbound.clone(), service.tls.clone(), service.tcp.clone());
+    tokio::spawn(async move {
+        let Ok(up) = hyper::upgrade::on(req).await else {
+            return;
+        };
+        let mut up = TokioIo::new(up);
+        let Some((sni, hello)) = crate::sni::sniff(&mut up).await else {
+            return;
+        };
+        let route = tls
+            .iter()
+            .find(|r| {
+                sni.as_deref()
+                    .is_some_and(|n| r.sni_hosts.iter().any(|h| host_matches(h, n)))
+            })
+            .map_or(&tcp, |r| &r.route);
+        let config = outbound.config.load_full();
+        let Some(cluster) =
+            pick_cluster(&outbound, route).and_then(|w| config.clusters.get(&w.cluster))
+        else {
+            tracing::debug!("TLS CONNECT: no route for SNI {sni:?}");
+            return;
+        };
+        let Some(ep) = pick_endpoint(&outbound, cluster) else {
+            return;
+        };
+        match open(&outbound, cluster, ep).await {
+            Ok(mut stream) => {
+                // The hello read to route goes first, then both ways.
+                if tokio::io::AsyncWriteExt::write_all(&mut stream, &hello)
+                    .await
+                    .is_ok()
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut up, &mut stream).await;
+                }
+            }
+            Err(e) => tracing::debug!("TLS CONNECT to {}: {e}", ep.address),
         }
     });
     full(StatusCode::OK, "")

@@ -8,8 +8,14 @@
 
 mod common;
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use common::{ca, get, https, leaf, start};
 use hyper::StatusCode;
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 
 /// A ServiceEntry for `host` on port 80, sent to `target` (a stand-in's
 /// TLS port), and a DestinationRule with `tls`.
@@ -144,4 +150,108 @@ async fn simple_and_mutual_tls_origination_verify_the_server() {
         body.contains("caCertificates") && body.contains("missing.pem"),
         "{body}"
     );
+}
+
+/// VirtualService `tls` routes at a sidecar: after CONNECT, the
+/// ClientHello's SNI picks the backend; the TLS session is end to end.
+#[tokio::test]
+async fn tls_routes_pick_backends_by_sni() {
+    let dir = std::env::temp_dir().join(format!("weft-tls-routes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let server_ca = ca(&dir, "server");
+    let server = leaf(
+        &dir,
+        &server_ca,
+        "server",
+        &["shop.example.com", "admin.example.com"],
+    );
+    https("127.0.137.60:8443".parse().unwrap(), &server, None).await;
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: front, namespace: default}
+spec:
+  hosts: [shop.example.com, admin.example.com]
+  location: MESH_EXTERNAL
+  ports: [{number: 443, name: tls, protocol: TLS, targetPort: 8443}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.137.60}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: backend-b, namespace: default}
+spec:
+  hosts: [backend-b.internal]
+  location: MESH_EXTERNAL
+  ports: [{number: 443, name: tls, protocol: TLS, targetPort: 8443}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.137.61}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: front, namespace: default}
+spec:
+  hosts: [shop.example.com, admin.example.com]
+  tls:
+  - match: [{port: 443, sniHosts: [admin.example.com]}]
+    route: [{destination: {host: backend-b.internal, port: {number: 443}}}]
+  - match: [{port: 443, sniHosts: [shop.example.com]}]
+    route: [{destination: {host: shop.example.com, port: {number: 443}}}]
+"#;
+    let m = start(137, yaml).await;
+    let tunnel = |host: &'static str| {
+        let client = m.client;
+        let roots = server_ca.pem.clone();
+        async move {
+            let mut tcp = tokio::net::TcpStream::connect(client).await.unwrap();
+            tokio::io::AsyncWriteExt::write_all(
+                &mut tcp,
+                format!("CONNECT {host}:443 HTTP/1.1\r\nhost: {host}:443\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut buf = [0u8; 512];
+            let n = tokio::io::AsyncReadExt::read(&mut tcp, &mut buf)
+                .await
+                .unwrap();
+            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+            let mut store = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(roots.as_bytes()) {
+                store.add(c.unwrap()).unwrap();
+            }
+            let config =
+                rustls::ClientConfig::builder_with_provider(weft_identity::tls::provider())
+                    .with_safe_default_protocol_versions()
+                    .unwrap()
+                    .with_root_certificates(store)
+                    .with_no_client_auth();
+            let name = rustls_pki_types::ServerName::try_from(host.to_string()).unwrap();
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            let req = hyper::Request::builder()
+                .uri("/")
+                .header("host", host)
+                .body(http_body_util::Empty::<Bytes>::new())
+                .unwrap();
+            let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            Ok::<String, String>(String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    assert_eq!(
+        tunnel("shop.example.com").await.unwrap(),
+        "sni=shop.example.com client-cert=false"
+    );
+    // admin's route leads to a backend that is not there.
+    assert!(tunnel("admin.example.com").await.is_err());
 }
