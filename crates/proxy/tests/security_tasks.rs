@@ -200,6 +200,24 @@ impl Task {
         }
     }
 
+    /// The ingress gateway (istio-system/ingressgateway) beside the
+    /// sidecars, serving httpbin-gateway on 8080.
+    async fn start_gateway(&mut self) {
+        let gateway = Sidecar::start_as(
+            weft_proxy::Role::Ingress {
+                credentials: std::env::temp_dir(),
+            },
+            self.compile_in("istio-system", "ingressgateway"),
+            store_in(&self.ca, "istio-system", "ingressgateway"),
+            policy(&self.ca),
+            Ports::default(),
+            None,
+        )
+        .await
+        .unwrap();
+        self.sidecars.insert("ingressgateway", gateway);
+    }
+
     fn client(&self) -> SocketAddr {
         self.sidecars["sleep"].outbound_addr()
     }
@@ -685,19 +703,7 @@ async fn jwt_route_and_claim_to_header_tasks() {
     )
     .await;
     let jwks = format!("http://127.0.{net}.70:8080");
-    let gateway = Sidecar::start_as(
-        weft_proxy::Role::Ingress {
-            credentials: std::env::temp_dir(),
-        },
-        t.compile_in("istio-system", "ingressgateway"),
-        store_in(&t.ca, "istio-system", "ingressgateway"),
-        policy(&t.ca),
-        Ports::default(),
-        None,
-    )
-    .await
-    .unwrap();
-    t.sidecars.insert("ingressgateway", gateway);
+    t.start_gateway().await;
     t.apply_authn("jwt-route/jwt-route-01.yaml", &jwks);
     t.apply_authn("jwt-route/jwt-route-02.yaml", &jwks);
     t.apply_authn("claim-to-header/claim-to-header-01.yaml", &jwks);
@@ -777,4 +783,68 @@ async fn authz_jwt_task() {
     assert_eq!(call(Some("invalidToken")).await, StatusCode::UNAUTHORIZED);
     assert_eq!(call(None).await, StatusCode::OK);
     assert_eq!(call(Some(&valid)).await, StatusCode::OK);
+}
+
+/// Istio's authn-policy task at the ingress: its RequestAuthentication,
+/// then a DENY for requests without a request principal, then the same
+/// DENY for /headers only; httpbin behind the sample's VirtualService.
+#[tokio::test]
+async fn authn_policy_task_at_the_ingress() {
+    let net = 138;
+    let mut t = Task::start(net).await;
+    t.start_gateway().await;
+    let s = common::signer("k");
+    common::jwks_server(
+        format!("127.0.{net}.70:8080").parse().unwrap(),
+        s.jwks.clone(),
+    )
+    .await;
+    let jwks = format!("http://127.0.{net}.70:8080");
+    // The sample's VirtualService (its Gateway is the test's, on 8080).
+    let sample = std::fs::read_to_string(format!(
+        "{}/../../../shared/corpus/samples/httpbin/httpbin-gateway.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let vs = sample
+        .split("---")
+        .find(|d| d.contains("kind: VirtualService"))
+        .unwrap();
+    t.policies.insert(
+        "sample-vs".into(),
+        vs.replacen("metadata:\n", "metadata:\n  namespace: foo\n", 1),
+    );
+    t.apply_authn("authn-policy/authn-policy-06.yaml", &jwks);
+    let valid = common::token(
+        &s,
+        "k",
+        serde_json::json!({"iss": common::ISSUER, "sub": "testing@secure.istio.io", "exp": common::now() + 3600}),
+    );
+    let gw = SocketAddr::new(format!("127.0.{net}.10").parse().unwrap(), 8080);
+    let call = |path: &'static str, token: Option<String>| async move {
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .as_deref()
+            .map(|b| vec![("authorization", b)])
+            .unwrap_or_default();
+        request(gw, "GET", path, Some("httpbin.example.com"), &headers)
+            .await
+            .0
+    };
+    assert_eq!(call("/headers", None).await, StatusCode::OK);
+    assert_eq!(
+        call("/headers", Some("deadbeef".into())).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(call("/headers", Some(valid.clone())).await, StatusCode::OK);
+    // A request principal becomes required.
+    t.apply_authn("authn-policy/authn-policy-08.yaml", &jwks);
+    assert_eq!(call("/headers", None).await, StatusCode::FORBIDDEN);
+    assert_eq!(call("/headers", Some(valid.clone())).await, StatusCode::OK);
+    // ... for /headers only (the same policy name, replaced).
+    t.policies.remove("authn-policy/authn-policy-08.yaml");
+    t.apply_authn("authn-policy/authn-policy-10.yaml", &jwks);
+    assert_eq!(call("/headers", None).await, StatusCode::FORBIDDEN);
+    assert_eq!(call("/ip", None).await, StatusCode::OK);
+    assert_eq!(call("/headers", Some(valid)).await, StatusCode::OK);
 }
