@@ -628,12 +628,18 @@ spec:
             yaml.push_str(permissive);
         }
         for file in files {
+            // `folder/file` or `folder/file@namespace` (`kubectl apply -n`).
+            let (file, ns) = file.split_once('@').unwrap_or((file, ""));
             let path = format!(
-                "{}/../../../shared/corpus/docs-examples/tasks/security/authentication/authn-policy/{file}",
+                "{}/../../../shared/corpus/docs-examples/tasks/security/authentication/{file}",
                 env!("CARGO_MANIFEST_DIR")
             );
+            let mut text = std::fs::read_to_string(&path).unwrap();
+            if !ns.is_empty() {
+                text = text.replacen("metadata:\n", &format!("metadata:\n  namespace: {ns}\n"), 1);
+            }
             yaml.push_str("\n---\n");
-            yaml.push_str(&std::fs::read_to_string(&path).unwrap());
+            yaml.push_str(&text);
         }
         for (sidecar, (ns, name)) in sidecars.iter().zip(workloads) {
             sidecar.update(common::compile(&yaml, ns, name));
@@ -665,27 +671,48 @@ spec:
     };
     everyone(true, true).await;
     // Mesh-wide STRICT.
-    set(&["authn-policy-01.yaml"], false);
+    set(&["authn-policy/authn-policy-01.yaml"], false);
     everyone(false, false).await;
     // Namespace foo STRICT only.
-    set(&["authn-policy-02.yaml"], true);
+    set(&["authn-policy/authn-policy-02.yaml"], true);
     everyone(false, true).await;
     // httpbin.bar STRICT, ...
-    set(&["authn-policy-02.yaml", "authn-policy-03.yaml"], true);
+    set(
+        &[
+            "authn-policy/authn-policy-02.yaml",
+            "authn-policy/authn-policy-03.yaml",
+        ],
+        true,
+    );
     everyone(false, false).await;
     // ... except its port 8080.
-    set(&["authn-policy-02.yaml", "authn-policy-04.yaml"], true);
+    set(
+        &[
+            "authn-policy/authn-policy-02.yaml",
+            "authn-policy/authn-policy-04.yaml",
+        ],
+        true,
+    );
     everyone(false, true).await;
     // A workload policy overrides its namespace's.
     set(
         &[
-            "authn-policy-02.yaml",
-            "authn-policy-04.yaml",
-            "authn-policy-05.yaml",
+            "authn-policy/authn-policy-02.yaml",
+            "authn-policy/authn-policy-04.yaml",
+            "authn-policy/authn-policy-05.yaml",
         ],
         true,
     );
     everyone(true, true).await;
+    // Istio's mtls-migration task: STRICT for namespace foo, then for the
+    // whole mesh (its file applied in the root namespace).
+    set(&["mtls-migration/mtls-migration-01.yaml@foo"], true);
+    everyone(false, true).await;
+    set(
+        &["mtls-migration/mtls-migration-02.yaml@istio-system"],
+        false,
+    );
+    everyone(false, false).await;
 }
 
 /// Istio's jwt-route and claim-to-header tasks: the ingress gateway
