@@ -11,8 +11,8 @@ use weft_api::{Resource, Spec};
 use crate::authz::Authz;
 use crate::config::{
     Cluster, ClusterEndpoint, Cors, Fault, FaultDelay, HeaderMatch, HeaderOps, HttpRoute,
-    InboundPort, Mirror, Ops, OutboundService, ProxyConfig, RequestMatch, Retry, Rewrite,
-    RouteAction, StrMatch, WeightedCluster, WorkloadInfo, cluster_name, host_matches,
+    InboundPort, Mirror, Ops, OutboundPolicy, OutboundService, ProxyConfig, RequestMatch, Retry,
+    Rewrite, RouteAction, StrMatch, WeightedCluster, WorkloadInfo, cluster_name, host_matches,
 };
 use crate::normalize::Normalization;
 use crate::peer_auth::PeerPolicies;
@@ -43,6 +43,9 @@ pub struct Mesh {
     pub path_normalization: Normalization,
     /// MeshConfig's HTTP ext_authz providers, for CUSTOM policies.
     pub ext_authz: BTreeMap<String, crate::authz::ExtAuthz>,
+    /// MeshConfig `outboundTrafficPolicy.mode`; unset is REGISTRY_ONLY
+    /// (Istio's default is ALLOW_ANY).
+    pub outbound_policy: Option<OutboundPolicy>,
     /// `defaultConfig.gatewayTopology.numTrustedProxies`: how many proxies
     /// in front of a gateway are trusted to append to X-Forwarded-For.
     pub num_trusted_proxies: u32,
@@ -58,6 +61,7 @@ impl Mesh {
             path_normalization: Normalization::Base,
             ext_authz: BTreeMap::new(),
             num_trusted_proxies: 0,
+            outbound_policy: None,
         }
     }
 }
@@ -176,6 +180,7 @@ pub fn compile(
         jwt: crate::jwt::for_workload(resources, &mesh.root_namespace, &w.namespace, &w.labels),
         path_normalization: mesh.path_normalization,
         num_trusted_proxies: mesh.num_trusted_proxies,
+        outbound_policy: outbound_policy(resources, mesh, w),
         gateway,
         identities,
         workload: WorkloadInfo {
@@ -615,6 +620,35 @@ pub fn expand(host: &str, ns: &str) -> String {
         0 => format!("{host}.{ns}.{CLUSTER_DOMAIN}"),
         1 => format!("{host}.{CLUSTER_DOMAIN}"),
         _ => host.to_string(),
+    }
+}
+
+/// The workload's `outboundTrafficPolicy`: from the Sidecar that selects
+/// it, else its namespace's Sidecar without a selector, else the root
+/// namespace's, else MeshConfig, else REGISTRY_ONLY.
+fn outbound_policy(resources: &[Resource], mesh: &Mesh, w: &Workload) -> OutboundPolicy {
+    use weft_api::types::sidecar::OutboundMode;
+    let mut by_scope: [Option<OutboundMode>; 3] = [None; 3];
+    for r in resources {
+        let Spec::Sidecar(sc) = &r.spec else {
+            continue;
+        };
+        let Some(mode) = sc.outbound_traffic_policy.as_ref().and_then(|p| p.mode) else {
+            continue;
+        };
+        let scope = match &sc.workload_selector {
+            Some(sel) if r.namespace() == w.namespace && selects(&sel.labels, &w.labels) => 0,
+            Some(_) => continue,
+            None if r.namespace() == w.namespace => 1,
+            None if r.namespace() == mesh.root_namespace => 2,
+            None => continue,
+        };
+        by_scope[scope].get_or_insert(mode);
+    }
+    match by_scope.into_iter().flatten().next() {
+        Some(OutboundMode::AllowAny) => OutboundPolicy::AllowAny,
+        Some(OutboundMode::RegistryOnly) => OutboundPolicy::RegistryOnly,
+        None => mesh.outbound_policy.unwrap_or_default(),
     }
 }
 

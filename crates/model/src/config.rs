@@ -25,6 +25,8 @@ pub struct ProxyConfig {
     pub jwt: Vec<crate::jwt::JwtRule>,
     /// How request paths are normalized before authorization and routing.
     pub path_normalization: crate::normalize::Normalization,
+    /// What happens to requests for hosts the registry does not know.
+    pub outbound_policy: OutboundPolicy,
     /// Proxies in front of a gateway trusted to append to X-Forwarded-For:
     /// the client (`remote.ip`) is that many entries left of the last.
     pub num_trusted_proxies: u32,
@@ -58,6 +60,16 @@ pub struct InboundPort {
     pub service: Option<String>,
     /// Whether plaintext (15006) may reach the port.
     pub mtls: Mtls,
+}
+
+/// `outboundTrafficPolicy`: hosts outside the registry are refused
+/// (REGISTRY_ONLY, weft's default) or passed through (ALLOW_ANY).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OutboundPolicy {
+    #[default]
+    RegistryOnly,
+    AllowAny,
 }
 
 /// A port of a gateway proxy and the Gateway servers on it.

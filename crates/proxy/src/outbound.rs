@@ -23,8 +23,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use weft_model::authz::RequestAuth;
 use weft_model::config::{
-    Cluster, ClusterEndpoint, HttpRoute, Ops, OutboundService, RequestView, Retry, RouteAction,
-    WeightedCluster, host_matches,
+    Cluster, ClusterEndpoint, HttpRoute, Ops, OutboundPolicy, OutboundService, RequestView, Retry,
+    RouteAction, WeightedCluster, host_matches,
 };
 use weft_model::policy::{HashKey, LbPolicy, UpstreamTls};
 use weft_model::{Protocol, ProxyConfig};
@@ -219,6 +219,11 @@ async fn handle(
         }
     };
     let Some(service) = service else {
+        if matches!(listener, Listener::Outbound)
+            && config.outbound_policy == OutboundPolicy::AllowAny
+        {
+            return passthrough(outbound, req, &host, port).await;
+        }
         // Envoy's answers: a gateway without a virtual host for the name
         // says 404, the outbound listener 502.
         return match listener {
@@ -959,4 +964,72 @@ fn connect_by_sni(
         }
     });
     full(StatusCode::OK, "")
+}
+
+/// ALLOW_ANY: a host the registry does not know goes straight where the
+/// client asked (Istio's PassthroughCluster), by name or address.
+async fn passthrough(
+    outbound: &Arc<Outbound>,
+    mut req: Request<Incoming>,
+    host: &str,
+    port: u16,
+) -> Response<Body> {
+    let target = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let mut resp = if req.method() == Method::CONNECT {
+        match TcpStream::connect(target.as_str()).await {
+            Ok(mut stream) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(async move {
+                    if let Ok(up) = hyper::upgrade::on(req).await {
+                        let mut up = TokioIo::new(up);
+                        let _ = tokio::io::copy_bidirectional(&mut up, &mut stream).await;
+                    }
+                });
+                full(StatusCode::OK, "")
+            }
+            Err(e) => flagged(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UF",
+                &format!("upstream connect error: {target}: {e}"),
+            ),
+        }
+    } else {
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/".to_string(), |p| p.to_string());
+        match format!("http://{target}{path}").parse::<Uri>() {
+            Ok(uri) => *req.uri_mut() = uri,
+            Err(_) => return full(StatusCode::BAD_REQUEST, "bad request target\n"),
+        }
+        *req.version_mut() = http::Version::HTTP_11;
+        req.headers_mut().remove("proxy-connection");
+        let downstream_upgrade = upgrade::requested(&mut req);
+        match outbound
+            .clients
+            .passthrough
+            .request(req.map(|b| b.boxed()))
+            .await
+        {
+            Ok(mut resp) => {
+                upgrade::bridge(downstream_upgrade, &mut resp);
+                resp.map(|b| b.boxed())
+            }
+            Err(e) => flagged(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UF",
+                &format!("upstream connect error: {:#}", anyhow::Error::new(e)),
+            ),
+        }
+    };
+    resp.extensions_mut().insert(DestService {
+        host: "PassthroughCluster".into(),
+        namespace: None,
+        cluster: "PassthroughCluster".into(),
+    });
+    resp
 }

@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 use hyper::Uri;
 use hyper::upgrade::Upgraded;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -190,6 +190,8 @@ pub type UpstreamClient = Client<Connector, Body>;
 pub struct Clients {
     pub http1: UpstreamClient,
     pub http2: UpstreamClient,
+    /// ALLOW_ANY: hosts outside the registry, by name or address.
+    pub passthrough: Client<HttpConnector, Body>,
     pub originator: Arc<Originator>,
     /// Clusters with TLS origination or connection timeouts have clients
     /// (and pools) of their own, rebuilt when their settings change.
@@ -205,9 +207,13 @@ impl Clients {
             originate: None,
             connect_timeout: CONNECT_TIMEOUT,
         };
+        let mut direct = HttpConnector::new();
+        direct.set_nodelay(true);
+        direct.set_connect_timeout(Some(CONNECT_TIMEOUT));
         Clients {
             http1: client(connector.clone(), false, None),
             http2: client(connector.clone(), true, None),
+            passthrough: Client::builder(TokioExecutor::new()).build(direct),
             originator: Arc::new(Originator::default()),
             dedicated: RwLock::new(HashMap::new()),
             mesh: connector,

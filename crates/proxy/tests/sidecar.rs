@@ -1190,3 +1190,52 @@ spec:
         "4 tries for one request, 1 for the other"
     );
 }
+
+/// outboundTrafficPolicy: REGISTRY_ONLY (weft's default) refuses a host the
+/// registry does not know; a Sidecar resource with ALLOW_ANY lets it pass
+/// straight through, for HTTP and CONNECT, counted as PassthroughCluster.
+#[tokio::test]
+async fn outbound_traffic_policy_decides_unknown_hosts() {
+    let m = start(139, "").await;
+    let outside = "http://127.0.139.80:8080/anything";
+    common::app("127.0.139.80:8080".parse().unwrap(), "v1", m.hits.clone()).await;
+    let (status, body) = get(m.client, outside, None, &[]).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(hits(&m, "v1"), 0);
+    let allow_any = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: default}\nspec:\n  outboundTrafficPolicy: {mode: ALLOW_ANY}\n";
+    m.sidecars[0].update(common::compile(
+        &mesh(139, allow_any),
+        "default",
+        "productpage",
+    ));
+    let (status, body) = get(m.client, outside, None, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.starts_with("v1 127.0.139.80:8080 /anything"), "{body}");
+    // CONNECT passes through too.
+    let mut tcp = TcpStream::connect(m.client).await.unwrap();
+    tcp.write_all(b"CONNECT 127.0.139.80:8080 HTTP/1.1\r\nhost: 127.0.139.80:8080\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tcp.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    tcp.write_all(b"GET /tunnel HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer).await;
+    assert!(String::from_utf8_lossy(&answer).ends_with("v1 x /tunnel"));
+    // Registry hosts still follow their routes.
+    assert_eq!(get(m.client, URL, None, &[]).await.0, StatusCode::OK);
+    let (_, text) = get(
+        SocketAddr::new(m.client.ip(), 15090),
+        "/stats/prometheus",
+        Some("x"),
+        &[],
+    )
+    .await;
+    assert!(
+        text.contains("destination_service=\"PassthroughCluster\""),
+        "{text}"
+    );
+}

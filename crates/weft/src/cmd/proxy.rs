@@ -143,6 +143,18 @@ pub(crate) fn load(
     }
     if let Some(m) = meshconfig {
         mesh.ext_authz = weft_model::authz::ext_authz_providers(m);
+        mesh.outbound_policy =
+            m.outbound_traffic_policy
+                .as_ref()
+                .and_then(|p| p.mode)
+                .map(|mode| match mode {
+                    weft_api::types::sidecar::OutboundMode::AllowAny => {
+                        weft_model::config::OutboundPolicy::AllowAny
+                    }
+                    weft_api::types::sidecar::OutboundMode::RegistryOnly => {
+                        weft_model::config::OutboundPolicy::RegistryOnly
+                    }
+                });
         mesh.num_trusted_proxies = m
             .default_config
             .as_ref()
