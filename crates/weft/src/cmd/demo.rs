@@ -1,9 +1,10 @@
 //! `weft demo`: the mesh on one machine.
 //!
-//! The data plane and control plane are not built yet, so today the demo
-//! does what can be done honestly: it loads and validates the demo's mesh
-//! configuration (`examples/demo`, or `--config-dir`) and says what is
-//! still to come.
+//! The proxies run standalone (`weft proxy`), but the control plane and the
+//! supervisor that will run the demo's workloads together are not built
+//! yet, so today the demo does what can be done honestly: it loads and
+//! validates the demo's mesh configuration (`examples/demo`, or
+//! `--config-dir`) and says what is still to come.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,7 +46,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let errors = loaded.errors();
     println!(
-        "{} resources, {errors} errors. The proxies, control plane and gateways that will serve this configuration are not built yet; `weft validate` is what runs today.",
+        "{} resources, {errors} errors. The sidecar and gateway proxies run standalone (`weft proxy`); the control plane and the supervisor that will run this mesh as one demo are not built yet.",
         loaded.resources.len()
     );
     Ok(if errors > 0 {
