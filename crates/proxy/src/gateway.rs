@@ -151,14 +151,11 @@ fn server_config(tls: &ServerTls, protocol: Protocol, dir: &Path) -> Result<Serv
 
 /// Serves gateway port `port` on `listener` until the task is dropped.
 pub async fn serve_port(listener: TcpListener, port: u16, gateway: Arc<Gateway>) {
-    loop {
-        let Ok((tcp, peer)) = listener.accept().await else {
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
+    crate::http::serve_each(listener, move |tcp, peer| {
         let gateway = gateway.clone();
-        tokio::spawn(async move { connection(&gateway, tcp, peer, port).await });
-    }
+        async move { connection(&gateway, tcp, peer, port).await }
+    })
+    .await;
 }
 
 async fn connection(gateway: &Arc<Gateway>, mut tcp: TcpStream, peer: SocketAddr, port: u16) {

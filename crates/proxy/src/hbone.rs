@@ -158,14 +158,10 @@ pub async fn serve(
     let config =
         tls::server_config(store, policy, &[b"h2"]).map_err(|e| HboneError::Tls(e.to_string()))?;
     let acceptor = TlsAcceptor::from(Arc::new(config));
-    loop {
-        let Ok((tcp, downstream)) = listener.accept().await else {
-            continue;
-        };
+    crate::http::serve_each(listener, move |tcp, downstream| {
         let acceptor = acceptor.clone();
         let inbound = inbound.clone();
-        tokio::spawn(async move {
-            let _ = tcp.set_nodelay(true);
+        async move {
             // A peer without a valid certificate ends here.
             let tls = match acceptor.accept(tcp).await {
                 Ok(tls) => tls,
@@ -180,8 +176,10 @@ pub async fn serve(
             let _ = server_h2::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tls), service)
                 .await;
-        });
-    }
+        }
+    })
+    .await;
+    Ok(())
 }
 
 async fn tunnel(

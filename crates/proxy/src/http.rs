@@ -54,3 +54,19 @@ pub fn normalize_request<B>(
     }
     Ok(())
 }
+
+/// Accepts connections on `listener` until the task is dropped; each,
+/// with TCP_NODELAY set, is handled by `handle` on a task of its own.
+pub async fn serve_each<F, Fut>(listener: tokio::net::TcpListener, handle: F)
+where
+    F: Fn(tokio::net::TcpStream, std::net::SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let Ok((tcp, peer)) = listener.accept().await else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(handle(tcp, peer));
+    }
+}

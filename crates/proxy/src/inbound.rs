@@ -365,13 +365,9 @@ impl AppConn {
 /// `--netns` mode). Ports in STRICT mode refuse plaintext: the connection
 /// is closed before any byte reaches the application.
 pub async fn serve_plaintext(listener: TcpListener, inbound: Arc<Inbound>) {
-    loop {
-        let Ok((tcp, downstream)) = listener.accept().await else {
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
+    crate::http::serve_each(listener, move |tcp, downstream| {
         let inbound = inbound.clone();
-        tokio::spawn(async move {
+        async move {
             let Some(target) = plaintext_target(&inbound) else {
                 tracing::debug!(
                     "plaintext from {downstream} closed: no original destination and several ports"
@@ -397,8 +393,9 @@ pub async fn serve_plaintext(listener: TcpListener, inbound: Arc<Inbound>) {
             inbound
                 .serve(accepted, tcp, target, PeerMeta::default(), downstream)
                 .await;
-        });
-    }
+        }
+    })
+    .await;
 }
 
 /// Where a plaintext connection goes: the workload's only port.

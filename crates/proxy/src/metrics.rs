@@ -159,18 +159,6 @@ impl Metrics {
         self.denials.get_or_create(&labels).inc();
     }
 
-    /// One finished request.
-    pub fn request(
-        &self,
-        labels: &Labels,
-        duration_ms: f64,
-        request_bytes: u64,
-        response_bytes: u64,
-    ) {
-        self.handles_for(labels)
-            .observe(duration_ms, request_bytes, response_bytes);
-    }
-
     fn handles_for(&self, labels: &Labels) -> RequestHandles {
         RequestHandles {
             requests: self.requests.get_or_create(labels).clone(),

@@ -83,13 +83,9 @@ impl Outbound {
 
 /// Serves the outbound listener until the task is dropped.
 pub async fn serve(listener: TcpListener, outbound: Arc<Outbound>) {
-    loop {
-        let Ok((tcp, peer)) = listener.accept().await else {
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
+    crate::http::serve_each(listener, move |tcp, peer| {
         let outbound = outbound.clone();
-        tokio::spawn(async move {
+        async move {
             let service = service_fn(move |req| {
                 let outbound = outbound.clone();
                 async move {
@@ -101,8 +97,9 @@ pub async fn serve(listener: TcpListener, outbound: Arc<Outbound>) {
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(tcp), service)
                 .await;
-        });
-    }
+        }
+    })
+    .await;
 }
 
 /// Handles a request and records it in Istio's metrics when its response

@@ -358,12 +358,9 @@ async fn serve_small(
     answer: impl Fn(&Request<hyper::body::Incoming>) -> Response<Body> + Send + Sync + 'static,
 ) {
     let answer = Arc::new(answer);
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
-        };
+    crate::http::serve_each(listener, move |tcp, _| {
         let answer = answer.clone();
-        tokio::spawn(async move {
+        async move {
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let answer = answer.clone();
                 async move { Ok::<_, hyper::Error>(answer(&req)) }
@@ -371,6 +368,7 @@ async fn serve_small(
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service)
                 .await;
-        });
-    }
+        }
+    })
+    .await;
 }
