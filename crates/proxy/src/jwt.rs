@@ -37,6 +37,8 @@ const MAX_JWKS: usize = 1 << 20;
 #[derive(Debug, Default)]
 pub struct Authenticator {
     fetched: RwLock<HashMap<String, (Instant, Arc<JwkSet>)>>,
+    /// Inline key sets, parsed, by their text.
+    inline: RwLock<HashMap<String, Arc<JwkSet>>>,
     originator: Originator,
 }
 
@@ -90,9 +92,17 @@ impl Authenticator {
     /// The issuer's keys: inline, or fetched (and cached).
     async fn keys(&self, rule: &JwtRule) -> Result<Arc<JwkSet>, String> {
         if let Some(inline) = &rule.jwks {
-            return serde_json::from_str(inline)
+            // Parsed once per key set, not per request.
+            if let Some(set) = self.inline.read().ok().and_then(|m| m.get(inline).cloned()) {
+                return Ok(set);
+            }
+            let set: Arc<JwkSet> = serde_json::from_str(inline)
                 .map(Arc::new)
-                .map_err(|e| format!("Jwks doesn't have valid keys: {e}"));
+                .map_err(|e| format!("Jwks doesn't have valid keys: {e}"))?;
+            if let Ok(mut m) = self.inline.write() {
+                m.insert(inline.clone(), set.clone());
+            }
+            return Ok(set);
         }
         let uri = rule
             .jwks_uri
