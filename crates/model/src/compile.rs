@@ -169,12 +169,7 @@ pub fn compile(
         })
         .collect();
     let gateway = cx.gateway_ports();
-    let identities = cx
-        .clusters
-        .values()
-        .flat_map(|c| &c.endpoints)
-        .filter_map(|e| Some((e.address, e.identity.clone()?)))
-        .collect();
+    let identities = crate::config::index_identities(&cx.clusters);
     Ok(ProxyConfig {
         authz: Authz::for_workload(resources, mesh, &w.namespace, &w.labels),
         jwt: crate::jwt::for_workload(resources, &mesh.root_namespace, &w.namespace, &w.labels),

@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::peer_auth::Mtls;
 use crate::protocol::Protocol;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProxyConfig {
     pub workload: WorkloadInfo,
     /// Services this proxy can reach, by host and port.
@@ -38,7 +38,33 @@ pub struct ProxyConfig {
     pub identities: HashMap<SocketAddr, String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+impl ProxyConfig {
+    /// The JSON form `/config_dump` shows and the control plane pushes.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// A configuration from its JSON form, with the endpoint identities
+    /// the HBONE connector looks up indexed again.
+    pub fn from_json(json: &[u8]) -> Result<ProxyConfig, serde_json::Error> {
+        let mut config: ProxyConfig = serde_json::from_slice(json)?;
+        config.identities = index_identities(&config.clusters);
+        Ok(config)
+    }
+}
+
+/// Each in-mesh endpoint's SPIFFE ID, by address.
+pub(crate) fn index_identities(
+    clusters: &BTreeMap<String, Cluster>,
+) -> HashMap<SocketAddr, String> {
+    clusters
+        .values()
+        .flat_map(|c| &c.endpoints)
+        .filter_map(|e| Some((e.address, e.identity.clone()?)))
+        .collect()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkloadInfo {
     pub namespace: String,
     pub name: String,
@@ -49,7 +75,7 @@ pub struct WorkloadInfo {
     pub labels: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InboundPort {
     pub port: u32,
     pub name: String,
@@ -64,7 +90,7 @@ pub struct InboundPort {
 
 /// `outboundTrafficPolicy`: hosts outside the registry are refused
 /// (REGISTRY_ONLY, weft's default) or passed through (ALLOW_ANY).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OutboundPolicy {
     #[default]
@@ -73,7 +99,7 @@ pub enum OutboundPolicy {
 }
 
 /// A port of a gateway proxy and the Gateway servers on it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GatewayPort {
     pub port: u32,
     pub servers: Vec<GatewayServer>,
@@ -132,7 +158,7 @@ pub fn host_matches(pattern: &str, host: &str) -> bool {
 }
 
 /// One server of a Gateway resource.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GatewayServer {
     /// `namespace/gateway` and the server's index or name.
     pub name: String,
@@ -150,14 +176,14 @@ pub struct GatewayServer {
     pub sni_routes: Vec<SniRoute>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SniRoute {
     pub sni_hosts: Vec<String>,
     pub route: Vec<WeightedCluster>,
 }
 
 /// How a gateway server handles TLS.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ServerTls {
     pub mode: ServerTlsMode,
     /// Files, or `credential_name`: a folder of `tls.crt`, `tls.key` and
@@ -169,7 +195,7 @@ pub struct ServerTls {
     pub subject_alt_names: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ServerTlsMode {
     Simple,
@@ -178,7 +204,7 @@ pub enum ServerTlsMode {
     Passthrough,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OutboundService {
     pub host: String,
     /// Other names a client in this proxy's namespace may use (`reviews`,
@@ -209,13 +235,13 @@ impl OutboundService {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HttpRoute {
     pub name: Option<String>,
     /// Any one of these selects the route; none means every request.
     pub matches: Vec<RequestMatch>,
     pub action: RouteAction,
-    #[serde(serialize_with = "opt_duration")]
+    #[serde(with = "crate::wire::opt_duration")]
     pub timeout: Option<Duration>,
     pub retries: Retry,
     pub fault: Option<Fault>,
@@ -226,7 +252,7 @@ pub struct HttpRoute {
 }
 
 /// A route's CORS policy, applied as Envoy's CORS filter applies it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Cors {
     pub allow_origins: Vec<StrMatch>,
     /// Header values, already joined with ", "; empty when not set.
@@ -267,10 +293,10 @@ impl HttpRoute {
 /// Istio's retry policy. Without `retries` on a route, Istio retries twice
 /// on connection failures, refused streams and 503s; `attempts: 0` turns
 /// retries off.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Retry {
     pub attempts: u32,
-    #[serde(serialize_with = "opt_duration")]
+    #[serde(with = "crate::wire::opt_duration")]
     pub per_try_timeout: Option<Duration>,
     pub retry_on: Vec<String>,
 }
@@ -311,7 +337,7 @@ impl Retry {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fault {
     /// Delay and the percentage of requests it applies to.
     pub delay: Option<(FaultDelay, f64)>,
@@ -319,27 +345,27 @@ pub struct Fault {
     pub abort: Option<(u16, f64)>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FaultDelay(#[serde(serialize_with = "duration")] pub Duration);
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultDelay(#[serde(with = "crate::wire::duration")] pub Duration);
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Rewrite {
     /// Replaces the matched prefix, or the whole path.
     pub uri: Option<String>,
     pub authority: Option<String>,
     /// RE2 match (compiled once, here) and replacement over the path.
-    #[serde(serialize_with = "opt_regex_rewrite")]
+    #[serde(with = "crate::wire::opt_regex_rewrite")]
     pub uri_regex: Option<(regex::Regex, String)>,
 }
 
 /// Header changes on the request to the upstream and on its response.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HeaderOps {
     pub request: Ops,
     pub response: Ops,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Ops {
     pub set: Vec<(String, String)>,
     pub add: Vec<(String, String)>,
@@ -352,14 +378,14 @@ impl Ops {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Mirror {
     pub cluster: String,
     /// Percentage of requests copied (default 100).
     pub percent: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RouteAction {
     Forward(Vec<WeightedCluster>),
@@ -376,7 +402,7 @@ pub enum RouteAction {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WeightedCluster {
     pub cluster: String,
     pub weight: u32,
@@ -407,7 +433,7 @@ impl std::fmt::Debug for RequestView<'_> {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RequestMatch {
     pub uri: Option<StrMatch>,
     pub scheme: Option<StrMatch>,
@@ -464,7 +490,7 @@ impl RequestMatch {
 
 /// A header condition: `matcher` on its value; with `absent`, the header
 /// must not be there (or must not match, for `withoutHeaders` with a value).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HeaderMatch {
     /// Lower case.
     pub name: String,
@@ -500,12 +526,13 @@ impl HeaderMatch {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StrMatch {
     Exact(String),
     Prefix(String),
     /// Anchored: the whole value must match, as Envoy's safe_regex does.
-    Regex(regex::Regex),
+    Regex(#[serde(with = "crate::wire::regex")] regex::Regex),
 }
 
 impl StrMatch {
@@ -530,20 +557,7 @@ impl StrMatch {
     }
 }
 
-impl Serialize for StrMatch {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let (k, v) = match self {
-            StrMatch::Exact(e) => ("exact", e.as_str()),
-            StrMatch::Prefix(p) => ("prefix", p.as_str()),
-            StrMatch::Regex(r) => ("regex", r.as_str()),
-        };
-        let mut m = BTreeMap::new();
-        m.insert(k, v);
-        m.serialize(s)
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Cluster {
     pub name: String,
     pub host: String,
@@ -560,7 +574,7 @@ pub struct Cluster {
     pub policy: crate::policy::ClusterPolicy,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterEndpoint {
     /// Workload address and the port the application listens on.
     pub address: SocketAddr,
@@ -572,24 +586,6 @@ pub struct ClusterEndpoint {
     pub workload: Option<String>,
     pub namespace: String,
     pub labels: BTreeMap<String, String>,
-}
-
-fn duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format!("{}ms", d.as_millis()))
-}
-
-fn opt_regex_rewrite<S: Serializer>(
-    r: &Option<(regex::Regex, String)>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    r.as_ref().map(|(re, to)| (re.as_str(), to)).serialize(s)
-}
-
-fn opt_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => s.serialize_str(&format!("{}ms", d.as_millis())),
-        None => s.serialize_none(),
-    }
 }
 
 /// Envoy-style cluster names: `outbound|PORT|SUBSET|HOST`.

@@ -8,9 +8,9 @@
 //! fragment is dropped, the query is kept apart (never matched as path),
 //! and a NUL, raw or encoded, is refused.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Normalization {
     None,

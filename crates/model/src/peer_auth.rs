@@ -8,14 +8,14 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use weft_api::types::security::{MtlsMode, PeerAuthentication};
 use weft_api::{Resource, Spec};
 
 use crate::registry::selects;
 
 /// What a port accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Mtls {
     /// Mesh mTLS (HBONE) only.

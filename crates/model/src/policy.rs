@@ -5,14 +5,14 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use weft_api::types::destination_rule::{
     ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, DestinationRule,
     LoadBalancerSettings, OutlierDetection, SimpleLb, TrafficPolicy,
 };
 
 /// How endpoints are picked.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LbPolicy {
     RoundRobin,
@@ -22,7 +22,7 @@ pub enum LbPolicy {
     ConsistentHash(HashKey),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HashKey {
     Header(String),
@@ -32,17 +32,17 @@ pub enum HashKey {
 }
 
 /// Circuit-breaking limits; `None` is Istio's "no limit".
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PoolLimits {
     pub max_connections: Option<u32>,
     pub http1_max_pending_requests: Option<u32>,
     pub http2_max_requests: Option<u32>,
     pub max_requests_per_connection: Option<u32>,
     pub max_retries: Option<u32>,
-    #[serde(skip)]
+    #[serde(with = "crate::wire::opt_duration")]
     pub connect_timeout: Option<Duration>,
     /// Pooled connections idle this long are closed.
-    #[serde(skip)]
+    #[serde(with = "crate::wire::opt_duration")]
     pub idle_timeout: Option<Duration>,
 }
 
@@ -65,20 +65,20 @@ impl PoolLimits {
 }
 
 /// Passive health checking: eject endpoints that keep failing.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outlier {
     pub consecutive_5xx: Option<u32>,
     pub consecutive_gateway_errors: Option<u32>,
-    #[serde(skip)]
+    #[serde(with = "crate::wire::duration")]
     pub interval: Duration,
-    #[serde(skip)]
+    #[serde(with = "crate::wire::duration")]
     pub base_ejection_time: Duration,
     pub max_ejection_percent: u32,
     pub min_health_percent: u32,
 }
 
 /// How the proxy secures connections to a cluster's endpoints.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UpstreamTls {
     /// `ISTIO_MUTUAL` or unset: HBONE (mesh mTLS) to in-mesh endpoints,
@@ -92,7 +92,7 @@ pub enum UpstreamTls {
 }
 
 /// TLS origination settings, file paths as the DestinationRule gives them.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Origination {
     /// MUTUAL: present `client_certificate` with `private_key`.
     pub mutual: bool,
@@ -106,7 +106,7 @@ pub struct Origination {
     pub insecure_skip_verify: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterPolicy {
     pub lb: LbPolicy,
     pub pool: PoolLimits,

@@ -2,9 +2,9 @@
 //! `protocol` (or `appProtocol`), else the port name's prefix (`http-`,
 //! `grpc-`, `tcp-`, ...), else TCP.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Protocol {
     Http,

@@ -657,3 +657,72 @@ spec:
     assert_eq!(routed(&c, "/", &[]).as_deref(), Some(v1));
     assert_eq!(routed(&c, "/", &[("x-v2", "1")]).as_deref(), Some(v2));
 }
+
+#[test]
+fn a_compiled_config_survives_its_json_form() {
+    let c = config(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {regex: "/v[0-9]+/.*"}, headers: {end-user: {exact: jason}}}]
+    rewrite: {uriRegexRewrite: {match: "^/v([0-9]+)/(.*)", rewrite: "/\\2?v=\\1"}}
+    fault: {delay: {fixedDelay: 1.5s, percentage: {value: 50}}}
+    timeout: 2.5s
+    retries: {attempts: 3, perTryTimeout: 250ms, retryOn: 5xx}
+    corsPolicy: {allowOrigins: [{regex: "https://.*\\.example"}], allowMethods: [GET]}
+    route: [{destination: {host: reviews, subset: v2}}]
+  - route:
+    - {destination: {host: reviews, subset: v1}, weight: 90}
+    - {destination: {host: reviews, subset: v2}, weight: 10}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews-policy, namespace: other}
+spec:
+  host: reviews.default.svc.cluster.local
+  trafficPolicy:
+    connectionPool: {tcp: {maxConnections: 10, connectTimeout: 300ms}, http: {idleTimeout: 90s}}
+    outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 30s}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow, namespace: default}
+spec:
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/default/sa/*"], ipBlocks: [10.0.0.0/8]}}]
+    to: [{operation: {paths: ["/api/{*}/items/{**}"], methods: [GET]}}]
+    when: [{key: "request.auth.claims[groups]", values: [admin]}]
+"#,
+    );
+    let json = c.to_json();
+    let back = ProxyConfig::from_json(json.as_bytes()).expect("decodes");
+    assert_eq!(back.to_json(), json);
+    assert_eq!(back.identities, c.identities);
+    assert!(!back.identities.is_empty());
+    // What only the regexes and durations carry survives too.
+    let reviews = back
+        .outbound
+        .iter()
+        .find(|s| s.host.starts_with("reviews."));
+    let route = &reviews.expect("reviews is reachable").routes[0];
+    assert_eq!(route.timeout, Some(std::time::Duration::from_millis(2500)));
+    assert!(json.contains(r#""timeout":"2500ms""#), "{json}");
+    let headers = |h: &str| (h == "end-user").then_some("jason");
+    assert!(
+        route
+            .matches
+            .iter()
+            .any(|m| m.matches(&view("/v2/x", &headers)))
+    );
+    assert!(
+        !route
+            .matches
+            .iter()
+            .any(|m| m.matches(&view("/vx/x", &headers)))
+    );
+    assert!(ProxyConfig::from_json(br#"{"workload": 1}"#).is_err());
+}

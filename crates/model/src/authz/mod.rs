@@ -17,13 +17,13 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use weft_api::types::security::{self as sec, AuthorizationPolicy};
 use weft_api::{Resource, Spec};
 
 use crate::registry::selects;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Action {
     Allow,
@@ -33,12 +33,12 @@ pub enum Action {
 }
 
 /// The policies that apply to one workload.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Authz {
     pub policies: Vec<Policy>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Policy {
     /// `namespace/name`.
     pub name: String,
@@ -53,7 +53,7 @@ pub struct Policy {
 
 /// An `envoyExtAuthzHttp` or `envoyExtAuthzGrpc` extension provider of
 /// MeshConfig.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExtAuthz {
     pub name: String,
     /// Asked over gRPC (`envoy.service.auth.v3.Authorization/Check`)
@@ -135,7 +135,7 @@ pub fn ext_authz_providers(mesh: &weft_api::types::mesh::MeshConfig) -> BTreeMap
         .collect()
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Rule {
     pub from: Vec<Vec<Field>>,
     pub to: Vec<Vec<Field>>,
@@ -144,7 +144,7 @@ pub struct Rule {
 
 /// One constraint: an attribute, the values it must match (any) and the
 /// values it must not.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Field {
     pub attribute: Attribute,
     pub values: Vec<Pattern>,
@@ -152,7 +152,7 @@ pub struct Field {
 }
 
 /// What a field looks at.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Attribute {
     Principal,
@@ -191,7 +191,7 @@ impl Attribute {
 }
 
 /// A value to match: Istio's `*` forms, path templates, or IP blocks.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Pattern {
     Any,
@@ -201,14 +201,10 @@ pub enum Pattern {
     /// A host (case-insensitive), matching with or without a port.
     Host(String),
     /// A path with `{*}` / `{**}`, as an anchored regex.
-    Template(#[serde(serialize_with = "as_str")] regex::Regex),
+    Template(#[serde(with = "crate::wire::regex")] regex::Regex),
     Cidr(IpAddr, u8),
     /// A value that cannot be parsed (an invalid CIDR): matches nothing.
     Never(String),
-}
-
-fn as_str<S: serde::Serializer>(r: &regex::Regex, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(r.as_str())
 }
 
 impl Pattern {
