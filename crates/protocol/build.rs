@@ -1,7 +1,11 @@
 //! Compiles the `.proto` files with protox (pure Rust: no protoc needed).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/ca.proto", "proto/ext_authz.proto"];
+    let protos = [
+        "proto/ca.proto",
+        "proto/ext_authz.proto",
+        "proto/mesh.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -146,15 +146,19 @@ impl tokio::io::AsyncWrite for TlsConn {
     }
 }
 
-/// Serves the certificate service on `listener` until `shutdown` resolves.
-/// `store` holds the server's own certificate; clients may come without one.
-pub async fn serve(
+/// Accepted TLS connections, as tonic's `serve_with_incoming` takes them.
+pub type Incoming = tokio_stream::wrappers::ReceiverStream<Result<TlsConn, std::io::Error>>;
+
+/// TLS connections accepted on `listener`, for a tonic server: handshakes
+/// run beside the accept loop, so a slow client holds up nobody, and a
+/// failed handshake is that client's problem only. `store` holds the
+/// server's own certificate; clients may come without one. The accept loop
+/// ends when the returned task is aborted.
+pub fn tls_incoming(
     listener: TcpListener,
-    service: CertService,
     store: Arc<CertStore>,
     policy: PeerPolicy,
-    shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), ServiceError> {
+) -> Result<(Incoming, tokio::task::JoinHandle<()>), tls::TlsError> {
     let config = tls::server_config_optional_client(store, policy, &[b"h2"])?;
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<TlsConn, std::io::Error>>(64);
@@ -165,8 +169,6 @@ pub async fn serve(
             };
             let acceptor = acceptor.clone();
             let tx = tx.clone();
-            // Handshakes run beside the accept loop: a slow client holds
-            // up nobody. A failed handshake is that client's problem only.
             tokio::spawn(async move {
                 if let Ok(tls) = acceptor.accept(tcp).await {
                     let _ = tx.send(Ok(TlsConn(tls))).await;
@@ -174,7 +176,18 @@ pub async fn serve(
             });
         }
     });
-    let incoming = tokio_stream::wrappers::ReceiverStream::new(rx);
+    Ok((tokio_stream::wrappers::ReceiverStream::new(rx), accept))
+}
+
+/// Serves the certificate service on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    service: CertService,
+    store: Arc<CertStore>,
+    policy: PeerPolicy,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ServiceError> {
+    let (incoming, accept) = tls_incoming(listener, store, policy)?;
     let result = tonic::transport::Server::builder()
         .add_service(IstioCertificateServiceServer::new(service))
         .serve_with_incoming_shutdown(incoming, shutdown)
@@ -195,6 +208,33 @@ pub enum ServiceError {
     Answer(String),
 }
 
+/// A gRPC channel to the control plane at `addr` over mTLS: the client
+/// presents the certificate in `store` (when it has one) and verifies the
+/// server's against `policy`. The channel reconnects by itself.
+pub async fn channel(
+    addr: SocketAddr,
+    store: Arc<CertStore>,
+    policy: PeerPolicy,
+) -> Result<tonic::transport::Channel, ServiceError> {
+    let config = Arc::new(tls::client_config(store, policy, &[b"h2"])?);
+    let connector = tower::service_fn(move |_: tonic::transport::Uri| {
+        let config = config.clone();
+        async move {
+            let tcp = TcpStream::connect(addr).await?;
+            let name = ServerName::try_from("weft-control-plane").map_err(std::io::Error::other)?;
+            let tls = TlsConnector::from(config).connect(name, tcp).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    tonic::transport::Endpoint::from_static("http://weft-control-plane")
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true)
+        .connect_with_connector(connector)
+        .await
+        .map_err(|e| ServiceError::Transport(format!("{:#}", anyhow::Error::new(e))))
+}
+
 /// Asks the certificate service at `addr` for a certificate for `csr`,
 /// authenticating with `token` or, without one, with the certificate in
 /// `store`. The service's own certificate is verified against `policy`.
@@ -206,21 +246,7 @@ pub async fn request_certificate(
     csr_der: &[u8],
     ttl: Duration,
 ) -> Result<Vec<CertificateDer<'static>>, ServiceError> {
-    let config = Arc::new(tls::client_config(store, policy, &[b"h2"])?);
-    let connector = tower::service_fn(move |_: tonic::transport::Uri| {
-        let config = config.clone();
-        async move {
-            let tcp = TcpStream::connect(addr).await?;
-            let name = ServerName::try_from("weft-ca").map_err(std::io::Error::other)?;
-            let tls = TlsConnector::from(config).connect(name, tcp).await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
-        }
-    });
-    let channel = tonic::transport::Endpoint::from_static("http://weft-ca")
-        .connect_with_connector(connector)
-        .await
-        .map_err(|e| ServiceError::Transport(format!("{:#}", anyhow::Error::new(e))))?;
-    let mut client = IstioCertificateServiceClient::new(channel);
+    let mut client = IstioCertificateServiceClient::new(channel(addr, store, policy).await?);
     let csr = crate::pem::block("CERTIFICATE REQUEST", csr_der);
     let mut request = Request::new(IstioCertificateRequest {
         csr,

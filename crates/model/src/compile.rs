@@ -64,6 +64,49 @@ impl Mesh {
             outbound_policy: None,
         }
     }
+
+    /// The settings MeshConfig gives, over Istio's defaults.
+    pub fn from_config(
+        trust_domain: &str,
+        config: Option<&weft_api::types::mesh::MeshConfig>,
+    ) -> Mesh {
+        use weft_api::types::mesh::NormalizationType as T;
+        use weft_api::types::sidecar::OutboundMode;
+        let mut mesh = Mesh::new(trust_domain);
+        let Some(m) = config else {
+            return mesh;
+        };
+        if let Some(root) = &m.root_namespace {
+            mesh.root_namespace = root.clone();
+        }
+        if let Some(n) = m.path_normalization.as_ref().and_then(|p| p.normalization) {
+            mesh.path_normalization = match n {
+                T::Default | T::Base => Normalization::Base,
+                T::None => Normalization::None,
+                T::MergeSlashes => Normalization::MergeSlashes,
+                T::DecodeAndMergeSlashes => Normalization::DecodeAndMergeSlashes,
+            };
+        }
+        mesh.ext_authz = crate::authz::ext_authz_providers(m);
+        mesh.outbound_policy =
+            m.outbound_traffic_policy
+                .as_ref()
+                .and_then(|p| p.mode)
+                .map(|mode| match mode {
+                    OutboundMode::AllowAny => OutboundPolicy::AllowAny,
+                    OutboundMode::RegistryOnly => OutboundPolicy::RegistryOnly,
+                });
+        mesh.num_trusted_proxies = m
+            .default_config
+            .as_ref()
+            .and_then(|d| d.gateway_topology.as_ref())
+            .and_then(|g| g.get("numTrustedProxies"))
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0);
+        mesh.trust_domain_aliases = m.trust_domain_aliases.clone();
+        mesh
+    }
 }
 
 /// Compiles the configuration of the sidecar of workload `namespace/name`.

@@ -43,14 +43,104 @@ impl ProxyConfig {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
+}
 
-    /// A configuration from its JSON form, with the endpoint identities
-    /// the HBONE connector looks up indexed again.
-    pub fn from_json(json: &[u8]) -> Result<ProxyConfig, serde_json::Error> {
-        let mut config: ProxyConfig = serde_json::from_slice(json)?;
+/// The configuration in parts, as the control plane pushes it: each
+/// top-level field is one section and each cluster one more
+/// (`clusters/NAME`), so a change of endpoints resends only the clusters it
+/// touches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sections(pub BTreeMap<String, Vec<u8>>);
+
+const CLUSTERS: &str = "clusters";
+
+impl Sections {
+    pub fn of(config: &ProxyConfig) -> Sections {
+        let mut out = BTreeMap::new();
+        let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(config) else {
+            return Sections(out);
+        };
+        for (name, value) in fields {
+            match value {
+                serde_json::Value::Object(clusters) if name == CLUSTERS => {
+                    for (cluster, v) in clusters {
+                        out.insert(format!("{CLUSTERS}/{cluster}"), v.to_string().into_bytes());
+                    }
+                }
+                v => {
+                    out.insert(name, v.to_string().into_bytes());
+                }
+            }
+        }
+        Sections(out)
+    }
+
+    /// The configuration these sections make up.
+    pub fn config(&self) -> Result<ProxyConfig, String> {
+        let mut fields = serde_json::Map::new();
+        let mut clusters = serde_json::Map::new();
+        for (name, json) in &self.0 {
+            let value: serde_json::Value =
+                serde_json::from_slice(json).map_err(|e| format!("section {name}: {e}"))?;
+            match name
+                .strip_prefix(CLUSTERS)
+                .and_then(|r| r.strip_prefix('/'))
+            {
+                Some(cluster) => {
+                    clusters.insert(cluster.to_string(), value);
+                }
+                None => {
+                    fields.insert(name.clone(), value);
+                }
+            }
+        }
+        fields.insert(CLUSTERS.into(), serde_json::Value::Object(clusters));
+        let mut config: ProxyConfig = serde_json::from_value(serde_json::Value::Object(fields))
+            .map_err(|e| format!("configuration: {e}"))?;
         config.identities = index_identities(&config.clusters);
         Ok(config)
     }
+
+    /// What turns `self` into `next`: the sections that are new or
+    /// changed, and the names of those that are gone.
+    pub fn diff<'a>(&self, next: &'a Sections) -> (Vec<(&'a str, &'a [u8])>, Vec<String>) {
+        let changed = next
+            .0
+            .iter()
+            .filter(|(name, json)| self.0.get(*name) != Some(*json))
+            .map(|(name, json)| (name.as_str(), json.as_slice()))
+            .collect();
+        let removed = self
+            .0
+            .keys()
+            .filter(|name| !next.0.contains_key(*name))
+            .cloned()
+            .collect();
+        (changed, removed)
+    }
+
+    /// A version naming exactly this content.
+    pub fn version(&self) -> String {
+        content_hash(
+            self.0
+                .iter()
+                .flat_map(|(name, json)| [name.as_bytes(), json.as_slice()]),
+        )
+    }
+}
+
+/// A short name for exactly these byte strings, in this order: FNV-1a,
+/// stable across processes and releases (unlike std's hasher).
+pub fn content_hash<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        let len = part.len() as u64;
+        for b in len.to_le_bytes().iter().chain(part) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
 }
 
 /// Each in-mesh endpoint's SPIFFE ID, by address.

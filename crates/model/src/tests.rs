@@ -699,7 +699,15 @@ spec:
 "#,
     );
     let json = c.to_json();
-    let back = ProxyConfig::from_json(json.as_bytes()).expect("decodes");
+    // In sections, as the control plane pushes it: one per cluster.
+    let sections = crate::config::Sections::of(&c);
+    assert!(
+        sections
+            .0
+            .keys()
+            .any(|k| k.starts_with("clusters/outbound|9080|v2|"))
+    );
+    let back = sections.config().expect("reassembles");
     assert_eq!(back.to_json(), json);
     assert_eq!(back.identities, c.identities);
     assert!(!back.identities.is_empty());
@@ -724,5 +732,25 @@ spec:
             .iter()
             .any(|m| m.matches(&view("/vx/x", &headers)))
     );
-    assert!(ProxyConfig::from_json(br#"{"workload": 1}"#).is_err());
+    let mut broken = sections.clone();
+    broken.0.insert("workload".into(), b"1".to_vec());
+    assert!(broken.config().is_err());
+    assert_eq!(
+        sections.version(),
+        crate::config::Sections::of(&back).version()
+    );
+    let mut fewer = sections.clone();
+    let gone = fewer
+        .0
+        .keys()
+        .find(|k| k.contains("|v1|"))
+        .cloned()
+        .expect("v1");
+    fewer.0.remove(&gone);
+    fewer.0.insert("num_trusted_proxies".into(), b"2".to_vec());
+    let (changed, removed) = sections.diff(&fewer);
+    assert_eq!(changed, vec![("num_trusted_proxies", b"2".as_slice())]);
+    assert_eq!(removed, vec![gone]);
+    assert_ne!(fewer.version(), sections.version());
+    assert_eq!(fewer.config().expect("still whole").num_trusted_proxies, 2);
 }

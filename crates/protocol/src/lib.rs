@@ -15,6 +15,13 @@ pub mod ext_authz {
     tonic::include_proto!("envoy.service.auth.v3");
 }
 
+/// `weft.mesh.v1`: the configuration stream from the control plane to its
+/// proxies, and the status and config-dump queries.
+pub mod mesh {
+    #![allow(unreachable_pub, missing_debug_implementations, clippy::all)]
+    tonic::include_proto!("weft.mesh.v1");
+}
+
 #[cfg(test)]
 mod tests {
     use prost::Message;

@@ -15,6 +15,7 @@ pub mod http;
 pub mod inbound;
 pub mod jwt;
 pub mod logging;
+pub mod managed;
 pub mod metrics;
 pub mod origination;
 pub mod outbound;

@@ -22,7 +22,10 @@ enum Command {
     Ca(cmd::ca::Args),
     Token(cmd::token::Args),
     Certs(cmd::certs::Args),
+    ControlPlane(cmd::control_plane::Args),
     Proxy(cmd::proxy::Args),
+    Status(cmd::status::StatusArgs),
+    ConfigDump(cmd::status::DumpArgs),
     Authz(cmd::authz::Args),
 }
 
@@ -34,7 +37,10 @@ fn main() -> ExitCode {
         Command::Ca(args) => cmd::ca::run(args),
         Command::Token(args) => cmd::token::run(args),
         Command::Certs(args) => cmd::certs::run(args),
+        Command::ControlPlane(args) => cmd::control_plane::run(args),
         Command::Proxy(args) => cmd::proxy::run(args),
+        Command::Status(args) => cmd::status::status(args),
+        Command::ConfigDump(args) => cmd::status::config_dump(args),
         Command::Authz(args) => cmd::authz::run(args),
     };
     match result {

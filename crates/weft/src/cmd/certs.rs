@@ -91,7 +91,7 @@ fn read(file: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     Ok(pem::certificates(&bytes, &file.display().to_string())?)
 }
 
-fn rfc3339(t: SystemTime) -> String {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from(t)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| format!("{t:?}"))

@@ -3,8 +3,10 @@
 pub(crate) mod authz;
 pub(crate) mod ca;
 pub(crate) mod certs;
+pub(crate) mod control_plane;
 pub(crate) mod demo;
 pub(crate) mod proxy;
+pub(crate) mod status;
 pub(crate) mod token;
 pub(crate) mod validate;
 

@@ -8,11 +8,11 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use tracing_subscriber::filter::LevelFilter;
-use weft_api::Loaded;
+use weft_control::Folder;
 use weft_identity::tls::PeerPolicy;
 use weft_identity::{Ca, CertStore, LocalSigner, Rotator, SpiffeId, TrustDomain, TrustDomains, ca};
-use weft_model::{Mesh, ProxyConfig, Registry, compile};
-use weft_proxy::{Ports, Sidecar};
+use weft_model::{ProxyConfig, Registry, compile};
+use weft_proxy::{Ports, Sidecar, managed};
 
 /// Run the sidecar of workload NS/NAME (its WorkloadEntry gives address,
 /// labels, service account and ports): outbound 15001, HBONE 15008, plaintext
@@ -22,17 +22,44 @@ use weft_proxy::{Ports, Sidecar};
 /// JSON access-log line per request on standard output. Reloads on SIGHUP and
 /// when the folder or the mesh config file changes; a configuration that fails validation is
 /// refused and the last good one stays.
+///
+/// Managed by a control plane instead (`--control-plane`), the proxy gets
+/// its first certificate with the bootstrap token, renews it with the
+/// current one, and takes its configuration from the control plane's
+/// stream; it is ready only after both, and keeps serving what it has
+/// while the control plane is unreachable, reconnecting with backoff.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Folder of Istio YAML: WorkloadEntries, ServiceEntries, routing and policy.
-    #[arg(long, value_name = "DIR")]
-    mesh_dir: PathBuf,
-    /// This proxy's workload, as NAMESPACE/NAME of its WorkloadEntry.
+    /// Folder of Istio YAML: WorkloadEntries, ServiceEntries, routing and
+    /// policy. With --control-plane, only where an ingress gateway reads
+    /// its credentialName folders.
+    #[arg(long, value_name = "DIR", required_unless_present = "control_plane")]
+    mesh_dir: Option<PathBuf>,
+    /// This proxy's workload, as NAMESPACE/NAME of its WorkloadEntry (or,
+    /// with --control-plane and --address, of a WorkloadGroup: the control
+    /// plane registers this instance while it is connected).
     #[arg(long, value_name = "NS/NAME")]
     workload: String,
     /// The CA directory that signs this workload's certificate.
-    #[arg(long, value_name = "DIR")]
-    ca_dir: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "control_plane",
+        conflicts_with = "control_plane"
+    )]
+    ca_dir: Option<PathBuf>,
+    /// The control plane to take configuration and certificates from.
+    #[arg(long, value_name = "URL", requires_all = ["token", "root_cert"])]
+    control_plane: Option<String>,
+    /// A bootstrap token for the first certificate (`weft token issue`).
+    #[arg(long, value_name = "FILE", requires = "control_plane")]
+    token: Option<PathBuf>,
+    /// The mesh's root certificate, to verify the control plane.
+    #[arg(long, value_name = "FILE", requires = "control_plane")]
+    root_cert: Option<PathBuf>,
+    /// This instance's address, when --workload names a WorkloadGroup.
+    #[arg(long, value_name = "IP", requires = "control_plane")]
+    address: Option<std::net::IpAddr>,
     /// MeshConfig YAML the configuration is validated against (as in the
     /// `mesh` key of the `istio` ConfigMap). The trust domain comes from the
     /// CA; trustDomainAliases (read at start) are accepted from peers.
@@ -54,7 +81,7 @@ pub(crate) struct Args {
     log_level: LevelFilter,
 }
 
-fn log_level(s: &str) -> Result<LevelFilter, String> {
+pub(crate) fn log_level(s: &str) -> Result<LevelFilter, String> {
     weft_proxy::logging::parse(s).ok_or_else(|| {
         format!("unknown level {s:?}: use trace, debug, info, warning, error, critical or off")
     })
@@ -94,7 +121,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         builder.worker_threads(n);
     }
     let runtime = builder.enable_all().build()?;
-    runtime.block_on(serve(&args, ns, name))
+    if args.control_plane.is_some() {
+        runtime.block_on(serve_managed(&args, ns, name))
+    } else {
+        runtime.block_on(serve(&args, ns, name))
+    }
 }
 
 /// The configuration in `dir` and MeshConfig's trustDomainAliases, or
@@ -106,96 +137,97 @@ pub(crate) fn load(
     name: &str,
     trust_domain: &str,
 ) -> Result<(ProxyConfig, Vec<String>), String> {
-    let mut loaded = Loaded::from_paths(&[dir]).map_err(|e| e.to_string())?;
-    if let Some(file) = mesh_config {
-        loaded
-            .set_mesh_config_file(file)
-            .map_err(|e| e.to_string())?;
-    }
-    loaded.validate();
-    let errors: Vec<String> = loaded
-        .diagnostics
-        .iter()
-        .filter(|d| d.is_error())
-        .map(ToString::to_string)
-        .collect();
-    if !errors.is_empty() {
-        return Err(errors.join("\n"));
-    }
-    let registry = Registry::from_resources(&loaded.resources);
-    let mut mesh = Mesh::new(trust_domain);
-    let meshconfig = loaded.mesh.as_ref().map(|m| &m.config);
-    if let Some(root) = meshconfig.and_then(|m| m.root_namespace.clone()) {
-        mesh.root_namespace = root;
-    }
-    if let Some(n) = meshconfig
-        .and_then(|m| m.path_normalization.as_ref())
-        .and_then(|p| p.normalization)
-    {
-        use weft_api::types::mesh::NormalizationType as T;
-        use weft_model::normalize::Normalization as N;
-        mesh.path_normalization = match n {
-            T::Default | T::Base => N::Base,
-            T::None => N::None,
-            T::MergeSlashes => N::MergeSlashes,
-            T::DecodeAndMergeSlashes => N::DecodeAndMergeSlashes,
-        };
-    }
-    if let Some(m) = meshconfig {
-        mesh.ext_authz = weft_model::authz::ext_authz_providers(m);
-        mesh.outbound_policy =
-            m.outbound_traffic_policy
-                .as_ref()
-                .and_then(|p| p.mode)
-                .map(|mode| match mode {
-                    weft_api::types::sidecar::OutboundMode::AllowAny => {
-                        weft_model::config::OutboundPolicy::AllowAny
-                    }
-                    weft_api::types::sidecar::OutboundMode::RegistryOnly => {
-                        weft_model::config::OutboundPolicy::RegistryOnly
-                    }
-                });
-        mesh.num_trusted_proxies = m
-            .default_config
-            .as_ref()
-            .and_then(|d| d.gateway_topology.as_ref())
-            .and_then(|g| g.get("numTrustedProxies"))
-            .and_then(serde_json::Value::as_u64)
-            .and_then(|n| u32::try_from(n).ok())
-            .unwrap_or(0);
-    }
-    let aliases = meshconfig.map_or_else(Vec::new, |m| m.trust_domain_aliases.clone());
-    mesh.trust_domain_aliases = aliases.clone();
+    let set = folder(dir, mesh_config).load(trust_domain)?;
+    let registry = Registry::from_resources(&set.resources);
     let config =
-        compile(&loaded.resources, &registry, ns, name, &mesh).map_err(|e| e.to_string())?;
-    Ok((config, aliases))
+        compile(&set.resources, &registry, ns, name, &set.mesh).map_err(|e| e.to_string())?;
+    Ok((config, set.mesh.trust_domain_aliases))
 }
 
-/// What a reload would read: the names, sizes and modification times of
-/// the configuration files in `dir` and of the mesh config file.
-fn fingerprint(dir: &Path, mesh_config: Option<&Path>) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
-    let files = weft_api::load::walk(dir).unwrap_or_default();
-    files
-        .into_iter()
-        .chain(mesh_config.map(Path::to_path_buf))
-        .filter_map(|p| {
-            let m = std::fs::metadata(&p).ok()?;
-            Some((p, m.len(), m.modified().ok()))
-        })
-        .collect()
+fn folder(dir: &Path, mesh_config: Option<&Path>) -> Folder {
+    Folder {
+        dir: dir.to_path_buf(),
+        mesh_config: mesh_config.map(Path::to_path_buf),
+    }
+}
+
+/// One JSON access-log line per request, on standard output, written by a
+/// thread of its own: a slow reader never stalls the proxy.
+fn access_log(args: &Args) -> Option<weft_proxy::telemetry::AccessLog> {
+    (args.access_log == AccessLogTo::Stdout).then(|| {
+        let (log, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            while let Some(line) = lines.blocking_recv() {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+            }
+        });
+        log
+    })
+}
+
+fn role(args: &Args) -> weft_proxy::Role {
+    match args.role {
+        Role::Sidecar => weft_proxy::Role::Sidecar,
+        Role::Ingress => weft_proxy::Role::Ingress {
+            credentials: args.mesh_dir.clone().unwrap_or_default(),
+        },
+    }
+}
+
+fn started(args: &Args, sidecar: &Sidecar, id: &str) {
+    let config = sidecar.config();
+    let (ns, name, address) = (
+        &config.workload.namespace,
+        &config.workload.name,
+        sidecar.address,
+    );
+    if args.role == Role::Ingress {
+        let ports: Vec<String> = config
+            .gateway
+            .iter()
+            .map(|p| format!(":{}", p.port))
+            .collect();
+        println!(
+            "weft proxy {ns}/{name} ({id}) on {address}: gateway ports {}, health :15021, admin :15000, metrics :15090",
+            ports.join(" ")
+        );
+    } else {
+        println!(
+            "weft proxy {ns}/{name} ({id}) on {address}: outbound :15001, inbound :15006, hbone :15008, health :15021, admin :15000, metrics :15090"
+        );
+    }
+}
+
+/// Waits for `rotator`'s next renewal and does it; a failure keeps the
+/// current certificate and tries again a second later.
+async fn renew<S: weft_identity::Signer>(rotator: &mut Rotator<S>) {
+    let due = rotator
+        .renew_at()
+        .and_then(|t| t.duration_since(SystemTime::now()).ok())
+        .unwrap_or(Duration::from_secs(1));
+    tokio::time::sleep(due).await;
+    match rotator.tick(SystemTime::now()) {
+        Ok(true) => tracing::info!("certificate renewed"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!("certificate renewal failed, keeping the current one: {e}"),
+    }
 }
 
 async fn serve(args: &Args, ns: &str, name: &str) -> anyhow::Result<ExitCode> {
-    let ca = Arc::new(Ca::load(&args.ca_dir, None)?);
+    let (Some(mesh_dir), Some(ca_dir)) = (&args.mesh_dir, &args.ca_dir) else {
+        anyhow::bail!("--mesh-dir and --ca-dir are required without --control-plane");
+    };
+    let ca = Arc::new(Ca::load(ca_dir, None)?);
     let trust_domain = ca.trust_domain().clone();
     let mesh_config = args.mesh_config.as_deref();
-    let (config, aliases) = match load(&args.mesh_dir, mesh_config, ns, name, trust_domain.as_str())
-    {
+    let (config, aliases) = match load(mesh_dir, mesh_config, ns, name, trust_domain.as_str()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!(
                 "weft proxy: the configuration in {} is not valid:\n{e}",
-                args.mesh_dir.display()
+                mesh_dir.display()
             );
             return Ok(ExitCode::from(1));
         }
@@ -224,72 +256,36 @@ async fn serve(args: &Args, ns: &str, name: &str) -> anyhow::Result<ExitCode> {
         ),
         expected: Vec::new(),
     };
-    let address = config.workload.address;
-    // One JSON access-log line per request, on standard output, written
-    // by a thread of its own: a slow reader never stalls the proxy.
-    let log = (args.access_log == AccessLogTo::Stdout).then(|| {
-        let (log, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
-        std::thread::spawn(move || {
-            use std::io::Write;
-            while let Some(line) = lines.blocking_recv() {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{line}");
-            }
-        });
-        log
-    });
-    let role = match args.role {
-        Role::Sidecar => weft_proxy::Role::Sidecar,
-        Role::Ingress => weft_proxy::Role::Ingress {
-            credentials: args.mesh_dir.clone(),
-        },
-    };
-    let gateway_ports: Vec<String> = config
-        .gateway
-        .iter()
-        .map(|p| format!(":{}", p.port))
-        .collect();
-    let sidecar = Sidecar::start_as(role, config, store, policy, Ports::default(), log).await?;
-    if args.role == Role::Ingress {
-        println!(
-            "weft proxy {ns}/{name} ({id}) on {address}: gateway ports {}, health :15021, admin :15000, metrics :15090",
-            gateway_ports.join(" ")
-        );
-    } else {
-        println!(
-            "weft proxy {ns}/{name} ({id}) on {address}: outbound :15001, inbound :15006, hbone :15008, health :15021, admin :15000, metrics :15090"
-        );
-    }
-    let mut seen = fingerprint(&args.mesh_dir, mesh_config);
+    let sidecar = Sidecar::start_as(
+        role(args),
+        config,
+        store,
+        policy,
+        Ports::default(),
+        access_log(args),
+    )
+    .await?;
+    started(args, &sidecar, &id.to_string());
+    let folder = folder(mesh_dir, mesh_config);
+    let mut seen = folder.fingerprint();
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut poll = tokio::time::interval(Duration::from_secs(1));
     loop {
-        let due = rotator
-            .renew_at()
-            .and_then(|t| t.duration_since(SystemTime::now()).ok())
-            .unwrap_or_default();
         let reload = tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
             _ = hup.recv() => true,
             _ = poll.tick() => {
-                let now = fingerprint(&args.mesh_dir, mesh_config);
+                let now = folder.fingerprint();
                 let changed = now != seen;
                 seen = now;
                 changed
             }
-            _ = tokio::time::sleep(due) => {
-                match rotator.tick(SystemTime::now()) {
-                    Ok(true) => tracing::info!("certificate renewed"),
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!("certificate renewal failed, keeping the current one: {e}"),
-                }
-                false
-            }
+            () = renew(&mut rotator) => false,
         };
         if reload {
-            match load(&args.mesh_dir, mesh_config, ns, name, trust_domain.as_str()) {
+            match load(mesh_dir, mesh_config, ns, name, trust_domain.as_str()) {
                 // Trust domain aliases are read at start.
                 Ok((c, _)) => {
                     sidecar.update(c);
@@ -298,6 +294,122 @@ async fn serve(args: &Args, ns: &str, name: &str) -> anyhow::Result<ExitCode> {
                 Err(e) => tracing::warn!(
                     "keeping the last good configuration; the new one is not valid:\n{e}"
                 ),
+            }
+        }
+    }
+    tracing::info!("stopping");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The proxy under a control plane: certificate from its certificate
+/// service, configuration from its stream.
+async fn serve_managed(args: &Args, ns: &str, name: &str) -> anyhow::Result<ExitCode> {
+    let (Some(url), Some(token), Some(root)) = (&args.control_plane, &args.token, &args.root_cert)
+    else {
+        anyhow::bail!("--control-plane needs --token and --root-cert");
+    };
+    let addr = weft_control::parse_url(url).map_err(anyhow::Error::msg)?;
+    let token = std::fs::read_to_string(token)
+        .with_context(|| format!("reading the token {}", token.display()))?;
+    let cp_policy = super::status::control_plane_policy(root)?;
+    let store = CertStore::new();
+    // The first certificate, with the token; until then nothing is served.
+    let mut wait = Duration::from_millis(500);
+    while let Err(e) = managed::fetch_certificate(
+        addr,
+        &store,
+        &cp_policy,
+        Some(token.trim()),
+        ca::DEFAULT_TTL,
+    )
+    .await
+    {
+        tracing::warn!("no certificate yet from {addr}: {e}");
+        tokio::time::sleep(managed::jittered(wait)).await;
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+    let id = store
+        .current()
+        .map(|s| s.id.to_string())
+        .unwrap_or_default();
+    tracing::info!("certificate issued for {id}");
+    let (configs, mut pushed) = tokio::sync::mpsc::channel(1);
+    let subscription = managed::Subscription {
+        addr,
+        policy: cp_policy.clone(),
+        store: store.clone(),
+        namespace: ns.to_string(),
+        workload: name.to_string(),
+        address: args.address.map(|a| a.to_string()),
+        role: match args.role {
+            Role::Sidecar => "sidecar".into(),
+            Role::Ingress => "ingress".into(),
+        },
+    };
+    tokio::spawn(managed::run(subscription, configs));
+    // Peers: any workload certificate of the mesh's trust domain.
+    let mesh_policy = PeerPolicy {
+        expected: Vec::new(),
+        ..cp_policy.clone()
+    };
+    let mut sidecar: Option<Sidecar> = None;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let renewal = |store: &CertStore| {
+        store
+            .current()
+            .map_or_else(SystemTime::now, |s| s.renew_at(managed::random_unit()))
+    };
+    let mut renew_at = renewal(&store);
+    loop {
+        let due = renew_at
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            () = tokio::time::sleep(due) => {
+                match managed::fetch_certificate(addr, &store, &cp_policy, None, ca::DEFAULT_TTL).await {
+                    Ok(()) => {
+                        tracing::info!("certificate renewed");
+                        renew_at = renewal(&store);
+                    }
+                    Err(e) => {
+                        tracing::warn!("certificate renewal failed, keeping the current one: {e}");
+                        renew_at = SystemTime::now() + Duration::from_secs(10);
+                    }
+                }
+            }
+            Some(push) = pushed.recv() => {
+                let managed::Pushed { config, version, reply } = push;
+                let result = match &sidecar {
+                    Some(s) if s.address != config.workload.address => Err(format!(
+                        "the workload's address changed from {} to {}: restart the proxy",
+                        s.address, config.workload.address
+                    )),
+                    Some(s) => {
+                        s.update(config);
+                        tracing::info!("configuration {version} applied");
+                        Ok(())
+                    }
+                    None => match Sidecar::start_as(
+                        role(args),
+                        config,
+                        store.clone(),
+                        mesh_policy.clone(),
+                        Ports::default(),
+                        access_log(args),
+                    )
+                    .await
+                    {
+                        Ok(s) => {
+                            started(args, &s, &id);
+                            sidecar = Some(s);
+                            Ok(())
+                        }
+                        Err(e) => Err(e.to_string()),
+                    },
+                };
+                let _ = reply.send(result);
             }
         }
     }

@@ -1,0 +1,599 @@
+//! The control plane proper: the configuration in force, the proxies
+//! subscribed to it, and the push loop of each.
+//!
+//! One [`Served`] snapshot (the folder's last good set plus the workloads
+//! registered by live proxies) is published through a watch channel. Each
+//! proxy's stream has its own task: when the snapshot changes it compiles
+//! that proxy's configuration, diffs it by section against what the proxy
+//! acknowledged, and sends only what changed. One push is in flight per
+//! proxy at a time; changes that arrive meanwhile fold into the next push,
+//! so a burst of edits costs each proxy one compile after its ack.
+
+// The control plane is not the request path: its short locks guard the
+// proxy table and the registrations, never held across an await.
+#![allow(clippy::disallowed_types)]
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+use weft_api::{Loaded, Resource, Spec};
+use weft_identity::SpiffeId;
+use weft_identity::service::PeerInfo;
+use weft_model::config::Sections;
+use weft_model::{Mesh, Registry, compile};
+use weft_protocol::mesh::config_service_server::ConfigService;
+use weft_protocol::mesh::proxy_message::Kind;
+use weft_protocol::mesh::{
+    ConfigDumpRequest, ConfigDumpResponse, ConfigPush, ProxyMessage, ProxyStatus, Section,
+    StatusRequest, StatusResponse, Subscribe,
+};
+
+use crate::metrics::{CONFIG, Metrics};
+use crate::source::{ConfigSet, Folder};
+
+/// The configuration being served to every proxy.
+#[derive(Debug)]
+pub struct Served {
+    /// Names the folder's content plus the registered workloads.
+    pub version: String,
+    pub resources: Vec<Resource>,
+    pub registry: Registry,
+    pub mesh: Mesh,
+    pub commit: Option<String>,
+    /// When this snapshot was made, for convergence times.
+    pub since: Instant,
+}
+
+/// What the control plane knows of one connected proxy.
+#[derive(Debug, Clone)]
+struct Proxy {
+    namespace: String,
+    /// The WorkloadEntry its configuration is compiled for.
+    workload: String,
+    identity: String,
+    address: String,
+    role: String,
+    /// Registered from a WorkloadGroup for this stream's lifetime.
+    registered: bool,
+    sent: Option<String>,
+    acked: Option<String>,
+    /// A push is waiting for its ack or nack.
+    pending: bool,
+    /// The last nack's error, or why its configuration cannot be compiled.
+    error: Option<String>,
+    nacked: bool,
+    cert_expires: i64,
+    since: SystemTime,
+    /// The configuration last sent.
+    last: Arc<Sections>,
+}
+
+impl Proxy {
+    fn state(&self) -> &'static str {
+        if self.nacked {
+            "NACKED"
+        } else if self.pending || self.error.is_some() || self.acked.is_none() {
+            "STALE"
+        } else {
+            "SYNCED"
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ControlPlane {
+    folder: Folder,
+    trust_domain: String,
+    /// The folder's last good load.
+    base: Mutex<ConfigSet>,
+    /// WorkloadEntries registered by live proxies, by namespace and name.
+    registered: Mutex<BTreeMap<(String, String), Vec<Resource>>>,
+    served: watch::Sender<Arc<Served>>,
+    proxies: Mutex<BTreeMap<u64, Proxy>>,
+    next_proxy: AtomicU64,
+    /// Why the latest change was refused.
+    refused: Mutex<Option<String>>,
+    /// The folder's content and commit last loaded or refused.
+    seen: Mutex<String>,
+    pub metrics: Metrics,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl ControlPlane {
+    /// Loads the folder; a set that does not validate is an error here,
+    /// since there is no last good one yet.
+    pub fn new(folder: Folder, trust_domain: &str) -> Result<Arc<ControlPlane>, String> {
+        let seen = folder.seen();
+        let base = folder.load(trust_domain)?;
+        let served = Arc::new(Served::of(&base, &BTreeMap::new()));
+        Ok(Arc::new(ControlPlane {
+            folder,
+            trust_domain: trust_domain.to_string(),
+            base: Mutex::new(base),
+            registered: Mutex::new(BTreeMap::new()),
+            served: watch::Sender::new(served),
+            proxies: Mutex::new(BTreeMap::new()),
+            next_proxy: AtomicU64::new(0),
+            refused: Mutex::new(None),
+            seen: Mutex::new(seen),
+            metrics: Metrics::new(),
+        }))
+    }
+
+    pub fn folder(&self) -> &Folder {
+        &self.folder
+    }
+
+    /// The snapshot being served.
+    pub fn served(&self) -> Arc<Served> {
+        self.served.borrow().clone()
+    }
+
+    /// Reads the folder again. A set that validates replaces the served
+    /// one (`Ok(true)` when it changed anything); one that does not is
+    /// refused whole, and the last good set stays.
+    pub fn reload(&self) -> Result<bool, String> {
+        // One answer per content: editors and `git checkout` write in
+        // bursts, and a refused set is reported once, not per event.
+        let seen = self.folder.seen();
+        if *lock(&self.seen) == seen {
+            return Ok(false);
+        }
+        *lock(&self.seen) = seen;
+        match self.folder.load(&self.trust_domain) {
+            Ok(set) => {
+                *lock(&self.refused) = None;
+                {
+                    let mut base = lock(&self.base);
+                    if base.version == set.version && base.commit == set.commit {
+                        return Ok(false);
+                    }
+                    *base = set;
+                }
+                self.metrics.reloads.inc();
+                self.publish();
+                Ok(true)
+            }
+            Err(e) => {
+                self.metrics.validation_failures.inc();
+                *lock(&self.refused) = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes and publishes a new snapshot from the base set and the
+    /// registered workloads.
+    fn publish(&self) {
+        let served = {
+            let base = lock(&self.base);
+            let registered = lock(&self.registered);
+            Served::of(&base, &registered)
+        };
+        self.served.send_replace(Arc::new(served));
+    }
+
+    /// Who may subscribe as what: the proxy's certificate must name the
+    /// workload's namespace and service account. A WorkloadGroup's
+    /// instance is registered as a WorkloadEntry of its own.
+    fn admit(&self, id: &SpiffeId, sub: &Subscribe) -> Result<Proxy, Status> {
+        let served = self.served();
+        let (ns, name) = (sub.namespace.as_str(), sub.workload.as_str());
+        let check = |sa: &str| {
+            if id.namespace() == ns && id.service_account() == sa {
+                Ok(())
+            } else {
+                Err(Status::permission_denied(format!(
+                    "{id} may not subscribe as {ns}/{name}, whose identity is namespace {ns}, service account {sa}"
+                )))
+            }
+        };
+        let proxy = |workload: String, address: String, registered: bool| Proxy {
+            namespace: ns.to_string(),
+            workload,
+            identity: id.to_string(),
+            address,
+            role: sub.role.clone(),
+            registered,
+            sent: None,
+            acked: None,
+            pending: false,
+            error: None,
+            nacked: false,
+            cert_expires: sub.cert_expires,
+            since: SystemTime::now(),
+            last: Arc::default(),
+        };
+        if let Some(w) = served
+            .registry
+            .workloads
+            .iter()
+            .find(|w| w.namespace == ns && w.name == name)
+        {
+            check(&w.service_account)?;
+            return Ok(proxy(w.name.clone(), w.address.to_string(), false));
+        }
+        let group = served
+            .resources
+            .iter()
+            .find_map(|r| match &r.spec {
+                Spec::WorkloadGroup(g) if r.namespace() == ns && r.name == name => Some(g),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                Status::not_found(format!("no WorkloadEntry or WorkloadGroup {ns}/{name}"))
+            })?;
+        let template = group.template.clone().unwrap_or_default();
+        let sa = template.service_account.as_deref().unwrap_or("default");
+        check(sa)?;
+        let address: IpAddr = sub.address.parse().map_err(|_| {
+            Status::invalid_argument(format!(
+                "{ns}/{name} is a WorkloadGroup: subscribe with this instance's address (got {:?})",
+                sub.address
+            ))
+        })?;
+        let entry = format!("{name}-{}", address.to_string().replace(['.', ':'], "-"));
+        let mut labels = group
+            .metadata
+            .as_ref()
+            .map(|m| m.labels.clone())
+            .unwrap_or_default();
+        labels.extend(template.labels.clone());
+        let mut spec = serde_json::json!({
+            "address": address.to_string(),
+            "labels": labels,
+            "ports": template.ports,
+            "serviceAccount": sa,
+        });
+        for (key, value) in [
+            ("network", &template.network),
+            ("locality", &template.locality),
+        ] {
+            if let Some(v) = value {
+                spec[key] = v.clone().into();
+            }
+        }
+        if let Some(w) = template.weight {
+            spec["weight"] = w.into();
+        }
+        let doc = serde_json::json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "WorkloadEntry",
+            "metadata": {
+                "name": entry,
+                "namespace": ns,
+                "labels": labels,
+                "annotations": {"istio.io/autoRegistrationGroup": name},
+            },
+            "spec": spec,
+        });
+        let mut loaded = Loaded::default();
+        loaded.add_text(&format!("registered by {id}"), &doc.to_string());
+        loaded.validate();
+        if let Some(e) = loaded.diagnostics.iter().find(|d| d.is_error()) {
+            return Err(Status::invalid_argument(format!(
+                "registering {ns}/{entry}: {e}"
+            )));
+        }
+        {
+            let mut registered = lock(&self.registered);
+            let key = (ns.to_string(), entry.clone());
+            if registered.contains_key(&key) {
+                return Err(Status::already_exists(format!(
+                    "{ns}/{entry} is registered by another connected proxy"
+                )));
+            }
+            registered.insert(key, loaded.resources);
+        }
+        tracing::info!("{ns}/{entry} registered from WorkloadGroup {name} by {id}");
+        self.publish();
+        Ok(proxy(entry, address.to_string(), true))
+    }
+
+    /// Forgets a proxy whose stream ended, and its registration.
+    fn leave(&self, key: u64) {
+        let Some(p) = lock(&self.proxies).remove(&key) else {
+            return;
+        };
+        self.metrics.connected.dec();
+        tracing::info!(
+            "{}/{} ({}) disconnected",
+            p.namespace,
+            p.workload,
+            p.identity
+        );
+        if p.registered {
+            lock(&self.registered).remove(&(p.namespace.clone(), p.workload.clone()));
+            tracing::info!("{}/{} unregistered", p.namespace, p.workload);
+            self.publish();
+        }
+    }
+
+    fn update(&self, key: u64, f: impl FnOnce(&mut Proxy)) {
+        if let Some(p) = lock(&self.proxies).get_mut(&key) {
+            f(p);
+        }
+    }
+
+    /// Serves one proxy's stream until it ends.
+    async fn serve_proxy(
+        self: Arc<Self>,
+        key: u64,
+        have: String,
+        mut inbound: Streaming<ProxyMessage>,
+        out: mpsc::Sender<Result<ConfigPush, Status>>,
+    ) {
+        let mut snapshots = self.served.subscribe();
+        // What the proxy has: empty at first, so the first push is whole.
+        let mut base = Sections::default();
+        // The push in flight: its nonce, sections and snapshot time.
+        let mut pending: Option<(String, Sections, Instant)> = None;
+        let mut dirty = true;
+        let mut nonce = 0u64;
+        loop {
+            if dirty && pending.is_none() {
+                dirty = false;
+                let served = snapshots.borrow_and_update().clone();
+                let started = Instant::now();
+                let Some(p) = lock(&self.proxies).get(&key).cloned() else {
+                    break;
+                };
+                match compile(
+                    &served.resources,
+                    &served.registry,
+                    &p.namespace,
+                    &p.workload,
+                    &served.mesh,
+                ) {
+                    Ok(config) => {
+                        let next = Sections::of(&config);
+                        let version = next.version();
+                        if base.0.is_empty() && version == have {
+                            // A reconnecting proxy that already has it.
+                            self.update(key, |p| {
+                                p.sent = Some(version.clone());
+                                p.acked = Some(version);
+                                p.last = Arc::new(next.clone());
+                                p.error = None;
+                            });
+                            base = next;
+                            continue;
+                        }
+                        let (changed, removed) = base.diff(&next);
+                        if changed.is_empty() && removed.is_empty() {
+                            self.update(key, |p| p.error = None);
+                        } else {
+                            nonce += 1;
+                            let push = ConfigPush {
+                                version: version.clone(),
+                                nonce: nonce.to_string(),
+                                full: base.0.is_empty(),
+                                sections: changed
+                                    .iter()
+                                    .map(|(name, json)| Section {
+                                        name: (*name).to_string(),
+                                        json: json.to_vec(),
+                                    })
+                                    .collect(),
+                                removed,
+                                workload: p.workload.clone(),
+                            };
+                            if out.send(Ok(push)).await.is_err() {
+                                break;
+                            }
+                            self.metrics.pushes.get_or_create(&CONFIG.to_vec()).inc();
+                            self.metrics
+                                .push_time
+                                .observe(started.elapsed().as_secs_f64());
+                            let last = Arc::new(next.clone());
+                            self.update(key, |p| {
+                                p.sent = Some(version);
+                                p.pending = true;
+                                p.error = None;
+                                p.last = last;
+                            });
+                            pending = Some((nonce.to_string(), next, served.since));
+                        }
+                    }
+                    Err(e) => {
+                        // Its WorkloadEntry is gone, say: it keeps what it has.
+                        let e = format!("cannot compile its configuration: {e}");
+                        tracing::warn!("{}/{}: {e}", p.namespace, p.workload);
+                        self.update(key, |p| p.error = Some(e));
+                    }
+                }
+            }
+            tokio::select! {
+                changed = snapshots.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    dirty = true;
+                }
+                message = inbound.message() => {
+                    let Ok(Some(message)) = message else {
+                        break;
+                    };
+                    match message.kind {
+                        Some(Kind::Ack(ack)) => {
+                            if let Some((_, sections, since)) = pending.take_if(|(n, ..)| *n == ack.nonce) {
+                                self.metrics.convergence.observe(since.elapsed().as_secs_f64());
+                                base = sections;
+                                self.update(key, |p| {
+                                    p.acked = Some(ack.version);
+                                    p.pending = false;
+                                    p.nacked = false;
+                                });
+                            }
+                        }
+                        Some(Kind::Nack(nack)) => {
+                            if pending.take_if(|(n, ..)| *n == nack.nonce).is_some() {
+                                // The proxy keeps what it had: `base` stays.
+                                self.metrics.rejects.get_or_create(&CONFIG.to_vec()).inc();
+                                tracing::warn!("a proxy refused version {}: {}", nack.version, nack.error);
+                                self.update(key, |p| {
+                                    p.pending = false;
+                                    p.nacked = true;
+                                    p.error = Some(nack.error);
+                                });
+                            }
+                        }
+                        Some(Kind::Report(report)) => {
+                            self.update(key, |p| p.cert_expires = report.cert_expires);
+                        }
+                        Some(Kind::Subscribe(_)) | None => {}
+                    }
+                }
+            }
+        }
+        self.leave(key);
+    }
+
+    fn status(&self) -> StatusResponse {
+        let served = self.served();
+        let proxies = lock(&self.proxies)
+            .values()
+            .map(|p| ProxyStatus {
+                namespace: p.namespace.clone(),
+                workload: p.workload.clone(),
+                identity: p.identity.clone(),
+                address: p.address.clone(),
+                role: p.role.clone(),
+                sent: p.sent.clone().unwrap_or_default(),
+                acked: p.acked.clone().unwrap_or_default(),
+                state: p.state().into(),
+                error: p.error.clone().unwrap_or_default(),
+                cert_expires: p.cert_expires,
+                connected_since: unix(p.since),
+            })
+            .collect();
+        StatusResponse {
+            source: self.folder.dir.display().to_string(),
+            commit: served.commit.clone().unwrap_or_default(),
+            version: served.version.clone(),
+            refused: lock(&self.refused).clone().unwrap_or_default(),
+            proxies,
+        }
+    }
+}
+
+impl Served {
+    fn of(base: &ConfigSet, registered: &BTreeMap<(String, String), Vec<Resource>>) -> Served {
+        let mut resources = base.resources.clone();
+        resources.extend(registered.values().flatten().cloned());
+        let names: Vec<String> = registered
+            .keys()
+            .map(|(ns, name)| format!("{ns}/{name}"))
+            .collect();
+        let version = if names.is_empty() {
+            base.version.clone()
+        } else {
+            weft_model::config::content_hash(
+                std::iter::once(base.version.as_bytes()).chain(names.iter().map(|n| n.as_bytes())),
+            )
+        };
+        Served {
+            version,
+            registry: Registry::from_resources(&resources),
+            resources,
+            mesh: base.mesh.clone(),
+            commit: base.commit.clone(),
+            since: Instant::now(),
+        }
+    }
+}
+
+/// The gRPC face of a [`ControlPlane`].
+#[derive(Debug, Clone)]
+pub struct Service(pub Arc<ControlPlane>);
+
+type PushStream = Pin<Box<dyn Stream<Item = Result<ConfigPush, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ConfigService for Service {
+    type StreamStream = PushStream;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<ProxyMessage>>,
+    ) -> Result<Response<PushStream>, Status> {
+        let id = request
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|p| p.identity.clone())
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "the configuration stream needs a mesh certificate (get the first with a bootstrap token)",
+                )
+            })?;
+        let mut inbound = request.into_inner();
+        let Some(Kind::Subscribe(sub)) = inbound.message().await?.and_then(|m| m.kind) else {
+            return Err(Status::invalid_argument(
+                "the first message must be Subscribe",
+            ));
+        };
+        let cp = self.0.clone();
+        let proxy = cp.admit(&id, &sub)?;
+        tracing::info!(
+            "{}/{} ({id}) subscribed as {}",
+            proxy.namespace,
+            proxy.workload,
+            if sub.role.is_empty() {
+                "sidecar"
+            } else {
+                &sub.role
+            }
+        );
+        let key = cp.next_proxy.fetch_add(1, Ordering::Relaxed);
+        lock(&cp.proxies).insert(key, proxy);
+        cp.metrics.connected.inc();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(cp.serve_proxy(key, sub.version, inbound, tx));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        Ok(Response::new(self.0.status()))
+    }
+
+    async fn config_dump(
+        &self,
+        request: Request<ConfigDumpRequest>,
+    ) -> Result<Response<ConfigDumpResponse>, Status> {
+        let req = request.into_inner();
+        let last = lock(&self.0.proxies)
+            .values()
+            .find(|p| p.namespace == req.namespace && p.workload == req.workload)
+            .and_then(|p| Some((p.sent.clone()?, p.last.clone())));
+        let (version, sections) = last.ok_or_else(|| {
+            Status::not_found(format!(
+                "no proxy of {}/{} has been sent a configuration",
+                req.namespace, req.workload
+            ))
+        })?;
+        let config = sections.config().map_err(Status::internal)?;
+        let json =
+            serde_json::to_string_pretty(&config).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(ConfigDumpResponse { version, json }))
+    }
+}

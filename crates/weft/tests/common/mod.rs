@@ -1,0 +1,75 @@
+//! What the CLI tests share: processes that stop with the test, a
+//! stand-in app, plain HTTP requests, and waiting.
+
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+pub(crate) struct Proc(pub(crate) Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub(crate) fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("weft-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A stand-in app on `addr` that answers every request with `body`.
+pub(crate) fn app(addr: &str, body: &'static str) {
+    let listener = TcpListener::bind(addr).expect("app binds");
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(resp.as_bytes());
+            });
+        }
+    });
+}
+
+/// `GET url` through the HTTP proxy at `proxy`; (status, body).
+pub(crate) fn get(proxy: &str, url: &str) -> Option<(u16, String)> {
+    request(proxy, "GET", url)
+}
+
+pub(crate) fn request(proxy: &str, method: &str, url: &str) -> Option<(u16, String)> {
+    let mut tcp = TcpStream::connect(proxy).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let host = url.trim_start_matches("http://").split('/').next()?;
+    tcp.write_all(
+        format!("{method} {url} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .ok()?;
+    let mut resp = String::new();
+    tcp.read_to_string(&mut resp).ok()?;
+    let status = resp.split(' ').nth(1)?.parse().ok()?;
+    let body = resp.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+pub(crate) fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
