@@ -19,6 +19,7 @@ use crate::peer_auth::PeerPolicies;
 use crate::policy::UpstreamTls;
 use crate::protocol::Protocol;
 use crate::registry::{Registry, Service, Workload, selects};
+use crate::scope::Scope;
 
 /// The mesh's DNS suffix for Kubernetes-style short names.
 const CLUSTER_DOMAIN: &str = "svc.cluster.local";
@@ -49,6 +50,8 @@ pub struct Mesh {
     /// `defaultConfig.gatewayTopology.numTrustedProxies`: how many proxies
     /// in front of a gateway are trusted to append to X-Forwarded-For.
     pub num_trusted_proxies: u32,
+    /// MeshConfig's default `exportTo` of each kind.
+    pub export_defaults: crate::scope::ExportDefaults,
 }
 
 impl Mesh {
@@ -62,6 +65,7 @@ impl Mesh {
             ext_authz: BTreeMap::new(),
             num_trusted_proxies: 0,
             outbound_policy: None,
+            export_defaults: crate::scope::ExportDefaults::default(),
         }
     }
 
@@ -105,6 +109,11 @@ impl Mesh {
             .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(0);
         mesh.trust_domain_aliases = m.trust_domain_aliases.clone();
+        mesh.export_defaults = crate::scope::ExportDefaults {
+            service: m.default_service_export_to.clone(),
+            virtual_service: m.default_virtual_service_export_to.clone(),
+            destination_rule: m.default_destination_rule_export_to.clone(),
+        };
         mesh
     }
 }
@@ -121,8 +130,10 @@ pub fn compile(
     let w = registry
         .workload(namespace, name)
         .ok_or_else(|| CompileError::NoWorkload(format!("{namespace}/{name}")))?;
+    let scope = Scope::new(resources, mesh, w);
     let virtual_services: Vec<(&Resource, &VirtualService)> = resources
         .iter()
+        .filter(|r| scope.config(r))
         .filter_map(|r| match &r.spec {
             Spec::VirtualService(v)
                 if v.gateways.is_empty() || v.gateways.iter().any(|g| g == "mesh") =>
@@ -134,6 +145,7 @@ pub fn compile(
         .collect();
     let rules: Vec<(&Resource, &DestinationRule)> = resources
         .iter()
+        .filter(|r| scope.config(r))
         .filter_map(|r| match &r.spec {
             Spec::DestinationRule(d) => Some((r, d)),
             _ => None,
@@ -147,9 +159,15 @@ pub fn compile(
         trust_domain,
         clusters: BTreeMap::new(),
         gateway: None,
+        scope,
     };
     let mut outbound = Vec::new();
-    for service in &registry.services {
+    let visible: Vec<&Service> = registry
+        .services
+        .iter()
+        .filter(|s| cx.scope.service(s))
+        .collect();
+    for service in visible {
         for port in &service.ports {
             let bound = virtual_services.iter().find(|(r, v)| {
                 v.hosts
@@ -250,9 +268,11 @@ pub(crate) struct Compiler<'a> {
     /// The gateway (`namespace/name`) whose routes are being compiled;
     /// `None` for the mesh (sidecar) routes.
     pub(crate) gateway: Option<String>,
+    /// What this proxy may see.
+    scope: Scope<'a>,
 }
 
-impl Compiler<'_> {
+impl<'a> Compiler<'a> {
     /// HTTP routes and TCP destinations of VirtualService `v` (in namespace
     /// `ns`) for `port` of `service`.
     pub(crate) fn routes_from(
@@ -397,7 +417,7 @@ impl Compiler<'_> {
                 // Without a port, the destination is the port the request
                 // came to, or the only port of the destination service.
                 let dport = d.port.and_then(|p| p.number).unwrap_or_else(|| {
-                    match self.registry.service(&host).map(|s| s.ports.as_slice()) {
+                    match self.service(&host).map(|s| s.ports.as_slice()) {
                         Some([only]) if service.is_none_or(|s| host != s.host) => only.number,
                         _ => port,
                     }
@@ -417,13 +437,21 @@ impl Compiler<'_> {
             .collect()
     }
 
+    /// The service of `host` this proxy may see.
+    fn service(&self, host: &str) -> Option<&'a Service> {
+        self.registry
+            .services
+            .iter()
+            .find(|s| s.host == host && self.scope.service(s))
+    }
+
     /// The cluster for (host, port, subset), built on first use.
     fn cluster(&mut self, host: &str, port: u32, subset: Option<&str>) -> String {
         let name = cluster_name(port, subset, host);
         if self.clusters.contains_key(&name) {
             return name;
         }
-        let service = self.registry.service(host);
+        let service = self.service(host);
         // Several DestinationRules for one host merge as in Istio: subsets
         // from all of them, the traffic policy of the first that has one.
         let rules: Vec<&DestinationRule> = self
@@ -664,26 +692,13 @@ pub fn expand(host: &str, ns: &str) -> String {
 /// The workload's `outboundTrafficPolicy`: from the Sidecar that selects
 /// it, else its namespace's Sidecar without a selector, else the root
 /// namespace's, else MeshConfig, else REGISTRY_ONLY.
+/// The applicable Sidecar's outboundTrafficPolicy, else MeshConfig's.
 fn outbound_policy(resources: &[Resource], mesh: &Mesh, w: &Workload) -> OutboundPolicy {
     use weft_api::types::sidecar::OutboundMode;
-    let mut by_scope: [Option<OutboundMode>; 3] = [None; 3];
-    for r in resources {
-        let Spec::Sidecar(sc) = &r.spec else {
-            continue;
-        };
-        let Some(mode) = sc.outbound_traffic_policy.as_ref().and_then(|p| p.mode) else {
-            continue;
-        };
-        let scope = match &sc.workload_selector {
-            Some(sel) if r.namespace() == w.namespace && selects(&sel.labels, &w.labels) => 0,
-            Some(_) => continue,
-            None if r.namespace() == w.namespace => 1,
-            None if r.namespace() == mesh.root_namespace => 2,
-            None => continue,
-        };
-        by_scope[scope].get_or_insert(mode);
-    }
-    match by_scope.into_iter().flatten().next() {
+    let mode = crate::scope::sidecar_for(resources, mesh, w)
+        .and_then(|(_, sc)| sc.outbound_traffic_policy.as_ref())
+        .and_then(|p| p.mode);
+    match mode {
         Some(OutboundMode::AllowAny) => OutboundPolicy::AllowAny,
         Some(OutboundMode::RegistryOnly) => OutboundPolicy::RegistryOnly,
         None => mesh.outbound_policy.unwrap_or_default(),

@@ -14,6 +14,7 @@ pub mod peer_auth;
 pub mod policy;
 pub mod protocol;
 pub mod registry;
+pub mod scope;
 mod wire;
 
 pub use compile::{CompileError, Mesh, compile};

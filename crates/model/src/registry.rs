@@ -57,6 +57,8 @@ pub struct Service {
     pub endpoints: Vec<Endpoint>,
     pub mesh_internal: bool,
     pub resolution: &'static str,
+    /// The ServiceEntry's `exportTo`; empty is MeshConfig's default.
+    pub export_to: Vec<String>,
 }
 
 impl Service {
@@ -160,6 +162,7 @@ impl Registry {
                     endpoints: endpoints.clone(),
                     mesh_internal: se.location == Some(Location::MeshInternal),
                     resolution,
+                    export_to: se.export_to.clone(),
                 });
             }
         }

@@ -754,3 +754,87 @@ spec:
     assert_ne!(fewer.version(), sections.version());
     assert_eq!(fewer.config().expect("still whole").num_trusted_proxies, 2);
 }
+
+/// `n` ServiceEntries in namespace `ns`, `extra` added to each spec.
+fn entries(ns: &str, n: usize, extra: &str) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: svc{i}, namespace: {ns}}}\nspec: {{hosts: [svc{i}.{ns}.example], ports: [{{number: 80, name: http, protocol: HTTP}}], resolution: STATIC, endpoints: [{{address: 10.0.0.{}}}]{extra}}}\n---\n",
+                i % 250 + 1
+            )
+        })
+        .collect()
+}
+
+fn hosts(c: &ProxyConfig) -> Vec<&str> {
+    c.outbound.iter().map(|s| s.host.as_str()).collect()
+}
+
+#[test]
+fn export_to_and_sidecar_egress_hosts_scope_what_a_proxy_sees() {
+    // exportTo ".": only its own namespace sees it; "default" names ours.
+    let c = config(&format!(
+        "{}{}",
+        entries("other", 1, ", exportTo: [.]"),
+        entries("third", 1, ", exportTo: [default]")
+    ));
+    let seen = hosts(&c);
+    assert!(!seen.contains(&"svc0.other.example"), "{seen:?}");
+    assert!(seen.contains(&"svc0.third.example"), "{seen:?}");
+
+    // A VirtualService exported only to its own namespace does not route
+    // this proxy's traffic.
+    let c = config(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: other}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  exportTo: [.]
+  http: [{route: [{destination: {host: reviews.default.svc.cluster.local, subset: v2}}]}]
+"#,
+    );
+    let reviews = c.outbound.iter().find(|s| s.host.starts_with("reviews."));
+    let route = &reviews.expect("reviews").routes[0];
+    assert_eq!(route.name.as_deref(), Some("default"));
+
+    // The Sidecar's egress hosts narrow the rest: with `./*` the proxy's
+    // configuration does not grow with other namespaces.
+    let sidecar = r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: default}
+spec:
+  egress: [{hosts: ["./*", "third/svc1.third.example"]}]
+---
+"#;
+    let small = config(&format!("{sidecar}{}", entries("third", 3, "")));
+    let large = config(&format!(
+        "{sidecar}{}{}",
+        entries("third", 3, ""),
+        entries("other", 400, "")
+    ));
+    assert_eq!(hosts(&small), hosts(&large));
+    assert_eq!(small.clusters.len(), large.clusters.len());
+    assert!(hosts(&small).contains(&"svc1.third.example"));
+    assert!(!hosts(&small).contains(&"svc0.third.example"));
+    assert!(hosts(&small).contains(&"reviews.default.svc.cluster.local"));
+    // A route to a host out of scope has no endpoints (503 NC), as in Istio.
+    let c = config(&format!(
+        "{sidecar}{}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: r, namespace: default}}\nspec: {{hosts: [reviews], http: [{{route: [{{destination: {{host: svc0.other.example, port: {{number: 80}}}}}}]}}]}}\n",
+        entries("other", 1, "")
+    ));
+    let cluster = &c.clusters["outbound|80||svc0.other.example"];
+    assert!(cluster.missing && cluster.endpoints.is_empty());
+
+    // MeshConfig's defaultServiceExportTo applies where exportTo is unset.
+    let resources = load(&entries("other", 2, ""));
+    let registry = Registry::from_resources(&resources);
+    let mut mesh = crate::Mesh::new("cluster.local");
+    mesh.export_defaults.service = vec![".".into()];
+    let c = compile(&resources, &registry, "default", "productpage", &mesh).unwrap();
+    assert!(!hosts(&c).iter().any(|h| h.ends_with(".other.example")));
+    assert!(hosts(&c).contains(&"reviews.default.svc.cluster.local"));
+}
