@@ -232,6 +232,7 @@ pub fn compile(
     let gateway = cx.gateway_ports();
     let identities = crate::config::index_identities(&cx.clusters);
     Ok(ProxyConfig {
+        trust_domain_aliases: mesh.trust_domain_aliases.clone(),
         authz: Authz::for_workload(resources, mesh, &w.namespace, &w.labels),
         jwt: crate::jwt::for_workload(resources, &mesh.root_namespace, &w.namespace, &w.labels),
         path_normalization: mesh.path_normalization,

@@ -33,6 +33,9 @@ pub struct ProxyConfig {
     /// Gateway servers by port, when Gateways select this workload (the
     /// ingress role serves them).
     pub gateway: Vec<GatewayPort>,
+    /// MeshConfig `trustDomainAliases`: peers of these trust domains are
+    /// accepted too.
+    pub trust_domain_aliases: Vec<String>,
     /// The identity of each in-mesh endpoint, for the HBONE connector.
     #[serde(skip)]
     pub identities: HashMap<SocketAddr, String>,

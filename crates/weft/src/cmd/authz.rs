@@ -77,7 +77,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         c.to.split_once('/')
             .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
             .with_context(|| format!("--to {:?}: expected NAMESPACE/WORKLOAD", c.to))?;
-    let (config, _) = super::proxy::load(
+    let config = super::proxy::load(
         &c.mesh_dir,
         c.mesh_config.as_deref(),
         ns,

@@ -128,20 +128,37 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The configuration in `dir` and MeshConfig's trustDomainAliases, or
-/// every error that stops it.
+/// The configuration in `dir`, or every error that stops it.
 pub(crate) fn load(
     dir: &Path,
     mesh_config: Option<&Path>,
     ns: &str,
     name: &str,
     trust_domain: &str,
-) -> Result<(ProxyConfig, Vec<String>), String> {
+) -> Result<ProxyConfig, String> {
     let set = folder(dir, mesh_config).load(trust_domain)?;
     let registry = Registry::from_resources(&set.resources);
-    let config =
-        compile(&set.resources, &registry, ns, name, &set.mesh).map_err(|e| e.to_string())?;
-    Ok((config, set.mesh.trust_domain_aliases))
+    compile(&set.resources, &registry, ns, name, &set.mesh).map_err(|e| e.to_string())
+}
+
+/// Verifies peers: mesh certificates of `trust_domain` or of the
+/// configuration's trustDomainAliases (read when the proxy starts).
+fn peer_policy(
+    bundle: Arc<weft_identity::TrustBundle>,
+    trust_domain: TrustDomain,
+    config: &ProxyConfig,
+) -> anyhow::Result<PeerPolicy> {
+    let aliases = config
+        .trust_domain_aliases
+        .iter()
+        .map(|a| TrustDomain::new(a))
+        .collect::<Result<_, _>>()
+        .context("MeshConfig trustDomainAliases")?;
+    Ok(PeerPolicy {
+        bundle,
+        trust_domains: TrustDomains::new(trust_domain, aliases),
+        expected: Vec::new(),
+    })
 }
 
 fn folder(dir: &Path, mesh_config: Option<&Path>) -> Folder {
@@ -222,7 +239,7 @@ async fn serve(args: &Args, ns: &str, name: &str) -> anyhow::Result<ExitCode> {
     let ca = Arc::new(Ca::load(ca_dir, None)?);
     let trust_domain = ca.trust_domain().clone();
     let mesh_config = args.mesh_config.as_deref();
-    let (config, aliases) = match load(mesh_dir, mesh_config, ns, name, trust_domain.as_str()) {
+    let config = match load(mesh_dir, mesh_config, ns, name, trust_domain.as_str()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!(
@@ -244,18 +261,7 @@ async fn serve(args: &Args, ns: &str, name: &str) -> anyhow::Result<ExitCode> {
         ca::DEFAULT_TTL,
     );
     rotator.tick(SystemTime::now())?;
-    let policy = PeerPolicy {
-        bundle: Arc::new(ca.bundle().clone()),
-        trust_domains: TrustDomains::new(
-            trust_domain.clone(),
-            aliases
-                .iter()
-                .map(|a| TrustDomain::new(a))
-                .collect::<Result<_, _>>()
-                .context("MeshConfig trustDomainAliases")?,
-        ),
-        expected: Vec::new(),
-    };
+    let policy = peer_policy(Arc::new(ca.bundle().clone()), trust_domain.clone(), &config)?;
     let sidecar = Sidecar::start_as(
         role(args),
         config,
@@ -287,7 +293,7 @@ async fn serve(args: &Args, ns: &str, name: &str) -> anyhow::Result<ExitCode> {
         if reload {
             match load(mesh_dir, mesh_config, ns, name, trust_domain.as_str()) {
                 // Trust domain aliases are read at start.
-                Ok((c, _)) => {
+                Ok(c) => {
                     sidecar.update(c);
                     tracing::info!("configuration reloaded");
                 }
@@ -299,6 +305,32 @@ async fn serve(args: &Args, ns: &str, name: &str) -> anyhow::Result<ExitCode> {
     }
     tracing::info!("stopping");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The first configuration of a managed proxy starts it; peers are the
+/// mesh's workloads, verified against the root and trust domain that
+/// verify the control plane, and the configuration's aliases.
+async fn start_managed(
+    args: &Args,
+    config: ProxyConfig,
+    store: &Arc<CertStore>,
+    control_plane: &PeerPolicy,
+) -> anyhow::Result<Sidecar> {
+    let policy = peer_policy(
+        control_plane.bundle.clone(),
+        control_plane.trust_domains.primary().clone(),
+        &config,
+    )?;
+    let ports = Ports::default();
+    Ok(Sidecar::start_as(
+        role(args),
+        config,
+        store.clone(),
+        policy,
+        ports,
+        access_log(args),
+    )
+    .await?)
 }
 
 /// The proxy under a control plane: certificate from its certificate
@@ -347,11 +379,6 @@ async fn serve_managed(args: &Args, ns: &str, name: &str) -> anyhow::Result<Exit
         },
     };
     tokio::spawn(managed::run(subscription, configs));
-    // Peers: any workload certificate of the mesh's trust domain.
-    let mesh_policy = PeerPolicy {
-        expected: Vec::new(),
-        ..cp_policy.clone()
-    };
     let mut sidecar: Option<Sidecar> = None;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let renewal = |store: &CertStore| {
@@ -391,16 +418,7 @@ async fn serve_managed(args: &Args, ns: &str, name: &str) -> anyhow::Result<Exit
                         tracing::info!("configuration {version} applied");
                         Ok(())
                     }
-                    None => match Sidecar::start_as(
-                        role(args),
-                        config,
-                        store.clone(),
-                        mesh_policy.clone(),
-                        Ports::default(),
-                        access_log(args),
-                    )
-                    .await
-                    {
+                    None => match start_managed(args, config, &store, &cp_policy).await {
                         Ok(s) => {
                             started(args, &s, &id);
                             sidecar = Some(s);
