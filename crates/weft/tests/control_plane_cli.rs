@@ -272,6 +272,36 @@ fn managed_proxies_follow_the_folder_and_keep_the_last_good_config() {
         let (ok, status) = mesh.status(cp);
         ok && status.matches("SYNCED").count() == 2
     });
+
+    // Restarted with nothing changed, it sends nothing: the proxies say
+    // which version they have.
+    drop(control);
+    let control = mesh.control_plane("127.0.204.1:15012", "127.0.204.1:15014");
+    wait_until("both SYNCED again", || {
+        let (ok, status) = mesh.status(cp);
+        ok && status.matches("SYNCED").count() == 2
+    });
+    let metrics = get("127.0.204.1:15014", "http://127.0.204.1:15014/metrics")
+        .expect("metrics")
+        .1;
+    assert!(!metrics.contains("pilot_xds_pushes_total{"), "{metrics}");
+
+    // A configuration a proxy cannot apply is NACKed: it keeps serving the
+    // one it has, and status says why.
+    let moved = MESH.replace("127.0.204.31", "127.0.204.33");
+    std::fs::write(mesh.config.join("mesh.yaml"), moved).expect("move echo");
+    wait_until("the NACK", || mesh.status(cp).1.contains("NACKED"));
+    let (ok, status) = mesh.status(cp);
+    assert!(!ok);
+    assert!(status.contains("address changed"), "{status}");
+    assert!(ready("127.0.204.31:15021"));
+    let metrics = get("127.0.204.1:15014", "http://127.0.204.1:15014/metrics")
+        .expect("metrics")
+        .1;
+    assert!(
+        metrics.contains("pilot_total_xds_rejects_total{type=\"config\"} 1"),
+        "{metrics}"
+    );
     drop(control);
 }
 
