@@ -361,7 +361,7 @@ impl ControlPlane {
                     &served.mesh,
                 ) {
                     Ok(config) => {
-                        let next = Sections::of(&config);
+                        let next = Sections::of(config);
                         let version = next.version();
                         if base.0.is_empty() && version == have {
                             // A reconnecting proxy that already has it.

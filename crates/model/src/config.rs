@@ -58,22 +58,23 @@ pub struct Sections(pub BTreeMap<String, Vec<u8>>);
 const CLUSTERS: &str = "clusters";
 
 impl Sections {
-    pub fn of(config: &ProxyConfig) -> Sections {
+    pub fn of(mut config: ProxyConfig) -> Sections {
+        use serde_json::value::RawValue;
         let mut out = BTreeMap::new();
-        let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(config) else {
+        for (name, cluster) in std::mem::take(&mut config.clusters) {
+            if let Ok(json) = serde_json::to_vec(&cluster) {
+                out.insert(format!("{CLUSTERS}/{name}"), json);
+            }
+        }
+        // The rest serialized once, then cut: each part keeps its bytes.
+        let Ok(json) = serde_json::to_string(&config) else {
             return Sections(out);
         };
-        for (name, value) in fields {
-            match value {
-                serde_json::Value::Object(clusters) if name == CLUSTERS => {
-                    for (cluster, v) in clusters {
-                        out.insert(format!("{CLUSTERS}/{cluster}"), v.to_string().into_bytes());
-                    }
-                }
-                v => {
-                    out.insert(name, v.to_string().into_bytes());
-                }
-            }
+        let Ok(fields) = serde_json::from_str::<BTreeMap<String, &RawValue>>(&json) else {
+            return Sections(out);
+        };
+        for (name, value) in fields.into_iter().filter(|(n, _)| n != CLUSTERS) {
+            out.insert(name, value.get().as_bytes().to_vec());
         }
         Sections(out)
     }

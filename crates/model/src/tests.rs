@@ -700,7 +700,7 @@ spec:
     );
     let json = c.to_json();
     // In sections, as the control plane pushes it: one per cluster.
-    let sections = crate::config::Sections::of(&c);
+    let sections = crate::config::Sections::of(c.clone());
     assert!(
         sections
             .0
@@ -737,7 +737,7 @@ spec:
     assert!(broken.config().is_err());
     assert_eq!(
         sections.version(),
-        crate::config::Sections::of(&back).version()
+        crate::config::Sections::of(back.clone()).version()
     );
     let mut fewer = sections.clone();
     let gone = fewer
