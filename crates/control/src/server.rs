@@ -87,6 +87,15 @@ impl Proxy {
     }
 }
 
+/// A WorkloadGroup instance's entry. Other proxies see it once its proxy
+/// has acknowledged its first configuration (its listeners are up), as
+/// Istio waits for readiness.
+#[derive(Debug)]
+struct Registration {
+    resources: Vec<Resource>,
+    ready: bool,
+}
+
 #[derive(Debug)]
 pub struct ControlPlane {
     folder: Folder,
@@ -94,7 +103,7 @@ pub struct ControlPlane {
     /// The folder's last good load.
     base: Mutex<ConfigSet>,
     /// WorkloadEntries registered by live proxies, by namespace and name.
-    registered: Mutex<BTreeMap<(String, String), Vec<Resource>>>,
+    registered: Mutex<BTreeMap<(String, String), Registration>>,
     served: watch::Sender<Arc<Served>>,
     proxies: Mutex<BTreeMap<u64, Proxy>>,
     next_proxy: AtomicU64,
@@ -298,10 +307,15 @@ impl ControlPlane {
                     "{ns}/{entry} is registered by another connected proxy"
                 )));
             }
-            registered.insert(key, loaded.resources);
+            let resources = loaded.resources;
+            registered.insert(
+                key,
+                Registration {
+                    resources,
+                    ready: false,
+                },
+            );
         }
-        tracing::info!("{ns}/{entry} registered from WorkloadGroup {name} by {id}");
-        self.publish();
         Ok(proxy(entry, address.to_string(), true))
     }
 
@@ -318,10 +332,65 @@ impl ControlPlane {
             p.identity
         );
         if p.registered {
-            lock(&self.registered).remove(&(p.namespace.clone(), p.workload.clone()));
-            tracing::info!("{}/{} unregistered", p.namespace, p.workload);
+            let gone = lock(&self.registered).remove(&(p.namespace.clone(), p.workload.clone()));
+            if gone.is_some_and(|r| r.ready) {
+                tracing::info!("{}/{} unregistered", p.namespace, p.workload);
+                self.publish();
+            }
+        }
+    }
+
+    /// A registered instance's proxy acknowledged its first
+    /// configuration: the rest of the mesh may send it traffic.
+    fn registration_ready(&self, p: &Proxy) {
+        if !p.registered {
+            return;
+        }
+        let key = (p.namespace.clone(), p.workload.clone());
+        let newly = lock(&self.registered)
+            .get_mut(&key)
+            .is_some_and(|r| !std::mem::replace(&mut r.ready, true));
+        if newly {
+            tracing::info!("{}/{} registered and ready", p.namespace, p.workload);
             self.publish();
         }
+    }
+
+    /// Compiles `p`'s configuration from `served`; a registered instance
+    /// not yet published sees its own entry.
+    fn compile_for(
+        &self,
+        p: &Proxy,
+        served: &Served,
+    ) -> Result<weft_model::ProxyConfig, weft_model::CompileError> {
+        let own: Vec<Resource> = if p.registered {
+            lock(&self.registered)
+                .get(&(p.namespace.clone(), p.workload.clone()))
+                .filter(|r| !r.ready)
+                .map(|r| r.resources.clone())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        if own.is_empty() {
+            return compile(
+                &served.resources,
+                &served.registry,
+                &p.namespace,
+                &p.workload,
+                &served.mesh,
+            );
+        }
+        let mut resources = served.resources.clone();
+        resources.extend(own);
+        let registry = Registry::from_resources(&resources);
+        compile(
+            &resources,
+            &registry,
+            &p.namespace,
+            &p.workload,
+            &served.mesh,
+        )
     }
 
     fn update(&self, key: u64, f: impl FnOnce(&mut Proxy)) {
@@ -353,13 +422,7 @@ impl ControlPlane {
                 let Some(p) = lock(&self.proxies).get(&key).cloned() else {
                     break;
                 };
-                match compile(
-                    &served.resources,
-                    &served.registry,
-                    &p.namespace,
-                    &p.workload,
-                    &served.mesh,
-                ) {
+                match self.compile_for(&p, &served) {
                     Ok(config) => {
                         let next = Sections::of(config);
                         let version = next.version();
@@ -439,6 +502,10 @@ impl ControlPlane {
                                     p.pending = false;
                                     p.nacked = false;
                                 });
+                                let acked = lock(&self.proxies).get(&key).cloned();
+                                if let Some(p) = acked {
+                                    self.registration_ready(&p);
+                                }
                             }
                         }
                         Some(Kind::Nack(nack)) => {
@@ -493,12 +560,13 @@ impl ControlPlane {
 }
 
 impl Served {
-    fn of(base: &ConfigSet, registered: &BTreeMap<(String, String), Vec<Resource>>) -> Served {
+    fn of(base: &ConfigSet, registered: &BTreeMap<(String, String), Registration>) -> Served {
+        let ready: Vec<_> = registered.iter().filter(|(_, r)| r.ready).collect();
         let mut resources = base.resources.clone();
-        resources.extend(registered.values().flatten().cloned());
-        let names: Vec<String> = registered
-            .keys()
-            .map(|(ns, name)| format!("{ns}/{name}"))
+        resources.extend(ready.iter().flat_map(|(_, r)| r.resources.iter().cloned()));
+        let names: Vec<String> = ready
+            .iter()
+            .map(|((ns, name), _)| format!("{ns}/{name}"))
             .collect();
         let version = if names.is_empty() {
             base.version.clone()
