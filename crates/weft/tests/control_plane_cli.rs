@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{Proc, app, get, temp, wait_until};
+use common::{Proc, app, get, temp, two_workloads, wait_until};
 
 fn weft(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_weft"))
@@ -110,28 +110,6 @@ fn ready(health: &str) -> bool {
     get(health, &format!("http://{health}/healthz/ready")).is_some_and(|(s, _)| s == 200)
 }
 
-const MESH: &str = r#"
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: client, namespace: default}
-spec: {address: 127.0.204.21, serviceAccount: client, ports: {http: 8000}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: echo, namespace: default}
-spec: {address: 127.0.204.31, serviceAccount: echo, labels: {app: echo}, ports: {http: 8080}}
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: echo, namespace: default}
-spec:
-  hosts: [echo.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  ports: [{number: 8080, name: http, protocol: HTTP}]
-  resolution: STATIC
-  workloadSelector: {labels: {app: echo}}
-"#;
-
 const TEAPOT: &str = r#"
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -147,7 +125,7 @@ const URL: &str = "http://echo.default.svc.cluster.local:8080/";
 
 #[test]
 fn managed_proxies_follow_the_folder_and_keep_the_last_good_config() {
-    let mesh = Mesh::new("cp", MESH);
+    let mesh = Mesh::new("cp", &two_workloads("127.0.204"));
     let git = Command::new("git")
         .args(["-C", s(&mesh.config), "init", "-q"])
         .status()
@@ -288,7 +266,7 @@ fn managed_proxies_follow_the_folder_and_keep_the_last_good_config() {
 
     // A configuration a proxy cannot apply is NACKed: it keeps serving the
     // one it has, and status says why.
-    let moved = MESH.replace("127.0.204.31", "127.0.204.33");
+    let moved = two_workloads("127.0.204").replace("127.0.204.31", "127.0.204.33");
     std::fs::write(mesh.config.join("mesh.yaml"), moved).expect("move echo");
     wait_until("the NACK", || mesh.status(cp).1.contains("NACKED"));
     let (ok, status) = mesh.status(cp);
@@ -307,7 +285,7 @@ fn managed_proxies_follow_the_folder_and_keep_the_last_good_config() {
 
 #[test]
 fn a_proxy_subscribes_only_as_the_workload_its_certificate_names() {
-    let mesh = Mesh::new("cp-deny", &MESH.replace("127.0.204.", "127.0.205."));
+    let mesh = Mesh::new("cp-deny", &two_workloads("127.0.205"));
     let cp = "https://127.0.205.1:15012";
     let _control = mesh.control_plane("127.0.205.1:15012", "127.0.205.1:15014");
     // A token for the client's service account, asking for echo's config.

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Proc, app, get, request, temp, wait_until};
+use common::{Proc, app, get, request, temp, two_workloads, wait_until};
 
 fn proxy(mesh: &Path, ca: &Path, workload: &str, extra: &[&str]) -> Proc {
     let child = Command::new(env!("CARGO_BIN_EXE_weft"))
@@ -30,34 +30,12 @@ fn proxy(mesh: &Path, ca: &Path, workload: &str, extra: &[&str]) -> Proc {
     Proc(child)
 }
 
-const MESH: &str = r#"
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: client, namespace: default}
-spec: {address: 127.0.201.21, serviceAccount: client, ports: {http: 8000}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: echo, namespace: default}
-spec: {address: 127.0.201.31, serviceAccount: echo, labels: {app: echo}, ports: {http: 8080}}
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: echo, namespace: default}
-spec:
-  hosts: [echo.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  ports: [{number: 8080, name: http, protocol: HTTP}]
-  resolution: STATIC
-  workloadSelector: {labels: {app: echo}}
-"#;
-
 #[test]
 fn two_sidecars_route_and_reload_keeping_the_last_good_config() {
     let dir = temp("pair");
     let (mesh, ca) = (dir.join("mesh"), dir.join("ca"));
     std::fs::create_dir_all(&mesh).expect("mesh dir");
-    std::fs::write(mesh.join("mesh.yaml"), MESH).expect("write mesh");
+    std::fs::write(mesh.join("mesh.yaml"), two_workloads("127.0.201")).expect("write mesh");
     let init = Command::new(env!("CARGO_BIN_EXE_weft"))
         .args(["ca", "init", "--dir", ca.to_str().unwrap_or_default()])
         .output()

@@ -4,12 +4,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tracing_subscriber::filter::LevelFilter;
 use weft_control::{ControlPlane, Folder};
 use weft_identity::tls::PeerPolicy;
-use weft_identity::{Ca, CertStore, LocalSigner, Rotator, TrustDomain, TrustDomains, ca};
+use weft_identity::{Ca, TrustDomain, TrustDomains};
 
 /// Run the control plane: watches --config-dir (changes settle for 100 ms,
 /// then the whole set is validated; a set with errors is refused and the
@@ -72,17 +72,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         .map(|a| TrustDomain::new(a))
         .collect::<Result<Vec<_>, _>>()?;
     let id = weft_control::identity(&trust_domain);
-    let store = CertStore::new();
-    let mut rotator = Rotator::new(
-        store.clone(),
-        LocalSigner {
-            ca: ca.clone(),
-            id: id.clone(),
-        },
-        id.clone(),
-        ca::DEFAULT_TTL,
-    );
-    rotator.tick(SystemTime::now())?;
+    let (store, mut rotator) = super::local_certificate(&ca, &id)?;
     let policy = PeerPolicy {
         bundle: Arc::new(ca.bundle().clone()),
         trust_domains: TrustDomains::new(trust_domain, aliases),
@@ -140,19 +130,11 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
-        let due = rotator
-            .renew_at()
-            .and_then(|t| t.duration_since(SystemTime::now()).ok())
-            .unwrap_or(Duration::from_secs(1));
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
             _ = hup.recv() => reload(),
-            _ = tokio::time::sleep(due) => {
-                if let Err(e) = rotator.tick(SystemTime::now()) {
-                    tracing::warn!("renewing the control plane's certificate failed: {e}");
-                }
-            }
+            () = super::proxy::renew(&mut rotator) => {}
         }
     }
     tracing::info!("stopping");

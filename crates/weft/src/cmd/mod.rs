@@ -10,6 +10,29 @@ pub(crate) mod status;
 pub(crate) mod token;
 pub(crate) mod validate;
 
+/// A certificate for `id` signed by `ca` in this process, and the rotator
+/// that renews it (`proxy::renew`).
+pub(crate) fn local_certificate(
+    ca: &std::sync::Arc<weft_identity::Ca>,
+    id: &weft_identity::SpiffeId,
+) -> anyhow::Result<(
+    std::sync::Arc<weft_identity::CertStore>,
+    weft_identity::Rotator<weft_identity::LocalSigner>,
+)> {
+    let store = weft_identity::CertStore::new();
+    let mut rotator = weft_identity::Rotator::new(
+        store.clone(),
+        weft_identity::LocalSigner {
+            ca: ca.clone(),
+            id: id.clone(),
+        },
+        id.clone(),
+        weft_identity::ca::DEFAULT_TTL,
+    );
+    rotator.tick(std::time::SystemTime::now())?;
+    Ok((store, rotator))
+}
+
 /// A lifetime such as `24h`, `90m` or `1.5h`.
 pub(crate) fn parse_ttl(s: &str) -> anyhow::Result<std::time::Duration> {
     let d =

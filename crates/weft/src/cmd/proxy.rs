@@ -10,7 +10,7 @@ use anyhow::Context;
 use tracing_subscriber::filter::LevelFilter;
 use weft_control::Folder;
 use weft_identity::tls::PeerPolicy;
-use weft_identity::{Ca, CertStore, LocalSigner, Rotator, SpiffeId, TrustDomain, TrustDomains, ca};
+use weft_identity::{Ca, CertStore, Rotator, SpiffeId, TrustDomain, TrustDomains, ca};
 use weft_model::{ProxyConfig, Registry, compile};
 use weft_proxy::{Ports, Sidecar, managed};
 
@@ -219,7 +219,7 @@ fn started(args: &Args, sidecar: &Sidecar, id: &str) {
 
 /// Waits for `rotator`'s next renewal and does it; a failure keeps the
 /// current certificate and tries again a second later.
-async fn renew<S: weft_identity::Signer>(rotator: &mut Rotator<S>) {
+pub(crate) async fn renew<S: weft_identity::Signer>(rotator: &mut Rotator<S>) {
     let due = rotator
         .renew_at()
         .and_then(|t| t.duration_since(SystemTime::now()).ok())
@@ -250,17 +250,7 @@ async fn serve(args: &Args, ns: &str, name: &str) -> anyhow::Result<ExitCode> {
         }
     };
     let id = SpiffeId::new(trust_domain.clone(), ns, &config.workload.service_account)?;
-    let store = CertStore::new();
-    let mut rotator = Rotator::new(
-        store.clone(),
-        LocalSigner {
-            ca: ca.clone(),
-            id: id.clone(),
-        },
-        id.clone(),
-        ca::DEFAULT_TTL,
-    );
-    rotator.tick(SystemTime::now())?;
+    let (store, mut rotator) = super::local_certificate(&ca, &id)?;
     let policy = peer_policy(Arc::new(ca.bundle().clone()), trust_domain.clone(), &config)?;
     let sidecar = Sidecar::start_as(
         role(args),

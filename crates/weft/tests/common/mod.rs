@@ -73,3 +73,31 @@ pub(crate) fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A client workload (`NET.21`) and an echo workload (`NET.31`, port 8080)
+/// behind `echo.default.svc.cluster.local`; `net` is like `127.0.201`.
+pub(crate) fn two_workloads(net: &str) -> String {
+    format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: client, namespace: default}}
+spec: {{address: {net}.21, serviceAccount: client, ports: {{http: 8000}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: echo, namespace: default}}
+spec: {{address: {net}.31, serviceAccount: echo, labels: {{app: echo}}, ports: {{http: 8080}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: echo, namespace: default}}
+spec:
+  hosts: [echo.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{{number: 8080, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  workloadSelector: {{labels: {{app: echo}}}}
+"#
+    )
+}
