@@ -18,11 +18,29 @@ use weft_protocol::mesh::config_service_client::ConfigServiceClient;
 use weft_protocol::mesh::proxy_message::Kind;
 use weft_protocol::mesh::{Ack, Nack, ProxyMessage, Report, Subscribe};
 
-/// Gets a certificate from the certificate service at `addr` and installs
-/// it in `store`: with `token` for the first, else with the current one.
-/// The identity is the one the service issues (the token's, or the current
-/// certificate's), whatever this side asks.
+/// Gets a certificate from the certificate service of the first replica
+/// in `addrs` that answers, and installs it in `store`: with `token` for the
+/// first, else with the current one. The identity is the one the service
+/// issues (the token's, or the current certificate's), whatever this side
+/// asks.
 pub async fn fetch_certificate(
+    addrs: &[SocketAddr],
+    store: &Arc<CertStore>,
+    policy: &PeerPolicy,
+    token: Option<&str>,
+    ttl: Duration,
+) -> Result<(), ServiceError> {
+    let mut last = ServiceError::Transport("no control plane address".into());
+    for addr in addrs {
+        match fetch_from(*addr, store, policy, token, ttl).await {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+async fn fetch_from(
     addr: SocketAddr,
     store: &Arc<CertStore>,
     policy: &PeerPolicy,
@@ -71,7 +89,8 @@ pub struct Pushed {
 /// What a proxy subscribes as.
 #[derive(Debug, Clone)]
 pub struct Subscription {
-    pub addr: SocketAddr,
+    /// The control plane's replicas; the proxy fails over in turn.
+    pub addrs: Vec<SocketAddr>,
     /// Verifies the control plane's certificate.
     pub policy: PeerPolicy,
     /// The proxy's own certificate, presented to the control plane.
@@ -105,25 +124,34 @@ pub fn jittered(base: Duration) -> Duration {
 
 /// Keeps the subscription up until `configs` closes: connects, subscribes,
 /// hands each push to `configs` as a whole configuration and answers the
-/// control plane with what came back. After a failure it waits (0.5 s
-/// doubling to 30 s, with jitter) and reconnects, reporting the version it
-/// has so an unchanged configuration is not sent again.
+/// control plane with what came back. When a replica fails it tries the
+/// next at once; after a round of failures it waits (0.5 s doubling to
+/// 30 s, with jitter). It reports the version it has, so an unchanged
+/// configuration is not sent again.
 pub async fn run(sub: Subscription, configs: mpsc::Sender<Pushed>) {
     let mut have = (Sections::default(), String::new());
     let mut backoff = FIRST_BACKOFF;
-    loop {
-        match session(&sub, &mut have, &configs).await {
+    let replicas = sub.addrs.len().max(1);
+    for attempt in 0usize.. {
+        let Some(&addr) = sub.addrs.get(attempt % replicas) else {
+            return;
+        };
+        match session(&sub, addr, &mut have, &configs).await {
             Ok(Ended::Closed) => return,
             Ok(Ended::Stream { pushed }) => {
-                tracing::warn!("the control plane ended the configuration stream");
+                tracing::warn!("control plane {addr} ended the configuration stream");
                 if pushed {
                     backoff = FIRST_BACKOFF;
                 }
             }
-            Err(e) => tracing::warn!("control plane {}: {e}", sub.addr),
+            Err(e) => tracing::warn!("control plane {addr}: {e}"),
         }
-        tokio::time::sleep(jittered(backoff)).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        if (attempt + 1) % replicas == 0 {
+            tokio::time::sleep(jittered(backoff)).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        } else {
+            tokio::time::sleep(jittered(FIRST_BACKOFF / 5)).await;
+        }
     }
 }
 
@@ -137,10 +165,11 @@ enum Ended {
 
 async fn session(
     sub: &Subscription,
+    addr: SocketAddr,
     have: &mut (Sections, String),
     configs: &mpsc::Sender<Pushed>,
 ) -> Result<Ended, String> {
-    let channel = service::channel(sub.addr, sub.store.clone(), sub.policy.clone())
+    let channel = service::channel(addr, sub.store.clone(), sub.policy.clone())
         .await
         .map_err(|e| e.to_string())?;
     let mut client = ConfigServiceClient::new(channel);
@@ -162,7 +191,7 @@ async fn session(
         .await
         .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
         .into_inner();
-    tracing::info!("subscribed to the control plane at {}", sub.addr);
+    tracing::info!("subscribed to the control plane at {addr}");
     let mut pushed = false;
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     loop {

@@ -356,3 +356,32 @@ spec:
     let (_, status) = mesh.status(cp);
     assert!(!status.contains("echo-127-0-206-32"), "{status}");
 }
+
+#[test]
+fn proxies_fail_over_between_replicas_of_the_control_plane() {
+    let mesh = Mesh::new("cp-replicas", &two_workloads("127.0.207"));
+    let (one, two) = ("https://127.0.207.1:15012", "https://127.0.207.2:15012");
+    let first = mesh.control_plane("127.0.207.1:15012", "127.0.207.1:15014");
+    let _second = mesh.control_plane("127.0.207.2:15012", "127.0.207.2:15014");
+    app("127.0.207.31:8080", "hello from echo");
+    let both = format!("{one},{two}");
+    let _client = mesh.proxy(&both, "default/client", "client", &[]);
+    let _echo = mesh.proxy(&both, "default/echo", "echo", &[]);
+    for health in ["127.0.207.21:15021", "127.0.207.31:15021"] {
+        wait_until(health, || ready(health));
+    }
+    wait_until("both on the first replica", || {
+        mesh.status(one).1.matches("SYNCED").count() == 2
+    });
+    assert!(mesh.status(two).1.contains("(no proxy connected)"));
+    drop(first);
+    wait_until("both on the second replica", || {
+        let (ok, status) = mesh.status(two);
+        ok && status.matches("SYNCED").count() == 2
+    });
+    // Changes now come from the second replica.
+    std::fs::write(mesh.config.join("vs.yaml"), TEAPOT).expect("write vs");
+    wait_until("the fault to be pushed", || {
+        get("127.0.207.21:15001", URL).is_some_and(|(s, _)| s == 418)
+    });
+}

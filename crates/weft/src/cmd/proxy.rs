@@ -48,8 +48,9 @@ pub(crate) struct Args {
         conflicts_with = "control_plane"
     )]
     ca_dir: Option<PathBuf>,
-    /// The control plane to take configuration and certificates from.
-    #[arg(long, value_name = "URL", requires_all = ["token", "root_cert"])]
+    /// The control plane to take configuration and certificates from;
+    /// several replicas separated by commas, tried in turn.
+    #[arg(long, value_name = "URL[,URL...]", requires_all = ["token", "root_cert"])]
     control_plane: Option<String>,
     /// A bootstrap token for the first certificate (`weft token issue`).
     #[arg(long, value_name = "FILE", requires = "control_plane")]
@@ -330,7 +331,11 @@ async fn serve_managed(args: &Args, ns: &str, name: &str) -> anyhow::Result<Exit
     else {
         anyhow::bail!("--control-plane needs --token and --root-cert");
     };
-    let addr = weft_control::parse_url(url).map_err(anyhow::Error::msg)?;
+    let addrs = url
+        .split(',')
+        .map(weft_control::parse_url)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
     let token = std::fs::read_to_string(token)
         .with_context(|| format!("reading the token {}", token.display()))?;
     let cp_policy = super::status::control_plane_policy(root)?;
@@ -338,7 +343,7 @@ async fn serve_managed(args: &Args, ns: &str, name: &str) -> anyhow::Result<Exit
     // The first certificate, with the token; until then nothing is served.
     let mut wait = Duration::from_millis(500);
     while let Err(e) = managed::fetch_certificate(
-        addr,
+        &addrs,
         &store,
         &cp_policy,
         Some(token.trim()),
@@ -346,7 +351,7 @@ async fn serve_managed(args: &Args, ns: &str, name: &str) -> anyhow::Result<Exit
     )
     .await
     {
-        tracing::warn!("no certificate yet from {addr}: {e}");
+        tracing::warn!("no certificate yet from {url}: {e}");
         tokio::time::sleep(managed::jittered(wait)).await;
         wait = (wait * 2).min(Duration::from_secs(30));
     }
@@ -357,7 +362,7 @@ async fn serve_managed(args: &Args, ns: &str, name: &str) -> anyhow::Result<Exit
     tracing::info!("certificate issued for {id}");
     let (configs, mut pushed) = tokio::sync::mpsc::channel(1);
     let subscription = managed::Subscription {
-        addr,
+        addrs: addrs.clone(),
         policy: cp_policy.clone(),
         store: store.clone(),
         namespace: ns.to_string(),
@@ -385,7 +390,7 @@ async fn serve_managed(args: &Args, ns: &str, name: &str) -> anyhow::Result<Exit
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
             () = tokio::time::sleep(due) => {
-                match managed::fetch_certificate(addr, &store, &cp_policy, None, ca::DEFAULT_TTL).await {
+                match managed::fetch_certificate(&addrs, &store, &cp_policy, None, ca::DEFAULT_TTL).await {
                     Ok(()) => {
                         tracing::info!("certificate renewed");
                         renew_at = renewal(&store);
