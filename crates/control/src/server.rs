@@ -13,7 +13,7 @@
 // proxy table and the registrations, never held across an await.
 #![allow(clippy::disallowed_types)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,8 +26,8 @@ use tonic::{Request, Response, Status, Streaming};
 use weft_api::{Loaded, Resource, Spec};
 use weft_identity::SpiffeId;
 use weft_identity::service::PeerInfo;
-use weft_model::config::Sections;
-use weft_model::{Mesh, Registry, compile};
+use weft_model::sections::{Layered, Sections};
+use weft_model::{CompileError, Mesh, Registry, TrafficKey, compile};
 use weft_protocol::mesh::config_service_server::ConfigService;
 use weft_protocol::mesh::proxy_message::Kind;
 use weft_protocol::mesh::{
@@ -49,6 +49,8 @@ pub struct Served {
     pub commit: Option<String>,
     /// When this snapshot was made, for convergence times.
     pub since: Instant,
+    /// Traffic parts compiled for this snapshot, by traffic key.
+    traffic: Mutex<HashMap<TrafficKey, Arc<Sections>>>,
 }
 
 /// What the control plane knows of one connected proxy.
@@ -72,7 +74,7 @@ struct Proxy {
     cert_expires: i64,
     since: SystemTime,
     /// The configuration last sent.
-    last: Arc<Sections>,
+    last: Layered,
 }
 
 impl Proxy {
@@ -226,7 +228,7 @@ impl ControlPlane {
             nacked: false,
             cert_expires: sub.cert_expires,
             since: SystemTime::now(),
-            last: Arc::default(),
+            last: Layered::default(),
         };
         if let Some(w) = served
             .registry
@@ -356,14 +358,13 @@ impl ControlPlane {
         }
     }
 
-    /// Compiles `p`'s configuration from `served`; a registered instance
-    /// not yet published sees its own entry.
-    fn compile_for(
-        &self,
-        p: &Proxy,
-        served: &Served,
-    ) -> Result<weft_model::ProxyConfig, weft_model::CompileError> {
-        let own: Vec<Resource> = if p.registered {
+    /// Compiles `p`'s configuration from `served`: its traffic part from
+    /// the snapshot's cache when a proxy of the same traffic key compiled
+    /// it already, its own part always. A registered instance not yet
+    /// published sees its own entry (and shares nothing).
+    fn compile_for(&self, p: &Proxy, served: &Served) -> Result<Layered, CompileError> {
+        let (ns, name) = (p.namespace.as_str(), p.workload.as_str());
+        let pending: Vec<Resource> = if p.registered {
             lock(&self.registered)
                 .get(&(p.namespace.clone(), p.workload.clone()))
                 .filter(|r| !r.ready)
@@ -372,25 +373,36 @@ impl ControlPlane {
         } else {
             Vec::new()
         };
-        if own.is_empty() {
-            return compile(
-                &served.resources,
-                &served.registry,
-                &p.namespace,
-                &p.workload,
-                &served.mesh,
-            );
+        if !pending.is_empty() {
+            let mut resources = served.resources.clone();
+            resources.extend(pending);
+            let registry = Registry::from_resources(&resources);
+            let all = Sections::of(compile(&resources, &registry, ns, name, &served.mesh)?);
+            return Ok(Layered {
+                traffic: Arc::new(all.part(true)),
+                own: all.part(false),
+            });
         }
-        let mut resources = served.resources.clone();
-        resources.extend(own);
-        let registry = Registry::from_resources(&resources);
-        compile(
-            &resources,
-            &registry,
-            &p.namespace,
-            &p.workload,
-            &served.mesh,
-        )
+        let (resources, registry, mesh) = (&served.resources, &served.registry, &served.mesh);
+        let w = registry
+            .workload(ns, name)
+            .ok_or_else(|| CompileError::NoWorkload(format!("{ns}/{name}")))?;
+        let key = weft_model::traffic_key(resources, w);
+        let cached = lock(&served.traffic).get(&key).cloned();
+        let traffic = match cached {
+            Some(t) => t,
+            None => {
+                let all = Sections::of(compile(resources, registry, ns, name, mesh)?);
+                let t = Arc::new(all.part(true));
+                lock(&served.traffic).insert(key, t.clone());
+                t
+            }
+        };
+        let own = Sections::of(weft_model::compile_own(
+            resources, registry, ns, name, mesh,
+        )?)
+        .part(false);
+        Ok(Layered { traffic, own })
     }
 
     fn update(&self, key: u64, f: impl FnOnce(&mut Proxy)) {
@@ -409,9 +421,9 @@ impl ControlPlane {
     ) {
         let mut snapshots = self.served.subscribe();
         // What the proxy has: empty at first, so the first push is whole.
-        let mut base = Sections::default();
+        let mut base = Layered::default();
         // The push in flight: its nonce, sections and snapshot time.
-        let mut pending: Option<(String, Sections, Instant)> = None;
+        let mut pending: Option<(String, Layered, Instant)> = None;
         let mut dirty = true;
         let mut nonce = 0u64;
         loop {
@@ -423,15 +435,14 @@ impl ControlPlane {
                     break;
                 };
                 match self.compile_for(&p, &served) {
-                    Ok(config) => {
-                        let next = Sections::of(config);
+                    Ok(next) => {
                         let version = next.version();
-                        if base.0.is_empty() && version == have {
+                        if base.is_empty() && version == have {
                             // A reconnecting proxy that already has it.
                             self.update(key, |p| {
                                 p.sent = Some(version.clone());
                                 p.acked = Some(version);
-                                p.last = Arc::new(next.clone());
+                                p.last = next.clone();
                                 p.error = None;
                             });
                             base = next;
@@ -445,12 +456,12 @@ impl ControlPlane {
                             let push = ConfigPush {
                                 version: version.clone(),
                                 nonce: nonce.to_string(),
-                                full: base.0.is_empty(),
+                                full: base.is_empty(),
                                 sections: changed
                                     .iter()
-                                    .map(|(name, json)| Section {
+                                    .map(|(name, s)| Section {
                                         name: (*name).to_string(),
-                                        json: json.to_vec(),
+                                        json: s.json.to_vec(),
                                     })
                                     .collect(),
                                 removed,
@@ -463,7 +474,7 @@ impl ControlPlane {
                             self.metrics
                                 .push_time
                                 .observe(started.elapsed().as_secs_f64());
-                            let last = Arc::new(next.clone());
+                            let last = next.clone();
                             self.update(key, |p| {
                                 p.sent = Some(version);
                                 p.pending = true;
@@ -571,7 +582,7 @@ impl Served {
         let version = if names.is_empty() {
             base.version.clone()
         } else {
-            weft_model::config::content_hash(
+            weft_model::sections::content_hash(
                 std::iter::once(base.version.as_bytes()).chain(names.iter().map(|n| n.as_bytes())),
             )
         };
@@ -582,6 +593,7 @@ impl Served {
             mesh: base.mesh.clone(),
             commit: base.commit.clone(),
             since: Instant::now(),
+            traffic: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -659,7 +671,7 @@ impl ConfigService for Service {
                 req.namespace, req.workload
             ))
         })?;
-        let config = sections.config().map_err(Status::internal)?;
+        let config = sections.flatten().config().map_err(Status::internal)?;
         let json =
             serde_json::to_string_pretty(&config).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(ConfigDumpResponse { version, json }))

@@ -71,7 +71,7 @@ impl Folder {
             parts.push(f.to_string_lossy().into_owned().into_bytes());
             parts.push(std::fs::read(&f).unwrap_or_default());
         }
-        weft_model::config::content_hash(parts.iter().map(Vec::as_slice))
+        weft_model::sections::content_hash(parts.iter().map(Vec::as_slice))
     }
 
     /// The content and commit a load would see, to tell real changes

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use weft_model::config::Sections;
+use weft_model::sections::Sections;
 use weft_model::{Mesh, Registry, compile};
 
 const ROUNDS: usize = 7;
@@ -75,7 +75,7 @@ fn main() {
         );
         changed
             .iter()
-            .map(|(n, j)| n.len() + j.len())
+            .map(|(n, s)| n.len() + s.json.len())
             .sum::<usize>()
             + removed.iter().map(String::len).sum::<usize>()
     });

@@ -1,7 +1,7 @@
 //! Resources + registry -> one proxy's configuration. Pure: no I/O, no
 //! clock; the same inputs give the same output.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 use weft_api::types::destination_rule::DestinationRule;
@@ -126,10 +126,138 @@ pub fn compile(
     name: &str,
     mesh: &Mesh,
 ) -> Result<ProxyConfig, CompileError> {
+    let mut config = compile_own(resources, registry, namespace, name, mesh)?;
+    let w = workload(registry, namespace, name)?;
+    let traffic = compile_traffic(resources, registry, w, mesh);
+    config.identities = crate::config::index_identities(&traffic.clusters);
+    config.outbound = traffic.outbound;
+    config.clusters = traffic.clusters;
+    config.gateway = traffic.gateway;
+    config.outbound_policy = traffic.outbound_policy;
+    Ok(config)
+}
+
+fn workload<'a>(
+    registry: &'a Registry,
+    ns: &str,
+    name: &str,
+) -> Result<&'a Workload, CompileError> {
+    registry
+        .workload(ns, name)
+        .ok_or_else(|| CompileError::NoWorkload(format!("{ns}/{name}")))
+}
+
+/// What the traffic part of a configuration (outbound services, clusters,
+/// gateway servers, outbound policy) depends on besides the resources: the
+/// workload's namespace and, for each Sidecar and Gateway selector and each
+/// route's `sourceLabels`, whether it selects the workload. Workloads with
+/// one key have the same traffic part, which a control plane compiles once.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TrafficKey {
+    pub namespace: String,
+    pub selected: Vec<bool>,
+}
+
+pub fn traffic_key(resources: &[Resource], w: &Workload) -> TrafficKey {
+    let mut selected = Vec::new();
+    let mut test = |labels: &BTreeMap<String, String>| selected.push(selects(labels, &w.labels));
+    for r in resources {
+        match &r.spec {
+            Spec::Sidecar(sc) => sc.workload_selector.iter().for_each(|s| test(&s.labels)),
+            Spec::Gateway(g) => test(&g.selector),
+            Spec::VirtualService(v) => {
+                v.http
+                    .iter()
+                    .flat_map(|h| &h.r#match)
+                    .for_each(|m| test(&m.source_labels));
+                v.tcp
+                    .iter()
+                    .flat_map(|t| &t.r#match)
+                    .for_each(|m| test(&m.source_labels));
+                v.tls
+                    .iter()
+                    .flat_map(|t| &t.r#match)
+                    .for_each(|m| test(&m.source_labels));
+            }
+            _ => {}
+        }
+    }
+    TrafficKey {
+        namespace: w.namespace.clone(),
+        selected,
+    }
+}
+
+/// A configuration's traffic part.
+struct Traffic {
+    outbound: Vec<OutboundService>,
+    clusters: BTreeMap<String, Cluster>,
+    gateway: Vec<crate::config::GatewayPort>,
+    outbound_policy: OutboundPolicy,
+}
+
+/// The configuration of `namespace/name` without its traffic part
+/// (outbound services, clusters and gateway servers empty; the outbound
+/// policy at its default): what differs between workloads of one
+/// [`TrafficKey`].
+pub fn compile_own(
+    resources: &[Resource],
+    registry: &Registry,
+    namespace: &str,
+    name: &str,
+    mesh: &Mesh,
+) -> Result<ProxyConfig, CompileError> {
     let trust_domain = mesh.trust_domain.as_str();
-    let w = registry
-        .workload(namespace, name)
-        .ok_or_else(|| CompileError::NoWorkload(format!("{namespace}/{name}")))?;
+    let w = workload(registry, namespace, name)?;
+    let peer_policies = PeerPolicies::of(resources, &mesh.root_namespace, &w.namespace, &w.labels);
+    let inbound = w
+        .ports
+        .iter()
+        .map(|(name, port)| {
+            let service = registry.serving(w, name, *port);
+            InboundPort {
+                port: *port,
+                name: name.clone(),
+                protocol: service
+                    .map_or_else(|| Protocol::of_port(None, name), |(_, p)| p.protocol),
+                service: service.map(|(s, _)| s.host.clone()),
+                mtls: peer_policies.mode(*port),
+            }
+        })
+        .collect();
+    Ok(ProxyConfig {
+        trust_domain_aliases: mesh.trust_domain_aliases.clone(),
+        authz: Authz::for_workload(resources, mesh, &w.namespace, &w.labels),
+        jwt: crate::jwt::for_workload(resources, &mesh.root_namespace, &w.namespace, &w.labels),
+        path_normalization: mesh.path_normalization,
+        num_trusted_proxies: mesh.num_trusted_proxies,
+        outbound_policy: OutboundPolicy::default(),
+        gateway: Vec::new(),
+        identities: HashMap::new(),
+        workload: WorkloadInfo {
+            namespace: w.namespace.clone(),
+            name: w.name.clone(),
+            address: w.address,
+            service_account: w.service_account.clone(),
+            identity: format!(
+                "spiffe://{trust_domain}/ns/{}/sa/{}",
+                w.namespace, w.service_account
+            ),
+            labels: w.labels.clone(),
+        },
+        outbound: Vec::new(),
+        clusters: BTreeMap::new(),
+        inbound,
+    })
+}
+
+fn compile_traffic(
+    resources: &[Resource],
+    registry: &Registry,
+    w: &Workload,
+    mesh: &Mesh,
+) -> Traffic {
+    let namespace = w.namespace.as_str();
     let scope = Scope::new(resources, mesh, w);
     let virtual_services: Vec<(&Resource, &VirtualService)> = resources
         .iter()
@@ -156,7 +284,7 @@ pub fn compile(
         me: w,
         registry,
         rules,
-        trust_domain,
+        trust_domain: mesh.trust_domain.as_str(),
         clusters: BTreeMap::new(),
         gateway: None,
         scope,
@@ -213,48 +341,13 @@ pub fn compile(
         }
     }
     outbound.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
-    let peer_policies = PeerPolicies::of(resources, &mesh.root_namespace, &w.namespace, &w.labels);
-    let inbound = w
-        .ports
-        .iter()
-        .map(|(name, port)| {
-            let service = registry.serving(w, name, *port);
-            InboundPort {
-                port: *port,
-                name: name.clone(),
-                protocol: service
-                    .map_or_else(|| Protocol::of_port(None, name), |(_, p)| p.protocol),
-                service: service.map(|(s, _)| s.host.clone()),
-                mtls: peer_policies.mode(*port),
-            }
-        })
-        .collect();
     let gateway = cx.gateway_ports();
-    let identities = crate::config::index_identities(&cx.clusters);
-    Ok(ProxyConfig {
-        trust_domain_aliases: mesh.trust_domain_aliases.clone(),
-        authz: Authz::for_workload(resources, mesh, &w.namespace, &w.labels),
-        jwt: crate::jwt::for_workload(resources, &mesh.root_namespace, &w.namespace, &w.labels),
-        path_normalization: mesh.path_normalization,
-        num_trusted_proxies: mesh.num_trusted_proxies,
-        outbound_policy: outbound_policy(resources, mesh, w),
-        gateway,
-        identities,
-        workload: WorkloadInfo {
-            namespace: w.namespace.clone(),
-            name: w.name.clone(),
-            address: w.address,
-            service_account: w.service_account.clone(),
-            identity: format!(
-                "spiffe://{trust_domain}/ns/{}/sa/{}",
-                w.namespace, w.service_account
-            ),
-            labels: w.labels.clone(),
-        },
+    Traffic {
         outbound,
         clusters: cx.clusters,
-        inbound,
-    })
+        gateway,
+        outbound_policy: outbound_policy(resources, mesh, w),
+    }
 }
 
 pub(crate) struct Compiler<'a> {

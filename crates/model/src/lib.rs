@@ -15,9 +15,10 @@ pub mod policy;
 pub mod protocol;
 pub mod registry;
 pub mod scope;
+pub mod sections;
 mod wire;
 
-pub use compile::{CompileError, Mesh, compile};
+pub use compile::{CompileError, Mesh, TrafficKey, compile, compile_own, traffic_key};
 pub use config::ProxyConfig;
 pub use protocol::Protocol;
 pub use registry::Registry;

@@ -700,7 +700,7 @@ spec:
     );
     let json = c.to_json();
     // In sections, as the control plane pushes it: one per cluster.
-    let sections = crate::config::Sections::of(c.clone());
+    let sections = crate::sections::Sections::of(c.clone());
     assert!(
         sections
             .0
@@ -733,11 +733,11 @@ spec:
             .any(|m| m.matches(&view("/vx/x", &headers)))
     );
     let mut broken = sections.clone();
-    broken.0.insert("workload".into(), b"1".to_vec());
+    broken.insert("workload".into(), b"1".to_vec());
     assert!(broken.config().is_err());
     assert_eq!(
         sections.version(),
-        crate::config::Sections::of(back.clone()).version()
+        crate::sections::Sections::of(back.clone()).version()
     );
     let mut fewer = sections.clone();
     let gone = fewer
@@ -747,8 +747,9 @@ spec:
         .cloned()
         .expect("v1");
     fewer.0.remove(&gone);
-    fewer.0.insert("num_trusted_proxies".into(), b"2".to_vec());
+    fewer.insert("num_trusted_proxies".into(), b"2".to_vec());
     let (changed, removed) = sections.diff(&fewer);
+    let changed: Vec<(&str, &[u8])> = changed.iter().map(|(n, s)| (*n, &*s.json)).collect();
     assert_eq!(changed, vec![("num_trusted_proxies", b"2".as_slice())]);
     assert_eq!(removed, vec![gone]);
     assert_ne!(fewer.version(), sections.version());
@@ -837,4 +838,75 @@ spec:
     let c = compile(&resources, &registry, "default", "productpage", &mesh).unwrap();
     assert!(!hosts(&c).iter().any(|h| h.ends_with(".other.example")));
     assert!(hosts(&c).contains(&"reviews.default.svc.cluster.local"));
+}
+
+#[test]
+fn workloads_of_one_traffic_key_share_the_traffic_part_exactly() {
+    use crate::sections::{Layered, Sections};
+    let extra = r#"
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v3, namespace: default}
+spec: {address: 127.0.0.33, serviceAccount: reviews, labels: {app: reviews, version: v3}, ports: {http: 9083}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{sourceLabels: {version: v2}}]
+    route: [{destination: {host: reviews, subset: v1}}]
+  - route: [{destination: {host: reviews, subset: v2}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: v1-only, namespace: default}
+spec:
+  selector: {matchLabels: {version: v1}}
+  rules: [{from: [{source: {principals: [x]}}]}]
+"#;
+    let resources = load(extra);
+    let registry = Registry::from_resources(&resources);
+    let mesh = crate::Mesh::new("cluster.local");
+    let key = |name: &str| {
+        let w = registry.workload("default", name).expect("workload");
+        crate::traffic_key(&resources, w)
+    };
+    // Only sourceLabels {version: v2} tells them apart: v1 and v3 share a
+    // key, v2 does not.
+    assert_eq!(key("reviews-v1"), key("reviews-v3"));
+    assert_ne!(key("reviews-v1"), key("reviews-v2"));
+    let full =
+        |name: &str| Sections::of(compile(&resources, &registry, "default", name, &mesh).unwrap());
+    let own = |name: &str| {
+        Sections::of(crate::compile_own(&resources, &registry, "default", name, &mesh).unwrap())
+            .part(false)
+    };
+    // v3's configuration from v1's traffic part and its own part is v3's.
+    let layered = Layered {
+        traffic: std::sync::Arc::new(full("reviews-v1").part(true)),
+        own: own("reviews-v3"),
+    };
+    let v3 = full("reviews-v3");
+    assert_eq!(layered.flatten(), v3);
+    assert_eq!(layered.version(), v3.version());
+    assert_eq!(
+        layered.flatten().config().unwrap().to_json(),
+        v3.config().unwrap().to_json()
+    );
+    // The policies differ per workload and stay in the own part.
+    assert_ne!(
+        own("reviews-v1").0.get("authz"),
+        own("reviews-v3").0.get("authz")
+    );
+    // The diff of two layers sharing the traffic part is the own part's.
+    let v1 = Layered {
+        traffic: layered.traffic.clone(),
+        own: own("reviews-v1"),
+    };
+    let (changed, removed) = v1.diff(&layered);
+    assert!(removed.is_empty());
+    assert!(changed.iter().all(|(n, _)| !crate::sections::is_traffic(n)));
+    assert!(changed.iter().any(|(n, _)| *n == "workload"));
 }

@@ -13,7 +13,7 @@ use weft_identity::service::{self, ServiceError};
 use weft_identity::tls::PeerPolicy;
 use weft_identity::{CertInfo, CertStore, SpiffeId, Svid, TrustDomain, WorkloadKey};
 use weft_model::ProxyConfig;
-use weft_model::config::Sections;
+use weft_model::sections::Sections;
 use weft_protocol::mesh::config_service_client::ConfigServiceClient;
 use weft_protocol::mesh::proxy_message::Kind;
 use weft_protocol::mesh::{Ack, Nack, ProxyMessage, Report, Subscribe};
@@ -172,7 +172,8 @@ async fn session(
     let channel = service::channel(addr, sub.store.clone(), sub.policy.clone())
         .await
         .map_err(|e| e.to_string())?;
-    let mut client = ConfigServiceClient::new(channel);
+    // A mesh's whole configuration can outgrow gRPC's 4 MiB default.
+    let mut client = ConfigServiceClient::new(channel).max_decoding_message_size(256 << 20);
     let (up, rx) = mpsc::channel::<ProxyMessage>(4);
     let send = |kind| ProxyMessage { kind: Some(kind) };
     let mut expires = cert_expires(&sub.store);
@@ -219,7 +220,7 @@ async fn session(
             have.0.clone()
         };
         for s in push.sections {
-            next.0.insert(s.name, s.json);
+            next.insert(s.name, s.json);
         }
         for name in &push.removed {
             next.0.remove(name);

@@ -1,0 +1,237 @@
+//! A compiled configuration in parts, as the control plane pushes it: each
+//! top-level field is one section and each cluster one more
+//! (`clusters/NAME`), so a change of endpoints resends only the clusters it
+//! touches. Sections carry their hash, and their bytes are shared: proxies
+//! whose traffic part is the same (one [`crate::TrafficKey`]) hold one copy.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::config::{ProxyConfig, index_identities};
+
+const CLUSTERS: &str = "clusters";
+
+/// The top-level fields that make a configuration's traffic part; with
+/// the clusters, they come from [`crate::compile`] and not from
+/// [`crate::compile_own`].
+const TRAFFIC: [&str; 3] = ["outbound", "gateway", "outbound_policy"];
+
+/// Whether section `name` belongs to the traffic part.
+pub fn is_traffic(name: &str) -> bool {
+    TRAFFIC.contains(&name) || name.starts_with("clusters/")
+}
+
+/// One section's JSON and its hash.
+#[derive(Debug, Clone, Eq)]
+pub struct Section {
+    pub json: Arc<[u8]>,
+    pub hash: u64,
+}
+
+impl PartialEq for Section {
+    /// The hash first: different sections rarely get as far as their bytes.
+    fn eq(&self, other: &Section) -> bool {
+        self.hash == other.hash && self.json == other.json
+    }
+}
+
+impl Section {
+    pub fn new(json: Vec<u8>) -> Section {
+        let mut h = Fnv::new();
+        h.write(&json);
+        Section {
+            hash: h.0,
+            json: json.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sections(pub BTreeMap<String, Section>);
+
+impl Sections {
+    pub fn of(mut config: ProxyConfig) -> Sections {
+        use serde_json::value::RawValue;
+        let mut out = Sections::default();
+        for (name, cluster) in std::mem::take(&mut config.clusters) {
+            if let Ok(json) = serde_json::to_vec(&cluster) {
+                out.insert(format!("{CLUSTERS}/{name}"), json);
+            }
+        }
+        // The rest serialized once, then cut: each part keeps its bytes.
+        let Ok(json) = serde_json::to_string(&config) else {
+            return out;
+        };
+        let Ok(fields) = serde_json::from_str::<BTreeMap<String, &RawValue>>(&json) else {
+            return out;
+        };
+        for (name, value) in fields.into_iter().filter(|(n, _)| n != CLUSTERS) {
+            out.insert(name, value.get().as_bytes().to_vec());
+        }
+        out
+    }
+
+    pub fn insert(&mut self, name: String, json: Vec<u8>) {
+        self.0.insert(name, Section::new(json));
+    }
+
+    /// The sections of the traffic part, or the others.
+    pub fn part(&self, traffic: bool) -> Sections {
+        Sections(
+            self.0
+                .iter()
+                .filter(|(name, _)| is_traffic(name) == traffic)
+                .map(|(n, s)| (n.clone(), s.clone()))
+                .collect(),
+        )
+    }
+
+    /// The configuration these sections make up.
+    pub fn config(&self) -> Result<ProxyConfig, String> {
+        let mut fields = serde_json::Map::new();
+        let mut clusters = serde_json::Map::new();
+        for (name, section) in &self.0 {
+            let value: serde_json::Value = serde_json::from_slice(&section.json)
+                .map_err(|e| format!("section {name}: {e}"))?;
+            match name
+                .strip_prefix(CLUSTERS)
+                .and_then(|r| r.strip_prefix('/'))
+            {
+                Some(cluster) => {
+                    clusters.insert(cluster.to_string(), value);
+                }
+                None => {
+                    fields.insert(name.clone(), value);
+                }
+            }
+        }
+        fields.insert(CLUSTERS.into(), serde_json::Value::Object(clusters));
+        let mut config: ProxyConfig = serde_json::from_value(serde_json::Value::Object(fields))
+            .map_err(|e| format!("configuration: {e}"))?;
+        config.identities = index_identities(&config.clusters);
+        Ok(config)
+    }
+
+    /// What turns `self` into `next`: the sections that are new or
+    /// changed, and the names of those that are gone.
+    pub fn diff<'a>(&self, next: &'a Sections) -> (Vec<(&'a str, &'a Section)>, Vec<String>) {
+        let changed = next
+            .0
+            .iter()
+            .filter(|(name, s)| self.0.get(*name) != Some(*s))
+            .map(|(name, s)| (name.as_str(), s))
+            .collect();
+        let removed = self
+            .0
+            .keys()
+            .filter(|name| !next.0.contains_key(*name))
+            .cloned()
+            .collect();
+        (changed, removed)
+    }
+
+    /// A version naming exactly this content.
+    pub fn version(&self) -> String {
+        version(self.0.iter().map(|(n, s)| (n.as_str(), s.hash)))
+    }
+}
+
+/// A version over (name, hash) pairs in name order.
+fn version<'a>(sections: impl IntoIterator<Item = (&'a str, u64)>) -> String {
+    let mut h = Fnv::new();
+    for (name, hash) in sections {
+        h.write(name.as_bytes());
+        h.write(&hash.to_le_bytes());
+    }
+    format!("{:016x}", h.0)
+}
+
+/// A proxy's sections as a control plane keeps them: the traffic part,
+/// shared with every proxy of its traffic key, and its own.
+#[derive(Debug, Clone, Default)]
+pub struct Layered {
+    pub traffic: Arc<Sections>,
+    pub own: Sections,
+}
+
+impl Layered {
+    /// Every section, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Section)> {
+        let mut all: Vec<(&str, &Section)> = self
+            .traffic
+            .0
+            .iter()
+            .chain(&self.own.0)
+            .map(|(n, s)| (n.as_str(), s))
+            .collect();
+        all.sort_unstable_by_key(|(n, _)| *n);
+        all.into_iter()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.traffic.0.is_empty() && self.own.0.is_empty()
+    }
+
+    /// The same version as the flat [`Sections`] with this content.
+    pub fn version(&self) -> String {
+        version(self.iter().map(|(n, s)| (n, s.hash)))
+    }
+
+    /// What turns `self` into `next`; an unchanged shared traffic part is
+    /// not even compared.
+    pub fn diff<'a>(&self, next: &'a Layered) -> (Vec<(&'a str, &'a Section)>, Vec<String>) {
+        let (mut changed, mut removed) = self.own.diff(&next.own);
+        if !Arc::ptr_eq(&self.traffic, &next.traffic) {
+            let (c, r) = self.traffic.diff(&next.traffic);
+            changed.extend(c);
+            removed.extend(r);
+        }
+        (changed, removed)
+    }
+
+    pub fn flatten(&self) -> Sections {
+        Sections(
+            self.iter()
+                .map(|(n, s)| (n.to_string(), s.clone()))
+                .collect(),
+        )
+    }
+}
+
+/// A 64-bit hash, stable across processes and releases (unlike std's
+/// hasher): FNV's prime over eight bytes at a time, each step rotated so
+/// that every bit reaches every other. For telling contents apart, not
+/// against an adversary.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn word(&mut self, w: u64) {
+        self.0 = (self.0 ^ w).wrapping_mul(0x0100_0000_01b3).rotate_left(29);
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.word(bytes.len() as u64);
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.word(u64::from_le_bytes(w));
+        }
+        let mut last = [0u8; 8];
+        last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+        self.word(u64::from_le_bytes(last));
+    }
+}
+
+/// A short name for exactly these byte strings, in this order.
+pub fn content_hash<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let mut h = Fnv::new();
+    for part in parts {
+        h.write(part);
+    }
+    format!("{:016x}", h.0)
+}
