@@ -27,7 +27,7 @@ use weft_api::{Loaded, Resource, Spec};
 use weft_identity::SpiffeId;
 use weft_identity::service::PeerInfo;
 use weft_model::sections::{Layered, Sections};
-use weft_model::{CompileError, Mesh, Registry, TrafficKey, compile};
+use weft_model::{CompileError, Mesh, Registry, TrafficKey, TrafficSelectors, compile};
 use weft_protocol::mesh::config_service_server::ConfigService;
 use weft_protocol::mesh::proxy_message::Kind;
 use weft_protocol::mesh::{
@@ -43,15 +43,23 @@ use crate::source::{ConfigSet, Folder};
 pub struct Served {
     /// Names the folder's content plus the registered workloads.
     pub version: String,
-    pub resources: Vec<Resource>,
+    /// The folder's resources, shared while no registration adds any.
+    pub resources: Arc<Vec<Resource>>,
     pub registry: Registry,
     pub mesh: Mesh,
     pub commit: Option<String>,
     /// When this snapshot was made, for convergence times.
     pub since: Instant,
-    /// Traffic parts compiled for this snapshot, by traffic key.
-    traffic: Mutex<HashMap<TrafficKey, Arc<Sections>>>,
+    /// What the traffic keys of workloads are made of.
+    selectors: TrafficSelectors,
+    /// Traffic parts compiled for this snapshot, by traffic key, with
+    /// their part hash.
+    traffic: Mutex<HashMap<TrafficKey, Arc<TrafficCell>>>,
+    /// The previous snapshot's, each taken when this one compiles its key.
+    previous: Mutex<HashMap<TrafficKey, Arc<Sections>>>,
 }
+
+type TrafficCell = tokio::sync::OnceCell<(Arc<Sections>, u64)>;
 
 /// What the control plane knows of one connected proxy.
 #[derive(Debug, Clone)]
@@ -196,6 +204,11 @@ impl ControlPlane {
             let registered = lock(&self.registered);
             Served::of(&base, &registered)
         };
+        let old = self.served();
+        *lock(&served.previous) = std::mem::take(&mut *lock(&old.traffic))
+            .into_iter()
+            .filter_map(|(key, cell)| Some((key, cell.get()?.0.clone())))
+            .collect();
         self.served.send_replace(Arc::new(served));
     }
 
@@ -362,7 +375,7 @@ impl ControlPlane {
     /// the snapshot's cache when a proxy of the same traffic key compiled
     /// it already, its own part always. A registered instance not yet
     /// published sees its own entry (and shares nothing).
-    fn compile_for(&self, p: &Proxy, served: &Served) -> Result<Layered, CompileError> {
+    async fn compile_for(&self, p: &Proxy, served: &Served) -> Result<Layered, CompileError> {
         let (ns, name) = (p.namespace.as_str(), p.workload.as_str());
         let pending: Vec<Resource> = if p.registered {
             lock(&self.registered)
@@ -374,12 +387,14 @@ impl ControlPlane {
             Vec::new()
         };
         if !pending.is_empty() {
-            let mut resources = served.resources.clone();
+            let mut resources = served.resources.to_vec();
             resources.extend(pending);
             let registry = Registry::from_resources(&resources);
             let all = Sections::of(compile(&resources, &registry, ns, name, &served.mesh)?);
+            let traffic = all.part(true);
             return Ok(Layered {
-                traffic: Arc::new(all.part(true)),
+                traffic_hash: traffic.part_hash(true),
+                traffic: Arc::new(traffic),
                 own: all.part(false),
             });
         }
@@ -387,22 +402,37 @@ impl ControlPlane {
         let w = registry
             .workload(ns, name)
             .ok_or_else(|| CompileError::NoWorkload(format!("{ns}/{name}")))?;
-        let key = weft_model::traffic_key(resources, w);
-        let cached = lock(&served.traffic).get(&key).cloned();
-        let traffic = match cached {
-            Some(t) => t,
-            None => {
-                let all = Sections::of(compile(resources, registry, ns, name, mesh)?);
-                let t = Arc::new(all.part(true));
-                lock(&served.traffic).insert(key, t.clone());
-                t
-            }
-        };
+        let key = served.selectors.key(w);
+        // The first proxy of a key compiles its traffic part; the others
+        // wait for it rather than compile it again.
+        let cell = lock(&served.traffic)
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let (traffic, traffic_hash) = cell
+            .get_or_init(|| async {
+                // Cannot fail: the workload was found above.
+                let mut t = compile(resources, registry, ns, name, mesh)
+                    .map(|c| Sections::of(c).part(true))
+                    .unwrap_or_default();
+                // What did not change keeps the previous snapshot's copy.
+                if let Some(old) = lock(&served.previous).remove(&key) {
+                    t.reuse(&old);
+                }
+                let hash = t.part_hash(true);
+                (Arc::new(t), hash)
+            })
+            .await
+            .clone();
         let own = Sections::of(weft_model::compile_own(
             resources, registry, ns, name, mesh,
         )?)
         .part(false);
-        Ok(Layered { traffic, own })
+        Ok(Layered {
+            traffic,
+            traffic_hash,
+            own,
+        })
     }
 
     fn update(&self, key: u64, f: impl FnOnce(&mut Proxy)) {
@@ -434,7 +464,7 @@ impl ControlPlane {
                 let Some(p) = lock(&self.proxies).get(&key).cloned() else {
                     break;
                 };
-                match self.compile_for(&p, &served) {
+                match self.compile_for(&p, &served).await {
                     Ok(next) => {
                         let version = next.version();
                         if base.is_empty() && version == have {
@@ -453,21 +483,26 @@ impl ControlPlane {
                             self.update(key, |p| p.error = None);
                         } else {
                             nonce += 1;
-                            let push = ConfigPush {
-                                version: version.clone(),
-                                nonce: nonce.to_string(),
-                                full: base.is_empty(),
-                                sections: changed
-                                    .iter()
-                                    .map(|(name, s)| Section {
-                                        name: (*name).to_string(),
-                                        json: s.json.to_vec(),
-                                    })
-                                    .collect(),
-                                removed,
-                                workload: p.workload.clone(),
-                            };
-                            if out.send(Ok(push)).await.is_err() {
+                            let parts = in_parts(
+                                ConfigPush {
+                                    version: version.clone(),
+                                    nonce: nonce.to_string(),
+                                    full: base.is_empty(),
+                                    sections: Vec::new(),
+                                    removed,
+                                    workload: p.workload.clone(),
+                                    more: false,
+                                },
+                                &changed,
+                            );
+                            let mut sent = true;
+                            for part in parts {
+                                if out.send(Ok(part)).await.is_err() {
+                                    sent = false;
+                                    break;
+                                }
+                            }
+                            if !sent {
                                 break;
                             }
                             self.metrics.pushes.get_or_create(&CONFIG.to_vec()).inc();
@@ -570,11 +605,58 @@ impl ControlPlane {
     }
 }
 
+/// Budget of section bytes per message of a push.
+const PART_BYTES: usize = 16 << 10;
+
+/// A push of `changed` sections in messages of about [`PART_BYTES`] each,
+/// all but the last marked `more`; `head` gives the version, nonce, flags
+/// and removed names (carried by the last part).
+fn in_parts(
+    head: ConfigPush,
+    changed: &[(&str, &weft_model::sections::Section)],
+) -> Vec<ConfigPush> {
+    let mut parts = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0;
+    for (name, s) in changed {
+        if size > 0 && size + s.json.len() > PART_BYTES {
+            parts.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += s.json.len();
+        current.push(Section {
+            name: (*name).to_string(),
+            json: s.json.to_vec(),
+        });
+    }
+    parts.push(current);
+    let last = parts.len() - 1;
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, sections)| ConfigPush {
+            sections,
+            more: i < last,
+            removed: if i == last {
+                head.removed.clone()
+            } else {
+                Vec::new()
+            },
+            ..head.clone()
+        })
+        .collect()
+}
+
 impl Served {
     fn of(base: &ConfigSet, registered: &BTreeMap<(String, String), Registration>) -> Served {
         let ready: Vec<_> = registered.iter().filter(|(_, r)| r.ready).collect();
-        let mut resources = base.resources.clone();
-        resources.extend(ready.iter().flat_map(|(_, r)| r.resources.iter().cloned()));
+        let resources = if ready.is_empty() {
+            base.resources.clone()
+        } else {
+            let mut all = base.resources.to_vec();
+            all.extend(ready.iter().flat_map(|(_, r)| r.resources.iter().cloned()));
+            Arc::new(all)
+        };
         let names: Vec<String> = ready
             .iter()
             .map(|((ns, name), _)| format!("{ns}/{name}"))
@@ -589,11 +671,13 @@ impl Served {
         Served {
             version,
             registry: Registry::from_resources(&resources),
+            selectors: TrafficSelectors::of(&resources),
             resources,
             mesh: base.mesh.clone(),
             commit: base.commit.clone(),
             since: Instant::now(),
             traffic: Mutex::new(HashMap::new()),
+            previous: Mutex::new(HashMap::new()),
         }
     }
 }

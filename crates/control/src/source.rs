@@ -18,7 +18,7 @@ pub struct Folder {
 /// One valid load of a folder.
 #[derive(Debug, Clone)]
 pub struct ConfigSet {
-    pub resources: Vec<Resource>,
+    pub resources: std::sync::Arc<Vec<Resource>>,
     pub mesh: Mesh,
     /// Names exactly the content of the files read.
     pub version: String,
@@ -48,7 +48,7 @@ impl Folder {
         }
         let mesh = Mesh::from_config(trust_domain, loaded.mesh.as_ref().map(|m| &m.config));
         Ok(ConfigSet {
-            resources: loaded.resources,
+            resources: std::sync::Arc::new(loaded.resources),
             mesh,
             version: self.content_version(),
             commit: git_commit(&self.dir),

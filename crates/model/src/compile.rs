@@ -159,32 +159,52 @@ pub struct TrafficKey {
 }
 
 pub fn traffic_key(resources: &[Resource], w: &Workload) -> TrafficKey {
-    let mut selected = Vec::new();
-    let mut test = |labels: &BTreeMap<String, String>| selected.push(selects(labels, &w.labels));
-    for r in resources {
-        match &r.spec {
-            Spec::Sidecar(sc) => sc.workload_selector.iter().for_each(|s| test(&s.labels)),
-            Spec::Gateway(g) => test(&g.selector),
-            Spec::VirtualService(v) => {
-                v.http
-                    .iter()
-                    .flat_map(|h| &h.r#match)
-                    .for_each(|m| test(&m.source_labels));
-                v.tcp
-                    .iter()
-                    .flat_map(|t| &t.r#match)
-                    .for_each(|m| test(&m.source_labels));
-                v.tls
-                    .iter()
-                    .flat_map(|t| &t.r#match)
-                    .for_each(|m| test(&m.source_labels));
+    TrafficSelectors::of(resources).key(w)
+}
+
+/// The label selectors a [`TrafficKey`] tests, gathered once per set of
+/// resources.
+#[derive(Debug, Clone, Default)]
+pub struct TrafficSelectors(Vec<BTreeMap<String, String>>);
+
+impl TrafficSelectors {
+    pub fn of(resources: &[Resource]) -> TrafficSelectors {
+        let mut all = Vec::new();
+        for r in resources {
+            match &r.spec {
+                Spec::Sidecar(sc) => {
+                    all.extend(sc.workload_selector.iter().map(|s| s.labels.clone()))
+                }
+                Spec::Gateway(g) => all.push(g.selector.clone()),
+                Spec::VirtualService(v) => {
+                    let http = v
+                        .http
+                        .iter()
+                        .flat_map(|h| &h.r#match)
+                        .map(|m| &m.source_labels);
+                    let tcp = v
+                        .tcp
+                        .iter()
+                        .flat_map(|t| &t.r#match)
+                        .map(|m| &m.source_labels);
+                    let tls = v
+                        .tls
+                        .iter()
+                        .flat_map(|t| &t.r#match)
+                        .map(|m| &m.source_labels);
+                    all.extend(http.chain(tcp).chain(tls).cloned());
+                }
+                _ => {}
             }
-            _ => {}
         }
+        TrafficSelectors(all)
     }
-    TrafficKey {
-        namespace: w.namespace.clone(),
-        selected,
+
+    pub fn key(&self, w: &Workload) -> TrafficKey {
+        TrafficKey {
+            namespace: w.namespace.clone(),
+            selected: self.0.iter().map(|s| selects(s, &w.labels)).collect(),
+        }
     }
 }
 
@@ -534,9 +554,8 @@ impl<'a> Compiler<'a> {
     /// The service of `host` this proxy may see.
     fn service(&self, host: &str) -> Option<&'a Service> {
         self.registry
-            .services
-            .iter()
-            .find(|s| s.host == host && self.scope.service(s))
+            .services_of(host)
+            .find(|s| self.scope.service(s))
     }
 
     /// The cluster for (host, port, subset), built on first use.

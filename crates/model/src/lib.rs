@@ -18,7 +18,9 @@ pub mod scope;
 pub mod sections;
 mod wire;
 
-pub use compile::{CompileError, Mesh, TrafficKey, compile, compile_own, traffic_key};
+pub use compile::{
+    CompileError, Mesh, TrafficKey, TrafficSelectors, compile, compile_own, traffic_key,
+};
 pub use config::ProxyConfig;
 pub use protocol::Protocol;
 pub use registry::Registry;

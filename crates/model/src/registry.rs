@@ -2,7 +2,7 @@
 //! workloads serve them. Built from ServiceEntry and WorkloadEntry (the
 //! control plane will add Kubernetes Services and live proxies).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use serde::Serialize;
@@ -72,6 +72,12 @@ impl Service {
 pub struct Registry {
     pub services: Vec<Service>,
     pub workloads: Vec<Workload>,
+    /// Indexes into `services` by host, and into `workloads` by namespace
+    /// and name.
+    #[serde(skip)]
+    by_host: HashMap<String, Vec<usize>>,
+    #[serde(skip)]
+    by_name: HashMap<(String, String), usize>,
 }
 
 impl Registry {
@@ -96,6 +102,13 @@ impl Registry {
                     ports: we.ports.clone(),
                 });
             }
+        }
+        let mut in_namespace: HashMap<&str, Vec<&Workload>> = HashMap::new();
+        for w in &workloads {
+            in_namespace
+                .entry(w.namespace.as_str())
+                .or_default()
+                .push(w);
         }
         let mut services = Vec::new();
         for r in resources {
@@ -132,9 +145,11 @@ impl Registry {
                 })
                 .collect();
             if let Some(sel) = &se.workload_selector {
-                for w in workloads
-                    .iter()
-                    .filter(|w| w.namespace == ns && selects(&sel.labels, &w.labels))
+                for w in in_namespace
+                    .get(ns.as_str())
+                    .into_iter()
+                    .flatten()
+                    .filter(|w| selects(&sel.labels, &w.labels))
                 {
                     endpoints.push(Endpoint {
                         address: w.address,
@@ -166,16 +181,42 @@ impl Registry {
                 });
             }
         }
+        Registry::new(services, workloads)
+    }
+
+    /// A registry of these services and workloads, indexed.
+    pub fn new(services: Vec<Service>, workloads: Vec<Workload>) -> Registry {
+        let mut by_host: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, s) in services.iter().enumerate() {
+            by_host.entry(s.host.clone()).or_default().push(i);
+        }
+        let by_name = workloads
+            .iter()
+            .enumerate()
+            .map(|(i, w)| ((w.namespace.clone(), w.name.clone()), i))
+            .collect();
         Registry {
             services,
             workloads,
+            by_host,
+            by_name,
         }
     }
 
+    /// The services (one per ServiceEntry) of `host`.
+    pub fn services_of<'a>(&'a self, host: &str) -> impl Iterator<Item = &'a Service> + 'a {
+        self.by_host
+            .get(host)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| self.services.get(*i))
+    }
+
     pub fn workload(&self, namespace: &str, name: &str) -> Option<&Workload> {
-        self.workloads
-            .iter()
-            .find(|w| w.namespace == namespace && w.name == name)
+        let i = self
+            .by_name
+            .get(&(namespace.to_string(), name.to_string()))?;
+        self.workloads.get(*i)
     }
 
     /// The service (and its port) that sends traffic to workload `w`'s
@@ -202,7 +243,7 @@ impl Registry {
     }
 
     pub fn service(&self, host: &str) -> Option<&Service> {
-        self.services.iter().find(|s| s.host == host)
+        self.services_of(host).next()
     }
 }
 

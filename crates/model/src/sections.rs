@@ -1,7 +1,8 @@
 //! A compiled configuration in parts, as the control plane pushes it: each
-//! top-level field is one section and each cluster one more
-//! (`clusters/NAME`), so a change of endpoints resends only the clusters it
-//! touches. Sections carry their hash, and their bytes are shared: proxies
+//! top-level field is one section, each cluster one more (`clusters/NAME`)
+//! and each outbound service one more (`outbound/HOST:PORT`), so a change
+//! resends only the services and clusters it touches, and no section
+//! grows with the mesh. Sections carry their hash, and their bytes are shared: proxies
 //! whose traffic part is the same (one [`crate::TrafficKey`]) hold one copy.
 
 use std::collections::BTreeMap;
@@ -10,15 +11,16 @@ use std::sync::Arc;
 use crate::config::{ProxyConfig, index_identities};
 
 const CLUSTERS: &str = "clusters";
+const OUTBOUND: &str = "outbound";
 
 /// The top-level fields that make a configuration's traffic part; with
-/// the clusters, they come from [`crate::compile`] and not from
-/// [`crate::compile_own`].
-const TRAFFIC: [&str; 3] = ["outbound", "gateway", "outbound_policy"];
+/// the outbound services and clusters, they come from [`crate::compile`]
+/// and not from [`crate::compile_own`].
+const TRAFFIC: [&str; 2] = ["gateway", "outbound_policy"];
 
 /// Whether section `name` belongs to the traffic part.
 pub fn is_traffic(name: &str) -> bool {
-    TRAFFIC.contains(&name) || name.starts_with("clusters/")
+    TRAFFIC.contains(&name) || name.starts_with("clusters/") || name.starts_with("outbound/")
 }
 
 /// One section's JSON and its hash.
@@ -58,6 +60,14 @@ impl Sections {
                 out.insert(format!("{CLUSTERS}/{name}"), json);
             }
         }
+        for service in std::mem::take(&mut config.outbound) {
+            if let Ok(json) = serde_json::to_vec(&service) {
+                out.insert(
+                    format!("{OUTBOUND}/{}:{}", service.host, service.port),
+                    json,
+                );
+            }
+        }
         // The rest serialized once, then cut: each part keeps its bytes.
         let Ok(json) = serde_json::to_string(&config) else {
             return out;
@@ -65,7 +75,10 @@ impl Sections {
         let Ok(fields) = serde_json::from_str::<BTreeMap<String, &RawValue>>(&json) else {
             return out;
         };
-        for (name, value) in fields.into_iter().filter(|(n, _)| n != CLUSTERS) {
+        for (name, value) in fields
+            .into_iter()
+            .filter(|(n, _)| n != CLUSTERS && n != OUTBOUND)
+        {
             out.insert(name, value.get().as_bytes().to_vec());
         }
         out
@@ -90,67 +103,106 @@ impl Sections {
     pub fn config(&self) -> Result<ProxyConfig, String> {
         let mut fields = serde_json::Map::new();
         let mut clusters = serde_json::Map::new();
+        let mut outbound = Vec::new();
         for (name, section) in &self.0 {
             let value: serde_json::Value = serde_json::from_slice(&section.json)
                 .map_err(|e| format!("section {name}: {e}"))?;
-            match name
-                .strip_prefix(CLUSTERS)
-                .and_then(|r| r.strip_prefix('/'))
-            {
-                Some(cluster) => {
-                    clusters.insert(cluster.to_string(), value);
-                }
-                None => {
-                    fields.insert(name.clone(), value);
-                }
+            if let Some(cluster) = name.strip_prefix("clusters/") {
+                clusters.insert(cluster.to_string(), value);
+            } else if name.starts_with("outbound/") {
+                outbound.push(value);
+            } else {
+                fields.insert(name.clone(), value);
             }
         }
         fields.insert(CLUSTERS.into(), serde_json::Value::Object(clusters));
+        fields.insert(OUTBOUND.into(), serde_json::Value::Array(outbound));
         let mut config: ProxyConfig = serde_json::from_value(serde_json::Value::Object(fields))
             .map_err(|e| format!("configuration: {e}"))?;
+        // Section names sort ports as text; the compile's order is by
+        // host, then port number.
+        config
+            .outbound
+            .sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
         config.identities = index_identities(&config.clusters);
         Ok(config)
     }
 
     /// What turns `self` into `next`: the sections that are new or
-    /// changed, and the names of those that are gone.
+    /// changed, and the names of those that are gone. Both are walked in
+    /// name order together; shared sections compare by pointer.
     pub fn diff<'a>(&self, next: &'a Sections) -> (Vec<(&'a str, &'a Section)>, Vec<String>) {
-        let changed = next
-            .0
-            .iter()
-            .filter(|(name, s)| self.0.get(*name) != Some(*s))
-            .map(|(name, s)| (name.as_str(), s))
-            .collect();
-        let removed = self
-            .0
-            .keys()
-            .filter(|name| !next.0.contains_key(*name))
-            .cloned()
-            .collect();
+        use std::cmp::Ordering;
+        let (mut changed, mut removed) = (Vec::new(), Vec::new());
+        let mut old = self.0.iter().peekable();
+        for (name, s) in &next.0 {
+            loop {
+                match old.peek().map(|(o, _)| o.as_str().cmp(name)) {
+                    Some(Ordering::Less) => {
+                        if let Some((o, _)) = old.next() {
+                            removed.push(o.clone());
+                        }
+                    }
+                    Some(Ordering::Equal) => {
+                        if old.next().is_none_or(|(_, o)| o != s) {
+                            changed.push((name.as_str(), s));
+                        }
+                        break;
+                    }
+                    Some(Ordering::Greater) | None => {
+                        changed.push((name.as_str(), s));
+                        break;
+                    }
+                }
+            }
+        }
+        removed.extend(old.map(|(o, _)| o.clone()));
         (changed, removed)
+    }
+
+    /// Takes `old`'s copy of every section whose content is the same, so
+    /// that unchanged sections stay shared across compiles and compare by
+    /// pointer.
+    pub fn reuse(&mut self, old: &Sections) {
+        for (name, s) in &mut self.0 {
+            if let Some(o) = old.0.get(name).filter(|o| *o == s) {
+                *s = o.clone();
+            }
+        }
+    }
+
+    /// A hash of the sections of one part (traffic or not), by name and
+    /// content hash, in name order.
+    pub fn part_hash(&self, traffic: bool) -> u64 {
+        let mut h = Fnv::new();
+        for (name, s) in self.0.iter().filter(|(n, _)| is_traffic(n) == traffic) {
+            h.write(name.as_bytes());
+            h.word(s.hash);
+        }
+        h.0
     }
 
     /// A version naming exactly this content.
     pub fn version(&self) -> String {
-        version(self.0.iter().map(|(n, s)| (n.as_str(), s.hash)))
+        version(self.part_hash(true), self.part_hash(false))
     }
 }
 
-/// A version over (name, hash) pairs in name order.
-fn version<'a>(sections: impl IntoIterator<Item = (&'a str, u64)>) -> String {
+/// A configuration's version from the hashes of its two parts.
+fn version(traffic: u64, own: u64) -> String {
     let mut h = Fnv::new();
-    for (name, hash) in sections {
-        h.write(name.as_bytes());
-        h.write(&hash.to_le_bytes());
-    }
+    h.word(traffic);
+    h.word(own);
     format!("{:016x}", h.0)
 }
 
 /// A proxy's sections as a control plane keeps them: the traffic part,
-/// shared with every proxy of its traffic key, and its own.
+/// shared with every proxy of its traffic key (with its
+/// [`Sections::part_hash`]), and its own.
 #[derive(Debug, Clone, Default)]
 pub struct Layered {
     pub traffic: Arc<Sections>,
+    pub traffic_hash: u64,
     pub own: Sections,
 }
 
@@ -174,7 +226,7 @@ impl Layered {
 
     /// The same version as the flat [`Sections`] with this content.
     pub fn version(&self) -> String {
-        version(self.iter().map(|(n, s)| (n, s.hash)))
+        version(self.traffic_hash, self.own.part_hash(false))
     }
 
     /// What turns `self` into `next`; an unchanged shared traffic part is

@@ -884,8 +884,10 @@ spec:
             .part(false)
     };
     // v3's configuration from v1's traffic part and its own part is v3's.
+    let traffic = full("reviews-v1").part(true);
     let layered = Layered {
-        traffic: std::sync::Arc::new(full("reviews-v1").part(true)),
+        traffic_hash: traffic.part_hash(true),
+        traffic: std::sync::Arc::new(traffic),
         own: own("reviews-v3"),
     };
     let v3 = full("reviews-v3");
@@ -900,9 +902,19 @@ spec:
         own("reviews-v1").0.get("authz"),
         own("reviews-v3").0.get("authz")
     );
+    // A recompiled traffic part keeps the old copies of what is unchanged.
+    let mut again = full("reviews-v1").part(true);
+    again.reuse(&layered.traffic);
+    assert!(
+        again
+            .0
+            .iter()
+            .all(|(n, s)| std::sync::Arc::ptr_eq(&s.json, &layered.traffic.0[n].json))
+    );
     // The diff of two layers sharing the traffic part is the own part's.
     let v1 = Layered {
         traffic: layered.traffic.clone(),
+        traffic_hash: layered.traffic_hash,
         own: own("reviews-v1"),
     };
     let (changed, removed) = v1.diff(&layered);

@@ -194,6 +194,7 @@ async fn session(
         .into_inner();
     tracing::info!("subscribed to the control plane at {addr}");
     let mut pushed = false;
+    let mut partial: Option<weft_protocol::mesh::ConfigPush> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     loop {
         let push = tokio::select! {
@@ -208,11 +209,25 @@ async fn session(
                 continue;
             }
         };
-        let push = match push {
-            Ok(Some(push)) => push,
+        let part = match push {
+            Ok(Some(part)) => part,
             Ok(None) => return Ok(Ended::Stream { pushed }),
             Err(s) => return Err(format!("{:?}: {}", s.code(), s.message())),
         };
+        // A large push comes in parts; it is whole with its last.
+        let push = match partial.take() {
+            Some(mut p) if p.nonce == part.nonce => {
+                p.sections.extend(part.sections);
+                p.removed = part.removed;
+                p.more = part.more;
+                p
+            }
+            _ => part,
+        };
+        if push.more {
+            partial = Some(push);
+            continue;
+        }
         pushed = true;
         let mut next = if push.full {
             Sections::default()
