@@ -19,6 +19,7 @@ struct Cli {
 enum Command {
     Validate(cmd::validate::Args),
     Demo(cmd::demo::Args),
+    DemoApp(cmd::demo_app::Args),
     Ca(cmd::ca::Args),
     Token(cmd::token::Args),
     Certs(cmd::certs::Args),
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => cmd::validate::run(args),
         Command::Demo(args) => cmd::demo::run(args),
+        Command::DemoApp(args) => cmd::demo_app::run(args),
         Command::Ca(args) => cmd::ca::run(args),
         Command::Token(args) => cmd::token::run(args),
         Command::Certs(args) => cmd::certs::run(args),

@@ -5,6 +5,7 @@ pub(crate) mod ca;
 pub(crate) mod certs;
 pub(crate) mod control_plane;
 pub(crate) mod demo;
+pub(crate) mod demo_app;
 pub(crate) mod proxy;
 pub(crate) mod status;
 pub(crate) mod token;
