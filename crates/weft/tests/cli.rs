@@ -172,7 +172,12 @@ fn demo_config_validates() {
     let out = weft(&["validate", examples.to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     let out = weft(
-        &["demo", "--check", "--config-dir", examples.to_str().unwrap()],
+        &[
+            "demo",
+            "--check",
+            "--config-dir",
+            examples.to_str().unwrap(),
+        ],
         None,
     );
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));

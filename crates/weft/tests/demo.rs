@@ -175,6 +175,26 @@ fn the_demo_serves_the_bookshop_with_every_practice_and_leaves_nothing_behind() 
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // The fault for one test user: v2's call to ratings gets a 503.
+    let as_jason = |tcp: &mut TcpStream| -> std::io::Result<String> {
+        tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+        tcp.write_all(
+            b"GET /productpage HTTP/1.1\r\nhost: shop\r\nend-user: jason\r\nconnection: close\r\n\r\n",
+        )?;
+        let mut page = String::new();
+        tcp.read_to_string(&mut page)?;
+        Ok(page)
+    };
+    let page = TcpStream::connect(GATEWAY)
+        .and_then(|mut tcp| as_jason(&mut tcp))
+        .expect("page for jason");
+    assert!(page.contains("ratings answered 503"), "{page}");
+    let (_, page) = get(GATEWAY, PAGE).expect("page");
+    assert!(
+        page.contains("stars"),
+        "others still get their ratings: {page}"
+    );
+
     // SIGTERM stops every child and frees every port.
     let killed = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
