@@ -52,12 +52,21 @@ pub struct Served {
     pub since: Instant,
     /// What the traffic keys of workloads are made of.
     selectors: TrafficSelectors,
+    /// The PeerAuthentications, AuthorizationPolicies and
+    /// RequestAuthentications: all that a proxy's own part reads.
+    security: Vec<Resource>,
     /// Traffic parts compiled for this snapshot, by traffic key, with
     /// their part hash.
     traffic: Mutex<HashMap<TrafficKey, Arc<TrafficCell>>>,
     /// The previous snapshot's, each taken when this one compiles its key.
     previous: Mutex<HashMap<TrafficKey, Arc<Sections>>>,
+    /// Clusters serialized for this snapshot, and for the previous one:
+    /// an equal cluster is serialized once, whatever its traffic keys.
+    clusters: Mutex<ClusterCache>,
+    previous_clusters: Mutex<ClusterCache>,
 }
+
+type ClusterCache = HashMap<String, (weft_model::config::Cluster, weft_model::sections::Section)>;
 
 type TrafficCell = tokio::sync::OnceCell<(Arc<Sections>, u64)>;
 
@@ -121,6 +130,8 @@ pub struct ControlPlane {
     refused: Mutex<Option<String>>,
     /// The folder's content and commit last loaded or refused.
     seen: Mutex<String>,
+    /// Bounds the traffic compiles running at once.
+    compiling: tokio::sync::Semaphore,
     pub metrics: Metrics,
 }
 
@@ -150,6 +161,9 @@ impl ControlPlane {
             next_proxy: AtomicU64::new(0),
             refused: Mutex::new(None),
             seen: Mutex::new(seen),
+            compiling: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            ),
             metrics: Metrics::new(),
         }))
     }
@@ -205,6 +219,7 @@ impl ControlPlane {
             Served::of(&base, &registered)
         };
         let old = self.served();
+        *lock(&served.previous_clusters) = std::mem::take(&mut *lock(&old.clusters));
         *lock(&served.previous) = std::mem::take(&mut *lock(&old.traffic))
             .into_iter()
             .filter_map(|(key, cell)| Some((key, cell.get()?.0.clone())))
@@ -375,7 +390,7 @@ impl ControlPlane {
     /// the snapshot's cache when a proxy of the same traffic key compiled
     /// it already, its own part always. A registered instance not yet
     /// published sees its own entry (and shares nothing).
-    async fn compile_for(&self, p: &Proxy, served: &Served) -> Result<Layered, CompileError> {
+    async fn compile_for(&self, p: &Proxy, served: &Arc<Served>) -> Result<Layered, CompileError> {
         let (ns, name) = (p.namespace.as_str(), p.workload.as_str());
         let pending: Vec<Resource> = if p.registered {
             lock(&self.registered)
@@ -398,7 +413,7 @@ impl ControlPlane {
                 own: all.part(false),
             });
         }
-        let (resources, registry, mesh) = (&served.resources, &served.registry, &served.mesh);
+        let (registry, mesh) = (&served.registry, &served.mesh);
         let w = registry
             .workload(ns, name)
             .ok_or_else(|| CompileError::NoWorkload(format!("{ns}/{name}")))?;
@@ -410,24 +425,62 @@ impl ControlPlane {
             .or_default()
             .clone();
         let (traffic, traffic_hash) = cell
-            .get_or_init(|| async {
-                // Cannot fail: the workload was found above.
-                let mut t = compile(resources, registry, ns, name, mesh)
-                    .map(|c| Sections::of(c).part(true))
-                    .unwrap_or_default();
-                // What did not change keeps the previous snapshot's copy.
-                if let Some(old) = lock(&served.previous).remove(&key) {
-                    t.reuse(&old);
+            .get_or_try_init(|| {
+                // On a blocking thread: a compile takes milliseconds, and
+                // the runtime goes on sending pushes and reading ACKs.
+                let (served, ns, name) = (served.clone(), ns.to_string(), name.to_string());
+                async move {
+                    // As many at once as there are cores.
+                    let _permit = self
+                        .compiling
+                        .acquire()
+                        .await
+                        .map_err(|e| CompileError::Internal(e.to_string()))?;
+                    let traffic = tokio::task::spawn_blocking(move || {
+                        let (resources, registry) = (&served.resources, &served.registry);
+                        // Cannot fail: the workload was found above.
+                        let known = |name: &str, c: &weft_model::config::Cluster| {
+                            let equal = |cache: &ClusterCache| {
+                                cache
+                                    .get(name)
+                                    .filter(|(k, _)| k == c)
+                                    .map(|(_, s)| s.clone())
+                            };
+                            let now = equal(&lock(&served.clusters));
+                            now.or_else(|| {
+                                let before = equal(&lock(&served.previous_clusters))?;
+                                lock(&served.clusters)
+                                    .insert(name.to_string(), (c.clone(), before.clone()));
+                                Some(before)
+                            })
+                        };
+                        let learn =
+                            |name: &str,
+                             c: &weft_model::config::Cluster,
+                             s: &weft_model::sections::Section| {
+                                lock(&served.clusters)
+                                    .insert(name.to_string(), (c.clone(), s.clone()));
+                            };
+                        let mut t = compile(resources, registry, &ns, &name, &served.mesh)
+                            .map(|c| Sections::of_sharing(c, known, learn).part(true))
+                            .unwrap_or_default();
+                        // What did not change keeps the previous snapshot's copy.
+                        if let Some(old) = lock(&served.previous).remove(&key) {
+                            t.reuse(&old);
+                        }
+                        t
+                    })
+                    .await
+                    .map_err(|e| CompileError::Internal(e.to_string()))?;
+                    let hash = traffic.part_hash(true);
+                    Ok((Arc::new(traffic), hash))
                 }
-                let hash = t.part_hash(true);
-                (Arc::new(t), hash)
             })
-            .await
+            .await?
             .clone();
-        let own = Sections::of(weft_model::compile_own(
-            resources, registry, ns, name, mesh,
-        )?)
-        .part(false);
+        // The own part reads only the security policies.
+        let own = weft_model::compile_own(&served.security, registry, ns, name, mesh)?;
+        let own = Sections::of(own).part(false);
         Ok(Layered {
             traffic,
             traffic_hash,
@@ -672,12 +725,26 @@ impl Served {
             version,
             registry: Registry::from_resources(&resources),
             selectors: TrafficSelectors::of(&resources),
+            security: resources
+                .iter()
+                .filter(|r| {
+                    matches!(
+                        r.spec,
+                        Spec::PeerAuthentication(_)
+                            | Spec::AuthorizationPolicy(_)
+                            | Spec::RequestAuthentication(_)
+                    )
+                })
+                .cloned()
+                .collect(),
             resources,
             mesh: base.mesh.clone(),
             commit: base.commit.clone(),
             since: Instant::now(),
             traffic: Mutex::new(HashMap::new()),
             previous: Mutex::new(HashMap::new()),
+            clusters: Mutex::new(HashMap::new()),
+            previous_clusters: Mutex::new(HashMap::new()),
         }
     }
 }

@@ -93,41 +93,52 @@ impl Folder {
     }
 
     /// Calls `changed` after each burst of changes in the folder or the
-    /// mesh config file settles (`quiet` without a new event). The
+    /// mesh config file settles (`quiet` without a new event). Reads are
+    /// not changes: a load reading the files must not set off another. The
     /// returned watcher stops when dropped.
     pub fn watch(
         &self,
         quiet: Duration,
         changed: impl Fn() + Send + 'static,
-    ) -> Result<Watcher, notify_debouncer_mini::notify::Error> {
-        use notify_debouncer_mini::notify::RecursiveMode;
-        let mut debouncer = notify_debouncer_mini::new_debouncer(
-            quiet,
-            move |events: notify_debouncer_mini::DebounceEventResult| {
-                if events.is_ok_and(|e| !e.is_empty()) {
-                    changed();
+    ) -> Result<Watcher, notify::Error> {
+        use notify::{EventKind, RecursiveMode, Watcher as _};
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if event.is_ok_and(|e| !matches!(e.kind, EventKind::Access(_))) {
+                    let _ = tx.send(());
                 }
-            },
-        )?;
-        debouncer
-            .watcher()
-            .watch(&self.dir, RecursiveMode::Recursive)?;
+            })?;
+        watcher.watch(&self.dir, RecursiveMode::Recursive)?;
         if let Some(file) = &self.mesh_config {
             // The file's folder: editors replace files rather than write
             // them, which a watch on the file itself would lose.
             let parent = file.parent().filter(|p| !p.as_os_str().is_empty());
-            debouncer.watcher().watch(
+            watcher.watch(
                 parent.unwrap_or(Path::new(".")),
                 RecursiveMode::NonRecursive,
             )?;
         }
-        Ok(debouncer)
+        // One thread debounces: the first event opens a burst, which ends
+        // after `quiet` without another; the watcher's end ends it.
+        std::thread::spawn(move || {
+            while rx.recv().is_ok() {
+                loop {
+                    match rx.recv_timeout(quiet) {
+                        Ok(()) => continue,
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+                changed();
+            }
+        });
+        Ok(watcher)
     }
 }
 
 /// A running watch; dropping it stops it.
-pub type Watcher =
-    notify_debouncer_mini::Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>;
+pub type Watcher = notify::RecommendedWatcher;
 
 /// The commit `HEAD` names in the git work tree at or above `dir`, read
 /// from `.git` without running git.

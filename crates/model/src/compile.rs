@@ -30,6 +30,9 @@ pub enum CompileError {
         "no WorkloadEntry {0} with an IP address: the proxy needs one to know its address, labels and service account"
     )]
     NoWorkload(String),
+    /// A bug: the compile could not finish.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// The mesh-wide settings a compile needs (from MeshConfig and the CA).
@@ -219,7 +222,8 @@ struct Traffic {
 /// The configuration of `namespace/name` without its traffic part
 /// (outbound services, clusters and gateway servers empty; the outbound
 /// policy at its default): what differs between workloads of one
-/// [`TrafficKey`].
+/// [`TrafficKey`]. Of `resources` it reads only PeerAuthentications,
+/// AuthorizationPolicies and RequestAuthentications.
 pub fn compile_own(
     resources: &[Resource],
     registry: &Registry,

@@ -552,7 +552,7 @@ impl StrMatch {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cluster {
     pub name: String,
     pub host: String,
@@ -569,7 +569,7 @@ pub struct Cluster {
     pub policy: crate::policy::ClusterPolicy,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterEndpoint {
     /// Workload address and the port the application listens on.
     pub address: SocketAddr,

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::config::{ProxyConfig, index_identities};
+use crate::config::{Cluster, ProxyConfig, index_identities};
 
 const CLUSTERS: &str = "clusters";
 const OUTBOUND: &str = "outbound";
@@ -52,13 +52,34 @@ impl Section {
 pub struct Sections(pub BTreeMap<String, Section>);
 
 impl Sections {
-    pub fn of(mut config: ProxyConfig) -> Sections {
+    pub fn of(config: ProxyConfig) -> Sections {
+        Sections::of_sharing(config, |_, _| None, |_, _, _| {})
+    }
+
+    /// Like [`Sections::of`], with clusters serialized before: `known`
+    /// gives the section of a cluster equal to the one compiled (which is
+    /// then not serialized again, and keeps the same bytes), and `learn`
+    /// is told each cluster serialized here.
+    pub fn of_sharing(
+        mut config: ProxyConfig,
+        known: impl Fn(&str, &Cluster) -> Option<Section>,
+        mut learn: impl FnMut(&str, &Cluster, &Section),
+    ) -> Sections {
         use serde_json::value::RawValue;
         let mut out = Sections::default();
         for (name, cluster) in std::mem::take(&mut config.clusters) {
-            if let Ok(json) = serde_json::to_vec(&cluster) {
-                out.insert(format!("{CLUSTERS}/{name}"), json);
-            }
+            let section = match known(&name, &cluster) {
+                Some(s) => s,
+                None => {
+                    let Ok(json) = serde_json::to_vec(&cluster) else {
+                        continue;
+                    };
+                    let s = Section::new(json);
+                    learn(&name, &cluster, &s);
+                    s
+                }
+            };
+            out.0.insert(format!("{CLUSTERS}/{name}"), section);
         }
         for service in std::mem::take(&mut config.outbound) {
             if let Ok(json) = serde_json::to_vec(&service) {
