@@ -18,6 +18,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Validate(cmd::validate::Args),
+    Analyze(cmd::analyze::Args),
     Demo(cmd::demo::Args),
     DemoApp(cmd::demo_app::Args),
     Ca(cmd::ca::Args),
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate(args) => cmd::validate::run(args),
+        Command::Analyze(args) => cmd::analyze::run(args),
         Command::Demo(args) => cmd::demo::run(args),
         Command::DemoApp(args) => cmd::demo_app::run(args),
         Command::Ca(args) => cmd::ca::run(args),

@@ -1,5 +1,6 @@
 //! The subcommands of `weft`.
 
+pub(crate) mod analyze;
 pub(crate) mod authz;
 pub(crate) mod ca;
 pub(crate) mod certs;

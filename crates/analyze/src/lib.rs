@@ -1,0 +1,365 @@
+//! `weft analyze`: Istio's configuration analyzers, with Istio's message
+//! codes, levels and wording, over resources loaded from files (as
+//! `istioctl analyze --use-kube=false` reads them). Pure: no I/O, no clock.
+//!
+//! Built so far: IST0101 (referenced gateways, hosts and subsets),
+//! IST0111, IST0128 and IST0134. The rest of Istio's catalogue and weft's
+//! readiness checks (WEFT1xxx) come next.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::Serialize;
+use weft_api::types::destination_rule::ClientTlsMode;
+use weft_api::{Resource, Spec};
+
+/// Istio's message levels, most severe first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Level {
+    Error,
+    Warning,
+    Info,
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Level::Error => "Error",
+            Level::Warning => "Warning",
+            Level::Info => "Info",
+        })
+    }
+}
+
+/// One finding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    pub code: &'static str,
+    pub level: Level,
+    pub message: String,
+    /// `Kind namespace/name`, the namespace left out for cluster-scoped
+    /// resources.
+    pub origin: String,
+    /// `file:line` of the resource.
+    pub source: String,
+    pub documentation_url: String,
+}
+
+impl fmt::Display for Message {
+    /// Istio's form: `Error [IST0101] (VirtualService default/reviews
+    /// mesh.yaml:12) Referenced host not found: "reviews"`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} [{}] ({} {}) {}",
+            self.level, self.code, self.origin, self.source, self.message
+        )
+    }
+}
+
+fn message(code: &'static str, level: Level, r: &Resource, text: String) -> Message {
+    Message {
+        code,
+        level,
+        message: text,
+        origin: r.origin(),
+        source: format!("{}:{}", r.source.file, r.source.pos.line),
+        documentation_url: format!(
+            "https://istio.io/latest/docs/reference/config/analysis/{}/",
+            code.to_ascii_lowercase()
+        ),
+    }
+}
+
+/// IST0106 (SchemaValidationError) or IST0133 (SchemaWarning) for one of
+/// weft's validation findings about a resource; `None` for notes and for
+/// findings about no resource (unreadable input).
+pub fn schema(d: &weft_api::Diagnostic) -> Option<Message> {
+    let (code, level, what) = match d.level {
+        weft_api::Level::Error => ("IST0106", Level::Error, "error"),
+        weft_api::Level::Warning => ("IST0133", Level::Warning, "warning"),
+        weft_api::Level::Note => return None,
+    };
+    let origin = d.origin.clone()?;
+    let detail = match &d.path {
+        Some(path) => format!("{path}: {}", d.message),
+        None => d.message.clone(),
+    };
+    Some(Message {
+        code,
+        level,
+        message: format!("Schema validation {what}: {detail}"),
+        origin,
+        source: format!("{}:{}", d.file, d.pos.line),
+        documentation_url: format!(
+            "https://istio.io/latest/docs/reference/config/analysis/{}/",
+            code.to_ascii_lowercase()
+        ),
+    })
+}
+
+/// Every analyzer over `resources`, in resource order, then code.
+pub fn analyze(resources: &[Resource]) -> Vec<Message> {
+    let cx = Context::new(resources);
+    let mut out = Vec::new();
+    for r in resources {
+        match &r.spec {
+            Spec::VirtualService(_) => {
+                cx.gateways_of(r, &mut out);
+                cx.destinations_of(r, &mut out);
+            }
+            Spec::DestinationRule(_) => destination_tls(r, &mut out),
+            Spec::ServiceEntry(_) => addresses_required(r, &mut out),
+            _ => {}
+        }
+    }
+    sidecars_without_selectors(resources, &mut out);
+    out
+}
+
+const DOMAIN: &str = "svc.cluster.local";
+
+/// What the analyzers look things up in.
+struct Context<'a> {
+    /// Gateways by `namespace/name`.
+    gateways: BTreeSet<String>,
+    /// Hosts of Kubernetes Services and ServiceEntries.
+    hosts: BTreeSet<String>,
+    /// ServiceEntry hosts with a leading `*.`, as their suffix.
+    wildcards: Vec<String>,
+    /// Subsets defined by DestinationRules, by host.
+    subsets: BTreeMap<String, BTreeSet<&'a str>>,
+}
+
+/// A short name as Istio expands it in namespace `ns`.
+fn expand(host: &str, ns: &str) -> String {
+    if host.contains('.') || host.contains('*') {
+        host.to_string()
+    } else {
+        format!("{host}.{ns}.{DOMAIN}")
+    }
+}
+
+impl<'a> Context<'a> {
+    fn new(resources: &'a [Resource]) -> Context<'a> {
+        let mut cx = Context {
+            gateways: BTreeSet::new(),
+            hosts: BTreeSet::new(),
+            wildcards: Vec::new(),
+            subsets: BTreeMap::new(),
+        };
+        for r in resources {
+            let ns = r.namespace();
+            match &r.spec {
+                Spec::Gateway(_) => {
+                    cx.gateways.insert(format!("{ns}/{}", r.name));
+                }
+                Spec::Service(_) => {
+                    cx.hosts.insert(format!("{}.{ns}.{DOMAIN}", r.name));
+                }
+                Spec::ServiceEntry(se) => {
+                    for h in &se.hosts {
+                        match h.strip_prefix('*') {
+                            Some(suffix) => cx.wildcards.push(suffix.to_string()),
+                            None => {
+                                cx.hosts.insert(expand(h, ns));
+                            }
+                        }
+                    }
+                }
+                Spec::DestinationRule(dr) => {
+                    cx.subsets
+                        .entry(expand(&dr.host, ns))
+                        .or_default()
+                        .extend(dr.subsets.iter().map(|s| s.name.as_str()));
+                }
+                _ => {}
+            }
+        }
+        cx
+    }
+
+    fn host_exists(&self, host: &str) -> bool {
+        self.hosts.contains(host) || self.wildcards.iter().any(|w| host.ends_with(w.as_str()))
+    }
+
+    /// IST0101: gateways a VirtualService names that do not exist.
+    fn gateways_of(&self, r: &Resource, out: &mut Vec<Message>) {
+        let Spec::VirtualService(vs) = &r.spec else {
+            return;
+        };
+        let named = vs.gateways.iter().chain(
+            vs.http
+                .iter()
+                .flat_map(|h| &h.r#match)
+                .flat_map(|m| &m.gateways),
+        );
+        let mut seen = BTreeSet::new();
+        for g in named {
+            if g == "mesh" || !seen.insert(g) {
+                continue;
+            }
+            let full = if g.contains('/') {
+                g.clone()
+            } else {
+                format!("{}/{g}", r.namespace())
+            };
+            if !self.gateways.contains(&full) {
+                out.push(message(
+                    "IST0101",
+                    Level::Error,
+                    r,
+                    format!("Referenced gateway not found: {g:?}"),
+                ));
+            }
+        }
+    }
+
+    /// IST0101: destination hosts and subsets that do not exist.
+    fn destinations_of(&self, r: &Resource, out: &mut Vec<Message>) {
+        let Spec::VirtualService(vs) = &r.spec else {
+            return;
+        };
+        let ns = r.namespace();
+        let destinations = vs
+            .http
+            .iter()
+            .flat_map(|h| {
+                h.route
+                    .iter()
+                    .filter_map(|d| d.destination.as_ref())
+                    .chain(&h.mirror)
+            })
+            .chain(
+                vs.tcp
+                    .iter()
+                    .flat_map(|t| &t.route)
+                    .filter_map(|d| d.destination.as_ref()),
+            )
+            .chain(
+                vs.tls
+                    .iter()
+                    .flat_map(|t| &t.route)
+                    .filter_map(|d| d.destination.as_ref()),
+            );
+        for d in destinations {
+            let host = expand(&d.host, ns);
+            if !self.host_exists(&host) {
+                out.push(message(
+                    "IST0101",
+                    Level::Error,
+                    r,
+                    format!("Referenced host not found: {:?}", d.host),
+                ));
+                continue;
+            }
+            if let Some(subset) = &d.subset {
+                let defined = self
+                    .subsets
+                    .get(&host)
+                    .is_some_and(|s| s.contains(subset.as_str()));
+                if !defined {
+                    out.push(message(
+                        "IST0101",
+                        Level::Error,
+                        r,
+                        format!(
+                            "Referenced host+subset in destinationrule not found: \"{}+{subset}\"",
+                            d.host
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// IST0128: SIMPLE or MUTUAL TLS toward a host without `caCertificates`
+/// (nor a `credentialName` to bring them): the server is not verified.
+fn destination_tls(r: &Resource, out: &mut Vec<Message>) {
+    let Spec::DestinationRule(dr) = &r.spec else {
+        return;
+    };
+    let Some(tls) = dr.traffic_policy.as_ref().and_then(|p| p.tls.as_ref()) else {
+        return;
+    };
+    let mode = match tls.mode {
+        Some(ClientTlsMode::Simple) => "SIMPLE",
+        Some(ClientTlsMode::Mutual) => "MUTUAL",
+        _ => return,
+    };
+    if tls.ca_certificates.is_none()
+        && tls.credential_name.is_none()
+        && tls.insecure_skip_verify != Some(true)
+    {
+        out.push(message(
+            "IST0128",
+            Level::Warning,
+            r,
+            format!(
+                "DestinationRule {} in namespace {} has TLS mode set to {mode} but no caCertificates are set to validate server identity for host: {}",
+                r.name,
+                r.namespace(),
+                dr.host
+            ),
+        ));
+    }
+}
+
+/// IST0134: a ServiceEntry without addresses serving TCP (or unset
+/// protocol) ports, which proxies can only tell apart by address.
+fn addresses_required(r: &Resource, out: &mut Vec<Message>) {
+    let Spec::ServiceEntry(se) = &r.spec else {
+        return;
+    };
+    if !se.addresses.is_empty() {
+        return;
+    }
+    let tcp = se.ports.iter().any(|p| {
+        p.protocol
+            .as_deref()
+            .is_none_or(|proto| proto.eq_ignore_ascii_case("TCP"))
+    });
+    if tcp {
+        out.push(message(
+            "IST0134",
+            Level::Warning,
+            r,
+            "ServiceEntry addresses are required for this protocol.".into(),
+        ));
+    }
+}
+
+/// IST0111: more than one Sidecar without a workload selector in one
+/// namespace; each of them gets the message.
+fn sidecars_without_selectors(resources: &[Resource], out: &mut Vec<Message>) {
+    let mut by_ns: BTreeMap<&str, Vec<&Resource>> = BTreeMap::new();
+    for r in resources {
+        if let Spec::Sidecar(sc) = &r.spec {
+            if sc.workload_selector.is_none() {
+                by_ns.entry(r.namespace()).or_default().push(r);
+            }
+        }
+    }
+    for (ns, sidecars) in by_ns.into_iter().filter(|(_, s)| s.len() > 1) {
+        let names: Vec<String> = sidecars
+            .iter()
+            .map(|r| format!("{ns}/{}", r.name))
+            .collect();
+        for r in &sidecars {
+            out.push(message(
+                "IST0111",
+                Level::Error,
+                r,
+                format!(
+                    "The Sidecars [{}] in namespace {ns:?} have no workload selector, which can lead to undefined behavior.",
+                    names.join(" ")
+                ),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

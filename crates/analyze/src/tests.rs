@@ -1,0 +1,191 @@
+use super::*;
+
+fn run(yaml: &str) -> Vec<Message> {
+    let mut l = weft_api::Loaded::default();
+    l.add_text("mesh.yaml", yaml);
+    assert_eq!(l.errors(), 0, "{:?}", l.diagnostics);
+    analyze(&l.resources)
+}
+
+fn codes(found: &[Message]) -> Vec<(&str, Level, &str, &str)> {
+    found
+        .iter()
+        .map(|m| (m.code, m.level, m.origin.as_str(), m.message.as_str()))
+        .collect()
+}
+
+const REVIEWS: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  subsets: [{name: v1, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: shop, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: apis, namespace: default}
+spec:
+  hosts: ["*.googleapis.com"]
+  location: MESH_EXTERNAL
+  ports: [{number: 443, name: https, protocol: TLS}]
+  resolution: NONE
+"#;
+
+#[test]
+fn referenced_gateways_hosts_and_subsets_must_exist() {
+    let ok = run(&format!(
+        r#"{REVIEWS}---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews, namespace: default}}
+spec:
+  hosts: [reviews]
+  gateways: [mesh, shop, default/shop]
+  http:
+  - route: [{{destination: {{host: reviews, subset: v1}}}}]
+  - route: [{{destination: {{host: reviews.default.svc.cluster.local}}}}]
+  tls:
+  - match: [{{sniHosts: [storage.googleapis.com]}}]
+    route: [{{destination: {{host: storage.googleapis.com}}}}]
+"#
+    ));
+    assert_eq!(codes(&ok), vec![]);
+
+    let bad = run(&format!(
+        r#"{REVIEWS}---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews, namespace: default}}
+spec:
+  hosts: [reviews]
+  gateways: [httpbin-gateway-bogus, other/shop]
+  http:
+  - route: [{{destination: {{host: reviews, subset: v4}}}}]
+  - route: [{{destination: {{host: ratings}}}}]
+"#
+    ));
+    let origin = "VirtualService default/reviews";
+    assert_eq!(
+        codes(&bad),
+        vec![
+            (
+                "IST0101",
+                Level::Error,
+                origin,
+                r#"Referenced gateway not found: "httpbin-gateway-bogus""#
+            ),
+            (
+                "IST0101",
+                Level::Error,
+                origin,
+                r#"Referenced gateway not found: "other/shop""#
+            ),
+            (
+                "IST0101",
+                Level::Error,
+                origin,
+                r#"Referenced host+subset in destinationrule not found: "reviews+v4""#
+            ),
+            (
+                "IST0101",
+                Level::Error,
+                origin,
+                r#"Referenced host not found: "ratings""#
+            ),
+        ]
+    );
+    assert_eq!(
+        bad[0].to_string(),
+        r#"Error [IST0101] (VirtualService default/reviews mesh.yaml:30) Referenced gateway not found: "httpbin-gateway-bogus""#
+    );
+    assert_eq!(
+        bad[0].documentation_url,
+        "https://istio.io/latest/docs/reference/config/analysis/ist0101/"
+    );
+}
+
+#[test]
+fn tls_origination_without_ca_certificates_is_unverified() {
+    let dr = |tls: &str| {
+        run(&format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: ext, namespace: shop}}\nspec: {{host: api.example.com, trafficPolicy: {{tls: {tls}}}}}\n"
+        ))
+    };
+    assert_eq!(
+        codes(&dr("{mode: SIMPLE}")),
+        vec![(
+            "IST0128",
+            Level::Warning,
+            "DestinationRule shop/ext",
+            "DestinationRule ext in namespace shop has TLS mode set to SIMPLE but no caCertificates are set to validate server identity for host: api.example.com"
+        )]
+    );
+    assert!(dr("{mode: SIMPLE, caCertificates: /etc/ca.pem}").is_empty());
+    assert!(dr("{mode: MUTUAL, credentialName: client-credential}").is_empty());
+    assert!(dr("{mode: ISTIO_MUTUAL}").is_empty());
+}
+
+#[test]
+fn service_entries_serving_tcp_need_addresses() {
+    let se = |ports: &str, addresses: &str| {
+        run(&format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: db, namespace: shop}}\nspec: {{hosts: [db.example.com], {addresses} ports: [{ports}], resolution: DNS}}\n"
+        ))
+    };
+    let found = se("{number: 5432, name: tcp, protocol: TCP}", "");
+    assert_eq!(
+        codes(&found),
+        vec![(
+            "IST0134",
+            Level::Warning,
+            "ServiceEntry shop/db",
+            "ServiceEntry addresses are required for this protocol."
+        )]
+    );
+    assert_eq!(se("{number: 5432, name: db, protocol: TCP}", "").len(), 1);
+    assert!(
+        se(
+            "{number: 5432, name: tcp, protocol: TCP}",
+            "addresses: [240.0.0.1],"
+        )
+        .is_empty()
+    );
+    assert!(se("{number: 443, name: https, protocol: HTTPS}", "").is_empty());
+}
+
+#[test]
+fn two_namespace_wide_sidecars_conflict() {
+    let sidecar = |name: &str, ns: &str, selector: &str| {
+        format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{{selector} egress: [{{hosts: [\"./*\"]}}]}}\n"
+        )
+    };
+    let found = run(&[
+        sidecar("a", "shop", ""),
+        sidecar("b", "shop", ""),
+        sidecar("c", "shop", "workloadSelector: {labels: {app: x}},"),
+        sidecar("d", "other", ""),
+    ]
+    .concat());
+    let msg = r#"The Sidecars [shop/a shop/b] in namespace "shop" have no workload selector, which can lead to undefined behavior."#;
+    assert_eq!(
+        codes(&found),
+        vec![
+            ("IST0111", Level::Error, "Sidecar shop/a", msg),
+            ("IST0111", Level::Error, "Sidecar shop/b", msg),
+        ]
+    );
+}

@@ -1,0 +1,129 @@
+//! `weft analyze`: Istio's analyzers over files, as a CI gate.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use weft_analyze::{Level, Message};
+use weft_api::Loaded;
+
+/// Analyze Istio configuration files the way `istioctl analyze
+/// --use-kube=false` does: schema validation (IST0106, IST0133) and Istio's
+/// analyzers, with Istio's codes and messages. Built so far: IST0101
+/// (referenced gateways, hosts, subsets), IST0111, IST0128, IST0134.
+///
+/// Exit status, as istioctl's: 0 when nothing reaches --fail-on, 79 when
+/// something does, 65 when an input cannot be read or parsed.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Files or folders of Istio and Kubernetes YAML; `-` reads standard input.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// MeshConfig YAML (as in the `mesh` key of the `istio` ConfigMap).
+    #[arg(long, value_name = "FILE")]
+    mesh_config: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// The least severe level that fails the run.
+    #[arg(long, value_enum, default_value_t = FailOn::Error)]
+    fail_on: FailOn,
+    /// Leave out messages: CODE=RESOURCE, as `IST0101=VirtualService
+    /// default/reviews`; `*` matches anything (`IST0134=*`). Repeatable.
+    #[arg(long, value_name = "CODE=RESOURCE")]
+    suppress: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FailOn {
+    Error,
+    Warning,
+    Info,
+}
+
+/// `*`-patterns.
+fn glob(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, rest)) => {
+            let Some(after) = text.strip_prefix(head) else {
+                return false;
+            };
+            (0..=after.len())
+                .filter(|i| after.is_char_boundary(*i))
+                .any(|i| glob(rest, &after[i..]))
+        }
+    }
+}
+
+fn suppressed(rules: &[(String, String)], m: &Message) -> bool {
+    rules
+        .iter()
+        .any(|(code, resource)| glob(code, m.code) && glob(resource, &m.origin))
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let rules = args
+        .suppress
+        .iter()
+        .map(|s| {
+            s.split_once('=')
+                .map(|(c, r)| (c.trim().to_string(), r.trim().to_string()))
+                .ok_or_else(|| anyhow::anyhow!("--suppress {s:?}: expected CODE=RESOURCE"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut loaded = Loaded::from_paths(&args.paths)?;
+    if let Some(file) = &args.mesh_config {
+        loaded.set_mesh_config_file(file)?;
+    }
+    loaded.validate();
+    // What is about no resource could not be read or parsed.
+    let unreadable: Vec<String> = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error() && d.origin.is_none())
+        .map(ToString::to_string)
+        .collect();
+    let mut messages: Vec<Message> = loaded
+        .diagnostics
+        .iter()
+        .filter_map(weft_analyze::schema)
+        .chain(weft_analyze::analyze(&loaded.resources))
+        .filter(|m| !suppressed(&rules, m))
+        .collect();
+    messages.sort_by(|a, b| (a.level, &a.origin, a.code).cmp(&(b.level, &b.origin, b.code)));
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&messages)?),
+        Output::Text if messages.is_empty() && unreadable.is_empty() => {
+            println!(
+                "✔ No validation issues found when analyzing {} resources.",
+                loaded.resources.len()
+            );
+        }
+        Output::Text => {
+            for m in &messages {
+                println!("{m}");
+            }
+        }
+    }
+    for u in &unreadable {
+        eprintln!("{u}");
+    }
+    let threshold = match args.fail_on {
+        FailOn::Error => Level::Error,
+        FailOn::Warning => Level::Warning,
+        FailOn::Info => Level::Info,
+    };
+    Ok(if !unreadable.is_empty() {
+        ExitCode::from(65)
+    } else if messages.iter().any(|m| m.level <= threshold) {
+        ExitCode::from(79)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,99 @@
+//! `weft analyze` as a CI gate: Istio's message lines, JSON, exit codes,
+//! thresholds and suppressions, through real files.
+
+mod common;
+
+use std::process::{Command, Output};
+
+fn analyze(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weft"))
+        .arg("analyze")
+        .args(args)
+        .output()
+        .expect("weft runs")
+}
+
+const MESH: &str = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: httpbin, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [httpbin-gateway-bogus]
+  http: [{route: [{destination: {host: httpbin}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db, namespace: default}
+spec: {hosts: [db.example.com], ports: [{number: 5432, name: tcp, protocol: TCP}], resolution: DNS}
+"#;
+
+#[test]
+fn findings_print_in_istios_form_and_fail_the_run() {
+    let dir = common::temp("analyze");
+    let file = dir.join("mesh.yaml");
+    std::fs::write(&file, MESH).expect("write");
+    let path = file.to_str().unwrap_or_default();
+    let out = analyze(&[path]);
+    assert_eq!(out.status.code(), Some(79));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            format!(
+                r#"Error [IST0101] (VirtualService default/httpbin {path}:1) Referenced gateway not found: "httpbin-gateway-bogus""#
+            ),
+            format!(
+                r#"Error [IST0101] (VirtualService default/httpbin {path}:1) Referenced host not found: "httpbin""#
+            ),
+            format!(
+                "Warning [IST0134] (ServiceEntry default/db {path}:9) ServiceEntry addresses are required for this protocol."
+            ),
+        ]
+    );
+
+    let out = analyze(&["--output", "json", path]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json[2]["code"], "IST0134");
+    assert_eq!(json[2]["level"], "Warning");
+    assert_eq!(json[2]["origin"], "ServiceEntry default/db");
+    assert_eq!(json[2]["source"], format!("{path}:9"));
+    assert_eq!(
+        json[2]["documentationUrl"],
+        "https://istio.io/latest/docs/reference/config/analysis/ist0134/"
+    );
+
+    // Suppressed errors leave a warning: below the default threshold.
+    let out = analyze(&["--suppress", "IST0101=VirtualService default/*", path]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    let out = analyze(&["--suppress", "IST0101=*", "--fail-on", "warning", path]);
+    assert_eq!(out.status.code(), Some(79));
+
+    // Schema errors are IST0106; unparseable input is exit 65.
+    std::fs::write(
+        &file,
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r}\nspec: {host: r, trafficPolicy: {loadBalancer: {simple: FASTEST}}}\n",
+    )
+    .expect("write");
+    let out = analyze(&[path]);
+    assert_eq!(out.status.code(), Some(79));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("Error [IST0106] (DestinationRule default/r"),
+        "{text}"
+    );
+    assert!(text.contains("Schema validation error: "), "{text}");
+    std::fs::write(&file, "kind: [unclosed\n").expect("write");
+    assert_eq!(analyze(&[path]).status.code(), Some(65));
+
+    // The demo's configuration is clean.
+    let demo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo");
+    let out = analyze(&[demo.to_str().unwrap_or_default()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
