@@ -3,7 +3,7 @@
 //! `istioctl analyze --use-kube=false` reads them). Pure: no I/O, no clock.
 //!
 //! Built so far: IST0101 (referenced gateways, hosts and subsets),
-//! IST0111, IST0128 and IST0134. The rest of Istio's catalogue and weft's
+//! IST0109, IST0111, IST0128, IST0132 and IST0134. The rest of Istio's catalogue and weft's
 //! readiness checks (WEFT1xxx) come next.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -82,6 +82,12 @@ pub fn schema(d: &weft_api::Diagnostic) -> Option<Message> {
         weft_api::Level::Note => return None,
     };
     let origin = d.origin.clone()?;
+    // A resource defined again in another input is the loader's finding
+    // (`weft validate` reports it), not a schema error: the later
+    // definition is what istioctl analyzes.
+    if d.path.is_none() && d.message.starts_with("defined twice") {
+        return None;
+    }
     let detail = match &d.path {
         Some(path) => format!("{path}: {}", d.message),
         None => d.message.clone(),
@@ -107,6 +113,7 @@ pub fn analyze(resources: &[Resource]) -> Vec<Message> {
         match &r.spec {
             Spec::VirtualService(_) => {
                 cx.gateways_of(r, &mut out);
+                cx.hosts_in_gateways(r, &mut out);
                 cx.destinations_of(r, &mut out);
             }
             Spec::DestinationRule(_) => destination_tls(r, &mut out),
@@ -115,7 +122,72 @@ pub fn analyze(resources: &[Resource]) -> Vec<Message> {
         }
     }
     sidecars_without_selectors(resources, &mut out);
+    mesh_host_conflicts(resources, &mut out);
     out
+}
+
+/// Whether two host names overlap: equal, or one a wildcard (`*`,
+/// `*.suffix`) covering the other, case-insensitively.
+fn overlap(a: &str, b: &str) -> bool {
+    let covers = |pattern: &str, host: &str| match pattern.strip_prefix('*') {
+        Some(suffix) => {
+            host.len() >= suffix.len()
+                && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+        }
+        None => pattern.eq_ignore_ascii_case(host),
+    };
+    covers(a, b) || covers(b, a)
+}
+
+/// The namespace a gateway reference names, and the gateway's name.
+fn gateway_ref<'g>(g: &'g str, ns: &'g str) -> (&'g str, &'g str) {
+    g.split_once('/').unwrap_or((ns, g))
+}
+
+/// IST0109: VirtualServices for the mesh that define the same host; each
+/// of them gets the message.
+fn mesh_host_conflicts(resources: &[Resource], out: &mut Vec<Message>) {
+    let mut by_host: BTreeMap<String, Vec<&Resource>> = BTreeMap::new();
+    for r in resources {
+        let Spec::VirtualService(vs) = &r.spec else {
+            continue;
+        };
+        let for_mesh = vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh");
+        if !for_mesh {
+            continue;
+        }
+        // Exported only to its own namespace, it conflicts only there.
+        let scope = if vs.export_to.iter().all(|e| e == ".") && !vs.export_to.is_empty() {
+            format!("{}/", r.namespace())
+        } else {
+            String::new()
+        };
+        let mut own = BTreeSet::new();
+        for h in &vs.hosts {
+            let host = expand(h, r.namespace());
+            if own.insert(host.clone()) {
+                by_host.entry(format!("{scope}{host}")).or_default().push(r);
+            }
+        }
+    }
+    for (key, vss) in by_host.into_iter().filter(|(_, v)| v.len() > 1) {
+        let host = key.rsplit('/').next().unwrap_or(&key);
+        let names: Vec<String> = vss
+            .iter()
+            .map(|r| format!("{}/{}", r.namespace(), r.name))
+            .collect();
+        for r in vss {
+            out.push(message(
+                "IST0109",
+                Level::Error,
+                r,
+                format!(
+                    "The VirtualServices {} associated with mesh gateway define the same host {host} which can lead to undefined behavior. This can be fixed by merging the conflicting VirtualServices into a single resource.",
+                    names.join(",")
+                ),
+            ));
+        }
+    }
 }
 
 const DOMAIN: &str = "svc.cluster.local";
@@ -124,6 +196,8 @@ const DOMAIN: &str = "svc.cluster.local";
 struct Context<'a> {
     /// Gateways by `namespace/name`.
     gateways: BTreeSet<String>,
+    /// Each Gateway's server hosts, by namespace and name.
+    servers: BTreeMap<(String, String), Vec<&'a str>>,
     /// Hosts of Kubernetes Services and ServiceEntries.
     hosts: BTreeSet<String>,
     /// ServiceEntry hosts with a leading `*.`, as their suffix.
@@ -145,6 +219,7 @@ impl<'a> Context<'a> {
     fn new(resources: &'a [Resource]) -> Context<'a> {
         let mut cx = Context {
             gateways: BTreeSet::new(),
+            servers: BTreeMap::new(),
             hosts: BTreeSet::new(),
             wildcards: Vec::new(),
             subsets: BTreeMap::new(),
@@ -152,8 +227,16 @@ impl<'a> Context<'a> {
         for r in resources {
             let ns = r.namespace();
             match &r.spec {
-                Spec::Gateway(_) => {
+                Spec::Gateway(g) => {
                     cx.gateways.insert(format!("{ns}/{}", r.name));
+                    cx.servers.insert(
+                        (ns.to_string(), r.name.clone()),
+                        g.servers
+                            .iter()
+                            .flat_map(|s| &s.hosts)
+                            .map(String::as_str)
+                            .collect(),
+                    );
                 }
                 Spec::Service(_) => {
                     cx.hosts.insert(format!("{}.{ns}.{DOMAIN}", r.name));
@@ -200,17 +283,57 @@ impl<'a> Context<'a> {
             if g == "mesh" || !seen.insert(g) {
                 continue;
             }
-            let full = if g.contains('/') {
-                g.clone()
-            } else {
-                format!("{}/{g}", r.namespace())
-            };
-            if !self.gateways.contains(&full) {
+            let (gw_ns, gw_name) = gateway_ref(g, r.namespace());
+            if !self.gateways.contains(&format!("{gw_ns}/{gw_name}")) {
                 out.push(message(
                     "IST0101",
                     Level::Error,
                     r,
                     format!("Referenced gateway not found: {g:?}"),
+                ));
+            }
+        }
+    }
+
+    /// IST0132: VirtualService hosts that no server of a Gateway it is
+    /// bound to serves.
+    fn hosts_in_gateways(&self, r: &Resource, out: &mut Vec<Message>) {
+        let Spec::VirtualService(vs) = &r.spec else {
+            return;
+        };
+        let ns = r.namespace();
+        for g in vs.gateways.iter().filter(|g| *g != "mesh") {
+            let (gw_ns, gw_name) = gateway_ref(g, ns);
+            let Some(servers) = self.servers.get(&(gw_ns.to_string(), gw_name.to_string())) else {
+                continue;
+            };
+            let missing: Vec<&str> = vs
+                .hosts
+                .iter()
+                .filter(|h| {
+                    !servers.iter().any(|server_host| {
+                        let (host_ns, pattern) =
+                            server_host.split_once('/').unwrap_or(("*", server_host));
+                        let ns_ok = match host_ns {
+                            "*" => true,
+                            "." => ns == gw_ns,
+                            other => other == ns,
+                        };
+                        ns_ok && overlap(pattern, h)
+                    })
+                })
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() {
+                out.push(message(
+                    "IST0132",
+                    Level::Warning,
+                    r,
+                    format!(
+                        "one or more host [{}] defined in VirtualService {ns}/{} not found in Gateway {gw_ns}/{gw_name}.",
+                        missing.join(" "),
+                        r.name
+                    ),
                 ));
             }
         }

@@ -189,3 +189,92 @@ fn two_namespace_wide_sidecars_conflict() {
         ]
     );
 }
+
+fn vs(name: &str, ns: &str, rest: &str) -> String {
+    format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{{rest}}}\n"
+    )
+}
+
+#[test]
+fn two_mesh_virtual_services_for_one_host_conflict() {
+    let route = "http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]";
+    let found = run(&[
+        REVIEWS.to_string(),
+        vs("a", "default", &format!("hosts: [reviews], {route}")),
+        vs(
+            "b",
+            "default",
+            &format!("hosts: [reviews.default.svc.cluster.local], {route}"),
+        ),
+        // Bound to a gateway only, or exported to its own namespace
+        // elsewhere: no conflict.
+        vs(
+            "c",
+            "default",
+            &format!("hosts: [reviews], gateways: [shop], {route}"),
+        ),
+        vs(
+            "d",
+            "other",
+            &format!("hosts: [reviews.default.svc.cluster.local], exportTo: [.], {route}"),
+        ),
+    ]
+    .concat());
+    let msg = "The VirtualServices default/a,default/b associated with mesh gateway define the same host reviews.default.svc.cluster.local which can lead to undefined behavior. This can be fixed by merging the conflicting VirtualServices into a single resource.";
+    assert_eq!(
+        codes(&found),
+        vec![
+            ("IST0109", Level::Error, "VirtualService default/a", msg),
+            ("IST0109", Level::Error, "VirtualService default/b", msg),
+        ]
+    );
+}
+
+#[test]
+fn hosts_a_bound_gateway_does_not_serve_are_reported() {
+    let gateway = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: web, namespace: edge}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - {port: {number: 80, name: http, protocol: HTTP}, hosts: ["shop/*.example.com", "./status.example.org"]}
+"#;
+    let route = "http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]";
+    let found = run(&[
+        gateway.to_string(),
+        "---".to_string(),
+        REVIEWS.to_string(),
+        vs(
+            "ok",
+            "shop",
+            &format!(
+                "hosts: [books.example.com, \"*.example.com\"], gateways: [edge/web], {route}"
+            ),
+        ),
+        vs(
+            "bad",
+            "shop",
+            &format!(
+                "hosts: [books.example.org, status.example.org], gateways: [edge/web], {route}"
+            ),
+        ),
+        vs(
+            "edge",
+            "edge",
+            &format!("hosts: [status.example.org], gateways: [web], {route}"),
+        ),
+    ]
+    .concat());
+    assert_eq!(
+        codes(&found),
+        vec![(
+            "IST0132",
+            Level::Warning,
+            "VirtualService shop/bad",
+            "one or more host [books.example.org status.example.org] defined in VirtualService shop/bad not found in Gateway edge/web."
+        )]
+    );
+}

@@ -87,6 +87,18 @@ fn findings_print_in_istios_form_and_fail_the_run() {
     std::fs::write(&file, "kind: [unclosed\n").expect("write");
     assert_eq!(analyze(&[path]).status.code(), Some(65));
 
+    // The same resource in two files is no schema error.
+    let twice = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r}\nspec: {host: r}\n";
+    std::fs::write(&file, twice).expect("write");
+    std::fs::write(dir.join("again.yaml"), twice).expect("write");
+    let out = analyze(&[dir.to_str().unwrap_or_default()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
     // The demo's configuration is clean.
     let demo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo");
     let out = analyze(&[demo.to_str().unwrap_or_default()]);
