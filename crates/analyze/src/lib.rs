@@ -9,6 +9,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+pub mod readiness;
+
 use serde::Serialize;
 use weft_api::types::destination_rule::ClientTlsMode;
 use weft_api::{Resource, Spec};
@@ -65,10 +67,19 @@ fn message(code: &'static str, level: Level, r: &Resource, text: String) -> Mess
         message: text,
         origin: r.origin(),
         source: format!("{}:{}", r.source.file, r.source.pos.line),
-        documentation_url: format!(
+        documentation_url: documentation(code),
+    }
+}
+
+/// Istio's page for an IST code; weft's README section for its own.
+fn documentation(code: &str) -> String {
+    if code.starts_with("WEFT") {
+        "README.md#the-readiness-checklist".to_string()
+    } else {
+        format!(
             "https://istio.io/latest/docs/reference/config/analysis/{}/",
             code.to_ascii_lowercase()
-        ),
+        )
     }
 }
 
@@ -98,10 +109,7 @@ pub fn schema(d: &weft_api::Diagnostic) -> Option<Message> {
         message: format!("Schema validation {what}: {detail}"),
         origin,
         source: format!("{}:{}", d.file, d.pos.line),
-        documentation_url: format!(
-            "https://istio.io/latest/docs/reference/config/analysis/{}/",
-            code.to_ascii_lowercase()
-        ),
+        documentation_url: documentation(code),
     })
 }
 

@@ -278,3 +278,136 @@ spec:
         )]
     );
 }
+
+fn readiness(yaml: &str) -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut l = weft_api::Loaded::default();
+    l.add_text("mesh.yaml", yaml);
+    assert_eq!(l.errors(), 0, "{:?}", l.diagnostics);
+    crate::readiness::readiness(&l.resources, "istio-system", None)
+        .into_iter()
+        .map(|row| (row.practice, row.findings.iter().map(|m| m.code).collect()))
+        .collect()
+}
+
+fn codes_of(rows: &[(&'static str, Vec<&'static str>)]) -> Vec<&'static str> {
+    rows.iter().flat_map(|(_, c)| c.clone()).collect()
+}
+
+#[test]
+fn the_readiness_checklist_finds_each_gap_and_passes_a_good_mesh() {
+    let good = r#"
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-nothing, namespace: istio-system}
+spec: {}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: reviews, namespace: shop}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  rules: [{from: [{source: {principals: [cluster.local/ns/shop/sa/productpage]}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews, namespace: shop}
+spec: {address: 10.0.0.1, labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - {port: {number: 443, name: https, protocol: HTTPS}, hosts: ["*"], tls: {mode: SIMPLE, credentialName: web}}
+  - {port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"], tls: {httpsRedirect: true}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: shop}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews}}], timeout: 2s, retries: {attempts: 2, perTryTimeout: 500ms}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: shop}
+spec:
+  host: reviews
+  trafficPolicy: {connectionPool: {tcp: {maxConnections: 10}}, outlierDetection: {consecutive5xxErrors: 5}}
+"#;
+    let rows = readiness(good);
+    assert_eq!(rows.len(), 5);
+    assert!(codes_of(&rows).is_empty(), "{rows:?}");
+
+    let bad = r#"
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: shop}
+spec: {mtls: {mode: PERMISSIVE}, }
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: open, namespace: shop}
+spec: {selector: {matchLabels: {app: reviews}}, rules: [{}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-others, namespace: shop}
+spec: {action: DENY, rules: [{from: [{source: {notNamespaces: [shop]}}]}]}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews, namespace: shop}
+spec: {address: 10.0.0.1, labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: shop}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews}}], retries: {attempts: 3}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: shop}
+spec: {host: reviews, trafficPolicy: {tls: {mode: DISABLE}}}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec: {outboundTrafficPolicy: {mode: ALLOW_ANY}}
+"#;
+    let rows = readiness(bad);
+    assert_eq!(
+        rows,
+        vec![
+            ("mTLS everywhere (STRICT)", vec!["WEFT1001", "WEFT1002"]),
+            (
+                "least-privilege authorization",
+                vec!["WEFT1103", "WEFT1104", "WEFT1101"]
+            ),
+            (
+                "traffic enters through a gateway with TLS",
+                vec!["WEFT1201", "WEFT1202"]
+            ),
+            (
+                "timeouts, retries and circuit breaking",
+                vec!["WEFT1301", "WEFT1302", "WEFT1303"]
+            ),
+            ("egress controlled (REGISTRY_ONLY)", vec!["WEFT1401"]),
+        ]
+    );
+}

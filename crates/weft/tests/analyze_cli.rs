@@ -108,4 +108,31 @@ fn findings_print_in_istios_form_and_fail_the_run() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    // Its readiness: every row but the gateway's TLS, which a laptop demo
+    // without certificates cannot have.
+    let out = analyze(&["--readiness", demo.to_str().unwrap_or_default()]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let marks: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with('✓') || l.starts_with('✗'))
+        .collect();
+    assert_eq!(
+        marks,
+        vec![
+            "✓ mTLS everywhere (STRICT)",
+            "✓ least-privilege authorization",
+            "✗ traffic enters through a gateway with TLS",
+            "✓ timeouts, retries and circuit breaking",
+            "✓ egress controlled (REGISTRY_ONLY)",
+        ],
+        "{text}"
+    );
+    let out = analyze(&[
+        "--readiness",
+        "--fail-on",
+        "warning",
+        demo.to_str().unwrap_or_default(),
+    ]);
+    assert_eq!(out.status.code(), Some(79));
 }

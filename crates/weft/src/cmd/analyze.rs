@@ -32,6 +32,10 @@ pub(crate) struct Args {
     /// default/reviews`; `*` matches anything (`IST0134=*`). Repeatable.
     #[arg(long, value_name = "CODE=RESOURCE")]
     suppress: Vec<String>,
+    /// Also run the production-readiness checklist (WEFT1xxx) and print it
+    /// as a table, ✓ or ✗ per practice with the findings behind each ✗.
+    #[arg(long)]
+    readiness: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -68,6 +72,14 @@ fn suppressed(rules: &[(String, String)], m: &Message) -> bool {
         .any(|(code, resource)| glob(code, m.code) && glob(resource, &m.origin))
 }
 
+fn threshold(fail_on: FailOn) -> Level {
+    match fail_on {
+        FailOn::Error => Level::Error,
+        FailOn::Warning => Level::Warning,
+        FailOn::Info => Level::Info,
+    }
+}
+
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rules = args
         .suppress
@@ -98,7 +110,43 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .filter(|m| !suppressed(&rules, m))
         .collect();
     messages.sort_by(|a, b| (a.level, &a.origin, a.code).cmp(&(b.level, &b.origin, b.code)));
+    let rows = if args.readiness {
+        let meshconfig = loaded.mesh.as_ref();
+        let root = meshconfig
+            .and_then(|m| m.config.root_namespace.clone())
+            .unwrap_or_else(|| "istio-system".into());
+        let allow_any = meshconfig
+            .filter(|m| {
+                m.config
+                    .outbound_traffic_policy
+                    .as_ref()
+                    .and_then(|p| p.mode)
+                    == Some(weft_api::types::sidecar::OutboundMode::AllowAny)
+            })
+            .map(|m| m.file.to_string());
+        let mut rows =
+            weft_analyze::readiness::readiness(&loaded.resources, &root, allow_any.as_deref());
+        for row in &mut rows {
+            row.findings.retain(|m| !suppressed(&rules, m));
+        }
+        rows
+    } else {
+        Vec::new()
+    };
+    let readiness_findings = rows.iter().flat_map(|r| &r.findings);
+    let fails = messages
+        .iter()
+        .chain(readiness_findings)
+        .any(|m| m.level <= threshold(args.fail_on));
     match args.output {
+        Output::Json if args.readiness => {
+            let rows: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|r| serde_json::json!({"practice": r.practice, "ok": r.findings.is_empty(), "findings": r.findings}))
+                .collect();
+            let json = serde_json::json!({"messages": messages, "readiness": rows});
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        }
         Output::Json => println!("{}", serde_json::to_string_pretty(&messages)?),
         Output::Text if messages.is_empty() && unreadable.is_empty() => {
             println!(
@@ -112,17 +160,26 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    if args.readiness && args.output == Output::Text {
+        println!("Production readiness:");
+        for row in &rows {
+            let mark = if row.findings.is_empty() {
+                "✓"
+            } else {
+                "✗"
+            };
+            println!("{mark} {}", row.practice);
+            for m in &row.findings {
+                println!("    {m}");
+            }
+        }
+    }
     for u in &unreadable {
         eprintln!("{u}");
     }
-    let threshold = match args.fail_on {
-        FailOn::Error => Level::Error,
-        FailOn::Warning => Level::Warning,
-        FailOn::Info => Level::Info,
-    };
     Ok(if !unreadable.is_empty() {
         ExitCode::from(65)
-    } else if messages.iter().any(|m| m.level <= threshold) {
+    } else if fails {
         ExitCode::from(79)
     } else {
         ExitCode::SUCCESS
