@@ -137,36 +137,30 @@ fn authorization(resources: &[Resource], root: &str) -> Vec<Message> {
         let Spec::AuthorizationPolicy(ap) = &r.spec else {
             continue;
         };
-        match ap.action.unwrap_or(Action::Allow) {
-            Action::Allow => {
-                if ap
-                    .rules
-                    .iter()
-                    .any(|rule| rule.from.is_empty() && rule.to.is_empty() && rule.when.is_empty())
-                {
-                    out.push(warn(
-                        "WEFT1103",
-                        r,
-                        "an ALLOW rule with no from, to or when allows every request from anyone. Hint: name the sources (principals, namespaces) and operations it is for.".into(),
-                    ));
-                }
-            }
-            Action::Deny => {
-                let negative = ap
-                    .rules
-                    .iter()
-                    .flat_map(|rule| &rule.from)
-                    .filter_map(|f| f.source.as_ref())
-                    .any(|s| !s.not_namespaces.is_empty() || !s.not_principals.is_empty());
-                if negative {
-                    out.push(warn(
-                        "WEFT1104",
-                        r,
-                        "a DENY rule on notNamespaces or notPrincipals does not match plaintext requests, which have no identity. Hint: require mTLS (STRICT) or deny with principals: [\"*\"] inverted through an ALLOW policy.".into(),
-                    ));
-                }
-            }
-            _ => {}
+        let action = ap.action.unwrap_or(Action::Allow);
+        let allows_all = ap
+            .rules
+            .iter()
+            .any(|rule| rule.from.is_empty() && rule.to.is_empty() && rule.when.is_empty());
+        let negative = ap
+            .rules
+            .iter()
+            .flat_map(|rule| &rule.from)
+            .filter_map(|f| f.source.as_ref())
+            .any(|s| !s.not_namespaces.is_empty() || !s.not_principals.is_empty());
+        if action == Action::Allow && allows_all {
+            out.push(warn(
+                "WEFT1103",
+                r,
+                "an ALLOW rule with no from, to or when allows every request from anyone. Hint: name the sources (principals, namespaces) and operations it is for.".into(),
+            ));
+        }
+        if action == Action::Deny && negative {
+            out.push(warn(
+                "WEFT1104",
+                r,
+                "a DENY rule on notNamespaces or notPrincipals does not match plaintext requests, which have no identity. Hint: require mTLS (STRICT), or allow the namespaces instead of denying the others.".into(),
+            ));
         }
     }
     out
