@@ -3,7 +3,7 @@
 //! `istioctl analyze --use-kube=false` reads them). Pure: no I/O, no clock.
 //!
 //! Built so far: IST0101 (referenced gateways, hosts and subsets),
-//! IST0109, IST0111, IST0128, IST0132 and IST0134. The rest of Istio's catalogue and weft's
+//! IST0109, IST0111, IST0118, IST0128, IST0132 and IST0134. The rest of Istio's catalogue and weft's
 //! readiness checks (WEFT1xxx) come next.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -126,6 +126,7 @@ pub fn analyze(resources: &[Resource]) -> Vec<Message> {
             }
             Spec::DestinationRule(_) => destination_tls(r, &mut out),
             Spec::ServiceEntry(_) => addresses_required(r, &mut out),
+            Spec::Service(_) => port_names(r, &mut out),
             _ => {}
         }
     }
@@ -433,6 +434,71 @@ fn destination_tls(r: &Resource, out: &mut Vec<Message>) {
                 r.name,
                 r.namespace(),
                 dr.host
+            ),
+        ));
+    }
+}
+
+/// Namespaces of the platform, which the port-name convention leaves alone.
+const SYSTEM_NAMESPACES: [&str; 4] = [
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    "local-path-storage",
+];
+
+/// Whether Istio recognizes `name` as a protocol (case-insensitive).
+fn known_protocol(name: &str) -> bool {
+    const KNOWN: [&str; 13] = [
+        "tcp",
+        "udp",
+        "grpc",
+        "grpc-web",
+        "http",
+        "http_proxy",
+        "http2",
+        "https",
+        "tls",
+        "mongo",
+        "redis",
+        "mysql",
+        "hbone",
+    ];
+    KNOWN.iter().any(|k| k.eq_ignore_ascii_case(name))
+}
+
+/// IST0118: a Service port whose protocol neither `appProtocol` nor the
+/// name (`<protocol>[-<suffix>]`) tells, nor the port's own UDP.
+fn port_names(r: &Resource, out: &mut Vec<Message>) {
+    let Spec::Service(svc) = &r.spec else {
+        return;
+    };
+    if SYSTEM_NAMESPACES.contains(&r.namespace()) {
+        return;
+    }
+    for p in &svc.ports {
+        let name = p.name.as_deref().unwrap_or_default();
+        let prefix = name.split('-').next().unwrap_or(name);
+        let told = p.app_protocol.as_deref().is_some_and(known_protocol)
+            || p.protocol
+                .as_deref()
+                .is_some_and(|proto| proto.eq_ignore_ascii_case("UDP"))
+            || known_protocol(prefix);
+        if told {
+            continue;
+        }
+        let port = p.port.unwrap_or(0);
+        let target = match &p.target_port {
+            Some(weft_api::types::kube::IntOrString::Int(n)) => n.to_string(),
+            Some(weft_api::types::kube::IntOrString::String(s)) => s.clone(),
+            None => port.to_string(),
+        };
+        out.push(message(
+            "IST0118",
+            Level::Info,
+            r,
+            format!(
+                "Port name {name} (port: {port}, targetPort: {target}) doesn't follow the naming convention of Istio port."
             ),
         ));
     }

@@ -411,3 +411,43 @@ spec: {outboundTrafficPolicy: {mode: ALLOW_ANY}}
         ]
     );
 }
+
+#[test]
+fn service_ports_should_name_their_protocol() {
+    let found = run(r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  ports:
+  - {name: http-web, port: 80, targetPort: 8080}
+  - {name: grpc, port: 9090}
+  - {name: metrics, port: 9100, targetPort: metrics}
+  - {name: stats, port: 9200, appProtocol: http}
+  - {name: dns, port: 53, protocol: UDP}
+  - {name: admin, port: 8081}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: kube-dns, namespace: kube-system}
+spec: {ports: [{name: dns-tcp, port: 53}]}
+"#);
+    assert_eq!(
+        codes(&found),
+        vec![
+            (
+                "IST0118",
+                Level::Info,
+                "Service shop/web",
+                "Port name metrics (port: 9100, targetPort: metrics) doesn't follow the naming convention of Istio port."
+            ),
+            (
+                "IST0118",
+                Level::Info,
+                "Service shop/web",
+                "Port name admin (port: 8081, targetPort: 8081) doesn't follow the naming convention of Istio port."
+            ),
+        ]
+    );
+}
