@@ -295,14 +295,16 @@ fn compile_traffic(
             _ => None,
         })
         .collect();
-    let rules: Vec<(&Resource, &DestinationRule)> = resources
-        .iter()
-        .filter(|r| scope.config(r))
-        .filter_map(|r| match &r.spec {
-            Spec::DestinationRule(d) => Some((r, d)),
-            _ => None,
-        })
-        .collect();
+    // DestinationRules by the host they name, expanded once, in order.
+    let mut rules: HashMap<String, Vec<&DestinationRule>> = HashMap::new();
+    for r in resources.iter().filter(|r| scope.config(r)) {
+        if let Spec::DestinationRule(d) = &r.spec {
+            rules
+                .entry(expand(&d.host, r.namespace()))
+                .or_default()
+                .push(d);
+        }
+    }
     let mut cx = Compiler {
         resources,
         me: w,
@@ -380,7 +382,7 @@ pub(crate) struct Compiler<'a> {
     /// namespace and gateways are decided here, once.
     pub(crate) me: &'a Workload,
     registry: &'a Registry,
-    rules: Vec<(&'a Resource, &'a DestinationRule)>,
+    rules: HashMap<String, Vec<&'a DestinationRule>>,
     trust_domain: &'a str,
     clusters: BTreeMap<String, Cluster>,
     /// The gateway (`namespace/name`) whose routes are being compiled;
@@ -571,12 +573,7 @@ impl<'a> Compiler<'a> {
         let service = self.service(host);
         // Several DestinationRules for one host merge as in Istio: subsets
         // from all of them, the traffic policy of the first that has one.
-        let rules: Vec<&DestinationRule> = self
-            .rules
-            .iter()
-            .filter(|(r, d)| expand(&d.host, r.namespace()) == host)
-            .map(|(_, d)| *d)
-            .collect();
+        let rules: &[&DestinationRule] = self.rules.get(host).map_or(&[], Vec::as_slice);
         let subset_rule = subset.and_then(|s| {
             rules
                 .iter()
