@@ -9,7 +9,8 @@
 //! in the same run, is what a control plane without shared traffic parts
 //! would do for that change: compile and encode every proxy's whole
 //! configuration. Run: `cargo bench -p weft-control --bench scale`
-//! (`WEFT_BENCH_PROXIES=N` for fewer proxies).
+//! (`WEFT_BENCH_PROXIES=N` for fewer proxies, `WEFT_BENCH_SIDECARS=1` for a
+//! Sidecar per namespace).
 
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -34,7 +35,8 @@ fn address(n: usize) -> String {
     format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255)
 }
 
-/// One file per namespace; `moved` moves the first endpoint of svc0.
+/// One file per namespace; `moved` moves the first endpoint of svc0 (with
+/// Sidecars, of each namespace's first service).
 fn write_mesh(dir: &Path, moved: bool) {
     for ns in 0..NAMESPACES {
         let mut out = String::new();
@@ -44,8 +46,11 @@ fn write_mesh(dir: &Path, moved: bool) {
                 (i + 1) % SERVICES
             ));
             for j in 0..PER_SERVICE {
-                let n = if moved && i == 0 && j == 0 {
-                    SERVICES * PER_SERVICE + 1
+                // The move: every proxy must see it, so with Sidecars one
+                // endpoint moves in each namespace.
+                let moves = j == 0 && if scoped() { i < NAMESPACES } else { i == 0 };
+                let n = if moved && moves {
+                    SERVICES * PER_SERVICE + 1 + i
                 } else {
                     i * PER_SERVICE + j + 1
                 };
@@ -55,8 +60,20 @@ fn write_mesh(dir: &Path, moved: bool) {
                 ));
             }
         }
+        if scoped() {
+            out.push_str(&format!(
+                "---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: ns{ns}}}\nspec: {{egress: [{{hosts: [\"./*\"]}}]}}\n"
+            ));
+        }
         std::fs::write(dir.join(format!("ns{ns}.yaml")), out).expect("write mesh");
     }
+}
+
+/// `WEFT_BENCH_SIDECARS=1`: each namespace has a Sidecar limiting its
+/// proxies to their own namespace, so each namespace is a traffic key of
+/// its own with a small configuration.
+fn scoped() -> bool {
+    std::env::var("WEFT_BENCH_SIDECARS").is_ok_and(|v| v == "1")
 }
 
 fn rss_mb() -> (f64, f64) {

@@ -724,7 +724,7 @@ impl Served {
         Served {
             version,
             registry: Registry::from_resources(&resources),
-            selectors: TrafficSelectors::of(&resources),
+            selectors: TrafficSelectors::of(&resources, &base.mesh),
             security: resources
                 .iter()
                 .filter(|r| {

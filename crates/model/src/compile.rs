@@ -151,62 +151,88 @@ fn workload<'a>(
 }
 
 /// What the traffic part of a configuration (outbound services, clusters,
-/// gateway servers, outbound policy) depends on besides the resources: the
-/// workload's namespace and, for each Sidecar and Gateway selector and each
-/// route's `sourceLabels`, whether it selects the workload. Workloads with
-/// one key have the same traffic part, which a control plane compiles once.
+/// gateway servers, outbound policy) depends on besides the resources: for
+/// each Sidecar and Gateway selector and each route's `sourceLabels`,
+/// whether it selects the workload; and the workload's namespace, when
+/// anything scopes by namespace (a Sidecar, an `exportTo` other than `*`,
+/// MeshConfig's export defaults, a `sourceNamespace` match). Workloads
+/// with one key have the same traffic part, which a control plane
+/// compiles once.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TrafficKey {
+    /// Empty when no configuration depends on it.
     pub namespace: String,
     pub selected: Vec<bool>,
 }
 
-pub fn traffic_key(resources: &[Resource], w: &Workload) -> TrafficKey {
-    TrafficSelectors::of(resources).key(w)
+pub fn traffic_key(resources: &[Resource], mesh: &Mesh, w: &Workload) -> TrafficKey {
+    TrafficSelectors::of(resources, mesh).key(w)
 }
 
-/// The label selectors a [`TrafficKey`] tests, gathered once per set of
-/// resources.
+/// The label selectors a [`TrafficKey`] tests, and whether namespaces
+/// matter, gathered once per set of resources.
 #[derive(Debug, Clone, Default)]
-pub struct TrafficSelectors(Vec<BTreeMap<String, String>>);
+pub struct TrafficSelectors {
+    selectors: Vec<BTreeMap<String, String>>,
+    namespaced: bool,
+}
+
+/// Whether an `exportTo` limits who sees a resource.
+fn scoped(export_to: &[String]) -> bool {
+    export_to.iter().any(|e| e != "*")
+}
 
 impl TrafficSelectors {
-    pub fn of(resources: &[Resource]) -> TrafficSelectors {
+    pub fn of(resources: &[Resource], mesh: &Mesh) -> TrafficSelectors {
+        let d = &mesh.export_defaults;
+        let mut namespaced =
+            scoped(&d.service) || scoped(&d.virtual_service) || scoped(&d.destination_rule);
         let mut all = Vec::new();
+        let mut test = |labels: &BTreeMap<String, String>| all.push(labels.clone());
         for r in resources {
             match &r.spec {
                 Spec::Sidecar(sc) => {
-                    all.extend(sc.workload_selector.iter().map(|s| s.labels.clone()))
+                    namespaced = true;
+                    sc.workload_selector.iter().for_each(|s| test(&s.labels));
                 }
-                Spec::Gateway(g) => all.push(g.selector.clone()),
+                Spec::ServiceEntry(se) => namespaced |= scoped(&se.export_to),
+                Spec::DestinationRule(dr) => namespaced |= scoped(&dr.export_to),
+                Spec::Gateway(g) => test(&g.selector),
                 Spec::VirtualService(v) => {
-                    let http = v
-                        .http
-                        .iter()
-                        .flat_map(|h| &h.r#match)
-                        .map(|m| &m.source_labels);
-                    let tcp = v
-                        .tcp
+                    let http = v.http.iter().flat_map(|h| &h.r#match);
+                    namespaced |=
+                        scoped(&v.export_to) || http.clone().any(|m| m.source_namespace.is_some());
+                    http.for_each(|m| test(&m.source_labels));
+                    v.tcp
                         .iter()
                         .flat_map(|t| &t.r#match)
-                        .map(|m| &m.source_labels);
-                    let tls = v
-                        .tls
+                        .for_each(|m| test(&m.source_labels));
+                    v.tls
                         .iter()
                         .flat_map(|t| &t.r#match)
-                        .map(|m| &m.source_labels);
-                    all.extend(http.chain(tcp).chain(tls).cloned());
+                        .for_each(|m| test(&m.source_labels));
                 }
                 _ => {}
             }
         }
-        TrafficSelectors(all)
+        TrafficSelectors {
+            selectors: all,
+            namespaced,
+        }
     }
 
     pub fn key(&self, w: &Workload) -> TrafficKey {
         TrafficKey {
-            namespace: w.namespace.clone(),
-            selected: self.0.iter().map(|s| selects(s, &w.labels)).collect(),
+            namespace: if self.namespaced {
+                w.namespace.clone()
+            } else {
+                String::new()
+            },
+            selected: self
+                .selectors
+                .iter()
+                .map(|s| selects(s, &w.labels))
+                .collect(),
         }
     }
 }
@@ -281,7 +307,6 @@ fn compile_traffic(
     w: &Workload,
     mesh: &Mesh,
 ) -> Traffic {
-    let namespace = w.namespace.as_str();
     let scope = Scope::new(resources, mesh, w);
     let virtual_services: Vec<(&Resource, &VirtualService)> = resources
         .iter()
@@ -357,7 +382,6 @@ fn compile_traffic(
             };
             outbound.push(OutboundService {
                 host: service.host.clone(),
-                aliases: aliases(&service.host, namespace),
                 port: port.number,
                 protocol: port.protocol,
                 routes,
@@ -817,18 +841,4 @@ fn outbound_policy(resources: &[Resource], mesh: &Mesh, w: &Workload) -> Outboun
         Some(OutboundMode::RegistryOnly) => OutboundPolicy::RegistryOnly,
         None => mesh.outbound_policy.unwrap_or_default(),
     }
-}
-
-/// The short names a client in namespace `ns` may use for `host`.
-fn aliases(host: &str, ns: &str) -> Vec<String> {
-    let Some(base) = host.strip_suffix(&format!(".{CLUSTER_DOMAIN}")) else {
-        return Vec::new();
-    };
-    let mut out = vec![format!("{base}.svc"), base.to_string()];
-    if let Some((name, svc_ns)) = base.split_once('.') {
-        if svc_ns == ns {
-            out.push(name.to_string());
-        }
-    }
-    out
 }

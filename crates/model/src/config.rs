@@ -202,9 +202,6 @@ pub enum ServerTlsMode {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OutboundService {
     pub host: String,
-    /// Other names a client in this proxy's namespace may use (`reviews`,
-    /// `reviews.default`, ...).
-    pub aliases: Vec<String>,
     pub port: u32,
     pub protocol: Protocol,
     /// HTTP routes in order; the first that matches wins.
@@ -216,10 +213,29 @@ pub struct OutboundService {
 }
 
 impl OutboundService {
-    /// Whether `host` (without port) names this service.
-    pub fn answers_to(&self, host: &str) -> bool {
-        self.host.eq_ignore_ascii_case(host)
-            || self.aliases.iter().any(|a| a.eq_ignore_ascii_case(host))
+    /// Whether `host` (without port) names this service for a client in
+    /// `namespace`: its full name, or for a Kubernetes-style host
+    /// `name.ns.svc.cluster.local` also `name.ns.svc`, `name.ns`, and `name`
+    /// from its own namespace. The short names are decided here, at the
+    /// client, so that the compiled services are the same for every
+    /// namespace.
+    pub fn answers_to(&self, host: &str, namespace: &str) -> bool {
+        if self.host.eq_ignore_ascii_case(host) {
+            return true;
+        }
+        let Some(base) = self.host.strip_suffix(".svc.cluster.local") else {
+            return false;
+        };
+        let prefix_is_base = host
+            .get(..base.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(base));
+        if prefix_is_base
+            && (host.len() == base.len() || host[base.len()..].eq_ignore_ascii_case(".svc"))
+        {
+            return true;
+        }
+        base.split_once('.')
+            .is_some_and(|(name, ns)| ns == namespace && name.eq_ignore_ascii_case(host))
     }
 
     /// The first route that matches the request, as Istio orders them.

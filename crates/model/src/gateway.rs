@@ -166,7 +166,6 @@ impl Compiler<'_> {
                     Some(existing) => existing.routes.extend(routes.iter().cloned()),
                     None => vhosts.push(OutboundService {
                         host: domain,
-                        aliases: Vec::new(),
                         port,
                         protocol,
                         routes: routes.clone(),

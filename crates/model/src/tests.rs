@@ -114,9 +114,11 @@ fn without_a_virtual_service_traffic_goes_to_every_endpoint() {
         .find(|s| s.host == "reviews.default.svc.cluster.local")
         .unwrap();
     assert!(
-        svc.answers_to("reviews")
-            && svc.answers_to("reviews.default")
-            && svc.answers_to("reviews.default.svc")
+        svc.answers_to("reviews", "default")
+            && svc.answers_to("Reviews.default", "default")
+            && svc.answers_to("reviews.default.svc", "other")
+            && !svc.answers_to("reviews", "other")
+            && !svc.answers_to("reviews.default.svcx", "default")
     );
     let no_headers = |_: &str| None;
     let route = svc.route(&view("/", &no_headers)).unwrap();
@@ -871,7 +873,7 @@ spec:
     let mesh = crate::Mesh::new("cluster.local");
     let key = |name: &str| {
         let w = registry.workload("default", name).expect("workload");
-        crate::traffic_key(&resources, w)
+        crate::traffic_key(&resources, &mesh, w)
     };
     // Only sourceLabels {version: v2} tells them apart: v1 and v3 share a
     // key, v2 does not.
@@ -921,4 +923,40 @@ spec:
     assert!(removed.is_empty());
     assert!(changed.iter().all(|(n, _)| !crate::sections::is_traffic(n)));
     assert!(changed.iter().any(|(n, _)| *n == "workload"));
+}
+
+#[test]
+fn namespaces_share_a_traffic_part_until_something_scopes_by_namespace() {
+    let other = "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: x, namespace: other}\nspec: {address: 127.0.0.41, serviceAccount: x, labels: {app: x}, ports: {http: 9000}}\n";
+    let keys = |extra: &str| {
+        let resources = load(&format!("{other}---\n{extra}"));
+        let registry = Registry::from_resources(&resources);
+        let mesh = crate::Mesh::new("cluster.local");
+        let key = |ns: &str, name: &str| {
+            crate::traffic_key(
+                &resources,
+                &mesh,
+                registry.workload(ns, name).expect("workload"),
+            )
+        };
+        let same = key("default", "productpage") == key("other", "x");
+        // And the shared traffic part answers each client's short names.
+        let c = compile(&resources, &registry, "other", "x", &mesh).unwrap();
+        let reviews = c.outbound.iter().find(|s| s.host.starts_with("reviews."));
+        let reviews = reviews.expect("reviews");
+        assert!(
+            reviews.answers_to("reviews", "default") && !reviews.answers_to("reviews", "other")
+        );
+        same
+    };
+    assert!(keys(""));
+    assert!(!keys(
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: other}\nspec: {egress: [{hosts: [\"*/*\"]}]}\n"
+    ));
+    assert!(!keys(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r, namespace: default}\nspec: {host: reviews, exportTo: [.]}\n"
+    ));
+    assert!(keys(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r, namespace: default}\nspec: {host: reviews, exportTo: [\"*\"]}\n"
+    ));
 }

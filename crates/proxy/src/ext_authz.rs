@@ -93,7 +93,10 @@ async fn connect(
     let service = config
         .outbound
         .iter()
-        .find(|s| s.port == u32::from(provider.port) && s.answers_to(&provider.service))
+        .find(|s| {
+            s.port == u32::from(provider.port)
+                && s.answers_to(&provider.service, &config.workload.namespace)
+        })
         .ok_or_else(|| {
             format!(
                 "no service {}:{} in the registry",

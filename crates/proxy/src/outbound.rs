@@ -199,7 +199,7 @@ async fn handle(
         Listener::Outbound => config
             .outbound
             .iter()
-            .find(|s| u32::from(port) == s.port && s.answers_to(&host)),
+            .find(|s| u32::from(port) == s.port && s.answers_to(&host, &config.workload.namespace)),
         Listener::Gateway { port: at, https } => {
             port = at;
             let found = config
