@@ -81,6 +81,8 @@ struct Proxy {
     role: String,
     /// Registered from a WorkloadGroup for this stream's lifetime.
     registered: bool,
+    /// That WorkloadGroup's name.
+    group: Option<String>,
     sent: Option<String>,
     acked: Option<String>,
     /// A push is waiting for its ack or nack.
@@ -113,6 +115,8 @@ impl Proxy {
 struct Registration {
     resources: Vec<Resource>,
     ready: bool,
+    /// Registered with a peer replica, learned from its status.
+    remote: bool,
 }
 
 #[derive(Debug)]
@@ -249,6 +253,7 @@ impl ControlPlane {
             address,
             role: sub.role.clone(),
             registered,
+            group: registered.then(|| name.to_string()),
             sent: None,
             acked: None,
             pending: false,
@@ -267,82 +272,39 @@ impl ControlPlane {
             check(&w.service_account)?;
             return Ok(proxy(w.name.clone(), w.address.to_string(), false));
         }
-        let group = served
-            .resources
-            .iter()
-            .find_map(|r| match &r.spec {
-                Spec::WorkloadGroup(g) if r.namespace() == ns && r.name == name => Some(g),
-                _ => None,
-            })
+        let sa = served
+            .group(ns, name)
+            .map(|g| g.template.as_ref().and_then(|t| t.service_account.clone()))
             .ok_or_else(|| {
                 Status::not_found(format!("no WorkloadEntry or WorkloadGroup {ns}/{name}"))
-            })?;
-        let template = group.template.clone().unwrap_or_default();
-        let sa = template.service_account.as_deref().unwrap_or("default");
-        check(sa)?;
+            })?
+            .unwrap_or_else(|| "default".into());
+        check(&sa)?;
         let address: IpAddr = sub.address.parse().map_err(|_| {
             Status::invalid_argument(format!(
                 "{ns}/{name} is a WorkloadGroup: subscribe with this instance's address (got {:?})",
                 sub.address
             ))
         })?;
-        let entry = format!("{name}-{}", address.to_string().replace(['.', ':'], "-"));
-        let mut labels = group
-            .metadata
-            .as_ref()
-            .map(|m| m.labels.clone())
-            .unwrap_or_default();
-        labels.extend(template.labels.clone());
-        let mut spec = serde_json::json!({
-            "address": address.to_string(),
-            "labels": labels,
-            "ports": template.ports,
-            "serviceAccount": sa,
-        });
-        for (key, value) in [
-            ("network", &template.network),
-            ("locality", &template.locality),
-        ] {
-            if let Some(v) = value {
-                spec[key] = v.clone().into();
-            }
-        }
-        if let Some(w) = template.weight {
-            spec["weight"] = w.into();
-        }
-        let doc = serde_json::json!({
-            "apiVersion": "networking.istio.io/v1",
-            "kind": "WorkloadEntry",
-            "metadata": {
-                "name": entry,
-                "namespace": ns,
-                "labels": labels,
-                "annotations": {"istio.io/autoRegistrationGroup": name},
-            },
-            "spec": spec,
-        });
-        let mut loaded = Loaded::default();
-        loaded.add_text(&format!("registered by {id}"), &doc.to_string());
-        loaded.validate();
-        if let Some(e) = loaded.diagnostics.iter().find(|d| d.is_error()) {
-            return Err(Status::invalid_argument(format!(
-                "registering {ns}/{entry}: {e}"
-            )));
-        }
+        let (entry, resources) = served
+            .entry_for(ns, name, address, &id.to_string())
+            .map_err(Status::invalid_argument)?;
         {
             let mut registered = lock(&self.registered);
             let key = (ns.to_string(), entry.clone());
-            if registered.contains_key(&key) {
+            // A proxy that failed over from a peer replaces what the peer
+            // last said of it.
+            if registered.get(&key).is_some_and(|r| !r.remote) {
                 return Err(Status::already_exists(format!(
                     "{ns}/{entry} is registered by another connected proxy"
                 )));
             }
-            let resources = loaded.resources;
             registered.insert(
                 key,
                 Registration {
                     resources,
                     ready: false,
+                    remote: false,
                 },
             );
         }
@@ -383,6 +345,76 @@ impl ControlPlane {
         if newly {
             tracing::info!("{}/{} registered and ready", p.namespace, p.workload);
             self.publish();
+        }
+    }
+
+    /// Keeps the WorkloadGroup instances registered with `peers` (other
+    /// replicas over the same folder) in this replica's registry, so that
+    /// their endpoints reach proxies connected here: every second, each
+    /// peer's status names its ready registered instances. A peer that does
+    /// not answer contributes nothing until it does.
+    pub async fn sync_peers(
+        self: Arc<Self>,
+        peers: Vec<std::net::SocketAddr>,
+        policy: weft_identity::tls::PeerPolicy,
+    ) {
+        use weft_protocol::mesh::config_service_client::ConfigServiceClient;
+        loop {
+            let mut seen: BTreeMap<(String, String), (String, IpAddr)> = BTreeMap::new();
+            for peer in &peers {
+                let channel = weft_identity::service::channel(
+                    *peer,
+                    weft_identity::CertStore::new(),
+                    policy.clone(),
+                )
+                .await;
+                let Ok(channel) = channel else {
+                    continue;
+                };
+                let Ok(status) = ConfigServiceClient::new(channel)
+                    .status(StatusRequest {})
+                    .await
+                else {
+                    continue;
+                };
+                for p in status.into_inner().proxies {
+                    let Ok(address) = p.address.parse() else {
+                        continue;
+                    };
+                    if !p.group.is_empty() && !p.acked.is_empty() {
+                        seen.insert((p.namespace, p.workload), (p.group, address));
+                    }
+                }
+            }
+            let served = self.served();
+            let changed = {
+                let mut registered = lock(&self.registered);
+                let before = registered.len();
+                registered.retain(|key, r| !r.remote || seen.contains_key(key));
+                let mut changed = registered.len() != before;
+                for (key, (group, address)) in seen {
+                    if registered.contains_key(&key) {
+                        continue;
+                    }
+                    if let Ok((_, resources)) = served.entry_for(&key.0, &group, address, "a peer")
+                    {
+                        registered.insert(
+                            key,
+                            Registration {
+                                resources,
+                                ready: true,
+                                remote: true,
+                            },
+                        );
+                        changed = true;
+                    }
+                }
+                changed
+            };
+            if changed {
+                self.publish();
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
     }
 
@@ -645,6 +677,7 @@ impl ControlPlane {
                 state: p.state().into(),
                 error: p.error.clone().unwrap_or_default(),
                 cert_expires: p.cert_expires,
+                group: p.group.clone().unwrap_or_default(),
                 connected_since: unix(p.since),
             })
             .collect();
@@ -701,6 +734,75 @@ fn in_parts(
 }
 
 impl Served {
+    fn group(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Option<&weft_api::types::service_entry::WorkloadGroup> {
+        self.resources.iter().find_map(|r| match &r.spec {
+            Spec::WorkloadGroup(g) if r.namespace() == ns && r.name == name => Some(g),
+            _ => None,
+        })
+    }
+
+    /// The WorkloadEntry that registers an instance of WorkloadGroup
+    /// `ns/group` at `address` (Istio names it `GROUP-ADDRESS`), from the
+    /// group's metadata and template.
+    fn entry_for(
+        &self,
+        ns: &str,
+        group: &str,
+        address: IpAddr,
+        by: &str,
+    ) -> Result<(String, Vec<Resource>), String> {
+        let g = self
+            .group(ns, group)
+            .ok_or_else(|| format!("no WorkloadGroup {ns}/{group}"))?;
+        let template = g.template.clone().unwrap_or_default();
+        let entry = format!("{group}-{}", address.to_string().replace(['.', ':'], "-"));
+        let mut labels = g
+            .metadata
+            .as_ref()
+            .map(|m| m.labels.clone())
+            .unwrap_or_default();
+        labels.extend(template.labels.clone());
+        let mut spec = serde_json::json!({
+            "address": address.to_string(),
+            "labels": labels,
+            "ports": template.ports,
+            "serviceAccount": template.service_account.as_deref().unwrap_or("default"),
+        });
+        for (key, value) in [
+            ("network", &template.network),
+            ("locality", &template.locality),
+        ] {
+            if let Some(v) = value {
+                spec[key] = v.clone().into();
+            }
+        }
+        if let Some(w) = template.weight {
+            spec["weight"] = w.into();
+        }
+        let doc = serde_json::json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "WorkloadEntry",
+            "metadata": {
+                "name": entry,
+                "namespace": ns,
+                "labels": labels,
+                "annotations": {"istio.io/autoRegistrationGroup": group},
+            },
+            "spec": spec,
+        });
+        let mut loaded = Loaded::default();
+        loaded.add_text(&format!("registered by {by}"), &doc.to_string());
+        loaded.validate();
+        if let Some(e) = loaded.diagnostics.iter().find(|d| d.is_error()) {
+            return Err(format!("registering {ns}/{entry}: {e}"));
+        }
+        Ok((entry, loaded.resources))
+    }
+
     fn of(base: &ConfigSet, registered: &BTreeMap<(String, String), Registration>) -> Served {
         let ready: Vec<_> = registered.iter().filter(|(_, r)| r.ready).collect();
         let resources = if ready.is_empty() {

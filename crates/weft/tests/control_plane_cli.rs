@@ -43,12 +43,18 @@ impl Mesh {
     }
 
     fn control_plane(&self, listen: &str, monitoring: &str) -> Proc {
-        let log = std::fs::File::create(self.dir.join("control-plane.log")).expect("log");
+        self.control_plane_with(listen, monitoring, &[])
+    }
+
+    fn control_plane_with(&self, listen: &str, monitoring: &str, extra: &[&str]) -> Proc {
+        let log = std::fs::File::create(self.dir.join(format!("control-plane-{listen}.log")))
+            .expect("log");
         Proc(
             Command::new(env!("CARGO_BIN_EXE_weft"))
                 .args(["control-plane", "--config-dir", s(&self.config)])
                 .args(["--ca-dir", s(&self.ca), "--listen", listen])
                 .args(["--monitoring", monitoring])
+                .args(extra)
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
@@ -299,9 +305,7 @@ fn a_proxy_subscribes_only_as_the_workload_its_certificate_names() {
     assert!(status.contains("(no proxy connected)"), "{status}");
 }
 
-#[test]
-fn workload_group_instances_register_while_connected() {
-    let yaml = r#"
+const GROUP_MESH: &str = r#"
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
 metadata: {name: client, namespace: default}
@@ -324,7 +328,10 @@ spec:
   resolution: STATIC
   workloadSelector: {labels: {app: echo}}
 "#;
-    let mesh = Mesh::new("cp-group", yaml);
+
+#[test]
+fn workload_group_instances_register_while_connected() {
+    let mesh = Mesh::new("cp-group", GROUP_MESH);
     let cp = "https://127.0.206.1:15012";
     let _control = mesh.control_plane("127.0.206.1:15012", "127.0.206.1:15014");
     app("127.0.206.32:8080", "hello from a registered echo");
@@ -383,5 +390,29 @@ fn proxies_fail_over_between_replicas_of_the_control_plane() {
     std::fs::write(mesh.config.join("vs.yaml"), TEAPOT).expect("write vs");
     wait_until("the fault to be pushed", || {
         get("127.0.207.21:15001", URL).is_some_and(|(s, _)| s == 418)
+    });
+}
+
+#[test]
+fn replicas_share_the_instances_registered_with_each_other() {
+    let yaml = GROUP_MESH.replace("127.0.206.", "127.0.208.");
+    let mesh = Mesh::new("cp-peers", &yaml);
+    let (one, two) = ("https://127.0.208.1:15012", "https://127.0.208.2:15012");
+    let _first =
+        mesh.control_plane_with("127.0.208.1:15012", "127.0.208.1:15014", &["--peer", two]);
+    let _second =
+        mesh.control_plane_with("127.0.208.2:15012", "127.0.208.2:15014", &["--peer", one]);
+    app("127.0.208.32:8080", "hello from the first replica's echo");
+    // The client on the second replica, the instance on the first.
+    let _client = mesh.proxy(two, "default/client", "client", &[]);
+    wait_until("client ready", || ready("127.0.208.21:15021"));
+    let echo = mesh.proxy(one, "default/echo", "echo", &["--address", "127.0.208.32"]);
+    wait_until("the instance to reach the other replica's client", || {
+        get("127.0.208.21:15001", URL)
+            .is_some_and(|r| r == (200, "hello from the first replica's echo".into()))
+    });
+    drop(echo);
+    wait_until("the endpoint to leave there too", || {
+        get("127.0.208.21:15001", URL).is_some_and(|(s, _)| s == 503)
     });
 }

@@ -34,6 +34,10 @@ pub(crate) struct Args {
     /// Address of the monitoring port (/metrics, /ready).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15014")]
     monitoring: SocketAddr,
+    /// Another replica over the same folder and CA (repeatable): the
+    /// WorkloadGroup instances registered there are endpoints here too.
+    #[arg(long, value_name = "URL")]
+    peer: Vec<String>,
     /// The log level on standard error.
     #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = super::proxy::log_level)]
     log_level: LevelFilter,
@@ -116,6 +120,19 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         .watch(Duration::from_millis(100), reload.clone())
         .map_err(|e| anyhow::anyhow!("watching {}: {e}", args.config_dir.display()))?;
     tokio::spawn(weft_control::serve_monitoring(monitoring, control.clone()));
+    if !args.peer.is_empty() {
+        let peers = args
+            .peer
+            .iter()
+            .map(|p| weft_control::parse_url(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(anyhow::Error::msg)?;
+        let peer_policy = PeerPolicy {
+            expected: vec![id.clone()],
+            ..policy.clone()
+        };
+        tokio::spawn(control.clone().sync_peers(peers, peer_policy));
+    }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(weft_control::serve(
         grpc,
