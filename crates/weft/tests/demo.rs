@@ -47,6 +47,34 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// `weft demo` on `config`, once it says it is ready; its output is drained.
+fn start(config: &std::path::Path) -> Demo {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["demo", "--config-dir", config.to_str().unwrap_or_default()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("weft demo starts");
+    let (lines, out) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let demo = Demo(child);
+    loop {
+        let line = out
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the demo prints its progress");
+        if line.starts_with("Ready in ") {
+            break;
+        }
+    }
+    std::thread::spawn(move || while out.recv().is_ok() {});
+    demo
+}
+
 #[test]
 fn the_demo_serves_the_bookshop_with_every_practice_and_leaves_nothing_behind() {
     let dir = temp("demo");
@@ -56,38 +84,9 @@ fn the_demo_serves_the_bookshop_with_every_practice_and_leaves_nothing_behind() 
         &config,
     );
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(["demo", "--config-dir", config.to_str().unwrap_or_default()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("weft demo starts");
-    let pid = child.id();
-    let (lines, out) = mpsc::channel::<String>();
-    let stdout = child.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
-    let demo = Demo(child);
-    let mut ready = None;
-    while ready.is_none() {
-        let line = out
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the demo prints its progress");
-        if line.starts_with("Ready in ") {
-            ready = Some(line);
-        }
-    }
-    println!(
-        "{} after {:?}",
-        ready.unwrap_or_default(),
-        started.elapsed()
-    );
-    // Keep draining the demo's output.
-    std::thread::spawn(move || while out.recv().is_ok() {});
-
+    let demo = start(&config);
+    println!("ready after {:?}", started.elapsed());
+    let pid = demo.0.id();
     // The product page through the ingress gateway.
     let (status, page) = get(GATEWAY, PAGE).expect("the gateway answers");
     assert_eq!(status, 200, "{page}");
@@ -217,4 +216,17 @@ fn the_demo_serves_the_bookshop_with_every_practice_and_leaves_nothing_behind() 
     ] {
         assert!(TcpStream::connect(addr).is_err(), "{addr} still listens");
     }
+
+    // A demo killed outright leaves its children; the next one stops them
+    // and comes up on the same ports.
+    let mut crashed = start(&config);
+    let _ = crashed.0.kill();
+    let _ = crashed.0.wait();
+    assert_eq!(
+        get(GATEWAY, PAGE).map(|r| r.0),
+        Some(200),
+        "the orphans still serve"
+    );
+    let _again = start(&config);
+    assert_eq!(get(GATEWAY, PAGE).map(|r| r.0), Some(200));
 }

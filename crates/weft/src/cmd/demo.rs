@@ -238,6 +238,7 @@ async fn demo(
     gateway_ports: &[u32],
 ) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
+    clear_crashed();
     let state = std::env::temp_dir().join(format!("weft-demo-{}", std::process::id()));
     std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
     let children = prepare(&state, config, workloads)?;
@@ -248,6 +249,7 @@ async fn demo(
         tasks.push(tokio::spawn(supervise(
             exe.clone(),
             child,
+            state.join(PIDS),
             stopping.clone(),
         )));
     }
@@ -280,7 +282,42 @@ async fn demo(
 
 /// Runs `child` until told to stop, restarting it a second after it exits;
 /// its output lines are printed with its name in front.
-async fn supervise(exe: PathBuf, child: Child, mut stopping: watch::Receiver<bool>) {
+/// The file, in a demo's state folder, listing its children's process IDs.
+const PIDS: &str = "children.pids";
+
+/// Stops what a demo killed without the chance to clean up left behind:
+/// for each state folder whose `weft demo` process is gone, the children
+/// it lists (those still running weft), then the folder.
+fn clear_crashed() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("weft-demo-")) else {
+            continue;
+        };
+        if Path::new("/proc").join(pid).exists() {
+            continue;
+        }
+        let pids = std::fs::read_to_string(entry.path().join(PIDS)).unwrap_or_default();
+        for child in pids.lines().map(str::trim).filter(|p| !p.is_empty()) {
+            let cmdline =
+                std::fs::read(Path::new("/proc").join(child).join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            // Its own children name its state folder, or are demo apps.
+            if cmdline.contains(&*name.to_string_lossy()) || cmdline.contains("demo-app") {
+                println!("weft demo: stopping process {child}, left behind by demo {pid}");
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", child])
+                    .status();
+            }
+        }
+        let _ = std::fs::remove_dir_all(entry.path());
+    }
+}
+
+async fn supervise(exe: PathBuf, child: Child, pids: PathBuf, mut stopping: watch::Receiver<bool>) {
     loop {
         let spawned = tokio::process::Command::new(&exe)
             .args(&child.args)
@@ -296,6 +333,16 @@ async fn supervise(exe: PathBuf, child: Child, mut stopping: watch::Receiver<boo
                 return;
             }
         };
+        if let Some(id) = process.id() {
+            use std::io::Write;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&pids);
+            if let Ok(mut f) = file {
+                let _ = writeln!(f, "{id}");
+            }
+        }
         for out in [
             process
                 .stdout
