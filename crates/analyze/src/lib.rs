@@ -3,7 +3,7 @@
 //! `istioctl analyze --use-kube=false` reads them). Pure: no I/O, no clock.
 //!
 //! Built so far: IST0101 (referenced gateways, hosts and subsets),
-//! IST0109, IST0111, IST0118, IST0128, IST0132 and IST0134. The rest of Istio's catalogue and weft's
+//! IST0109, IST0111, IST0118, IST0128, IST0132, IST0134 and IST0145. The rest of Istio's catalogue and weft's
 //! readiness checks (WEFT1xxx) come next.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -132,7 +132,66 @@ pub fn analyze(resources: &[Resource]) -> Vec<Message> {
     }
     sidecars_without_selectors(resources, &mut out);
     mesh_host_conflicts(resources, &mut out);
+    conflicting_gateways(resources, &mut out);
     out
+}
+
+/// IST0145: another Gateway with the same selector serves the same port
+/// for an overlapping host. Reported per server, naming the other
+/// Gateways (once per host of the server that overlaps theirs).
+fn conflicting_gateways(resources: &[Resource], out: &mut Vec<Message>) {
+    type Servers<'a> = Vec<(String, String, u32, &'a [String])>;
+    let mut servers: Servers<'_> = Vec::new();
+    for r in resources {
+        if let Spec::Gateway(g) = &r.spec {
+            // As Kubernetes prints a label selector: sorted key=value pairs.
+            let selector: Vec<String> =
+                g.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            for s in &g.servers {
+                let port = s.port.as_ref().and_then(|p| p.number).unwrap_or(0);
+                servers.push((
+                    format!("{}/{}", r.namespace(), r.name),
+                    selector.join(","),
+                    port,
+                    &s.hosts,
+                ));
+            }
+        }
+    }
+    for r in resources {
+        let Spec::Gateway(g) = &r.spec else {
+            continue;
+        };
+        let me = format!("{}/{}", r.namespace(), r.name);
+        let selector: Vec<String> = g.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let selector = selector.join(",");
+        for s in &g.servers {
+            let port = s.port.as_ref().and_then(|p| p.number).unwrap_or(0);
+            let mut others = Vec::new();
+            for (name, sel, p, hosts) in &servers {
+                if *name == me || *sel != selector || *p != port {
+                    continue;
+                }
+                for h in &s.hosts {
+                    if hosts.iter().any(|o| overlap(h, o)) {
+                        others.push(name.as_str());
+                    }
+                }
+            }
+            if !others.is_empty() {
+                out.push(message(
+                    "IST0145",
+                    Level::Error,
+                    r,
+                    format!(
+                        "Conflict with gateways {} (workload selector {selector}, port {port}, hosts {}).",
+                        others.join(","),
+                        s.hosts.join(",")
+                    ),
+                ));
+            }
+        }
+    }
 }
 
 /// Whether two host names overlap: equal, or one a wildcard (`*`,

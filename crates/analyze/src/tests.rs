@@ -238,7 +238,7 @@ apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: web, namespace: edge}
 spec:
-  selector: {istio: ingressgateway}
+  selector: {istio: edge-gateway}
   servers:
   - {port: {number: 80, name: http, protocol: HTTP}, hosts: ["shop/*.example.com", "./status.example.org"]}
 "#;
@@ -447,6 +447,46 @@ spec: {ports: [{name: dns-tcp, port: 53}]}
                 Level::Info,
                 "Service shop/web",
                 "Port name admin (port: 8081, targetPort: 8081) doesn't follow the naming convention of Istio port."
+            ),
+        ]
+    );
+}
+
+#[test]
+fn gateways_on_one_selector_and_port_must_not_share_hosts() {
+    let gw = |name: &str, selector: &str, port: u32, hosts: &str| {
+        format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: edge}}\nspec: {{selector: {{{selector}}}, servers: [{{port: {{number: {port}, name: http, protocol: HTTP}}, hosts: [{hosts}]}}]}}\n"
+        )
+    };
+    let found = run(&[
+        gw("a", "istio: ingressgateway", 80, "\"*.example.com\""),
+        gw(
+            "b",
+            "istio: ingressgateway",
+            80,
+            "shop.example.com, shop.example.org",
+        ),
+        // Another port, another selector, or another host: no conflict.
+        gw("c", "istio: ingressgateway", 443, "shop.example.com"),
+        gw("d", "istio: other", 80, "shop.example.com"),
+        gw("e", "istio: ingressgateway", 80, "status.example.net"),
+    ]
+    .concat());
+    assert_eq!(
+        codes(&found),
+        vec![
+            (
+                "IST0145",
+                Level::Error,
+                "Gateway edge/a",
+                "Conflict with gateways edge/b (workload selector istio=ingressgateway, port 80, hosts *.example.com)."
+            ),
+            (
+                "IST0145",
+                Level::Error,
+                "Gateway edge/b",
+                "Conflict with gateways edge/a (workload selector istio=ingressgateway, port 80, hosts shop.example.com,shop.example.org)."
             ),
         ]
     );
