@@ -3,7 +3,8 @@
 //! `istioctl analyze --use-kube=false` reads them). Pure: no I/O, no clock.
 //!
 //! Built so far: IST0101 (referenced gateways, hosts and subsets),
-//! IST0109, IST0111, IST0118, IST0128, IST0132, IST0134 and IST0145. The rest of Istio's catalogue and weft's
+//! IST0102, IST0109, IST0111, IST0118, IST0123, IST0128, IST0132, IST0134
+//! and IST0145. The rest of Istio's catalogue and weft's
 //! readiness checks (WEFT1xxx) come next.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -127,6 +128,7 @@ pub fn analyze(resources: &[Resource]) -> Vec<Message> {
             Spec::DestinationRule(_) => destination_tls(r, &mut out),
             Spec::ServiceEntry(_) => addresses_required(r, &mut out),
             Spec::Service(_) => port_names(r, &mut out),
+            Spec::Namespace => injection(r, &mut out),
             _ => {}
         }
     }
@@ -559,6 +561,35 @@ fn port_names(r: &Resource, out: &mut Vec<Message>) {
             format!(
                 "Port name {name} (port: {port}, targetPort: {target}) doesn't follow the naming convention of Istio port."
             ),
+        ));
+    }
+}
+
+/// IST0102: a namespace that says nothing of sidecar injection (neither
+/// `istio-injection` nor `istio.io/rev`, nor ambient mode); IST0123: one
+/// that has both injection labels.
+fn injection(r: &Resource, out: &mut Vec<Message>) {
+    let ns = r.name.as_str();
+    if SYSTEM_NAMESPACES.contains(&ns) || ns == "istio-system" {
+        return;
+    }
+    let labels = &r.meta.labels;
+    let legacy = labels.contains_key("istio-injection");
+    let revision = labels.contains_key("istio.io/rev");
+    let ambient = labels.get("istio.io/dataplane-mode").map(String::as_str) == Some("ambient");
+    if legacy && revision {
+        out.push(message(
+            "IST0123",
+            Level::Warning,
+            r,
+            "The namespace has more than one type of injection labels [istio-injection istio.io/rev], which may lead to undefined behavior. Make sure only one injection label exists.".into(),
+        ));
+    } else if !legacy && !revision && !ambient {
+        out.push(message(
+            "IST0102",
+            Level::Info,
+            r,
+            format!("The namespace is not enabled for Istio injection. Run 'kubectl label namespace {ns} istio-injection=enabled' to enable it, or 'kubectl label namespace {ns} istio-injection=disabled' to explicitly mark it as not needing injection."),
         ));
     }
 }

@@ -491,3 +491,39 @@ fn gateways_on_one_selector_and_port_must_not_share_hosts() {
         ]
     );
 }
+
+#[test]
+fn namespaces_say_whether_sidecars_are_injected() {
+    let ns = |name: &str, labels: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}, labels: {{{labels}}}}}\n"
+        )
+    };
+    let found = run(&[
+        ns("plain", ""),
+        ns("on", "istio-injection: enabled"),
+        ns("off", "istio-injection: disabled"),
+        ns("canary", "istio.io/rev: canary"),
+        ns("both", "istio-injection: enabled, istio.io/rev: canary"),
+        ns("mesh", "istio.io/dataplane-mode: ambient"),
+        ns("kube-system", ""),
+    ]
+    .concat());
+    assert_eq!(
+        codes(&found),
+        vec![
+            (
+                "IST0102",
+                Level::Info,
+                "Namespace plain",
+                "The namespace is not enabled for Istio injection. Run 'kubectl label namespace plain istio-injection=enabled' to enable it, or 'kubectl label namespace plain istio-injection=disabled' to explicitly mark it as not needing injection."
+            ),
+            (
+                "IST0123",
+                Level::Warning,
+                "Namespace both",
+                "The namespace has more than one type of injection labels [istio-injection istio.io/rev], which may lead to undefined behavior. Make sure only one injection label exists."
+            ),
+        ]
+    );
+}

@@ -9,8 +9,8 @@ use weft_api::Loaded;
 /// Analyze Istio configuration files the way `istioctl analyze
 /// --use-kube=false` does: schema validation (IST0106, IST0133) and Istio's
 /// analyzers, with Istio's codes and messages. Built so far: IST0101
-/// (referenced gateways, hosts, subsets), IST0109, IST0111, IST0118,
-/// IST0128, IST0132, IST0134, IST0145.
+/// (referenced gateways, hosts, subsets), IST0102, IST0109, IST0111,
+/// IST0118, IST0123, IST0128, IST0132, IST0134, IST0145.
 ///
 /// Exit status, as istioctl's: 0 when nothing reaches --fail-on, 79 when
 /// something does, 65 when an input cannot be read or parsed.
