@@ -84,15 +84,11 @@ fn documentation(code: &str) -> String {
     }
 }
 
-/// IST0106 (SchemaValidationError) or IST0133 (SchemaWarning) for one of
-/// weft's validation findings about a resource; `None` for notes and for
-/// findings about no resource (unreadable input).
+/// IST0106 (SchemaValidationError), IST0133 (SchemaWarning), IST0130
+/// (VirtualServiceUnreachableRule) or IST0131 (VirtualServiceIneffective-
+/// Match) for one of weft's validation findings about a resource; `None`
+/// for notes and for findings about no resource (unreadable input).
 pub fn schema(d: &weft_api::Diagnostic) -> Option<Message> {
-    let (code, level, what) = match d.level {
-        weft_api::Level::Error => ("IST0106", Level::Error, "error"),
-        weft_api::Level::Warning => ("IST0133", Level::Warning, "warning"),
-        weft_api::Level::Note => return None,
-    };
     let origin = d.origin.clone()?;
     // A resource defined again in another input is the loader's finding
     // (`weft validate` reports it), not a schema error: the later
@@ -104,10 +100,35 @@ pub fn schema(d: &weft_api::Diagnostic) -> Option<Message> {
         Some(path) => format!("{path}: {}", d.message),
         None => d.message.clone(),
     };
+    let (code, level, message) = match (d.level, d.message.strip_prefix("virtualService rule ")) {
+        (weft_api::Level::Note, _) => return None,
+        // Istio's validation warns of unreachable rules and ineffective
+        // matches; istioctl analyze gives them codes of their own.
+        (weft_api::Level::Warning, Some(rest)) if rest.contains(" match ") => (
+            "IST0131",
+            Level::Info,
+            format!("VirtualService rule {rest}."),
+        ),
+        (weft_api::Level::Warning, Some(rest)) => (
+            "IST0130",
+            Level::Warning,
+            format!("VirtualService rule {rest}."),
+        ),
+        (weft_api::Level::Warning, None) => (
+            "IST0133",
+            Level::Warning,
+            format!("Schema validation warning: {detail}"),
+        ),
+        (weft_api::Level::Error, _) => (
+            "IST0106",
+            Level::Error,
+            format!("Schema validation error: {detail}"),
+        ),
+    };
     Some(Message {
         code,
         level,
-        message: format!("Schema validation {what}: {detail}"),
+        message,
         origin,
         source: format!("{}:{}", d.file, d.pos.line),
         documentation_url: documentation(code),

@@ -87,6 +87,27 @@ fn findings_print_in_istios_form_and_fail_the_run() {
     std::fs::write(&file, "kind: [unclosed\n").expect("write");
     assert_eq!(analyze(&[path]).status.code(), Some(65));
 
+    // Istio's validation warnings for dead rules have codes of their own.
+    std::fs::write(
+        &file,
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n  hosts: [r.example.com]\n  http:\n  - match: [{uri: {exact: /a}}]\n    route: [{destination: {host: r.example.com}}]\n  - match: [{uri: {exact: /a}}]\n    route: [{destination: {host: r.example.com}}]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: r}\nspec: {hosts: [r.example.com], ports: [{number: 80, name: http, protocol: HTTP}], resolution: DNS}\n",
+    )
+    .expect("write");
+    let out = analyze(&["--fail-on", "info", path]);
+    assert_eq!(out.status.code(), Some(79));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        vec![
+            format!(
+                "Warning [IST0130] (VirtualService default/r {path}:9) VirtualService rule #1 not used (all matches used by prior rules)."
+            ),
+            format!(
+                "Info [IST0131] (VirtualService default/r {path}:9) VirtualService rule #1 match #0 is not used (duplicate/overlapping match in rule #0)."
+            ),
+        ]
+    );
+
     // The same resource in two files is no schema error.
     let twice = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r}\nspec: {host: r}\n";
     std::fs::write(&file, twice).expect("write");

@@ -7,7 +7,8 @@ use weft_analyze::{Level, Message};
 use weft_api::Loaded;
 
 /// Analyze Istio configuration files the way `istioctl analyze
-/// --use-kube=false` does: schema validation (IST0106, IST0133) and Istio's
+/// --use-kube=false` does: schema validation (IST0106, IST0133, IST0130,
+/// IST0131) and Istio's
 /// analyzers, with Istio's codes and messages. Built so far: IST0101
 /// (referenced gateways, hosts, subsets), IST0102, IST0109, IST0111,
 /// IST0118, IST0123, IST0128, IST0132, IST0134, IST0145.

@@ -891,8 +891,20 @@ fn unreachable_http_rules(cx: &mut Cx, at: &Path<'_>, routes: &[HttpRoute]) {
             continue;
         }
         let mut dups = 0;
-        for m in &route.r#match {
-            if seen.iter().any(|(prev, _)| same_match(prev, m)) {
+        for (j, m) in route.r#match.iter().enumerate() {
+            if let Some((_, first)) = seen.iter().find(|(prev, _)| same_match(prev, m)) {
+                let match_name = m
+                    .name
+                    .as_deref()
+                    .map_or_else(|| format!("#{j}"), |n| format!("{n:?}"));
+                let first_name = routes[*first]
+                    .name
+                    .as_deref()
+                    .map_or_else(|| format!("#{first}"), |n| format!("{n:?}"));
+                cx.warn(
+                    &at.index(i),
+                    format!("virtualService rule {name} match {match_name} is not used (duplicate/overlapping match in rule {first_name})"),
+                );
                 dups += 1;
             } else {
                 seen.push((m, i));
