@@ -249,7 +249,7 @@ async fn demo(
         tasks.push(tokio::spawn(supervise(
             exe.clone(),
             child,
-            state.join(PIDS),
+            state.clone(),
             stopping.clone(),
         )));
     }
@@ -282,45 +282,56 @@ async fn demo(
 
 /// Runs `child` until told to stop, restarting it a second after it exits;
 /// its output lines are printed with its name in front.
-/// The file, in a demo's state folder, listing its children's process IDs.
-const PIDS: &str = "children.pids";
+/// The environment variable that marks a demo's children with its state
+/// folder, so that a later demo can find them if this one is killed.
+const DEMO_ENV: &str = "WEFT_DEMO_STATE";
 
 /// Stops what a demo killed without the chance to clean up left behind:
-/// for each state folder whose `weft demo` process is gone, the children
-/// it lists (those still running weft), then the folder.
+/// every process marked with the state folder of a `weft demo` that is
+/// gone, then the folders of gone demos.
 fn clear_crashed() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
+    let gone = |state: &str| {
+        let pid = state.rsplit("weft-demo-").next().unwrap_or_default();
+        !pid.is_empty() && !Path::new("/proc").join(pid).exists()
     };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("weft-demo-")) else {
-            continue;
-        };
-        if Path::new("/proc").join(pid).exists() {
-            continue;
-        }
-        let pids = std::fs::read_to_string(entry.path().join(PIDS)).unwrap_or_default();
-        for child in pids.lines().map(str::trim).filter(|p| !p.is_empty()) {
-            let cmdline =
-                std::fs::read(Path::new("/proc").join(child).join("cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            // Its own children name its state folder, or are demo apps.
-            if cmdline.contains(&*name.to_string_lossy()) || cmdline.contains("demo-app") {
-                println!("weft demo: stopping process {child}, left behind by demo {pid}");
+    if let Ok(procs) = std::fs::read_dir("/proc") {
+        for p in procs.flatten() {
+            let Ok(environ) = std::fs::read(p.path().join("environ")) else {
+                continue;
+            };
+            let marked = environ
+                .split(|b| *b == 0)
+                .filter_map(|kv| std::str::from_utf8(kv).ok())
+                .find_map(|kv| kv.strip_prefix(DEMO_ENV)?.strip_prefix('='));
+            if let Some(state) = marked.filter(|s| gone(s)) {
+                let pid = p.file_name().to_string_lossy().into_owned();
+                println!("weft demo: stopping process {pid}, left behind by the demo of {state}");
                 let _ = std::process::Command::new("kill")
-                    .args(["-KILL", child])
+                    .args(["-KILL", &pid])
                     .status();
             }
         }
-        let _ = std::fs::remove_dir_all(entry.path());
+    }
+    if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("weft-demo-") && gone(&name) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
     }
 }
 
-async fn supervise(exe: PathBuf, child: Child, pids: PathBuf, mut stopping: watch::Receiver<bool>) {
+async fn supervise(
+    exe: PathBuf,
+    child: Child,
+    state: PathBuf,
+    mut stopping: watch::Receiver<bool>,
+) {
     loop {
         let spawned = tokio::process::Command::new(&exe)
             .args(&child.args)
+            .env(DEMO_ENV, &state)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -333,16 +344,6 @@ async fn supervise(exe: PathBuf, child: Child, pids: PathBuf, mut stopping: watc
                 return;
             }
         };
-        if let Some(id) = process.id() {
-            use std::io::Write;
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&pids);
-            if let Ok(mut f) = file {
-                let _ = writeln!(f, "{id}");
-            }
-        }
         for out in [
             process
                 .stdout
