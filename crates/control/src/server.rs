@@ -36,7 +36,7 @@ use weft_protocol::mesh::{
 };
 
 use crate::metrics::{CONFIG, Metrics};
-use crate::source::{ConfigSet, Folder};
+use crate::source::{ConfigSet, Folder, FolderState};
 
 /// The configuration being served to every proxy.
 #[derive(Debug)]
@@ -79,9 +79,7 @@ struct Proxy {
     identity: String,
     address: String,
     role: String,
-    /// Registered from a WorkloadGroup for this stream's lifetime.
-    registered: bool,
-    /// That WorkloadGroup's name.
+    /// The WorkloadGroup it registered from, for this stream's lifetime.
     group: Option<String>,
     sent: Option<String>,
     acked: Option<String>,
@@ -123,8 +121,8 @@ struct Registration {
 pub struct ControlPlane {
     folder: Folder,
     trust_domain: String,
-    /// The folder's last good load.
-    base: Mutex<ConfigSet>,
+    /// The folder's last good load, and the state it was loaded from.
+    base: Mutex<(ConfigSet, FolderState)>,
     /// WorkloadEntries registered by live proxies, by namespace and name.
     registered: Mutex<BTreeMap<(String, String), Registration>>,
     served: watch::Sender<Arc<Served>>,
@@ -132,8 +130,8 @@ pub struct ControlPlane {
     next_proxy: AtomicU64,
     /// Why the latest change was refused.
     refused: Mutex<Option<String>>,
-    /// The folder's content and commit last loaded or refused.
-    seen: Mutex<String>,
+    /// The folder's state last loaded or refused.
+    seen: Mutex<FolderState>,
     /// Bounds the traffic compiles running at once.
     compiling: tokio::sync::Semaphore,
     pub metrics: Metrics,
@@ -152,8 +150,8 @@ impl ControlPlane {
     /// Loads the folder; a set that does not validate is an error here,
     /// since there is no last good one yet.
     pub fn new(folder: Folder, trust_domain: &str) -> Result<Arc<ControlPlane>, String> {
-        let seen = folder.seen();
-        let base = folder.load(trust_domain)?;
+        let state = folder.state();
+        let base = (folder.load(trust_domain)?, state.clone());
         let served = Arc::new(Served::of(&base, &BTreeMap::new()));
         Ok(Arc::new(ControlPlane {
             folder,
@@ -164,7 +162,7 @@ impl ControlPlane {
             proxies: Mutex::new(BTreeMap::new()),
             next_proxy: AtomicU64::new(0),
             refused: Mutex::new(None),
-            seen: Mutex::new(seen),
+            seen: Mutex::new(state),
             compiling: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
             ),
@@ -187,20 +185,21 @@ impl ControlPlane {
     pub fn reload(&self) -> Result<bool, String> {
         // One answer per content: editors and `git checkout` write in
         // bursts, and a refused set is reported once, not per event.
-        let seen = self.folder.seen();
-        if *lock(&self.seen) == seen {
+        let state = self.folder.state();
+        if *lock(&self.seen) == state {
             return Ok(false);
         }
-        *lock(&self.seen) = seen;
+        *lock(&self.seen) = state.clone();
         match self.folder.load(&self.trust_domain) {
             Ok(set) => {
                 *lock(&self.refused) = None;
                 {
                     let mut base = lock(&self.base);
-                    if base.version == set.version && base.commit == set.commit {
+                    // Back to what is served, after a refused change.
+                    if base.1 == state {
                         return Ok(false);
                     }
-                    *base = set;
+                    *base = (set, state);
                 }
                 self.metrics.reloads.inc();
                 self.publish();
@@ -246,14 +245,13 @@ impl ControlPlane {
                 )))
             }
         };
-        let proxy = |workload: String, address: String, registered: bool| Proxy {
+        let proxy = |workload: String, address: String, group: Option<String>| Proxy {
             namespace: ns.to_string(),
             workload,
             identity: id.to_string(),
             address,
             role: sub.role.clone(),
-            registered,
-            group: registered.then(|| name.to_string()),
+            group,
             sent: None,
             acked: None,
             pending: false,
@@ -270,7 +268,7 @@ impl ControlPlane {
             .find(|w| w.namespace == ns && w.name == name)
         {
             check(&w.service_account)?;
-            return Ok(proxy(w.name.clone(), w.address.to_string(), false));
+            return Ok(proxy(w.name.clone(), w.address.to_string(), None));
         }
         let sa = served
             .group(ns, name)
@@ -308,7 +306,7 @@ impl ControlPlane {
                 },
             );
         }
-        Ok(proxy(entry, address.to_string(), true))
+        Ok(proxy(entry, address.to_string(), Some(name.to_string())))
     }
 
     /// Forgets a proxy whose stream ended, and its registration.
@@ -323,7 +321,7 @@ impl ControlPlane {
             p.workload,
             p.identity
         );
-        if p.registered {
+        if p.group.is_some() {
             let gone = lock(&self.registered).remove(&(p.namespace.clone(), p.workload.clone()));
             if gone.is_some_and(|r| r.ready) {
                 tracing::info!("{}/{} unregistered", p.namespace, p.workload);
@@ -335,7 +333,7 @@ impl ControlPlane {
     /// A registered instance's proxy acknowledged its first
     /// configuration: the rest of the mesh may send it traffic.
     fn registration_ready(&self, p: &Proxy) {
-        if !p.registered {
+        if p.group.is_none() {
             return;
         }
         let key = (p.namespace.clone(), p.workload.clone());
@@ -359,22 +357,25 @@ impl ControlPlane {
         policy: weft_identity::tls::PeerPolicy,
     ) {
         use weft_protocol::mesh::config_service_client::ConfigServiceClient;
+        // One channel per peer, kept while it answers.
+        let mut channels: Vec<Option<tonic::transport::Channel>> = vec![None; peers.len()];
         loop {
             let mut seen: BTreeMap<(String, String), (String, IpAddr)> = BTreeMap::new();
-            for peer in &peers {
-                let channel = weft_identity::service::channel(
-                    *peer,
-                    weft_identity::CertStore::new(),
-                    policy.clone(),
-                )
-                .await;
-                let Ok(channel) = channel else {
+            for (peer, slot) in peers.iter().zip(&mut channels) {
+                if slot.is_none() {
+                    let store = weft_identity::CertStore::new();
+                    *slot = weft_identity::service::channel(*peer, store, policy.clone())
+                        .await
+                        .ok();
+                }
+                let Some(channel) = slot.clone() else {
                     continue;
                 };
                 let Ok(status) = ConfigServiceClient::new(channel)
                     .status(StatusRequest {})
                     .await
                 else {
+                    *slot = None;
                     continue;
                 };
                 for p in status.into_inner().proxies {
@@ -424,7 +425,7 @@ impl ControlPlane {
     /// published sees its own entry (and shares nothing).
     async fn compile_for(&self, p: &Proxy, served: &Arc<Served>) -> Result<Layered, CompileError> {
         let (ns, name) = (p.namespace.as_str(), p.workload.as_str());
-        let pending: Vec<Resource> = if p.registered {
+        let pending: Vec<Resource> = if p.group.is_some() {
             lock(&self.registered)
                 .get(&(p.namespace.clone(), p.workload.clone()))
                 .filter(|r| !r.ready)
@@ -470,7 +471,6 @@ impl ControlPlane {
                         .map_err(|e| CompileError::Internal(e.to_string()))?;
                     let traffic = tokio::task::spawn_blocking(move || {
                         let (resources, registry) = (&served.resources, &served.registry);
-                        // Cannot fail: the workload was found above.
                         let known = |name: &str, c: &weft_model::config::Cluster| {
                             let equal = |cache: &ClusterCache| {
                                 cache
@@ -493,17 +493,16 @@ impl ControlPlane {
                                 lock(&served.clusters)
                                     .insert(name.to_string(), (c.clone(), s.clone()));
                             };
-                        let mut t = compile(resources, registry, &ns, &name, &served.mesh)
-                            .map(|c| Sections::of_sharing(c, known, learn).part(true))
-                            .unwrap_or_default();
+                        let config = compile(resources, registry, &ns, &name, &served.mesh)?;
+                        let mut t = Sections::of_sharing(config, known, learn).part(true);
                         // What did not change keeps the previous snapshot's copy.
                         if let Some(old) = lock(&served.previous).remove(&key) {
                             t.reuse(&old);
                         }
-                        t
+                        Ok::<_, CompileError>(t)
                     })
                     .await
-                    .map_err(|e| CompileError::Internal(e.to_string()))?;
+                    .map_err(|e| CompileError::Internal(e.to_string()))??;
                     let hash = traffic.part_hash(true);
                     Ok((Arc::new(traffic), hash))
                 }
@@ -803,7 +802,10 @@ impl Served {
         Ok((entry, loaded.resources))
     }
 
-    fn of(base: &ConfigSet, registered: &BTreeMap<(String, String), Registration>) -> Served {
+    fn of(
+        (base, state): &(ConfigSet, FolderState),
+        registered: &BTreeMap<(String, String), Registration>,
+    ) -> Served {
         let ready: Vec<_> = registered.iter().filter(|(_, r)| r.ready).collect();
         let resources = if ready.is_empty() {
             base.resources.clone()
@@ -817,10 +819,10 @@ impl Served {
             .map(|((ns, name), _)| format!("{ns}/{name}"))
             .collect();
         let version = if names.is_empty() {
-            base.version.clone()
+            state.version.clone()
         } else {
             weft_model::sections::content_hash(
-                std::iter::once(base.version.as_bytes()).chain(names.iter().map(|n| n.as_bytes())),
+                std::iter::once(state.version.as_bytes()).chain(names.iter().map(|n| n.as_bytes())),
             )
         };
         Served {
@@ -841,7 +843,7 @@ impl Served {
                 .collect(),
             resources,
             mesh: base.mesh.clone(),
-            commit: base.commit.clone(),
+            commit: state.commit.clone(),
             since: Instant::now(),
             traffic: Mutex::new(HashMap::new()),
             previous: Mutex::new(HashMap::new()),

@@ -20,9 +20,14 @@ pub struct Folder {
 pub struct ConfigSet {
     pub resources: std::sync::Arc<Vec<Resource>>,
     pub mesh: Mesh,
-    /// Names exactly the content of the files read.
+}
+
+/// What a folder holds: a hash of its files' names and contents, and the
+/// git commit it is at when it is a git work tree. Equal states need no
+/// reload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FolderState {
     pub version: String,
-    /// The git commit the folder is at, when it is a git work tree.
     pub commit: Option<String>,
 }
 
@@ -50,8 +55,6 @@ impl Folder {
         Ok(ConfigSet {
             resources: std::sync::Arc::new(loaded.resources),
             mesh,
-            version: self.content_version(),
-            commit: git_commit(&self.dir),
         })
     }
 
@@ -64,20 +67,18 @@ impl Folder {
             .collect()
     }
 
-    /// A hash of the files' names and contents.
-    fn content_version(&self) -> String {
+    /// The content and commit a load would see, to tell real changes
+    /// from repeated events.
+    pub fn state(&self) -> FolderState {
         let mut parts = Vec::new();
         for f in self.files() {
             parts.push(f.to_string_lossy().into_owned().into_bytes());
             parts.push(std::fs::read(&f).unwrap_or_default());
         }
-        weft_model::sections::content_hash(parts.iter().map(Vec::as_slice))
-    }
-
-    /// The content and commit a load would see, to tell real changes
-    /// from repeated events.
-    pub fn seen(&self) -> String {
-        format!("{} {:?}", self.content_version(), git_commit(&self.dir))
+        FolderState {
+            version: weft_model::sections::content_hash(parts.iter().map(Vec::as_slice)),
+            commit: git_commit(&self.dir),
+        }
     }
 
     /// What a change would alter: each file's name, size and modification

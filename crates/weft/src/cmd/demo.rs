@@ -9,8 +9,7 @@
 //! restarts a child that exits; Ctrl-C or SIGTERM stops them all and
 //! removes the state folder.
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -20,6 +19,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
 use weft_api::{Level, Loaded, Spec};
 use weft_identity::{Ca, SpiffeId, TrustDomain};
+use weft_model::Registry;
+use weft_model::registry::{Workload, selects};
 
 /// Run the demo mesh: control plane, the bookshop's applications with
 /// their sidecars, and the ingress gateway, until Ctrl-C or SIGTERM.
@@ -47,18 +48,15 @@ fn default_dir() -> PathBuf {
     checkout.canonicalize().unwrap_or(checkout)
 }
 
-/// A workload of the demo, from its WorkloadEntry.
-#[derive(Debug, Clone)]
-struct Workload {
-    namespace: String,
-    name: String,
-    address: IpAddr,
-    service_account: String,
-    labels: BTreeMap<String, String>,
-    ports: BTreeMap<String, u32>,
+/// What the demo makes of a workload (a WorkloadEntry of the registry).
+trait DemoWorkload {
+    fn id(&self) -> String;
+    fn is_gateway(&self) -> bool;
+    /// The bookshop application it runs, its version and port, if any.
+    fn app(&self) -> Option<(&str, &str, u32)>;
 }
 
-impl Workload {
+impl DemoWorkload for Workload {
     fn id(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
@@ -67,7 +65,6 @@ impl Workload {
         self.labels.get("istio").map(String::as_str) == Some("ingressgateway")
     }
 
-    /// The bookshop application it runs, if any.
     fn app(&self) -> Option<(&str, &str, u32)> {
         let app = self.labels.get("app")?;
         let known = ["productpage", "details", "reviews", "ratings"];
@@ -112,34 +109,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let workloads: Vec<Workload> = loaded
-        .resources
-        .iter()
-        .filter_map(|r| {
-            let Spec::WorkloadEntry(we) = &r.spec else {
-                return None;
-            };
-            Some(Workload {
-                namespace: r.namespace().to_string(),
-                name: r.name.clone(),
-                address: we.address.as_deref()?.parse().ok()?,
-                service_account: we
-                    .service_account
-                    .clone()
-                    .unwrap_or_else(|| "default".into()),
-                labels: we.labels.clone(),
-                ports: we.ports.clone(),
-            })
-        })
-        .collect();
+    let workloads = Registry::from_resources(&loaded.resources).workloads;
     let gateway_ports: Vec<u32> = loaded
         .resources
         .iter()
         .filter_map(|r| match &r.spec {
             Spec::Gateway(g)
-                if workloads.iter().any(|w| {
-                    w.is_gateway() && weft_model::registry::selects(&g.selector, &w.labels)
-                }) =>
+                if workloads
+                    .iter()
+                    .any(|w| w.is_gateway() && selects(&g.selector, &w.labels)) =>
             {
                 Some(g)
             }
