@@ -228,19 +228,6 @@ pub struct Layered {
 }
 
 impl Layered {
-    /// Every section, in name order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Section)> {
-        let mut all: Vec<(&str, &Section)> = self
-            .traffic
-            .0
-            .iter()
-            .chain(&self.own.0)
-            .map(|(n, s)| (n.as_str(), s))
-            .collect();
-        all.sort_unstable_by_key(|(n, _)| *n);
-        all.into_iter()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.traffic.0.is_empty() && self.own.0.is_empty()
     }
@@ -264,8 +251,11 @@ impl Layered {
 
     pub fn flatten(&self) -> Sections {
         Sections(
-            self.iter()
-                .map(|(n, s)| (n.to_string(), s.clone()))
+            self.traffic
+                .0
+                .iter()
+                .chain(&self.own.0)
+                .map(|(n, s)| (n.clone(), s.clone()))
                 .collect(),
         )
     }
