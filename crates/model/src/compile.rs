@@ -10,9 +10,10 @@ use weft_api::{Resource, Spec};
 
 use crate::authz::Authz;
 use crate::config::{
-    Cluster, ClusterEndpoint, Cors, Fault, FaultDelay, HeaderMatch, HeaderOps, HttpRoute,
-    InboundPort, Mirror, Ops, OutboundPolicy, OutboundService, ProxyConfig, RequestMatch, Retry,
-    Rewrite, RouteAction, StrMatch, WeightedCluster, WorkloadInfo, cluster_name, host_matches,
+    Cluster, ClusterEndpoint, Cors, DnsEndpoints, DnsName, Fault, FaultDelay, HeaderMatch,
+    HeaderOps, HttpRoute, InboundPort, Mirror, Ops, OutboundPolicy, OutboundService, ProxyConfig,
+    RequestMatch, Retry, Rewrite, RouteAction, StrMatch, WeightedCluster, WorkloadInfo,
+    cluster_name, host_matches,
 };
 use crate::normalize::Normalization;
 use crate::peer_auth::PeerPolicies;
@@ -535,7 +536,7 @@ impl<'a> Compiler<'a> {
 
     /// Whether a match's `gateways` let it apply to what is compiled: a
     /// match without gateways applies wherever its VirtualService is bound.
-    fn match_binds(&self, gateways: &[String], vs_ns: &str) -> bool {
+    pub(crate) fn match_binds(&self, gateways: &[String], vs_ns: &str) -> bool {
         if gateways.is_empty() {
             return true;
         }
@@ -651,6 +652,7 @@ impl<'a> Compiler<'a> {
                     .collect()
             }
         };
+        let dns = service.and_then(|s| dns_endpoints(s, port, subset, subset_labels.as_ref()));
         self.clusters.insert(
             name.clone(),
             Cluster {
@@ -663,12 +665,60 @@ impl<'a> Compiler<'a> {
                     .map_or(crate::Protocol::Http, |p| p.protocol),
                 subset: subset.map(str::to_string),
                 endpoints,
+                dns,
                 missing: service.is_none(),
                 policy,
             },
         );
         name
     }
+}
+
+/// The endpoints of `s` the proxy resolves: names of a DNS ServiceEntry
+/// (its host when it lists no endpoints), or, for a MESH_EXTERNAL entry of
+/// resolution NONE without endpoints, whatever the client asked for.
+fn dns_endpoints(
+    s: &Service,
+    port: u32,
+    subset: Option<&str>,
+    subset_labels: Option<&BTreeMap<String, String>>,
+) -> Option<DnsEndpoints> {
+    let sport = s.port(port);
+    let target = |ports: &BTreeMap<String, u32>| {
+        let t = sport
+            .and_then(|p| ports.get(&p.name).copied().or(p.target_port))
+            .unwrap_or(port);
+        u16::try_from(t).unwrap_or(0)
+    };
+    let original = s.resolution == "NONE" && s.endpoints.is_empty() && !s.mesh_internal;
+    if s.named.is_empty() && !original {
+        return None;
+    }
+    let names: Vec<DnsName> = s
+        .named
+        .iter()
+        .filter(|e| match (subset, subset_labels) {
+            (None, _) => true,
+            (Some(_), Some(labels)) => selects(labels, &e.labels),
+            (Some(_), None) => false,
+        })
+        .map(|e| DnsName {
+            name: e.name.clone(),
+            port: target(&e.ports),
+            weight: e.weight.max(1),
+            labels: e.labels.clone(),
+        })
+        .collect();
+    if names.is_empty() && !original {
+        return None;
+    }
+    Some(DnsEndpoints {
+        first_only: s.resolution == "DNS_ROUND_ROBIN",
+        original,
+        names,
+        port: target(&BTreeMap::new()),
+        namespace: s.namespace.clone(),
+    })
 }
 
 /// Istio's (Envoy's) regex substitution, where `\N` names capture group N,

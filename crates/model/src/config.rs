@@ -579,6 +579,9 @@ pub struct Cluster {
     pub protocol: Protocol,
     pub subset: Option<String>,
     pub endpoints: Vec<ClusterEndpoint>,
+    /// Endpoints the proxy finds by DNS, besides `endpoints`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsEndpoints>,
     /// The host is not in the registry: requests get 503 with flag NC.
     pub missing: bool,
     /// Load balancing, circuit breaking and outlier detection.
@@ -596,6 +599,35 @@ pub struct ClusterEndpoint {
     /// Telemetry: the workload behind the endpoint, its namespace and labels.
     pub workload: Option<String>,
     pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A cluster's endpoints by name, resolved by the proxy (Envoy's
+/// STRICT_DNS and LOGICAL_DNS clusters, and the original destination of
+/// a ServiceEntry of resolution NONE).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DnsEndpoints {
+    /// DNS_ROUND_ROBIN: each name's first address only; DNS: all of them.
+    #[serde(default)]
+    pub first_only: bool,
+    /// Resolution NONE: the destination the client asked for (its name
+    /// resolved, or its address), as Envoy's original-destination cluster.
+    #[serde(default)]
+    pub original: bool,
+    #[serde(default)]
+    pub names: Vec<DnsName>,
+    /// The port when the client's destination is used.
+    pub port: u16,
+    /// Telemetry: the namespace of the ServiceEntry.
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DnsName {
+    pub name: String,
+    pub port: u16,
+    pub weight: u32,
+    #[serde(default)]
     pub labels: BTreeMap<String, String>,
 }
 

@@ -196,7 +196,7 @@ impl Compiler<'_> {
             let matching: Vec<&weft_api::types::virtual_service::TlsMatchAttributes> = t
                 .r#match
                 .iter()
-                .filter(|m| m.port.is_none_or(|p| p == port))
+                .filter(|m| m.port.is_none_or(|p| p == port) && self.match_binds(&m.gateways, ns))
                 .collect();
             if matching.is_empty() {
                 continue;

@@ -48,6 +48,17 @@ pub struct Endpoint {
     pub weight: u32,
 }
 
+/// An endpoint known by a DNS name (a ServiceEntry of resolution DNS or
+/// DNS_ROUND_ROBIN): the proxy resolves it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NamedEndpoint {
+    pub name: String,
+    /// Port name to port, overriding the service port.
+    pub ports: BTreeMap<String, u32>,
+    pub labels: BTreeMap<String, String>,
+    pub weight: u32,
+}
+
 /// A service: one host, its ports and endpoints.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Service {
@@ -55,6 +66,9 @@ pub struct Service {
     pub namespace: String,
     pub ports: Vec<ServicePort>,
     pub endpoints: Vec<Endpoint>,
+    /// Endpoints by DNS name. A DNS ServiceEntry without endpoints has its
+    /// host here.
+    pub named: Vec<NamedEndpoint>,
     pub mesh_internal: bool,
     pub resolution: &'static str,
     /// The ServiceEntry's `exportTo`; empty is MeshConfig's default.
@@ -169,12 +183,43 @@ impl Registry {
                 Resolution::DnsRoundRobin => "DNS_ROUND_ROBIN",
                 Resolution::DynamicDns => "DYNAMIC_DNS",
             };
+            let by_dns = matches!(
+                se.resolution,
+                Some(Resolution::Dns | Resolution::DnsRoundRobin)
+            );
+            // Under DNS resolution an endpoint's address may be a name.
+            let named: Vec<NamedEndpoint> = se
+                .endpoints
+                .iter()
+                .filter(|_| by_dns)
+                .filter_map(|e| {
+                    let name = e.address.as_deref()?;
+                    (name.parse::<IpAddr>().is_err()).then(|| NamedEndpoint {
+                        name: name.to_string(),
+                        ports: e.ports.clone(),
+                        labels: e.labels.clone(),
+                        weight: e.weight.unwrap_or(1),
+                    })
+                })
+                .collect();
+            let by_host = by_dns && se.endpoints.is_empty() && se.workload_selector.is_none();
             for host in &se.hosts {
+                let named = if by_host {
+                    vec![NamedEndpoint {
+                        name: host.clone(),
+                        ports: BTreeMap::new(),
+                        labels: BTreeMap::new(),
+                        weight: 1,
+                    }]
+                } else {
+                    named.clone()
+                };
                 services.push(Service {
                     host: host.clone(),
                     namespace: ns.clone(),
                     ports: ports.clone(),
                     endpoints: endpoints.clone(),
+                    named,
                     mesh_internal: se.location == Some(Location::MeshInternal),
                     resolution,
                     export_to: se.export_to.clone(),

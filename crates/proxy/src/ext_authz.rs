@@ -110,10 +110,12 @@ async fn connect(
             RouteAction::Forward(w) => outbound::pick_cluster(outbound, w),
             _ => None,
         })
-        .and_then(|w| config.clusters.get(&w.cluster))
         .ok_or("no cluster for the service")?;
-    let ep = outbound::pick_endpoint(outbound, cluster).ok_or("no endpoint")?;
-    outbound::open(outbound, cluster, ep).await
+    let cluster = outbound::find_cluster(outbound, config, &cluster.cluster, &service.host)
+        .await
+        .ok_or("no cluster for the service")?;
+    let ep = outbound::pick_endpoint(outbound, &cluster).ok_or("no endpoint")?;
+    outbound::open(outbound, &cluster, ep).await
 }
 
 /// Sends the HTTP check request.

@@ -23,7 +23,7 @@ use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use weft_model::config::{GatewayServer, ServerTls, ServerTlsMode, WeightedCluster, host_matches};
 use weft_model::{Protocol, ProxyConfig};
@@ -46,7 +46,25 @@ pub struct Gateway {
     authenticator: Authenticator,
 }
 
+/// Who opened a connection to a gateway port: its address, and its mesh
+/// identity when it came through HBONE.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub addr: SocketAddr,
+    pub principal: Option<String>,
+}
+
 impl Gateway {
+    /// Whether `target` is one of this gateway's server ports.
+    pub fn serves(&self, target: SocketAddr) -> bool {
+        let config = self.outbound.config.load();
+        target.ip() == config.workload.address
+            && config
+                .gateway
+                .iter()
+                .any(|p| p.port == u32::from(target.port()))
+    }
+
     pub fn new(outbound: Arc<Outbound>, credentials: PathBuf) -> Gateway {
         Gateway {
             outbound,
@@ -151,14 +169,22 @@ fn server_config(tls: &ServerTls, protocol: Protocol, dir: &Path) -> Result<Serv
 
 /// Serves gateway port `port` on `listener` until the task is dropped.
 pub async fn serve_port(listener: TcpListener, port: u16, gateway: Arc<Gateway>) {
-    crate::http::serve_each(listener, move |tcp, peer| {
+    crate::http::serve_each(listener, move |tcp, addr| {
         let gateway = gateway.clone();
-        async move { connection(&gateway, tcp, peer, port).await }
+        let client = Client {
+            addr,
+            principal: None,
+        };
+        async move { connection(&gateway, tcp, client, port).await }
     })
     .await;
 }
 
-async fn connection(gateway: &Arc<Gateway>, mut tcp: TcpStream, peer: SocketAddr, port: u16) {
+/// Serves one client connection to gateway port `port`.
+pub async fn connection<S>(gateway: &Arc<Gateway>, mut tcp: S, client: Client, port: u16)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let config = gateway.outbound.config.load_full();
     let Some(gp) = config.gateway.iter().find(|p| p.port == u32::from(port)) else {
         return;
@@ -172,9 +198,9 @@ async fn connection(gateway: &Arc<Gateway>, mut tcp: TcpStream, peer: SocketAddr
         .any(|s| matches!(s.protocol, Protocol::Https | Protocol::Tls));
     if !tls_port {
         if first.protocol.is_http() {
-            serve_http(gateway, tcp, peer, port, false).await;
+            serve_http(gateway, tcp, client, port, false).await;
         } else {
-            forward(gateway, &config, &first.tcp, tcp).await;
+            forward(gateway, &config, &first.tcp, tcp, "").await;
         }
         return;
     }
@@ -196,7 +222,14 @@ async fn connection(gateway: &Arc<Gateway>, mut tcp: TcpStream, peer: SocketAddr
                 .any(|h| sni.as_deref().is_some_and(|sni| host_matches(h, sni)))
         });
         if let Some(route) = route {
-            forward(gateway, &config, &route.route, stream).await;
+            forward(
+                gateway,
+                &config,
+                &route.route,
+                stream,
+                sni.as_deref().unwrap_or(""),
+            )
+            .await;
         } else {
             tracing::debug!("TLS passthrough on {port}: no route for SNI {sni:?}");
         }
@@ -212,26 +245,34 @@ async fn connection(gateway: &Arc<Gateway>, mut tcp: TcpStream, peer: SocketAddr
     let tls = match TlsAcceptor::from(tls_config).accept(stream).await {
         Ok(tls) => tls,
         Err(e) => {
-            tracing::debug!("TLS from {peer} on {port} refused: {e}");
+            tracing::debug!("TLS from {} on {port} refused: {e}", client.addr);
             return;
         }
     };
     if server.protocol == Protocol::Https || server.protocol.is_http() {
-        serve_http(gateway, tls, peer, port, true).await;
+        serve_http(gateway, tls, client, port, true).await;
     } else {
-        forward(gateway, &config, &server.tcp, tls).await;
+        forward(
+            gateway,
+            &config,
+            &server.tcp,
+            tls,
+            sni.as_deref().unwrap_or(""),
+        )
+        .await;
     }
 }
 
 /// HTTP on a gateway port: edge headers, then the shared router.
-async fn serve_http<I>(gateway: &Arc<Gateway>, io: I, peer: SocketAddr, port: u16, https: bool)
+async fn serve_http<I>(gateway: &Arc<Gateway>, io: I, client: Client, port: u16, https: bool)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let gateway = gateway.clone();
     let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        let gateway = gateway.clone();
+        let (gateway, client) = (gateway.clone(), client.clone());
         async move {
+            let peer = client.addr;
             edge_headers(req.headers_mut(), peer, https);
             // The gateway's own AuthorizationPolicies (the client's
             // ipBlocks, paths, hosts...) decide before routing.
@@ -245,7 +286,7 @@ where
                 &gateway.authenticator,
                 &mut req,
                 authorize::Connection {
-                    principal: None,
+                    principal: client.principal.as_deref(),
                     source: peer,
                     remote,
                     destination: local,
@@ -296,24 +337,29 @@ fn remote_ip(h: &hyper::HeaderMap, trusted: u32) -> Option<std::net::IpAddr> {
     entries.get(i)?.parse().ok()
 }
 
-/// A TCP connection (or passed-through TLS) to an endpoint of the route.
-async fn forward<S>(gateway: &Gateway, config: &ProxyConfig, route: &[WeightedCluster], mut io: S)
-where
+/// A TCP connection (or passed-through TLS) to an endpoint of the route;
+/// `sni` is the name the client asked for, when it said one.
+async fn forward<S>(
+    gateway: &Gateway,
+    config: &ProxyConfig,
+    route: &[WeightedCluster],
+    mut io: S,
+    sni: &str,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let out = &gateway.outbound;
-    let Some(cluster) =
-        outbound::pick_cluster(out, route).and_then(|w| config.clusters.get(&w.cluster))
-    else {
+    let Some(chosen) = outbound::pick_cluster(out, route) else {
         return;
     };
-    let Some(ep) = outbound::pick_endpoint(out, cluster) else {
+    let Some(cluster) = outbound::find_cluster(out, config, &chosen.cluster, sni).await else {
         return;
     };
-    match outbound::open(out, cluster, ep).await {
-        Ok(mut upstream) => {
-            let _ = tokio::io::copy_bidirectional(&mut io, &mut upstream).await;
-        }
+    let Some(ep) = outbound::pick_endpoint(out, &cluster) else {
+        return;
+    };
+    match outbound::open(out, &cluster, ep).await {
+        Ok(mut upstream) => outbound::relay(out, &cluster, ep, &mut io, &mut upstream).await,
         Err(e) => tracing::debug!("gateway TCP to {}: {e}", ep.address),
     }
 }

@@ -22,6 +22,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use weft_identity::tls::{self, PeerPolicy};
 use weft_identity::{CertStore, SpiffeId};
 
+use crate::gateway::{self, Gateway};
 use crate::http::{Body, empty, full};
 use crate::inbound::{Inbound, Refused};
 use crate::telemetry::PeerMeta;
@@ -146,6 +147,15 @@ impl Pool {
     }
 }
 
+/// What the streams of inbound HBONE reach.
+#[derive(Debug, Clone)]
+pub enum Tunnels {
+    /// A sidecar's workload: its application's ports.
+    Workload(Arc<Inbound>),
+    /// An egress gateway: the ports of its Gateway servers.
+    Gateway(Arc<Gateway>),
+}
+
 /// Serves inbound HBONE on `listener`: only peers with a valid mesh
 /// certificate get a TLS session, and only CONNECTs to this workload's own
 /// ports are opened; the stream inside is served by `inbound`.
@@ -153,7 +163,7 @@ pub async fn serve(
     listener: TcpListener,
     store: Arc<CertStore>,
     policy: PeerPolicy,
-    inbound: Arc<Inbound>,
+    inbound: Tunnels,
 ) -> Result<(), HboneError> {
     let config =
         tls::server_config(store, policy, &[b"h2"]).map_err(|e| HboneError::Tls(e.to_string()))?;
@@ -185,7 +195,7 @@ pub async fn serve(
 async fn tunnel(
     req: Request<hyper::body::Incoming>,
     peer: Option<String>,
-    inbound: Arc<Inbound>,
+    tunnels: Tunnels,
     downstream: SocketAddr,
 ) -> Result<Response<Body>, hyper::Error> {
     if req.method() != Method::CONNECT {
@@ -203,6 +213,25 @@ async fn tunnel(
             StatusCode::BAD_REQUEST,
             "CONNECT authority must be ip:port\n",
         ));
+    };
+    let inbound = match tunnels {
+        Tunnels::Workload(inbound) => inbound,
+        Tunnels::Gateway(gateway) => {
+            if !gateway.serves(target) {
+                let e = Refused::NotServed(target);
+                return Ok(full(StatusCode::FORBIDDEN, format!("{e}\n")));
+            }
+            tokio::spawn(async move {
+                if let Ok(up) = hyper::upgrade::on(req).await {
+                    let from = crate::gateway::Client {
+                        addr: downstream,
+                        principal: peer,
+                    };
+                    gateway::connection(&gateway, TokioIo::new(up), from, target.port()).await;
+                }
+            });
+            return Ok(Response::new(empty()));
+        }
     };
     let accepted = match inbound.accept(target, peer.as_deref(), downstream).await {
         Ok(a) => a,

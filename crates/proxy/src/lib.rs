@@ -8,6 +8,7 @@
 pub mod authorize;
 pub mod balance;
 pub mod cors;
+pub mod dns;
 pub mod ext_authz;
 pub mod gateway;
 pub mod hbone;

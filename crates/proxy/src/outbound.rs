@@ -4,6 +4,8 @@
 //! them by the compiled VirtualServices; and sends them to an endpoint,
 //! through HBONE when the endpoint is in the mesh.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,21 +23,23 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use weft_model::ProxyConfig;
 use weft_model::authz::RequestAuth;
 use weft_model::config::{
     Cluster, ClusterEndpoint, HttpRoute, Ops, OutboundPolicy, OutboundService, RequestView, Retry,
     RouteAction, WeightedCluster, host_matches,
 };
 use weft_model::policy::{HashKey, LbPolicy, UpstreamTls};
-use weft_model::{Protocol, ProxyConfig};
 
 use crate::balance::{Outcome, Tracker};
 use crate::cors;
+use crate::dns::Dns;
 use crate::hbone::{HBONE_PORT, Pool};
 use crate::http::{Body, ResponseFlag, flagged, full};
 use crate::metrics::Metrics;
 use crate::telemetry::{
-    AccessLog, DestService, Observation, Upstream, baggage, outbound_labels, request_protocol,
+    AccessLog, DestService, Observation, Upstream, baggage, outbound_labels, outbound_tcp_labels,
+    request_protocol,
 };
 use crate::upgrade;
 use crate::upstream::Clients;
@@ -53,6 +57,8 @@ pub struct Outbound {
     pub metrics: Arc<Metrics>,
     /// Where access-log lines go, when access logging is on.
     pub access_log: Option<AccessLog>,
+    /// Resolves clusters' DNS endpoints.
+    pub dns: Dns,
     /// Drives weighted picks and percentages (mixed into random bits).
     counter: AtomicU64,
     /// Round robin over endpoints, on a counter of its own so that other
@@ -66,6 +72,7 @@ impl Outbound {
         pool: Pool,
         metrics: Arc<Metrics>,
         access_log: Option<AccessLog>,
+        dns: Dns,
     ) -> Outbound {
         let pool = Arc::new(pool);
         Outbound {
@@ -75,6 +82,7 @@ impl Outbound {
             pool,
             metrics,
             access_log,
+            dns,
             counter: AtomicU64::new(0),
             round_robin: AtomicU64::new(0),
         }
@@ -237,7 +245,7 @@ async fn handle(
         };
     };
     if req.method() == Method::CONNECT {
-        return connect(outbound, &config, service, req).await;
+        return connect(outbound, &config, service, req, &host).await;
     }
     // Routes match the normalized path, and it is what goes upstream.
     if let Err(e) = crate::http::normalize_request(&mut req, config.path_normalization) {
@@ -316,9 +324,10 @@ async fn handle(
     let Some(chosen) = pick_cluster(outbound, weighted) else {
         return flagged(StatusCode::SERVICE_UNAVAILABLE, "NC", "no cluster");
     };
-    let Some(cluster) = config.clusters.get(&chosen.cluster) else {
+    let Some(resolved) = find_cluster(outbound, &config, &chosen.cluster, &host).await else {
         return flagged(StatusCode::SERVICE_UNAVAILABLE, "NC", "no cluster");
     };
+    let cluster = &*resolved;
     // Circuit breaking: a cluster at its limit answers at once.
     let Some(_admitted) = outbound.tracker.admit(cluster) else {
         return flagged(
@@ -354,8 +363,8 @@ async fn handle(
     };
     if let (Some(mirror), Replay::Buffered(bytes)) = (&route.mirror, &body) {
         if chance(outbound, mirror.percent) {
-            if let Some(mc) = config.clusters.get(&mirror.cluster) {
-                shadow(outbound, mc, &parts, bytes.clone()).await;
+            if let Some(mc) = find_cluster(outbound, &config, &mirror.cluster, &host).await {
+                shadow(outbound, &mc, &parts, bytes.clone()).await;
             }
         }
     }
@@ -598,6 +607,53 @@ pub(crate) fn pick_cluster<'a>(
     None
 }
 
+/// Cluster `name` with the endpoints it finds by DNS, `asked` being the
+/// host the client asked for (the destination of a resolution-NONE
+/// ServiceEntry). A name that does not resolve adds no endpoint.
+pub(crate) async fn find_cluster<'a>(
+    outbound: &Outbound,
+    config: &'a ProxyConfig,
+    name: &str,
+    asked: &str,
+) -> Option<Cow<'a, Cluster>> {
+    let cluster = config.clusters.get(name)?;
+    let Some(dns) = &cluster.dns else {
+        return Some(Cow::Borrowed(cluster));
+    };
+    let no_labels = BTreeMap::new();
+    let original = dns
+        .original
+        .then_some((asked, dns.port, 1, &no_labels))
+        .into_iter();
+    let names = dns
+        .names
+        .iter()
+        .map(|n| (n.name.as_str(), n.port, n.weight, &n.labels))
+        .chain(original);
+    let mut resolved = cluster.clone();
+    for (name, port, weight, labels) in names {
+        let addrs = match outbound.dns.lookup(name).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!("{}: {e}", cluster.name);
+                continue;
+            }
+        };
+        let take = if dns.first_only { 1 } else { addrs.len() };
+        resolved
+            .endpoints
+            .extend(addrs.iter().take(take).map(|ip| ClusterEndpoint {
+                address: SocketAddr::new(*ip, port),
+                identity: None,
+                weight,
+                workload: None,
+                namespace: dns.namespace.clone(),
+                labels: labels.clone(),
+            }));
+    }
+    Some(Cow::Owned(resolved))
+}
+
 /// Round robin over the cluster's endpoints.
 pub(crate) fn pick_endpoint<'a>(
     outbound: &Outbound,
@@ -713,22 +769,9 @@ async fn send_once(
     };
     let mut req = Request::from_parts(parts.clone(), body);
     *req.extensions_mut() = http::Extensions::new();
-    // The pool is keyed by endpoint: the URI names it; Host stays as sent.
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/".to_string(), |p| p.to_string());
-    if let Ok(uri) = format!("http://{}{path}", ep.address).parse() {
-        *req.uri_mut() = uri;
-    }
     // HTTP/2 to HTTP/2 and gRPC apps: gRPC keeps its trailers end to end.
-    *req.version_mut() = if matches!(cluster.protocol, Protocol::Http2 | Protocol::Grpc) {
-        http::Version::HTTP_2
-    } else {
-        http::Version::HTTP_11
-    };
     let client = outbound.clients.for_cluster(cluster);
-    let mut resp = match client.request(req).await {
+    let mut resp = match client.request(ep.address, req).await {
         Ok(resp) => {
             outbound
                 .tracker
@@ -742,17 +785,11 @@ async fn send_once(
             // `{:#}` prints the error with every cause behind it.
             return Err(Failure::Connect(format!(
                 "upstream: {:#}",
-                anyhow::Error::new(e)
+                anyhow::Error::from_boxed(e)
             )));
         }
     };
-    resp.extensions_mut().insert(Upstream {
-        address: Some(ep.address),
-        workload: ep.workload.clone(),
-        namespace: ep.namespace.clone(),
-        identity: ep.identity.clone(),
-        labels: ep.labels.clone(),
-    });
+    resp.extensions_mut().insert(Upstream::from(ep));
     Ok(resp)
 }
 
@@ -868,9 +905,10 @@ async fn connect(
     config: &ProxyConfig,
     service: &OutboundService,
     req: Request<Incoming>,
+    host: &str,
 ) -> Response<Body> {
     if !service.tls.is_empty() {
-        return connect_by_sni(outbound, service, req);
+        return connect_by_sni(outbound, service, req, host);
     }
     let weighted = if service.tcp.is_empty() {
         match service
@@ -885,15 +923,17 @@ async fn connect(
     } else {
         service.tcp.clone()
     };
-    let Some(cluster) =
-        pick_cluster(outbound, &weighted).and_then(|w| config.clusters.get(&w.cluster))
-    else {
+    let chosen = pick_cluster(outbound, &weighted);
+    let Some(cluster) = chosen.map(|w| find_cluster(outbound, config, &w.cluster, host)) else {
         return flagged(StatusCode::SERVICE_UNAVAILABLE, "NC", "no cluster");
     };
-    let Some(ep) = pick_endpoint(outbound, cluster) else {
+    let Some(cluster) = cluster.await else {
+        return flagged(StatusCode::SERVICE_UNAVAILABLE, "NC", "no cluster");
+    };
+    let Some(ep) = pick_endpoint(outbound, &cluster) else {
         return flagged(StatusCode::SERVICE_UNAVAILABLE, "UH", "no healthy upstream");
     };
-    let mut stream = match open(outbound, cluster, ep).await {
+    let mut stream = match open(outbound, &cluster, ep).await {
         Ok(s) => s,
         Err(e) => {
             return flagged(
@@ -903,13 +943,42 @@ async fn connect(
             );
         }
     };
+    let ep = ep.clone();
+    let (outbound, cluster) = (outbound.clone(), cluster.into_owned());
     tokio::spawn(async move {
         if let Ok(up) = hyper::upgrade::on(req).await {
-            let mut up = TokioIo::new(up);
-            let _ = tokio::io::copy_bidirectional(&mut up, &mut stream).await;
+            relay(&outbound, &cluster, &ep, &mut TokioIo::new(up), &mut stream).await;
         }
     });
     full(StatusCode::OK, "")
+}
+
+/// Bytes both ways between a client and the stream opened to endpoint
+/// `ep` of `cluster`, counted in Istio's TCP metrics (`reporter="source"`).
+pub(crate) async fn relay<A, B>(
+    outbound: &Outbound,
+    cluster: &Cluster,
+    ep: &ClusterEndpoint,
+    client: &mut A,
+    upstream: &mut B,
+) where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let dest = DestService {
+        host: cluster.host.clone(),
+        namespace: cluster.service_namespace.clone(),
+        cluster: cluster.name.clone(),
+    };
+    let labels = {
+        let config = outbound.config.load();
+        outbound_tcp_labels(&config.workload, &Upstream::from(ep), &dest)
+    };
+    outbound.metrics.tcp_opened(&labels);
+    let (sent, received) = tokio::io::copy_bidirectional(client, upstream)
+        .await
+        .unwrap_or((0, 0));
+    outbound.metrics.tcp_closed(&labels, sent, received);
 }
 
 /// CONNECT to a service with TLS routes: once the tunnel is up, the
@@ -920,8 +989,10 @@ fn connect_by_sni(
     outbound: &Arc<Outbound>,
     service: &OutboundService,
     req: Request<Incoming>,
+    host: &str,
 ) -> Response<Body> {
     let (outbound, tls, tcp) = (outbound.clone(), service.tls.clone(), service.tcp.clone());
+    let asked = host.to_string();
     tokio::spawn(async move {
         let Ok(up) = hyper::upgrade::on(req).await else {
             return;
@@ -938,23 +1009,27 @@ fn connect_by_sni(
             })
             .map_or(&tcp, |r| &r.route);
         let config = outbound.config.load_full();
-        let Some(cluster) =
-            pick_cluster(&outbound, route).and_then(|w| config.clusters.get(&w.cluster))
+        let asked = sni.as_deref().unwrap_or(&asked);
+        let chosen = pick_cluster(&outbound, route);
+        let Some(cluster) = chosen.map(|w| find_cluster(&outbound, &config, &w.cluster, asked))
         else {
             tracing::debug!("TLS CONNECT: no route for SNI {sni:?}");
             return;
         };
-        let Some(ep) = pick_endpoint(&outbound, cluster) else {
+        let Some(cluster) = cluster.await else {
             return;
         };
-        match open(&outbound, cluster, ep).await {
+        let Some(ep) = pick_endpoint(&outbound, &cluster) else {
+            return;
+        };
+        match open(&outbound, &cluster, ep).await {
             Ok(mut stream) => {
                 // The hello read to route goes first, then both ways.
                 if tokio::io::AsyncWriteExt::write_all(&mut stream, &hello)
                     .await
                     .is_ok()
                 {
-                    let _ = tokio::io::copy_bidirectional(&mut up, &mut stream).await;
+                    relay(&outbound, &cluster, ep, &mut up, &mut stream).await;
                 }
             }
             Err(e) => tracing::debug!("TLS CONNECT to {}: {e}", ep.address),

@@ -17,8 +17,9 @@ use weft_identity::CertStore;
 use weft_identity::tls::PeerPolicy;
 use weft_model::ProxyConfig;
 
+use crate::dns::Dns;
 use crate::gateway::{self, Gateway};
-use crate::hbone::{self, Pool};
+use crate::hbone::{self, Pool, Tunnels};
 use crate::http::{Body, full};
 use crate::inbound::{self, Inbound};
 use crate::metrics::Metrics;
@@ -68,6 +69,10 @@ pub enum Role {
     /// The Gateway servers selecting the workload, each on its port;
     /// `credentials` holds the `credentialName` folders.
     Ingress { credentials: PathBuf },
+    /// An egress gateway: the same servers, reachable only through HBONE
+    /// (15008) from proxies with a mesh certificate, so that the way out
+    /// of the mesh knows who is leaving and is no open proxy.
+    Egress { credentials: PathBuf },
 }
 
 /// The serving task of each bound gateway port.
@@ -96,7 +101,8 @@ impl Sidecar {
         ports: Ports,
         access_log: Option<AccessLog>,
     ) -> Result<Sidecar, StartError> {
-        Sidecar::start_as(Role::Sidecar, config, store, policy, ports, access_log).await
+        let dns = Dns::system();
+        Sidecar::start_as(Role::Sidecar, config, store, policy, ports, access_log, dns).await
     }
 
     /// Binds the listeners of `role` on the workload's address and starts
@@ -108,6 +114,7 @@ impl Sidecar {
         policy: PeerPolicy,
         ports: Ports,
         access_log: Option<AccessLog>,
+        dns: Dns,
     ) -> Result<Sidecar, StartError> {
         let address = config.workload.address;
         let bind = |port: u16| async move {
@@ -128,6 +135,7 @@ impl Sidecar {
             Pool::new(store.clone(), policy.clone()),
             metrics.clone(),
             access_log,
+            dns,
         ));
         let admin_outbound = outbound.clone();
         let mut tasks = Vec::new();
@@ -152,7 +160,8 @@ impl Sidecar {
                 )));
                 let (hbone_store, hbone_policy) = (store.clone(), policy);
                 tasks.push(tokio::spawn(async move {
-                    let _ = hbone::serve(hbone_l, hbone_store, hbone_policy, inbound).await;
+                    let to = Tunnels::Workload(inbound);
+                    let _ = hbone::serve(hbone_l, hbone_store, hbone_policy, to).await;
                 }));
             }
             Role::Ingress { credentials } => {
@@ -160,6 +169,14 @@ impl Sidecar {
                 let bound = RwLock::new(HashMap::new());
                 bind_gateway_ports(&g, &config.load(), &bound, true)?;
                 gateway = Some((g, bound));
+            }
+            Role::Egress { credentials } => {
+                let hbone_l = bind(ports.hbone).await?;
+                let to = Tunnels::Gateway(Arc::new(Gateway::new(outbound, credentials)));
+                let (hbone_store, hbone_policy) = (store.clone(), policy);
+                tasks.push(tokio::spawn(async move {
+                    let _ = hbone::serve(hbone_l, hbone_store, hbone_policy, to).await;
+                }));
             }
         }
         let exposition = metrics.clone();

@@ -29,6 +29,18 @@ pub struct Upstream {
     pub labels: BTreeMap<String, String>,
 }
 
+impl From<&weft_model::config::ClusterEndpoint> for Upstream {
+    fn from(ep: &weft_model::config::ClusterEndpoint) -> Upstream {
+        Upstream {
+            address: Some(ep.address),
+            workload: ep.workload.clone(),
+            namespace: ep.namespace.clone(),
+            identity: ep.identity.clone(),
+            labels: ep.labels.clone(),
+        }
+    }
+}
+
 /// The service a request was routed to.
 #[derive(Debug, Clone)]
 pub struct DestService {
@@ -143,6 +155,14 @@ pub fn outbound_labels(
         ("response_flags", flag.unwrap_or("-").to_string()),
         ("connection_security_policy", "unknown".into()),
     ]
+}
+
+/// Labels for a connection this proxy opened (`reporter="source"`): TCP
+/// metrics have no response code.
+pub fn outbound_tcp_labels(me: &WorkloadInfo, upstream: &Upstream, dest: &DestService) -> Labels {
+    let mut labels = outbound_labels(me, Some(upstream), Some(dest), "tcp", 0, None);
+    labels.retain(|(k, _)| !matches!(*k, "response_code" | "grpc_response_status"));
+    labels
 }
 
 /// Who is on the other end of an inbound connection: its SPIFFE ID from

@@ -13,8 +13,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::Uri;
+use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
 use hyper::upgrade::Upgraded;
+use hyper::{Request, Response, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -130,6 +132,23 @@ impl Connector {
             .authority()
             .and_then(|a| a.as_str().parse().ok())
             .ok_or_else(|| std::io::Error::other(format!("endpoint {uri} is not ip:port")))?;
+        self.open_addr(addr).await
+    }
+
+    /// A connection to endpoint `addr` within the connect timeout.
+    async fn open_addr(self, addr: SocketAddr) -> std::io::Result<Conn> {
+        let limit = self.connect_timeout;
+        tokio::time::timeout(limit, self.open_now(addr))
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connect timeout after {limit:?}"),
+                ))
+            })
+    }
+
+    async fn open_now(self, addr: SocketAddr) -> std::io::Result<Conn> {
         if let Some(o) = &self.originate {
             let tls = o
                 .originator
@@ -167,23 +186,104 @@ impl tower_service::Service<Uri> for Connector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let limit = this.connect_timeout;
-            tokio::time::timeout(limit, this.open(uri))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("connect timeout after {limit:?}"),
-                    ))
-                })
-        })
+        Box::pin(self.clone().open(uri))
     }
 }
 
 /// A pooled HTTP client to applications.
-pub type UpstreamClient = Client<Connector, Body>;
+#[derive(Debug, Clone)]
+pub enum UpstreamClient {
+    /// hyper-util's pool, keyed by the URI's authority: the endpoint.
+    Http1(Arc<Client<Connector, Body>>),
+    /// One multiplexed connection per endpoint, so that requests keep
+    /// their own `:authority` (the service's host, not the endpoint).
+    Http2(Arc<H2Pool>),
+}
+
+/// Why a request got no response.
+pub type SendError = Box<dyn std::error::Error + Send + Sync>;
+
+impl UpstreamClient {
+    /// Sends `req` to endpoint `addr`; the request's Host header names the
+    /// service, its URI only the path.
+    pub async fn request(
+        &self,
+        addr: SocketAddr,
+        mut req: Request<Body>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/".to_string(), |p| p.to_string());
+        match self {
+            UpstreamClient::Http1(client) => {
+                *req.uri_mut() = format!("http://{addr}{path}").parse()?;
+                *req.version_mut() = http::Version::HTTP_11;
+                Ok(client.request(req).await?)
+            }
+            UpstreamClient::Http2(pool) => {
+                // HTTP/2 carries the Host as :authority.
+                let authority = match req.headers_mut().remove(hyper::header::HOST) {
+                    Some(h) => h.to_str()?.to_string(),
+                    None => addr.to_string(),
+                };
+                *req.uri_mut() = format!("http://{authority}{path}").parse()?;
+                *req.version_mut() = http::Version::HTTP_2;
+                pool.send(addr, req).await
+            }
+        }
+    }
+}
+
+/// HTTP/2 connections to endpoints, one each, opened by `connector`.
+#[derive(Debug)]
+pub struct H2Pool {
+    connector: Connector,
+    /// `maxRequestsPerConnection: 1`: a connection per request.
+    no_reuse: bool,
+    conns: RwLock<HashMap<SocketAddr, SendRequest<Body>>>,
+}
+
+impl H2Pool {
+    fn new(connector: Connector, no_reuse: bool) -> H2Pool {
+        H2Pool {
+            connector,
+            no_reuse,
+            conns: RwLock::default(),
+        }
+    }
+
+    async fn send(
+        &self,
+        addr: SocketAddr,
+        req: Request<Body>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let mut sender = self
+            .conns
+            .read()
+            .ok()
+            .and_then(|c| c.get(&addr).filter(|s| !s.is_closed()).cloned());
+        if sender.is_none() {
+            let io = self.connector.clone().open_addr(addr).await?;
+            let (s, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(hyper_util::rt::TokioTimer::new())
+                .handshake(io)
+                .await?;
+            tokio::spawn(conn);
+            if !self.no_reuse {
+                if let Ok(mut c) = self.conns.write() {
+                    c.insert(addr, s.clone());
+                }
+            }
+            sender = Some(s);
+        }
+        let Some(mut sender) = sender else {
+            return Err("no connection".into());
+        };
+        sender.ready().await?;
+        Ok(sender.send_request(req).await?)
+    }
+}
 
 /// The pooled clients of one proxy.
 #[derive(Debug)]
@@ -278,13 +378,16 @@ struct ClientSettings {
 }
 
 fn client(connector: Connector, h2: bool, settings: Option<&ClientSettings>) -> UpstreamClient {
+    if h2 {
+        let no_reuse = settings.is_some_and(|s| s.no_reuse);
+        return UpstreamClient::Http2(Arc::new(H2Pool::new(connector, no_reuse)));
+    }
     let mut b = Client::builder(TokioExecutor::new());
-    b.http2_only(h2);
     if let Some(idle) = settings.and_then(|s| s.idle_timeout) {
         b.pool_idle_timeout(idle);
     }
     if settings.is_some_and(|s| s.no_reuse) {
         b.pool_max_idle_per_host(0);
     }
-    b.build(connector)
+    UpstreamClient::Http1(Arc::new(b.build(connector)))
 }

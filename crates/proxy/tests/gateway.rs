@@ -173,6 +173,7 @@ async fn an_ingress_gateway_serves_its_servers_into_the_mesh() {
         policy(&m.ca),
         Ports::default(),
         None,
+        weft_proxy::dns::Dns::system(),
     )
     .await
     .unwrap();

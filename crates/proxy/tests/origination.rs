@@ -8,14 +8,8 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use bytes::Bytes;
-use common::{ca, get, https, leaf, start};
+use common::{ca, get, https, leaf, start, tls_through};
 use hyper::StatusCode;
-use hyper_util::rt::TokioIo;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 
 /// A ServiceEntry for `host` on port 80, sent to `target` (a stand-in's
 /// TLS port), and a DestinationRule with `tls`.
@@ -200,54 +194,7 @@ spec:
     route: [{destination: {host: shop.example.com, port: {number: 443}}}]
 "#;
     let m = start(137, yaml).await;
-    let tunnel = |host: &'static str| {
-        let client = m.client;
-        let roots = server_ca.pem.clone();
-        async move {
-            let mut tcp = tokio::net::TcpStream::connect(client).await.unwrap();
-            tokio::io::AsyncWriteExt::write_all(
-                &mut tcp,
-                format!("CONNECT {host}:443 HTTP/1.1\r\nhost: {host}:443\r\n\r\n").as_bytes(),
-            )
-            .await
-            .unwrap();
-            let mut buf = [0u8; 512];
-            let n = tokio::io::AsyncReadExt::read(&mut tcp, &mut buf)
-                .await
-                .unwrap();
-            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
-            let mut store = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_slice_iter(roots.as_bytes()) {
-                store.add(c.unwrap()).unwrap();
-            }
-            let config =
-                rustls::ClientConfig::builder_with_provider(weft_identity::tls::provider())
-                    .with_safe_default_protocol_versions()
-                    .unwrap()
-                    .with_root_certificates(store)
-                    .with_no_client_auth();
-            let name = rustls_pki_types::ServerName::try_from(host.to_string()).unwrap();
-            let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-                .connect(name, tcp)
-                .await
-                .map_err(|e| e.to_string())?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio::spawn(conn);
-            let req = hyper::Request::builder()
-                .uri("/")
-                .header("host", host)
-                .body(http_body_util::Empty::<Bytes>::new())
-                .unwrap();
-            let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-            let body = http_body_util::BodyExt::collect(resp.into_body())
-                .await
-                .unwrap()
-                .to_bytes();
-            Ok::<String, String>(String::from_utf8_lossy(&body).into_owned())
-        }
-    };
+    let tunnel = |host: &'static str| tls_through(m.client, host, 443, &server_ca.pem);
     assert_eq!(
         tunnel("shop.example.com").await.unwrap(),
         "sni=shop.example.com client-cert=false"

@@ -212,6 +212,7 @@ impl Task {
             policy(&self.ca),
             Ports::default(),
             None,
+            weft_proxy::dns::Dns::system(),
         )
         .await
         .unwrap();

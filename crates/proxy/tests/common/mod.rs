@@ -487,3 +487,117 @@ pub async fn jwks_server(addr: SocketAddr, body: String) {
         }
     });
 }
+
+/// Through `proxy`'s CONNECT to `host:port`, a TLS session verified
+/// against `roots` (PEM) with SNI `host`, and one GET of `/`: the body.
+pub async fn tls_through(
+    proxy: SocketAddr,
+    host: &str,
+    port: u16,
+    roots: &str,
+) -> Result<String, String> {
+    let mut tcp = TcpStream::connect(proxy).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut tcp,
+        format!("CONNECT {host}:{port} HTTP/1.1\r\nhost: {host}:{port}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = [0u8; 512];
+    let n = tokio::io::AsyncReadExt::read(&mut tcp, &mut buf)
+        .await
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(head);
+    }
+    let mut store = RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(roots.as_bytes()) {
+        store.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(weft_identity::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from(host.to_string()).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .uri("/")
+        .header("host", host)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A DNS server over UDP for tests: A records from a table the test may
+/// change, with their TTL, and a count of the A questions asked per name
+/// (other questions get an empty answer).
+#[derive(Clone, Default)]
+pub struct DnsStandIn {
+    pub records: Arc<std::sync::RwLock<HashMap<String, (std::net::Ipv4Addr, u32)>>>,
+    pub asked: Arc<std::sync::RwLock<HashMap<String, usize>>>,
+}
+
+impl DnsStandIn {
+    pub fn set(&self, name: &str, ip: &str, ttl: u32) {
+        self.records
+            .write()
+            .unwrap()
+            .insert(name.to_string(), (ip.parse().unwrap(), ttl));
+    }
+
+    pub fn asked(&self, name: &str) -> usize {
+        self.asked.read().unwrap().get(name).copied().unwrap_or(0)
+    }
+
+    /// Answers on `addr` until the test ends.
+    pub async fn serve(&self, addr: SocketAddr) {
+        use hickory_proto::op::Message;
+        use hickory_proto::rr::rdata::A;
+        use hickory_proto::rr::{RData, Record, RecordType};
+        let socket = tokio::net::UdpSocket::bind(addr).await.unwrap();
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            loop {
+                let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+                    return;
+                };
+                let Ok(query) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let mut answer = Message::response(query.metadata.id, query.metadata.op_code);
+                answer.metadata.recursion_available = true;
+                for q in &query.queries {
+                    answer.add_query(q.clone());
+                    if q.query_type() != RecordType::A {
+                        continue;
+                    }
+                    let name = q.name().to_ascii().trim_end_matches('.').to_lowercase();
+                    *this.asked.write().unwrap().entry(name.clone()).or_default() += 1;
+                    let record = this.records.read().unwrap().get(&name).copied();
+                    if let Some((ip, ttl)) = record {
+                        answer.add_answer(Record::from_rdata(
+                            q.name().clone(),
+                            ttl,
+                            RData::A(A(ip)),
+                        ));
+                    }
+                }
+                if let Ok(bytes) = answer.to_vec() {
+                    let _ = socket.send_to(&bytes, from).await;
+                }
+            }
+        });
+    }
+}

@@ -12,6 +12,7 @@ use weft_control::Folder;
 use weft_identity::tls::PeerPolicy;
 use weft_identity::{Ca, CertStore, Rotator, SpiffeId, TrustDomain, TrustDomains, ca};
 use weft_model::{ProxyConfig, Registry, compile};
+use weft_proxy::dns::Dns;
 use weft_proxy::{Ports, Sidecar, managed};
 
 /// Run the sidecar of workload NS/NAME (its WorkloadEntry gives address,
@@ -73,6 +74,10 @@ pub(crate) struct Args {
     /// and wakes less with one; one per core for a gateway].
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// DNS servers (IP:PORT) for ServiceEntry hosts of resolution DNS,
+    /// instead of /etc/resolv.conf and /etc/hosts; may be repeated.
+    #[arg(long, value_name = "ADDR")]
+    dns_server: Vec<std::net::SocketAddr>,
     /// Where the per-request JSON access log goes.
     #[arg(long, value_enum, default_value_t = AccessLogTo::Stdout)]
     access_log: AccessLogTo,
@@ -102,6 +107,9 @@ enum Role {
     /// matches the workload's labels, on their ports; `credentialName`
     /// names a folder of tls.crt, tls.key and ca.crt in --mesh-dir.
     Ingress,
+    /// An egress gateway: the same Gateway servers, reached only through
+    /// HBONE (:15008) by proxies with a mesh certificate, never directly.
+    Egress,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -115,7 +123,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let threads = match (args.threads, args.role) {
         (Some(n), _) => Some(n),
         (None, Role::Sidecar) => Some(1),
-        (None, Role::Ingress) => None,
+        (None, Role::Ingress | Role::Egress) => None,
     };
     if let Some(n) = threads {
         anyhow::ensure!(n > 0, "--threads must be at least 1");
@@ -191,7 +199,26 @@ fn role(args: &Args) -> weft_proxy::Role {
         Role::Ingress => weft_proxy::Role::Ingress {
             credentials: args.mesh_dir.clone().unwrap_or_default(),
         },
+        Role::Egress => weft_proxy::Role::Egress {
+            credentials: args.mesh_dir.clone().unwrap_or_default(),
+        },
     }
+}
+
+/// Starts the proxy of `args`'s role.
+async fn start(
+    args: &Args,
+    config: ProxyConfig,
+    store: Arc<CertStore>,
+    policy: PeerPolicy,
+) -> anyhow::Result<Sidecar> {
+    let dns = if args.dns_server.is_empty() {
+        Dns::system()
+    } else {
+        Dns::servers(&args.dns_server)
+    };
+    let (role, log) = (role(args), access_log(args));
+    Ok(Sidecar::start_as(role, config, store, policy, Ports::default(), log, dns).await?)
 }
 
 fn started(args: &Args, sidecar: &Sidecar, id: &str) {
@@ -201,14 +228,19 @@ fn started(args: &Args, sidecar: &Sidecar, id: &str) {
         &config.workload.name,
         sidecar.address,
     );
-    if args.role == Role::Ingress {
+    if args.role != Role::Sidecar {
         let ports: Vec<String> = config
             .gateway
             .iter()
             .map(|p| format!(":{}", p.port))
             .collect();
+        let through = if args.role == Role::Egress {
+            " through hbone :15008"
+        } else {
+            ""
+        };
         println!(
-            "weft proxy {ns}/{name} ({id}) on {address}: gateway ports {}, health :15021, admin :15000, metrics :15090",
+            "weft proxy {ns}/{name} ({id}) on {address}: gateway ports {}{through}, health :15021, admin :15000, metrics :15090",
             ports.join(" ")
         );
     } else {
@@ -253,15 +285,7 @@ async fn serve(args: &Args, ns: &str, name: &str) -> anyhow::Result<ExitCode> {
     let id = SpiffeId::new(trust_domain.clone(), ns, &config.workload.service_account)?;
     let (store, mut rotator) = super::local_certificate(&ca, &id)?;
     let policy = peer_policy(Arc::new(ca.bundle().clone()), trust_domain.clone(), &config)?;
-    let sidecar = Sidecar::start_as(
-        role(args),
-        config,
-        store,
-        policy,
-        Ports::default(),
-        access_log(args),
-    )
-    .await?;
+    let sidecar = start(args, config, store, policy).await?;
     started(args, &sidecar, &id.to_string());
     let folder = folder(mesh_dir, mesh_config);
     let mut seen = folder.fingerprint();
@@ -312,16 +336,7 @@ async fn start_managed(
         control_plane.trust_domains.primary().clone(),
         &config,
     )?;
-    let ports = Ports::default();
-    Ok(Sidecar::start_as(
-        role(args),
-        config,
-        store.clone(),
-        policy,
-        ports,
-        access_log(args),
-    )
-    .await?)
+    start(args, config, store.clone(), policy).await
 }
 
 /// The proxy under a control plane: certificate from its certificate
@@ -371,6 +386,7 @@ async fn serve_managed(args: &Args, ns: &str, name: &str) -> anyhow::Result<Exit
         role: match args.role {
             Role::Sidecar => "sidecar".into(),
             Role::Ingress => "ingress".into(),
+            Role::Egress => "egress".into(),
         },
     };
     tokio::spawn(managed::run(subscription, configs));
