@@ -161,6 +161,11 @@ pub struct GatewayServer {
     pub hosts: Vec<String>,
     pub protocol: Protocol,
     pub tls: Option<ServerTls>,
+    /// `tls.mode: ISTIO_MUTUAL`: the server takes mesh traffic only,
+    /// through HBONE, whose mTLS stands for the server's own; `protocol`
+    /// is what is spoken inside (HTTPS as HTTP, TLS as TCP).
+    #[serde(default)]
+    pub mesh_only: bool,
     /// Plain HTTP is redirected to HTTPS (301).
     pub https_redirect: bool,
     /// HTTP routing by Host, from the VirtualServices bound to the gateway.

@@ -79,12 +79,23 @@ impl Compiler<'_> {
         s: &gw::Server,
         port: u32,
     ) -> GatewayServer {
-        let protocol = s
+        let mut protocol = s
             .port
             .as_ref()
             .and_then(|p| p.protocol.as_deref())
             .and_then(Protocol::parse)
             .unwrap_or(Protocol::Http);
+        let mesh_only = s
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.mode == Some(gw::ServerTlsMode::IstioMutual));
+        if mesh_only {
+            protocol = match protocol {
+                Protocol::Https => Protocol::Http,
+                Protocol::Tls => Protocol::Tcp,
+                p => p,
+            };
+        }
         let tls = s.tls.as_ref().and_then(|t| {
             let mode = match t.mode? {
                 gw::ServerTlsMode::Simple => ServerTlsMode::Simple,
@@ -181,6 +192,7 @@ impl Compiler<'_> {
             hosts: hosts.iter().map(|(_, h)| h.to_string()).collect(),
             protocol,
             tls,
+            mesh_only,
             https_redirect,
             vhosts,
             tcp,

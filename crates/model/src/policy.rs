@@ -92,7 +92,7 @@ pub enum UpstreamTls {
 }
 
 /// TLS origination settings, file paths as the DestinationRule gives them.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Origination {
     /// MUTUAL: present `client_certificate` with `private_key`.
     pub mutual: bool,
@@ -104,6 +104,10 @@ pub struct Origination {
     pub subject_alt_names: Vec<String>,
     pub sni: Option<String>,
     pub insecure_skip_verify: bool,
+    /// A folder of `tls.crt`, `tls.key` and `ca.crt` for what is not set
+    /// above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -208,6 +212,7 @@ fn tls(t: &ClientTlsSettings) -> UpstreamTls {
                 subject_alt_names: t.subject_alt_names.clone(),
                 sni: t.sni.clone(),
                 insecure_skip_verify: t.insecure_skip_verify == Some(true),
+                credential_name: t.credential_name.clone(),
             })
         }
     }

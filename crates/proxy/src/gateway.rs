@@ -189,7 +189,9 @@ where
     let Some(gp) = config.gateway.iter().find(|p| p.port == u32::from(port)) else {
         return;
     };
-    let Some(first) = gp.servers.first() else {
+    // ISTIO_MUTUAL servers take no one from outside the mesh.
+    let mesh = client.principal.is_some();
+    let Some(first) = gp.servers.iter().find(|s| mesh || !s.mesh_only) else {
         return;
     };
     let tls_port = gp

@@ -142,13 +142,8 @@ impl Authenticator {
             .map_err(|e| e.to_string())?;
         let body = if https {
             let settings = Origination {
-                mutual: false,
-                client_certificate: None,
-                private_key: None,
-                ca_certificates: None,
-                subject_alt_names: Vec::new(),
                 sni: Some(host.clone()),
-                insecure_skip_verify: false,
+                ..Origination::default()
             };
             let tls = self
                 .originator

@@ -27,4 +27,4 @@ pub mod trace;
 pub mod upgrade;
 pub mod upstream;
 
-pub use sidecar::{Ports, Role, Sidecar};
+pub use sidecar::{Options, Ports, Role, Sidecar};

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use rustls::client::WebPkiServerVerifier;
@@ -42,19 +43,44 @@ pub enum OriginationError {
 
 /// Client configurations built from DestinationRule settings, kept so that
 /// files are read once per setting.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Originator {
     configs: RwLock<HashMap<(Origination, bool), Arc<ClientConfig>>>,
+    /// Where `credentialName` folders are.
+    credentials: PathBuf,
+    /// The roots for servers whose DestinationRule names no CA.
+    system_roots: PathBuf,
+}
+
+impl Default for Originator {
+    fn default() -> Self {
+        Originator::new(PathBuf::new(), None)
+    }
 }
 
 impl Originator {
+    /// An originator reading `credentialName` folders in `credentials`,
+    /// trusting `system_roots` (else `SSL_CERT_FILE`, else the system's
+    /// bundle) where a DestinationRule names no CA.
+    pub fn new(credentials: PathBuf, system_roots: Option<PathBuf>) -> Originator {
+        let system_roots = system_roots
+            .or_else(|| std::env::var_os("SSL_CERT_FILE").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(SYSTEM_ROOTS));
+        Originator {
+            configs: RwLock::default(),
+            credentials,
+            system_roots,
+        }
+    }
+
     /// The client configuration for `o`; `h2` offers HTTP/2 by ALPN.
     pub fn config(&self, o: &Origination, h2: bool) -> Result<Arc<ClientConfig>, OriginationError> {
         let key = (o.clone(), h2);
         if let Some(c) = self.configs.read().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(c);
         }
-        let config = Arc::new(build(o, h2)?);
+        let roots = self.system_roots.to_string_lossy();
+        let config = Arc::new(build(&self.files(o), h2, &roots)?);
         if let Ok(mut m) = self.configs.write() {
             m.insert(key, config.clone());
         }
@@ -78,6 +104,36 @@ impl Originator {
         let tcp = TcpStream::connect(addr).await?;
         let _ = tcp.set_nodelay(true);
         TlsConnector::from(config).connect(name, tcp).await
+    }
+}
+
+impl Originator {
+    /// `o` with the files of its `credentialName` folder where it names
+    /// none of its own (`tls.crt`, `tls.key`, and `ca.crt` there or in
+    /// `<name>-cacert`, as a gateway reads a credential), and the system's
+    /// roots when it has no CA at all.
+    fn files(&self, o: &Origination) -> Origination {
+        let mut o = o.clone();
+        let path = |p: PathBuf| p.to_string_lossy().into_owned();
+        if let Some(name) = &o.credential_name {
+            let dir = self.credentials.join(name);
+            o.client_certificate
+                .get_or_insert_with(|| path(dir.join("tls.crt")));
+            o.private_key
+                .get_or_insert_with(|| path(dir.join("tls.key")));
+            if o.ca_certificates.is_none() {
+                let ca = [
+                    dir.join("ca.crt"),
+                    self.credentials
+                        .join(format!("{name}-cacert"))
+                        .join("ca.crt"),
+                ]
+                .into_iter()
+                .find(|p| p.exists());
+                o.ca_certificates = ca.map(path);
+            }
+        }
+        o
     }
 }
 
@@ -111,7 +167,7 @@ fn certs(
     Ok(certs)
 }
 
-fn build(o: &Origination, h2: bool) -> Result<ClientConfig, OriginationError> {
+fn build(o: &Origination, h2: bool, system_roots: &str) -> Result<ClientConfig, OriginationError> {
     let provider = weft_identity::tls::provider();
     let algs = provider.signature_verification_algorithms;
     let inner = if o.insecure_skip_verify {
@@ -119,7 +175,7 @@ fn build(o: &Origination, h2: bool) -> Result<ClientConfig, OriginationError> {
     } else {
         let (field, path) = match &o.ca_certificates {
             Some(p) => ("caCertificates", p.as_str()),
-            None => ("system roots", SYSTEM_ROOTS),
+            None => ("system roots", system_roots),
         };
         let mut roots = RootCertStore::empty();
         for cert in certs(field, path)? {

@@ -37,6 +37,7 @@ use crate::dns::Dns;
 use crate::hbone::{HBONE_PORT, Pool};
 use crate::http::{Body, ResponseFlag, flagged, full};
 use crate::metrics::Metrics;
+use crate::origination::Originator;
 use crate::telemetry::{
     AccessLog, DestService, Observation, Upstream, baggage, outbound_labels, outbound_tcp_labels,
     request_protocol,
@@ -73,11 +74,12 @@ impl Outbound {
         metrics: Arc<Metrics>,
         access_log: Option<AccessLog>,
         dns: Dns,
+        originator: Originator,
     ) -> Outbound {
         let pool = Arc::new(pool);
         Outbound {
             tracker: Tracker::default(),
-            clients: Clients::new(pool.clone(), config.clone()),
+            clients: Clients::new(pool.clone(), config.clone(), originator),
             config,
             pool,
             metrics,
@@ -204,10 +206,18 @@ async fn handle(
     };
     let config = outbound.config.load_full();
     let service = match listener {
-        Listener::Outbound => config
-            .outbound
-            .iter()
-            .find(|s| u32::from(port) == s.port && s.answers_to(&host, &config.workload.namespace)),
+        Listener::Outbound => {
+            // A service of that name, else the most specific wildcard
+            // host (`*.wikipedia.org`) that covers it.
+            let on_port = || config.outbound.iter().filter(|s| u32::from(port) == s.port);
+            on_port()
+                .find(|s| s.answers_to(&host, &config.workload.namespace))
+                .or_else(|| {
+                    on_port()
+                        .filter(|s| s.host.starts_with('*') && host_matches(&s.host, &host))
+                        .max_by_key(|s| s.host.len())
+                })
+        }
         Listener::Gateway { port: at, https } => {
             port = at;
             let found = config

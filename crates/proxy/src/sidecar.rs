@@ -23,6 +23,7 @@ use crate::hbone::{self, Pool, Tunnels};
 use crate::http::{Body, full};
 use crate::inbound::{self, Inbound};
 use crate::metrics::Metrics;
+use crate::origination::Originator;
 use crate::outbound::{self, Outbound};
 use crate::telemetry::AccessLog;
 
@@ -61,18 +62,34 @@ pub enum StartError {
 }
 
 /// What a proxy serves.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// Beside one workload: outbound 15001, plaintext inbound 15006 and
     /// HBONE 15008.
     Sidecar,
-    /// The Gateway servers selecting the workload, each on its port;
-    /// `credentials` holds the `credentialName` folders.
-    Ingress { credentials: PathBuf },
+    /// The Gateway servers selecting the workload, each on its port.
+    Ingress,
     /// An egress gateway: the same servers, reachable only through HBONE
     /// (15008) from proxies with a mesh certificate, so that the way out
     /// of the mesh knows who is leaving and is no open proxy.
-    Egress { credentials: PathBuf },
+    Egress,
+}
+
+/// What a proxy is given besides its configuration and identity.
+#[derive(Debug, Default)]
+pub struct Options {
+    pub ports: Ports,
+    /// Where access-log lines go, if anywhere.
+    pub access_log: Option<AccessLog>,
+    /// The resolver for DNS endpoints.
+    pub dns: Dns,
+    /// Where `credentialName` folders are (`tls.crt`, `tls.key`,
+    /// `ca.crt`): the certificates of gateway servers and the client
+    /// certificates of DestinationRules.
+    pub credentials: PathBuf,
+    /// Roots that verify external servers when a DestinationRule names no
+    /// CA; unset, `SSL_CERT_FILE` or the system's bundle.
+    pub system_roots: Option<PathBuf>,
 }
 
 /// The serving task of each bound gateway port.
@@ -101,8 +118,12 @@ impl Sidecar {
         ports: Ports,
         access_log: Option<AccessLog>,
     ) -> Result<Sidecar, StartError> {
-        let dns = Dns::system();
-        Sidecar::start_as(Role::Sidecar, config, store, policy, ports, access_log, dns).await
+        let options = Options {
+            ports,
+            access_log,
+            ..Options::default()
+        };
+        Sidecar::start_as(Role::Sidecar, config, store, policy, options).await
     }
 
     /// Binds the listeners of `role` on the workload's address and starts
@@ -112,10 +133,15 @@ impl Sidecar {
         config: ProxyConfig,
         store: Arc<CertStore>,
         policy: PeerPolicy,
-        ports: Ports,
-        access_log: Option<AccessLog>,
-        dns: Dns,
+        options: Options,
     ) -> Result<Sidecar, StartError> {
+        let Options {
+            ports,
+            access_log,
+            dns,
+            credentials,
+            system_roots,
+        } = options;
         let address = config.workload.address;
         let bind = |port: u16| async move {
             let addr = SocketAddr::new(address, port);
@@ -136,6 +162,7 @@ impl Sidecar {
             metrics.clone(),
             access_log,
             dns,
+            Originator::new(credentials.clone(), system_roots),
         ));
         let admin_outbound = outbound.clone();
         let mut tasks = Vec::new();
@@ -164,13 +191,13 @@ impl Sidecar {
                     let _ = hbone::serve(hbone_l, hbone_store, hbone_policy, to).await;
                 }));
             }
-            Role::Ingress { credentials } => {
+            Role::Ingress => {
                 let g = Arc::new(Gateway::new(outbound, credentials));
                 let bound = RwLock::new(HashMap::new());
                 bind_gateway_ports(&g, &config.load(), &bound, true)?;
                 gateway = Some((g, bound));
             }
-            Role::Egress { credentials } => {
+            Role::Egress => {
                 let hbone_l = bind(ports.hbone).await?;
                 let to = Tunnels::Gateway(Arc::new(Gateway::new(outbound, credentials)));
                 let (hbone_store, hbone_policy) = (store.clone(), policy);

@@ -300,7 +300,11 @@ pub struct Clients {
 }
 
 impl Clients {
-    pub fn new(pool: Arc<Pool>, config: Arc<ArcSwap<ProxyConfig>>) -> Clients {
+    pub fn new(
+        pool: Arc<Pool>,
+        config: Arc<ArcSwap<ProxyConfig>>,
+        originator: Originator,
+    ) -> Clients {
         let connector = Connector {
             pool,
             config,
@@ -314,7 +318,7 @@ impl Clients {
             http1: client(connector.clone(), false, None),
             http2: client(connector.clone(), true, None),
             passthrough: Client::builder(TokioExecutor::new()).build(direct),
-            originator: Arc::new(Originator::default()),
+            originator: Arc::new(originator),
             dedicated: RwLock::new(HashMap::new()),
             mesh: connector,
         }

@@ -20,13 +20,12 @@ use std::time::Duration;
 use common::{DnsStandIn, app, ca, get, get_full, https, leaf, policy, store_in, tls_through};
 use hyper::StatusCode;
 use weft_proxy::dns::Dns;
-use weft_proxy::{Ports, Role, Sidecar};
+use weft_proxy::{Options, Role, Sidecar};
 
-const NET: u8 = 140;
 const EGRESS: &str = "../../../shared/corpus/docs-examples/tasks/traffic-management/egress";
 
-fn at(host: u8, port: u16) -> SocketAddr {
-    format!("127.0.{NET}.{host}:{port}").parse().unwrap()
+fn at(net: u8, host: u8, port: u16) -> SocketAddr {
+    format!("127.0.{net}.{host}:{port}").parse().unwrap()
 }
 
 /// A file of the egress tasks.
@@ -39,19 +38,19 @@ fn task(file: &str) -> String {
 /// The sleep client, the egress gateway (a workload labelled as Istio's
 /// chart labels it, behind the Service its chart creates), as a cluster
 /// would have them, then the task's YAML.
-fn mesh(task_yaml: &[String]) -> String {
+fn mesh(net: u8, task_yaml: &[String]) -> String {
     let base = format!(
         r#"
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
 metadata: {{name: sleep, namespace: default}}
-spec: {{address: 127.0.{NET}.2, serviceAccount: sleep, labels: {{app: sleep}}}}
+spec: {{address: 127.0.{net}.2, serviceAccount: sleep, labels: {{app: sleep}}}}
 ---
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
 metadata: {{name: istio-egressgateway, namespace: istio-system}}
 spec:
-  address: 127.0.{NET}.3
+  address: 127.0.{net}.3
   serviceAccount: istio-egressgateway-service-account
   labels: {{istio: egressgateway, app: istio-egressgateway}}
 ---
@@ -77,24 +76,97 @@ spec:
     out
 }
 
-struct Proxies {
+/// The sleep client's sidecar and the egress gateway on 127.0.NET.2 and
+/// .3, both asking the DNS stand-in on .53:5353; the stand-ins' files
+/// (and the gateway's credentials) in `dir`.
+struct Egress {
+    net: u8,
     sleep: Sidecar,
     gateway: Sidecar,
+    dns: DnsStandIn,
+    dir: std::path::PathBuf,
 }
 
-impl Proxies {
-    fn update(&self, yaml: &str) {
-        self.sleep.update(common::compile(yaml, "default", "sleep"));
-        self.gateway
-            .update(common::compile(yaml, "istio-system", "istio-egressgateway"));
+impl Egress {
+    /// `None` (and the reason printed) where ports 80 and 443, which the
+    /// tasks name, cannot be bound.
+    async fn start(net: u8, task_yaml: &[String]) -> Option<Egress> {
+        if let Err(e) = std::net::TcpListener::bind(at(net, 50, 80)) {
+            eprintln!(
+                "skipped: binding {} failed ({e}); the egress tasks need ports 80 and 443 (root)",
+                at(net, 50, 80)
+            );
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!("weft-egress-{net}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let dns = DnsStandIn::default();
+        dns.serve(at(net, 53, 5353)).await;
+        let yaml = mesh(net, task_yaml);
+        let mesh_ca = common::test_ca(&format!("egress-{net}"));
+        let start = |role: Role, ns: &'static str, name: &'static str, sa: &'static str| {
+            let config = common::compile(&yaml, ns, name);
+            let (store, policy) = (store_in(&mesh_ca, ns, sa), policy(&mesh_ca));
+            let options = Options {
+                dns: Dns::servers(&[at(net, 53, 5353)]),
+                credentials: dir.clone(),
+                // Where no CA is named, the stand-ins' CA is "the system's".
+                system_roots: Some(dir.join("site-ca.pem")),
+                ..Options::default()
+            };
+            async move {
+                Sidecar::start_as(role, config, store, policy, options)
+                    .await
+                    .unwrap()
+            }
+        };
+        Some(Egress {
+            net,
+            sleep: start(Role::Sidecar, "default", "sleep", "sleep").await,
+            gateway: start(
+                Role::Egress,
+                "istio-system",
+                "istio-egressgateway",
+                "istio-egressgateway-service-account",
+            )
+            .await,
+            dns,
+            dir,
+        })
     }
-}
 
-/// Prometheus text of the proxy at `ip`.
-async fn metrics(host: u8) -> String {
-    get_full(at(host, 15090), "/stats/prometheus", Some("x"), &[])
+    fn update(&self, task_yaml: &[String]) {
+        let yaml = mesh(self.net, task_yaml);
+        self.sleep
+            .update(common::compile(&yaml, "default", "sleep"));
+        self.gateway.update(common::compile(
+            &yaml,
+            "istio-system",
+            "istio-egressgateway",
+        ));
+    }
+
+    fn client(&self) -> SocketAddr {
+        self.sleep.outbound_addr()
+    }
+
+    /// Prometheus text of the sidecar (2) or the gateway (3).
+    async fn metrics(&self, host: u8) -> String {
+        get_full(
+            at(self.net, host, 15090),
+            "/stats/prometheus",
+            Some("x"),
+            &[],
+        )
         .await
         .2
+    }
+
+    /// An address of this test's network, as DNS answers it.
+    fn ip(&self, host: u8) -> String {
+        format!("127.0.{}.{host}", self.net)
+    }
 }
 
 /// The value of the first sample of `metric` whose labels include all of
@@ -109,21 +181,12 @@ fn sample(text: &str, metric: &str, labels: &[&str]) -> u64 {
 
 #[tokio::test]
 async fn egress_gateway_tasks_with_a_dns_stand_in() {
-    // The stand-ins listen on the ports the tasks name (80, 443).
-    let probe = std::net::TcpListener::bind(at(50, 80));
-    if let Err(e) = probe {
-        eprintln!(
-            "skipped: binding {} failed ({e}); the egress tasks need ports 80 and 443 (root)",
-            at(50, 80)
-        );
+    // Step one of the task: only the ServiceEntry.
+    let Some(e) = Egress::start(140, &[task("egress-gateway-02.yaml")]).await else {
         return;
-    }
-    drop(probe);
-    let dir = std::env::temp_dir().join(format!("weft-egress-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let site_ca = ca(&dir, "cnn");
-    let cert = leaf(&dir, &site_ca, "cnn", &["edition.cnn.com"]);
+    };
+    let site_ca = ca(&e.dir, "site");
+    let cert = leaf(&e.dir, &site_ca, "cnn", &["edition.cnn.com"]);
     let hits: Arc<HashMap<&'static str, AtomicUsize>> = Arc::new(
         [
             ("cnn", AtomicUsize::new(0)),
@@ -131,39 +194,11 @@ async fn egress_gateway_tasks_with_a_dns_stand_in() {
         ]
         .into(),
     );
-    app(at(50, 80), "cnn", hits.clone()).await;
-    app(at(51, 80), "cnn-moved", hits.clone()).await;
-    https(at(50, 443), &cert, None).await;
-    let dns = DnsStandIn::default();
-    dns.set("edition.cnn.com", &format!("127.0.{NET}.50"), 300);
-    dns.serve(at(53, 5353)).await;
-
-    // Step one of the task: only the ServiceEntry.
-    let yaml = mesh(&[task("egress-gateway-02.yaml")]);
-    let mesh_ca = common::test_ca("egress");
-    let start = |role: Role, ns: &'static str, name: &'static str, sa: &'static str| {
-        let config = common::compile(&yaml, ns, name);
-        let (store, policy) = (store_in(&mesh_ca, ns, sa), policy(&mesh_ca));
-        async move {
-            let dns = Dns::servers(&[at(53, 5353)]);
-            Sidecar::start_as(role, config, store, policy, Ports::default(), None, dns)
-                .await
-                .unwrap()
-        }
-    };
-    let proxies = Proxies {
-        sleep: start(Role::Sidecar, "default", "sleep", "sleep").await,
-        gateway: start(
-            Role::Egress {
-                credentials: dir.clone(),
-            },
-            "istio-system",
-            "istio-egressgateway",
-            "istio-egressgateway-service-account",
-        )
-        .await,
-    };
-    let client = proxies.sleep.outbound_addr();
+    app(at(e.net, 50, 80), "cnn", hits.clone()).await;
+    app(at(e.net, 51, 80), "cnn-moved", hits.clone()).await;
+    https(at(e.net, 50, 443), &cert, None).await;
+    e.dns.set("edition.cnn.com", &e.ip(50), 300);
+    let client = e.client();
     let cnn = |path: &'static str| async move {
         get(client, &format!("http://edition.cnn.com{path}"), None, &[]).await
     };
@@ -179,12 +214,11 @@ async fn egress_gateway_tasks_with_a_dns_stand_in() {
 
     // The egress gateway: Gateway, DestinationRule and VirtualService as
     // the task applies them.
-    let yaml = mesh(&[
+    e.update(&[
         task("egress-gateway-02.yaml"),
         task("egress-gateway-03.yaml"),
         task("egress-gateway-05.yaml"),
     ]);
-    proxies.update(&yaml);
     let (status, body) = cnn("/headers").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     // The gateway is the edge: it added the client it saw, the sidecar.
@@ -192,8 +226,8 @@ async fn egress_gateway_tasks_with_a_dns_stand_in() {
     let (status, _) = cnn("/politics").await;
     assert_eq!(status, StatusCode::OK);
     // Both hops show in the metrics: the sidecar sent to the gateway, the
-    // gateway to the site, with the sidecar's identity as its source.
-    let sleep = metrics(2).await;
+    // gateway to the site.
+    let sleep = e.metrics(2).await;
     assert_eq!(
         sample(
             &sleep,
@@ -207,7 +241,7 @@ async fn egress_gateway_tasks_with_a_dns_stand_in() {
         2,
         "{sleep}"
     );
-    let gw = metrics(3).await;
+    let gw = e.metrics(3).await;
     assert_eq!(
         sample(
             &gw,
@@ -223,23 +257,26 @@ async fn egress_gateway_tasks_with_a_dns_stand_in() {
     );
     // One DNS question per proxy answered them all (TTL 300 s): the
     // sidecar's before the gateway was in the path, the gateway's since.
-    assert_eq!(dns.asked("edition.cnn.com"), 2);
+    assert_eq!(e.dns.asked("edition.cnn.com"), 2);
 
     // Nothing reaches the gateway's servers but HBONE with a mesh
     // certificate: no plain port 80 on its address.
-    assert!(tokio::net::TcpStream::connect(at(3, 80)).await.is_err());
+    assert!(
+        tokio::net::TcpStream::connect(at(e.net, 3, 80))
+            .await
+            .is_err()
+    );
 
     // TLS through the egress gateway, passed through by SNI.
-    let yaml = mesh(&[
+    e.update(&[
         task("egress-gateway-07.yaml"),
         task("egress-gateway-08.yaml"),
     ]);
-    proxies.update(&yaml);
     let body = tls_through(client, "edition.cnn.com", 443, &site_ca.pem)
         .await
         .unwrap();
     assert_eq!(body, "sni=edition.cnn.com client-cert=false");
-    let gw = metrics(3).await;
+    let gw = e.metrics(3).await;
     assert_eq!(
         sample(
             &gw,
@@ -261,38 +298,161 @@ spec:
   ports: [{number: 80, name: http, protocol: HTTP}]
   resolution: DNS
 "#;
-    let yaml = mesh(&[task("egress-gateway-02.yaml"), ttl_entry.to_string()]);
-    proxies.update(&yaml);
-    dns.set("short-ttl.example.com", &format!("127.0.{NET}.50"), 2);
-    let short = |path: &'static str| async move {
-        get(
-            client,
-            &format!("http://short-ttl.example.com{path}"),
-            None,
-            &[],
-        )
-        .await
-    };
-    let (_, body) = short("/").await;
+    e.update(&[task("egress-gateway-02.yaml"), ttl_entry.to_string()]);
+    e.dns.set("short-ttl.example.com", &e.ip(50), 2);
+    let short = || async move { get(client, "http://short-ttl.example.com/", None, &[]).await };
+    let (_, body) = short().await;
     assert!(body.starts_with("cnn short-ttl.example.com"), "{body}");
-    dns.set("short-ttl.example.com", &format!("127.0.{NET}.51"), 2);
-    let (_, body) = short("/").await;
+    e.dns.set("short-ttl.example.com", &e.ip(51), 2);
+    let (_, body) = short().await;
     assert!(body.starts_with("cnn short-ttl.example.com"), "{body}");
-    assert_eq!(dns.asked("short-ttl.example.com"), 1);
+    assert_eq!(e.dns.asked("short-ttl.example.com"), 1);
     tokio::time::sleep(Duration::from_millis(2200)).await;
-    let (_, body) = short("/").await;
+    let (_, body) = short().await;
     assert!(
         body.starts_with("cnn-moved short-ttl.example.com"),
         "{body}"
     );
-    assert_eq!(dns.asked("short-ttl.example.com"), 2);
+    assert_eq!(e.dns.asked("short-ttl.example.com"), 2);
     // When DNS stops answering, the last answer stays in use.
-    dns.records.write().unwrap().remove("short-ttl.example.com");
+    e.dns
+        .records
+        .write()
+        .unwrap()
+        .remove("short-ttl.example.com");
     tokio::time::sleep(Duration::from_millis(2200)).await;
-    let (status, body) = short("/").await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "the last answer stays while DNS fails: {body}"
+    let (status, body) = short().await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(e.dns.asked("short-ttl.example.com") > 2);
+}
+
+/// The TLS tasks: origination at the sidecar (SIMPLE, the site verified by
+/// the system's roots), at the egress gateway (SIMPLE, and MUTUAL with a
+/// `credentialName` folder), and wildcard hosts passed through to the
+/// client's own destination or through the gateway.
+#[tokio::test]
+async fn egress_tls_tasks() {
+    let Some(e) = Egress::start(141, &[]).await else {
+        return;
+    };
+    let site_ca = ca(&e.dir, "site");
+    let client_ca = ca(&e.dir, "client");
+    let cnn = leaf(&e.dir, &site_ca, "cnn", &["edition.cnn.com"]);
+    let wiki = leaf(&e.dir, &site_ca, "wiki", &["*.wikipedia.org"]);
+    let nginx = leaf(
+        &e.dir,
+        &site_ca,
+        "nginx",
+        &["my-nginx.mesh-external.svc.cluster.local"],
     );
+    https(at(e.net, 50, 443), &cnn, None).await;
+    https(at(e.net, 60, 443), &wiki, None).await;
+    https(at(e.net, 61, 443), &wiki, None).await;
+    https(at(e.net, 70, 443), &nginx, Some(&client_ca.pem)).await;
+    e.dns.set("edition.cnn.com", &e.ip(50), 300);
+    e.dns.set("en.wikipedia.org", &e.ip(60), 300);
+    e.dns.set("www.wikipedia.org", &e.ip(61), 300);
+    e.dns
+        .set("my-nginx.mesh-external.svc.cluster.local", &e.ip(70), 300);
+    // The client credential, as the task's Secret holds it.
+    let credential = e.dir.join("client-credential");
+    std::fs::create_dir_all(&credential).unwrap();
+    let client_cert = leaf(&e.dir, &client_ca, "client", &["curl.default"]);
+    std::fs::write(credential.join("tls.crt"), &client_cert.0).unwrap();
+    std::fs::write(credential.join("tls.key"), &client_cert.1).unwrap();
+    std::fs::write(credential.join("ca.crt"), &site_ca.pem).unwrap();
+    let client = e.client();
+    let get_cnn = || async move { get(client, "http://edition.cnn.com/politics", None, &[]).await };
+
+    // TLS origination at the sidecar: plain HTTP from the app to port 80,
+    // HTTPS to the site's 443.
+    e.update(&[task("egress-tls-origination-02.yaml")]);
+    let (status, body) = get_cnn().await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, "sni=edition.cnn.com client-cert=false");
+
+    // TLS origination at the egress gateway: the sidecar sends HTTP
+    // through HBONE to the gateway's ISTIO_MUTUAL server, the gateway
+    // originates TLS to the site.
+    e.update(&[
+        task("egress-gateway-tls-origination-01.yaml"),
+        task("egress-gateway-tls-origination-02.yaml"),
+        task("egress-gateway-tls-origination-04.yaml"),
+        task("egress-gateway-tls-origination-06.yaml"),
+    ]);
+    let (status, body) = get_cnn().await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, "sni=edition.cnn.com client-cert=false");
+    let gw = e.metrics(3).await;
+    assert_eq!(
+        sample(
+            &gw,
+            "istio_requests_total",
+            &[
+                "destination_service=\"edition.cnn.com\"",
+                "response_code=\"200\""
+            ]
+        ),
+        1,
+        "{gw}"
+    );
+
+    // Mutual TLS origination at the gateway with the client credential.
+    // The stand-in for the task's nginx Service, with the ports the
+    // mutual-TLS origination task gives it.
+    let nginx_entry = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: my-nginx, namespace: mesh-external}
+spec:
+  hosts: [my-nginx.mesh-external.svc.cluster.local]
+  ports:
+  - {number: 80, name: http, protocol: HTTP}
+  - {number: 443, name: https, protocol: HTTPS}
+  resolution: DNS
+"#;
+    e.update(&[
+        nginx_entry.to_string(),
+        task("egress-gateway-tls-origination-08.yaml"),
+        task("egress-gateway-tls-origination-10.yaml"),
+        task("egress-gateway-tls-origination-12.yaml"),
+    ]);
+    let (status, body) = get(
+        client,
+        "http://my-nginx.mesh-external.svc.cluster.local/",
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        "sni=my-nginx.mesh-external.svc.cluster.local client-cert=true"
+    );
+
+    // Wildcard hosts: resolution NONE sends each name to its own address.
+    e.update(&[task("wildcard-egress-hosts-01.yaml")]);
+    let body = tls_through(client, "en.wikipedia.org", 443, &site_ca.pem)
+        .await
+        .unwrap();
+    assert_eq!(body, "sni=en.wikipedia.org client-cert=false");
+    // A name outside the wildcard is not in the registry.
+    assert!(
+        tls_through(client, "edition.cnn.com", 443, &site_ca.pem)
+            .await
+            .unwrap_err()
+            .contains("502")
+    );
+    // Through the egress gateway, every *.wikipedia.org name goes to
+    // www.wikipedia.org's address, its SNI untouched.
+    e.update(&[
+        task("wildcard-egress-hosts-01.yaml"),
+        task("wildcard-egress-hosts-02.yaml"),
+        task("wildcard-egress-hosts-04.yaml"),
+    ]);
+    let body = tls_through(client, "en.wikipedia.org", 443, &site_ca.pem)
+        .await
+        .unwrap();
+    assert_eq!(body, "sni=en.wikipedia.org client-cert=false");
+    assert_eq!(e.dns.asked("www.wikipedia.org"), 1);
 }

@@ -20,7 +20,7 @@ use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
-use weft_proxy::{Ports, Role, Sidecar};
+use weft_proxy::{Role, Sidecar};
 
 const NET: u8 = 119;
 
@@ -165,15 +165,14 @@ async fn an_ingress_gateway_serves_its_servers_into_the_mesh() {
     };
     let config = compile("");
     let gateway = Sidecar::start_as(
-        Role::Ingress {
-            credentials: dir.clone(),
-        },
+        Role::Ingress,
         config,
         store_in(&m.ca, "istio-system", "ingressgateway"),
         policy(&m.ca),
-        Ports::default(),
-        None,
-        weft_proxy::dns::Dns::system(),
+        weft_proxy::Options {
+            credentials: dir.clone(),
+            ..Default::default()
+        },
     )
     .await
     .unwrap();

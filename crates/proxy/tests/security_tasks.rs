@@ -204,15 +204,11 @@ impl Task {
     /// sidecars, serving httpbin-gateway on 8080.
     async fn start_gateway(&mut self) {
         let gateway = Sidecar::start_as(
-            weft_proxy::Role::Ingress {
-                credentials: std::env::temp_dir(),
-            },
+            weft_proxy::Role::Ingress,
             self.compile_in("istio-system", "ingressgateway"),
             store_in(&self.ca, "istio-system", "ingressgateway"),
             policy(&self.ca),
-            Ports::default(),
-            None,
-            weft_proxy::dns::Dns::system(),
+            weft_proxy::Options::default(),
         )
         .await
         .unwrap();

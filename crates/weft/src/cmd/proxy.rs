@@ -13,7 +13,7 @@ use weft_identity::tls::PeerPolicy;
 use weft_identity::{Ca, CertStore, Rotator, SpiffeId, TrustDomain, TrustDomains, ca};
 use weft_model::{ProxyConfig, Registry, compile};
 use weft_proxy::dns::Dns;
-use weft_proxy::{Ports, Sidecar, managed};
+use weft_proxy::{Options, Ports, Sidecar, managed};
 
 /// Run the sidecar of workload NS/NAME (its WorkloadEntry gives address,
 /// labels, service account and ports): outbound 15001, HBONE 15008, plaintext
@@ -196,12 +196,8 @@ fn access_log(args: &Args) -> Option<weft_proxy::telemetry::AccessLog> {
 fn role(args: &Args) -> weft_proxy::Role {
     match args.role {
         Role::Sidecar => weft_proxy::Role::Sidecar,
-        Role::Ingress => weft_proxy::Role::Ingress {
-            credentials: args.mesh_dir.clone().unwrap_or_default(),
-        },
-        Role::Egress => weft_proxy::Role::Egress {
-            credentials: args.mesh_dir.clone().unwrap_or_default(),
-        },
+        Role::Ingress => weft_proxy::Role::Ingress,
+        Role::Egress => weft_proxy::Role::Egress,
     }
 }
 
@@ -217,8 +213,14 @@ async fn start(
     } else {
         Dns::servers(&args.dns_server)
     };
-    let (role, log) = (role(args), access_log(args));
-    Ok(Sidecar::start_as(role, config, store, policy, Ports::default(), log, dns).await?)
+    let options = Options {
+        ports: Ports::default(),
+        access_log: access_log(args),
+        dns,
+        credentials: args.mesh_dir.clone().unwrap_or_default(),
+        system_roots: None,
+    };
+    Ok(Sidecar::start_as(role(args), config, store, policy, options).await?)
 }
 
 fn started(args: &Args, sidecar: &Sidecar, id: &str) {
