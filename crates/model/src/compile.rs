@@ -388,6 +388,7 @@ fn compile_traffic(
                 routes,
                 tcp,
                 tls,
+                addresses: service.addresses.clone(),
             });
         }
     }

@@ -215,9 +215,18 @@ pub struct OutboundService {
     pub tcp: Vec<WeightedCluster>,
     /// TLS routes by SNI (VirtualService `tls`), tried before `tcp`.
     pub tls: Vec<SniRoute>,
+    /// The ServiceEntry's `addresses` (addresses and CIDR blocks): a
+    /// client's destination address among them names this service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
 }
 
 impl OutboundService {
+    /// Whether destination address `ip` is one of the service's.
+    pub fn has_address(&self, ip: IpAddr) -> bool {
+        self.addresses.iter().any(|b| crate::authz::in_block(b, ip))
+    }
+
     /// Whether `host` (without port) names this service for a client in
     /// `namespace`: its full name, or for a Kubernetes-style host
     /// `name.ns.svc.cluster.local` also `name.ns.svc`, `name.ns`, and `name`

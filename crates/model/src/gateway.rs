@@ -182,6 +182,7 @@ impl Compiler<'_> {
                         routes: routes.clone(),
                         tcp: Vec::new(),
                         tls: Vec::new(),
+                        addresses: Vec::new(),
                     }),
                 }
             }

@@ -69,6 +69,8 @@ pub struct Service {
     /// Endpoints by DNS name. A DNS ServiceEntry without endpoints has its
     /// host here.
     pub named: Vec<NamedEndpoint>,
+    /// The ServiceEntry's virtual addresses and CIDR blocks.
+    pub addresses: Vec<String>,
     pub mesh_internal: bool,
     pub resolution: &'static str,
     /// The ServiceEntry's `exportTo`; empty is MeshConfig's default.
@@ -220,6 +222,7 @@ impl Registry {
                     ports: ports.clone(),
                     endpoints: endpoints.clone(),
                     named,
+                    addresses: se.addresses.clone(),
                     mesh_internal: se.location == Some(Location::MeshInternal),
                     resolution,
                     export_to: se.export_to.clone(),

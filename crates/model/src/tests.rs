@@ -960,3 +960,92 @@ fn namespaces_share_a_traffic_part_until_something_scopes_by_namespace() {
         "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r, namespace: default}\nspec: {host: reviews, exportTo: [\"*\"]}\n"
     ));
 }
+
+#[test]
+fn dns_endpoints_follow_the_resolution() {
+    let c = config(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: by-host, namespace: default}
+spec:
+  hosts: [api.example.com]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: by-endpoint, namespace: default}
+spec:
+  hosts: [db.example.com]
+  ports: [{number: 5432, name: tcp, protocol: TCP, targetPort: 6432}]
+  resolution: DNS
+  endpoints:
+  - {address: eu.db.example.com, labels: {region: eu}}
+  - {address: us.db.example.com, labels: {region: us}, ports: {tcp: 7432}}
+  - {address: 10.0.0.9}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db, namespace: default}
+spec:
+  host: db.example.com
+  subsets: [{name: us, labels: {region: us}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: default}
+spec:
+  hosts: [db.example.com]
+  tcp: [{route: [{destination: {host: db.example.com, subset: us}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: round-robin, namespace: default}
+spec:
+  hosts: [rr.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS_ROUND_ROBIN
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: anything, namespace: default}
+spec:
+  hosts: ["*.wikipedia.org"]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  location: MESH_EXTERNAL
+  resolution: NONE
+"#,
+    );
+    let dns = |name: &str| c.clusters[name].dns.clone();
+    // The host itself, every address it resolves to.
+    let d = dns("outbound|443||api.example.com").unwrap();
+    assert!(!d.first_only && !d.original);
+    assert_eq!(d.names.len(), 1);
+    assert_eq!(
+        (d.names[0].name.as_str(), d.names[0].port),
+        ("api.example.com", 443)
+    );
+    // The first address only for DNS_ROUND_ROBIN.
+    assert!(dns("outbound|80||rr.example.com").unwrap().first_only);
+    // Named endpoints of the subset, with their own ports (the IP
+    // endpoint, a plain one, is not in the subset).
+    let d = dns("outbound|5432|us|db.example.com").unwrap();
+    assert!(!d.first_only);
+    assert_eq!(d.names.len(), 1);
+    assert_eq!(
+        (d.names[0].name.as_str(), d.names[0].port),
+        ("us.db.example.com", 7432)
+    );
+    assert!(
+        c.clusters["outbound|5432|us|db.example.com"]
+            .endpoints
+            .is_empty()
+    );
+    // Resolution NONE: the client's own destination.
+    let d = dns("outbound|443||*.wikipedia.org").unwrap();
+    assert!(d.original && d.names.is_empty());
+    assert_eq!(d.port, 443);
+    // STATIC services resolve nothing.
+    assert!(dns("outbound|9080||reviews.default.svc.cluster.local").is_none());
+}

@@ -207,11 +207,14 @@ async fn handle(
     let config = outbound.config.load_full();
     let service = match listener {
         Listener::Outbound => {
-            // A service of that name, else the most specific wildcard
-            // host (`*.wikipedia.org`) that covers it.
+            // A service of that name, else one whose `addresses` hold the
+            // destination address, else the most specific wildcard host
+            // (`*.wikipedia.org`) that covers it.
             let on_port = || config.outbound.iter().filter(|s| u32::from(port) == s.port);
+            let ip = host.parse::<std::net::IpAddr>().ok();
             on_port()
                 .find(|s| s.answers_to(&host, &config.workload.namespace))
+                .or_else(|| on_port().find(|s| ip.is_some_and(|ip| s.has_address(ip))))
                 .or_else(|| {
                     on_port()
                         .filter(|s| s.host.starts_with('*') && host_matches(&s.host, &host))

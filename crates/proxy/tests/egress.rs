@@ -456,3 +456,84 @@ spec:
     assert_eq!(body, "sni=en.wikipedia.org client-cert=false");
     assert_eq!(e.dns.asked("www.wikipedia.org"), 1);
 }
+
+/// Egress control (ServiceEntries open HTTP and HTTPS hosts, a
+/// VirtualService sets a timeout) and the HTTP-proxy task (a ServiceEntry
+/// by address and CIDR for a company proxy, reached by TCP).
+#[tokio::test]
+async fn egress_control_and_http_proxy_tasks() {
+    let Some(e) = Egress::start(142, &[]).await else {
+        return;
+    };
+    let site_ca = ca(&e.dir, "site");
+    let google = leaf(&e.dir, &site_ca, "google", &["www.google.com"]);
+    let hits: Arc<HashMap<&'static str, AtomicUsize>> = Arc::new(
+        [
+            ("httpbin", AtomicUsize::new(0)),
+            ("proxy", AtomicUsize::new(0)),
+        ]
+        .into(),
+    );
+    app(at(e.net, 50, 80), "httpbin", hits.clone()).await;
+    https(at(e.net, 60, 443), &google, None).await;
+    app(at(e.net, 80, 3128), "proxy", hits.clone()).await;
+    e.dns.set("httpbin.org", &e.ip(50), 300);
+    e.dns.set("www.google.com", &e.ip(60), 300);
+    let client = e.client();
+    let httpbin = || async move { get(client, "http://httpbin.org/slow", None, &[]).await };
+    let google = || tls_through(client, "www.google.com", 443, &site_ca.pem);
+    // A CONNECT to the company proxy's address, and a request through it.
+    let proxy_ip = e.ip(80);
+    let company_proxy = || {
+        let proxy_ip = proxy_ip.clone();
+        async move {
+            let mut tcp = tokio::net::TcpStream::connect(client).await.unwrap();
+            let ask = format!(
+                "CONNECT {0}:3128 HTTP/1.1\r\nhost: {0}:3128\r\n\r\nGET /via HTTP/1.1\r\nhost: en.wikipedia.org\r\nconnection: close\r\n\r\n",
+                proxy_ip
+            );
+            tokio::io::AsyncWriteExt::write_all(&mut tcp, ask.as_bytes())
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut out).await;
+            String::from_utf8_lossy(&out).into_owned()
+        }
+    };
+
+    // REGISTRY_ONLY: nothing is open yet.
+    assert_eq!(httpbin().await.0, StatusCode::BAD_GATEWAY);
+    assert!(google().await.unwrap_err().contains("502"));
+    assert!(company_proxy().await.starts_with("HTTP/1.1 502"));
+
+    let http_proxy = task("http-proxy-02.yaml")
+        .replace("$PROXY_IP", &e.ip(80))
+        .replace("$PROXY_PORT", "3128");
+    e.update(&[
+        task("egress-control-02.yaml"),
+        task("egress-control-03.yaml"),
+        task("egress-control-04.yaml"),
+        http_proxy,
+    ]);
+    let (status, body) = httpbin().await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.starts_with("httpbin httpbin.org /slow"), "{body}");
+    assert_eq!(
+        google().await.unwrap(),
+        "sni=www.google.com client-cert=false"
+    );
+    let answer = company_proxy().await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("proxy en.wikipedia.org /via"), "{answer}");
+    // The tunnel is counted as TCP to the proxy's ServiceEntry.
+    let sleep = e.metrics(2).await;
+    assert_eq!(
+        sample(
+            &sleep,
+            "istio_tcp_connections_closed_total",
+            &["destination_service=\"my-company-proxy.com\""]
+        ),
+        1,
+        "{sleep}"
+    );
+}

@@ -291,6 +291,11 @@ impl Pattern {
     }
 }
 
+/// Whether `ip` is in `block`, an address or `address/length`.
+pub fn in_block(block: &str, ip: IpAddr) -> bool {
+    matches!(Pattern::cidr(block), Pattern::Cidr(net, len) if in_cidr(ip, net, len))
+}
+
 fn in_cidr(ip: IpAddr, net: IpAddr, len: u8) -> bool {
     match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(b)) => {
