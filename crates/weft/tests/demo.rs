@@ -128,6 +128,30 @@ fn the_demo_serves_the_bookshop_with_every_practice_and_leaves_nothing_behind() 
         .expect("the productpage sidecar answers");
     assert_eq!(status, 502);
 
+    // The registered external API is reached through the egress gateway,
+    // by details only: the page shows what it answered, the gateway
+    // counted it, and productpage, whom no policy lets out, gets 403.
+    assert!(page.contains("Dover Publications"), "{page}");
+    let egress = get(
+        "127.0.10.11:15090",
+        "http://127.0.10.11:15090/stats/prometheus",
+    )
+    .expect("egress gateway metrics")
+    .1;
+    assert!(
+        egress.lines().any(|l| l.starts_with("istio_requests_total{")
+            && l.contains(r#"destination_service="books.example.com""#)
+            && l.contains(r#"response_code="200""#)),
+        "{egress}"
+    );
+    let (status, body) = request(
+        "127.0.10.21:15001",
+        "GET",
+        "http://books.example.com/books/v1/volumes",
+    )
+    .expect("the productpage sidecar answers");
+    assert_eq!(status, 403, "{body}");
+
     // Istio's metrics at the destination, with the mTLS identity.
     let metrics = get(
         "127.0.10.42:15090",

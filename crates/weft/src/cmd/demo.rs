@@ -4,8 +4,9 @@
 //! makes a CA and a bootstrap token per workload in a state folder, then
 //! runs, each as a child process of its own: the control plane (watching
 //! the folder, so edits take effect live), every WorkloadEntry's
-//! application (`weft demo-app`) with its managed sidecar, and the ingress
-//! gateway. A supervisor prefixes each child's output with its name and
+//! application (`weft demo-app`) with its managed sidecar, the ingress and
+//! egress gateways, and stand-ins for the external services its
+//! ServiceEntries send to loopback addresses. A supervisor prefixes each child's output with its name and
 //! restarts a child that exits; Ctrl-C or SIGTERM stops them all and
 //! removes the state folder.
 
@@ -23,7 +24,8 @@ use weft_model::Registry;
 use weft_model::registry::{Workload, selects};
 
 /// Run the demo mesh: control plane, the bookshop's applications with
-/// their sidecars, and the ingress gateway, until Ctrl-C or SIGTERM.
+/// their sidecars, the ingress and egress gateways, and a stand-in for the
+/// external API, until Ctrl-C or SIGTERM.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Folder of Istio YAML to run (edit it while the demo runs) [default: examples/demo]
@@ -51,7 +53,8 @@ fn default_dir() -> PathBuf {
 /// What the demo makes of a workload (a WorkloadEntry of the registry).
 trait DemoWorkload {
     fn id(&self) -> String;
-    fn is_gateway(&self) -> bool;
+    /// `ingress` or `egress` for a gateway (by Istio's `istio` label).
+    fn gateway(&self) -> Option<&'static str>;
     /// The bookshop application it runs, its version and port, if any.
     fn app(&self) -> Option<(&str, &str, u32)>;
 }
@@ -61,8 +64,12 @@ impl DemoWorkload for Workload {
         format!("{}/{}", self.namespace, self.name)
     }
 
-    fn is_gateway(&self) -> bool {
-        self.labels.get("istio").map(String::as_str) == Some("ingressgateway")
+    fn gateway(&self) -> Option<&'static str> {
+        match self.labels.get("istio").map(String::as_str) {
+            Some("ingressgateway") => Some("ingress"),
+            Some("egressgateway") => Some("egress"),
+            _ => None,
+        }
     }
 
     fn app(&self) -> Option<(&str, &str, u32)> {
@@ -109,7 +116,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let workloads = Registry::from_resources(&loaded.resources).workloads;
+    let registry = Registry::from_resources(&loaded.resources);
+    let externals = stand_ins(&registry);
+    let workloads = registry.workloads;
     let gateway_ports: Vec<u32> = loaded
         .resources
         .iter()
@@ -117,7 +126,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             Spec::Gateway(g)
                 if workloads
                     .iter()
-                    .any(|w| w.is_gateway() && selects(&g.selector, &w.labels)) =>
+                    .any(|w| w.gateway() == Some("ingress") && selects(&g.selector, &w.labels)) =>
             {
                 Some(g)
             }
@@ -130,11 +139,35 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(demo(&dir, &workloads, &gateway_ports))
+        .block_on(demo(&dir, &workloads, &externals, &gateway_ports))
+}
+
+/// Where the demo runs stand-ins for external services: the loopback
+/// endpoints of MESH_EXTERNAL ServiceEntries, with their hosts.
+fn stand_ins(registry: &Registry) -> Vec<(String, SocketAddr)> {
+    let mut out: Vec<(String, SocketAddr)> = Vec::new();
+    for s in registry.services.iter().filter(|s| !s.mesh_internal) {
+        for e in s.endpoints.iter().filter(|e| e.address.is_loopback()) {
+            for p in &s.ports {
+                let port = e.ports.get(&p.name).copied().or(p.target_port);
+                let port = u16::try_from(port.unwrap_or(p.number)).unwrap_or(0);
+                let at = SocketAddr::new(e.address, port);
+                if !out.iter().any(|(_, a)| *a == at) {
+                    out.push((s.host.clone(), at));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The CA, the tokens and the children's command lines.
-fn prepare(state: &Path, config: &Path, workloads: &[Workload]) -> anyhow::Result<Vec<Child>> {
+fn prepare(
+    state: &Path,
+    config: &Path,
+    workloads: &[Workload],
+    externals: &[(String, SocketAddr)],
+) -> anyhow::Result<Vec<Child>> {
     let ca_dir = state.join("ca");
     let td = TrustDomain::new("cluster.local")?;
     let ca = Ca::init(&ca_dir, &td, SystemTime::now())?;
@@ -177,8 +210,8 @@ fn prepare(state: &Path, config: &Path, workloads: &[Workload]) -> anyhow::Resul
             "--access-log".into(),
             "off".into(),
         ];
-        if w.is_gateway() {
-            proxy.extend(["--role".into(), "ingress".into()]);
+        if let Some(role) = w.gateway() {
+            proxy.extend(["--role".into(), role.into()]);
             children.push(Child {
                 name: w.name.clone(),
                 args: proxy,
@@ -207,19 +240,32 @@ fn prepare(state: &Path, config: &Path, workloads: &[Workload]) -> anyhow::Resul
             ],
         });
     }
+    for (host, at) in externals {
+        children.push(Child {
+            name: host.clone(),
+            args: vec![
+                "demo-app".into(),
+                "--service".into(),
+                "book-api".into(),
+                "--listen".into(),
+                at.to_string(),
+            ],
+        });
+    }
     Ok(children)
 }
 
 async fn demo(
     config: &Path,
     workloads: &[Workload],
+    externals: &[(String, SocketAddr)],
     gateway_ports: &[u32],
 ) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     clear_crashed();
     let state = std::env::temp_dir().join(format!("weft-demo-{}", std::process::id()));
     std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
-    let children = prepare(&state, config, workloads)?;
+    let children = prepare(&state, config, workloads, externals)?;
     let exe = std::env::current_exe()?;
     let (stop, stopping) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -238,7 +284,14 @@ async fn demo(
         _ = term.recv() => false,
     };
     if ready {
-        report(config, &state, workloads, gateway_ports, started.elapsed());
+        report(
+            config,
+            &state,
+            workloads,
+            externals,
+            gateway_ports,
+            started.elapsed(),
+        );
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -387,7 +440,7 @@ async fn wait_ready(workloads: &[Workload]) -> bool {
     let deadline = Instant::now() + Duration::from_secs(60);
     let proxies: Vec<SocketAddr> = workloads
         .iter()
-        .filter(|w| w.is_gateway() || w.app().is_some())
+        .filter(|w| w.gateway().is_some() || w.app().is_some())
         .map(|w| SocketAddr::new(w.address, 15021))
         .collect();
     loop {
@@ -410,16 +463,20 @@ fn report(
     config: &Path,
     state: &Path,
     workloads: &[Workload],
+    externals: &[(String, SocketAddr)],
     gateway_ports: &[u32],
     took: Duration,
 ) {
     let root = state.join("ca/root-cert.pem");
     println!();
     println!("weft demo: the bookshop mesh from {}", config.display());
-    for g in workloads.iter().filter(|w| w.is_gateway()) {
+    for g in workloads.iter().filter(|w| w.gateway() == Some("ingress")) {
         for port in gateway_ports {
             println!("  open        http://{}:{port}/productpage", g.address);
         }
+    }
+    for (host, at) in externals {
+        println!("  external    {host}: a stand-in at {at}, outside the mesh");
     }
     println!("  control plane https://{CONTROL_PLANE}, metrics http://{MONITORING}/metrics");
     println!(
@@ -432,7 +489,7 @@ fn report(
     );
     for w in workloads
         .iter()
-        .filter(|w| w.is_gateway() || w.app().is_some())
+        .filter(|w| w.gateway().is_some() || w.app().is_some())
     {
         println!(
             "  {:<30} {:<13} {:<6} http://{a}:15000  http://{a}:15090/stats/prometheus",

@@ -13,9 +13,11 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
 /// Run one of the demo's applications (productpage, details, reviews,
-/// ratings). productpage calls details and reviews; reviews v2 and v3
-/// call ratings; v1 does not. Every call goes through --proxy and carries
-/// the `end-user` header of the request that caused it.
+/// ratings), or book-api, the stand-in for an external service outside the
+/// mesh. productpage calls details and reviews; details calls book-api at
+/// books.example.com; reviews v2 and v3 call ratings; v1 does not. Every
+/// call goes through --proxy and carries the `end-user` header of the
+/// request that caused it.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     #[arg(long, value_enum)]
@@ -26,9 +28,10 @@ pub(crate) struct Args {
     /// Where the application listens.
     #[arg(long, value_name = "ADDR")]
     listen: SocketAddr,
-    /// The sidecar's outbound listener, through which it calls others.
+    /// The sidecar's outbound listener, through which it calls others
+    /// (book-api has none).
     #[arg(long, value_name = "ADDR")]
-    proxy: SocketAddr,
+    proxy: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -37,12 +40,18 @@ enum Service {
     Details,
     Reviews,
     Ratings,
+    /// An external book API (a stand-in for Google's Books API, which
+    /// Istio's bookinfo calls from details).
+    BookApi,
 }
+
+/// The external host details calls, registered by a ServiceEntry.
+const BOOK_API: &str = "books.example.com";
 
 struct App {
     service: Service,
     version: String,
-    proxy: SocketAddr,
+    proxy: Option<SocketAddr>,
 }
 
 type Body = Full<Bytes>;
@@ -106,9 +115,12 @@ impl App {
         match (self.service, path.as_str()) {
             (_, "/health") => respond(StatusCode::OK, "text/plain", "ok\n".into()),
             (Service::Productpage, "/" | "/productpage") => self.productpage(user).await,
-            (Service::Details, p) if p.starts_with("/details/") => json(&serde_json::json!({
-                "id": 0, "author": "William Shakespeare", "year": 1595, "type": "paperback",
-                "pages": 200, "publisher": "PublisherA", "language": "English",
+            (Service::Details, p) if p.starts_with("/details/") => self.details(user).await,
+            (Service::BookApi, "/books/v1/volumes") => json(&serde_json::json!({
+                "items": [{"volumeInfo": {
+                    "title": "The Comedy of Errors", "publisher": "Dover Publications",
+                    "pageCount": 96, "language": "en",
+                }}],
             })),
             (Service::Ratings, p) if p.starts_with("/ratings/") => json(&serde_json::json!({
                 "id": 0, "ratings": {"Reviewer1": 5, "Reviewer2": 4},
@@ -118,21 +130,23 @@ impl App {
         }
     }
 
-    /// GET `http://{service}:9080{path}` through the sidecar.
+    /// GET `http://{host}{path}` through the sidecar; `host` is a
+    /// service (`reviews:9080`) or an external name.
     async fn call(
         &self,
-        service: &str,
+        host: &str,
         path: &str,
         user: Option<&str>,
     ) -> Result<(u16, String), String> {
-        let tcp = tokio::net::TcpStream::connect(self.proxy)
+        let proxy = self.proxy.ok_or("no --proxy to call through")?;
+        let tcp = tokio::net::TcpStream::connect(proxy)
             .await
-            .map_err(|e| format!("sidecar {}: {e}", self.proxy))?;
+            .map_err(|e| format!("sidecar {proxy}: {e}"))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
             .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
-        let mut req = Request::get(path).header(hyper::header::HOST, format!("{service}:9080"));
+        let mut req = Request::get(path).header(hyper::header::HOST, host);
         if let Some(u) = user {
             req = req.header("end-user", u);
         }
@@ -166,7 +180,10 @@ impl App {
         ];
         let mut ratings_error = None;
         if let Some(color) = stars {
-            match self.call("ratings", "/ratings/0", user.as_deref()).await {
+            match self
+                .call("ratings:9080", "/ratings/0", user.as_deref())
+                .await
+            {
                 Ok((200, body)) => {
                     let ratings: serde_json::Value =
                         serde_json::from_str(&body).unwrap_or_default();
@@ -188,10 +205,34 @@ impl App {
         }))
     }
 
+    /// The book's details, with what the external book API says of its
+    /// publisher and pages (or why it could not say).
+    async fn details(&self, user: Option<String>) -> Response<Body> {
+        let mut details = serde_json::json!({
+            "id": 0, "author": "William Shakespeare", "year": 1595, "type": "paperback",
+            "language": "English", "isbn-10": "0486424618",
+        });
+        let path = "/books/v1/volumes?q=isbn:0486424618";
+        match self.call(BOOK_API, path, user.as_deref()).await {
+            Ok((200, body)) => {
+                let found: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                let info = &found["items"][0]["volumeInfo"];
+                details["publisher"] = info["publisher"].clone();
+                details["pages"] = info["pageCount"].clone();
+            }
+            Ok((status, body)) => {
+                details["externalError"] =
+                    format!("{BOOK_API} answered {status}: {}", body.trim()).into();
+            }
+            Err(e) => details["externalError"] = format!("{BOOK_API}: {e}").into(),
+        }
+        json(&details)
+    }
+
     async fn productpage(&self, user: Option<String>) -> Response<Body> {
         let (details, reviews) = tokio::join!(
-            self.call("details", "/details/0", user.as_deref()),
-            self.call("reviews", "/reviews/0", user.as_deref())
+            self.call("details:9080", "/details/0", user.as_deref()),
+            self.call("reviews:9080", "/reviews/0", user.as_deref())
         );
         let section = |name: &str, r: Result<(u16, String), String>| match r {
             Ok((200, body)) => format!("<h2>{name}</h2>\n<pre>{}</pre>\n", escape(&body)),
