@@ -491,7 +491,7 @@ fn parse_spec(info: &KindInfo, root: &Node) -> Result<Spec, de::Error> {
         let node = root.get("spec").unwrap_or(&NULL);
         from_node(node, &Path::Root.field("spec"))
     }
-    use crate::resource::{APPS, GATEWAY_API, NETWORKING, SECURITY, TELEMETRY};
+    use crate::resource::{APPS, GATEWAY_API, NETWORKING, SECURITY, TELEMETRY, WEFT};
     Ok(match (info.group, info.kind) {
         (NETWORKING, "VirtualService") => Spec::VirtualService(spec(root)?),
         (NETWORKING, "DestinationRule") => Spec::DestinationRule(spec(root)?),
@@ -511,6 +511,7 @@ fn parse_spec(info: &KindInfo, root: &Node) -> Result<Spec, de::Error> {
         (GATEWAY_API, "TCPRoute") => Spec::TcpRoute(spec(root)?),
         (GATEWAY_API, "TLSRoute") => Spec::TlsRoute(spec(root)?),
         (GATEWAY_API, "ReferenceGrant") => Spec::ReferenceGrant(spec(root)?),
+        (WEFT, "RateLimit") => Spec::RateLimit(spec(root)?),
         (CORE, "Namespace") => Spec::Namespace,
         (CORE, "ServiceAccount") => Spec::ServiceAccount,
         (CORE, "Service") => Spec::Service(spec(root)?),

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use crate::types::common::ObjectMeta;
 use crate::types::{
-    destination_rule, envoy_filter, gateway, gateway_api, kube, security, service_entry, sidecar,
-    telemetry, virtual_service,
+    destination_rule, envoy_filter, gateway, gateway_api, kube, rate_limit, security,
+    service_entry, sidecar, telemetry, virtual_service,
 };
 use crate::yaml::{Node, Pos};
 
@@ -17,6 +17,8 @@ pub const GATEWAY_API: &str = "gateway.networking.k8s.io";
 /// The core Kubernetes group, written without a group in `apiVersion: v1`.
 pub const CORE: &str = "";
 pub const APPS: &str = "apps";
+/// weft's own resources.
+pub const WEFT: &str = "weft.dev";
 
 /// One kind weft reads, and the API versions it is served in.
 #[derive(Debug, PartialEq, Eq)]
@@ -77,6 +79,7 @@ pub static KINDS: &[KindInfo] = &[
         true,
         true
     ),
+    kind!(WEFT, "RateLimit", &["v1alpha1"], true, true),
     kind!(CORE, "Namespace", &["v1"], false, false),
     kind!(CORE, "Service", &["v1"], true, false),
     kind!(CORE, "ServiceAccount", &["v1"], true, false),
@@ -122,6 +125,7 @@ pub enum Spec {
     TcpRoute(gateway_api::L4Route),
     TlsRoute(gateway_api::L4Route),
     ReferenceGrant(gateway_api::ReferenceGrant),
+    RateLimit(rate_limit::RateLimit),
     Namespace,
     Service(kube::ServiceSpec),
     ServiceAccount,

@@ -139,9 +139,11 @@ fn the_demo_serves_the_bookshop_with_every_practice_and_leaves_nothing_behind() 
     .expect("egress gateway metrics")
     .1;
     assert!(
-        egress.lines().any(|l| l.starts_with("istio_requests_total{")
-            && l.contains(r#"destination_service="books.example.com""#)
-            && l.contains(r#"response_code="200""#)),
+        egress
+            .lines()
+            .any(|l| l.starts_with("istio_requests_total{")
+                && l.contains(r#"destination_service="books.example.com""#)
+                && l.contains(r#"response_code="200""#)),
         "{egress}"
     );
     let (status, body) = request(

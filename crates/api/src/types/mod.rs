@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod gateway_api;
 pub mod kube;
 pub mod mesh;
+pub mod rate_limit;
 pub mod security;
 pub mod service_entry;
 pub mod sidecar;

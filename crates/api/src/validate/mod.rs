@@ -13,6 +13,7 @@ use std::collections::HashSet;
 
 mod gateway_api;
 mod networking;
+mod rate_limit;
 mod security;
 mod telemetry;
 
@@ -62,6 +63,7 @@ pub fn validate_resource(r: &Resource) -> Vec<Diagnostic> {
         Spec::TcpRoute(t) => gateway_api::l4_route(&mut cx, t, false),
         Spec::TlsRoute(t) => gateway_api::l4_route(&mut cx, t, true),
         Spec::ReferenceGrant(g) => gateway_api::reference_grant(&mut cx, g),
+        Spec::RateLimit(rl) => rate_limit::rate_limit(&mut cx, rl),
         Spec::Namespace
         | Spec::Service(_)
         | Spec::ServiceAccount

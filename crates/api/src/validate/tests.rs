@@ -33,6 +33,7 @@ fn resource(kind: &str, spec: &str) -> String {
         }
         "Telemetry" => "telemetry.istio.io/v1",
         "EnvoyFilter" => "networking.istio.io/v1alpha3",
+        "RateLimit" => "weft.dev/v1alpha1",
         "HTTPRoute" | "KubeGateway" | "TCPRoute" | "ReferenceGrant" => {
             "gateway.networking.k8s.io/v1"
         }
@@ -1170,9 +1171,32 @@ fn envoy_filters_are_loaded_but_reported_unsupported() {
             "configPatches:\n- applyTo: HTTP_FILTER\n  patch: {operation: INSERT_BEFORE, value: {name: x}}"
         ),
         vec![
-            "spec: warning: weft does not run Envoy: this EnvoyFilter is loaded but has no effect"
+            "spec: warning: weft does not run Envoy: this EnvoyFilter is loaded but has no effect (weft applies only the local rate limit of Istio's rate-limit task; here configPatches[0]: the HTTP filter is x, not envoy.filters.http.local_ratelimit); see weft's RateLimit resource"
                 .to_string()
         ]
+    );
+    let unsupported = |patches: &str| {
+        let w = warnings_of("EnvoyFilter", patches);
+        assert_eq!(w.len(), 1, "{w:?}");
+        w[0].clone()
+    };
+    assert!(
+        unsupported(
+            "configPatches:\n- applyTo: VIRTUAL_HOST\n  patch: {operation: MERGE, value: {}}"
+        )
+        .contains("applyTo VIRTUAL_HOST with operation MERGE is not a local rate limit")
+    );
+    // The local rate limit, as Istio's task writes it, applies.
+    let local = "configPatches:\n- applyTo: HTTP_FILTER\n  match: {context: SIDECAR_INBOUND}\n  patch:\n    operation: INSERT_BEFORE\n    value:\n      name: envoy.filters.http.local_ratelimit\n      typed_config:\n        '@type': type.googleapis.com/udpa.type.v1.TypedStruct\n        type_url: type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit\n        value:\n          stat_prefix: x\n          token_bucket: {max_tokens: 4, tokens_per_fill: 4, fill_interval: 60s}\n          filter_enabled: {runtime_key: a, default_value: {numerator: 100, denominator: HUNDRED}}\n          filter_enforced: {runtime_key: b, default_value: {numerator: 50, denominator: HUNDRED}}";
+    assert!(warnings_of("EnvoyFilter", local).is_empty());
+    // Its fields weft cannot honour are named.
+    assert!(
+        unsupported(&format!("{local}\n          descriptors: []"))
+            .contains("LocalRateLimit field descriptors is not supported")
+    );
+    assert!(
+        unsupported(&local.replace("fill_interval: 60s", "fill_interval: 10ms"))
+            .contains("at least 50ms")
     );
     assert_eq!(
         error_of("EnvoyFilter", "configPatches:\n- patch: {operation: MERGE}"),
@@ -1184,6 +1208,41 @@ fn envoy_filters_are_loaded_but_reported_unsupported() {
             "configPatches:\n- applyTo: CLUSTER\n  match: {cluster: {portNumbr: 80}}\n  patch: {operation: MERGE}"
         ),
         "spec.configPatches[0].match.cluster.portNumbr: unknown field `portNumbr` (did you mean `portNumber`?)"
+    );
+}
+
+#[test]
+fn rate_limits() {
+    valid(
+        "RateLimit",
+        "selector: {matchLabels: {istio: egressgateway}}\nlimits:\n- {hosts: [books.example.com], by: source.principal, requests: 10, per: 1s, burst: 20, shared: {redis: 127.0.0.1:6379}}\n- {route: api, by: 'request.headers[x-user]', requests: 1, per: 1m}",
+    );
+    assert_eq!(
+        error_of("RateLimit", "limits: []"),
+        "spec.limits: at least one limit is required"
+    );
+    assert_eq!(
+        error_of("RateLimit", "limits: [{requests: 1}]"),
+        "spec.limits[0].per: per is required (e.g. 1s, 1m)"
+    );
+    assert_eq!(
+        error_of("RateLimit", "limits: [{requests: 0, per: 1s}]"),
+        "spec.limits[0].requests: requests must be at least 1"
+    );
+    assert_eq!(
+        error_of("RateLimit", "limits: [{requests: 1, per: 1s, by: client}]"),
+        "spec.limits[0].by: unknown key \"client\": use remote.address, source.principal or request.headers[NAME]"
+    );
+    assert_eq!(
+        error_of(
+            "RateLimit",
+            "limits: [{requests: 1, per: 1s, shared: {redis: localhost}}]"
+        ),
+        "spec.limits[0].shared.redis: \"localhost\" is not HOST:PORT"
+    );
+    assert_eq!(
+        error_of("RateLimit", "limits: [{requests: 1, per: 1s, rate: 2}]"),
+        "spec.limits[0].rate: unknown field `rate` (did you mean `route`?)"
     );
 }
 

@@ -100,10 +100,14 @@ pub(crate) fn envoy_filter(cx: &mut Cx, ef: &EnvoyFilter) {
             Some(_) => {}
         }
     }
-    cx.warn(
-        &spec,
-        "weft does not run Envoy: this EnvoyFilter is loaded but has no effect",
-    );
+    if let Err(why) = ef.local_rate_limit() {
+        cx.warn(
+            &spec,
+            format!(
+                "weft does not run Envoy: this EnvoyFilter is loaded but has no effect (weft applies only the local rate limit of Istio's rate-limit task; here {why}); see weft's RateLimit resource"
+            ),
+        );
+    }
 }
 
 pub(crate) fn is_http_method(m: &str) -> bool {
