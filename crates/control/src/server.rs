@@ -52,9 +52,10 @@ pub struct Served {
     pub since: Instant,
     /// What the traffic keys of workloads are made of.
     selectors: TrafficSelectors,
-    /// The PeerAuthentications, AuthorizationPolicies and
-    /// RequestAuthentications: all that a proxy's own part reads.
-    security: Vec<Resource>,
+    /// The PeerAuthentications, AuthorizationPolicies,
+    /// RequestAuthentications, RateLimits and EnvoyFilters: all that a
+    /// proxy's own part reads.
+    policies: Vec<Resource>,
     /// Traffic parts compiled for this snapshot, by traffic key, with
     /// their part hash.
     traffic: Mutex<HashMap<TrafficKey, Arc<TrafficCell>>>,
@@ -509,8 +510,8 @@ impl ControlPlane {
             })
             .await?
             .clone();
-        // The own part reads only the security policies.
-        let own = weft_model::compile_own(&served.security, registry, ns, name, mesh)?;
+        // The own part reads only the per-proxy policies.
+        let own = weft_model::compile_own(&served.policies, registry, ns, name, mesh)?;
         let own = Sections::of(own).part(false);
         Ok(Layered {
             traffic,
@@ -829,7 +830,7 @@ impl Served {
             version,
             registry: Registry::from_resources(&resources),
             selectors: TrafficSelectors::of(&resources, &base.mesh),
-            security: resources
+            policies: resources
                 .iter()
                 .filter(|r| {
                     matches!(
@@ -837,6 +838,8 @@ impl Served {
                         Spec::PeerAuthentication(_)
                             | Spec::AuthorizationPolicy(_)
                             | Spec::RequestAuthentication(_)
+                            | Spec::RateLimit(_)
+                            | Spec::EnvoyFilter(_)
                     )
                 })
                 .cloned()

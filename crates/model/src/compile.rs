@@ -280,6 +280,12 @@ pub fn compile_own(
         trust_domain_aliases: mesh.trust_domain_aliases.clone(),
         authz: Authz::for_workload(resources, mesh, &w.namespace, &w.labels),
         jwt: crate::jwt::for_workload(resources, &mesh.root_namespace, &w.namespace, &w.labels),
+        rate_limits: crate::rate_limit::for_workload(
+            resources,
+            &mesh.root_namespace,
+            &w.namespace,
+            &w.labels,
+        ),
         path_normalization: mesh.path_normalization,
         num_trusted_proxies: mesh.num_trusted_proxies,
         outbound_policy: OutboundPolicy::default(),

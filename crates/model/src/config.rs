@@ -36,6 +36,9 @@ pub struct ProxyConfig {
     /// MeshConfig `trustDomainAliases`: peers of these trust domains are
     /// accepted too.
     pub trust_domain_aliases: Vec<String>,
+    /// Rate limits this proxy enforces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<crate::rate_limit::RateLimit>,
     /// The identity of each in-mesh endpoint, for the HBONE connector.
     #[serde(skip)]
     pub identities: HashMap<SocketAddr, String>,

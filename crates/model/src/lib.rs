@@ -13,6 +13,7 @@ pub mod normalize;
 pub mod peer_auth;
 pub mod policy;
 pub mod protocol;
+pub mod rate_limit;
 pub mod registry;
 pub mod scope;
 pub mod sections;

@@ -298,6 +298,10 @@ where
             if let Some(refused) = refused {
                 return Ok(refused);
             }
+            req.extensions_mut().insert(outbound::Caller {
+                principal: client.principal.clone(),
+                remote: remote.or(Some(peer.ip())),
+            });
             let listener = Listener::Gateway { port, https };
             Ok::<_, hyper::Error>(outbound::observed(out, req, peer, listener).await)
         }

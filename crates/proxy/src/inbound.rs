@@ -28,6 +28,7 @@ use crate::http::{Body, ResponseFlag, flagged};
 use crate::jwt::Authenticator;
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
+use crate::ratelimit;
 use crate::telemetry::{AccessLog, Observation, PeerMeta, inbound_labels, request_protocol};
 use crate::upgrade;
 
@@ -196,6 +197,49 @@ impl Inbound {
     }
 
     /// One HTTP request to the application, authorized and observed.
+    /// The request to the application, unless a rate limit on this port
+    /// refuses it.
+    async fn limited_forward(
+        &self,
+        req: Request<Incoming>,
+        app: &AppConn,
+        port: &InboundPort,
+        peer: &PeerMeta,
+        downstream: SocketAddr,
+    ) -> Response<Body> {
+        let config = self.config.load();
+        if config.rate_limits.is_empty() {
+            return forward(req, app).await;
+        }
+        let host = req
+            .headers()
+            .get(hyper::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h).to_string())
+            .unwrap_or_default();
+        let asked = ratelimit::Request {
+            side: ratelimit::Side::Inbound { port: port.port },
+            host: &host,
+            route: None,
+            remote: Some(downstream.ip()),
+            principal: peer.principal.as_deref(),
+            headers: req.headers(),
+        };
+        match self
+            .outbound
+            .limiter
+            .check(&config.rate_limits, &asked)
+            .await
+        {
+            ratelimit::Decision::Limited(resp) => resp,
+            passed => {
+                let mut resp = forward(req, app).await;
+                passed.decorate(&mut resp);
+                resp
+            }
+        }
+    }
+
     async fn request(
         &self,
         mut req: Request<Incoming>,
@@ -222,7 +266,7 @@ impl Inbound {
         )
         .await;
         let resp = match refused {
-            None => forward(req, app).await,
+            None => self.limited_forward(req, app, port, peer, downstream).await,
             Some(refused) => refused,
         };
         let flag = resp.extensions().get::<ResponseFlag>().map(|f| f.0);

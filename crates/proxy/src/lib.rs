@@ -20,6 +20,7 @@ pub mod managed;
 pub mod metrics;
 pub mod origination;
 pub mod outbound;
+pub mod ratelimit;
 pub mod sidecar;
 pub mod sni;
 pub mod telemetry;

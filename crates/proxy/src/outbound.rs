@@ -38,6 +38,7 @@ use crate::hbone::{HBONE_PORT, Pool};
 use crate::http::{Body, ResponseFlag, flagged, full};
 use crate::metrics::Metrics;
 use crate::origination::Originator;
+use crate::ratelimit::{self, Decision, Limiter};
 use crate::telemetry::{
     AccessLog, DestService, Observation, Upstream, baggage, outbound_labels, outbound_tcp_labels,
     request_protocol,
@@ -60,6 +61,8 @@ pub struct Outbound {
     pub access_log: Option<AccessLog>,
     /// Resolves clusters' DNS endpoints.
     pub dns: Dns,
+    /// Rate limits' buckets.
+    pub limiter: Limiter,
     /// Drives weighted picks and percentages (mixed into random bits).
     counter: AtomicU64,
     /// Round robin over endpoints, on a counter of its own so that other
@@ -85,6 +88,7 @@ impl Outbound {
             metrics,
             access_log,
             dns,
+            limiter: Limiter::default(),
             counter: AtomicU64::new(0),
             round_robin: AtomicU64::new(0),
         }
@@ -287,6 +291,24 @@ async fn handle(
         };
         (route, route.matched_prefix(&view).map(str::to_string))
     };
+    let limits = if config.rate_limits.is_empty() {
+        None
+    } else {
+        let client = req.extensions().get::<Caller>();
+        let peer = req.extensions().get::<Peer>().map(|p| p.0.ip());
+        let asked = ratelimit::Request {
+            side: ratelimit::Side::Routed,
+            host: &host,
+            route: route.name.as_deref(),
+            remote: client.and_then(|c| c.remote).or(peer),
+            principal: client.and_then(|c| c.principal.as_deref()),
+            headers: req.headers(),
+        };
+        match outbound.limiter.check(&config.rate_limits, &asked).await {
+            Decision::Limited(resp) => return resp,
+            passed => Some(passed),
+        }
+    };
     // CORS runs before faults, as Envoy orders its filters.
     let cors_origin = match cors::check(route.cors.as_ref(), &req) {
         cors::Verdict::Answer(resp) => return resp,
@@ -410,7 +432,18 @@ async fn handle(
         namespace: cluster.service_namespace.clone(),
         cluster: cluster.name.clone(),
     });
+    if let Some(passed) = limits {
+        passed.decorate(&mut resp);
+    }
     resp
+}
+
+/// Who sent a request a gateway routes, as far as it knows: the mesh
+/// identity of an HBONE caller, and the client by X-Forwarded-For.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    pub principal: Option<String>,
+    pub remote: Option<std::net::IpAddr>,
 }
 
 /// A gateway server's `httpsRedirect`: 301 to the same host and path

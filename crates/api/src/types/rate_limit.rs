@@ -62,6 +62,8 @@ pub enum LimitContext {
 /// A token bucket from Envoy's LocalRateLimit configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LocalBucket {
+    /// The index of the patch that configures it.
+    pub patch: usize,
     pub context: LimitContext,
     /// The route configuration's virtual host: `inbound|http|PORT` names a
     /// port of the workload, `HOST:PORT` a host and port; none: all.
@@ -135,6 +137,7 @@ impl EnvoyFilter {
                         .map_err(|e| format!("{at}: {e}"))?;
                     if let Some(b) = bucket(config).map_err(|e| format!("{at}: {e}"))? {
                         buckets.push(LocalBucket {
+                            patch: i,
                             context,
                             vhost: None,
                             route: None,
@@ -162,6 +165,7 @@ impl EnvoyFilter {
                         .and_then(|v| v.route.as_ref())
                         .and_then(|r| r.name.clone());
                     buckets.push(LocalBucket {
+                        patch: i,
                         context,
                         vhost: vhost.and_then(|v| v.name.clone()).filter(|n| !n.is_empty()),
                         route,
@@ -289,6 +293,7 @@ fn bucket(config: Option<&serde_json::Value>) -> Result<Option<LocalBucket>, Str
         })
         .collect();
     Ok(Some(LocalBucket {
+        patch: 0,
         context: LimitContext::Any,
         vhost: None,
         route: None,
