@@ -87,7 +87,7 @@ fn warnings_do_not_fail_and_are_marked() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
         stdout(&out),
-        "-:5:3: EnvoyFilter default/f: spec: warning: weft does not run Envoy: this EnvoyFilter is loaded but has no effect\n1 resources in 1 files: 0 errors, 1 warnings\n"
+        "-:5:3: EnvoyFilter default/f: spec: warning: weft does not run Envoy: this EnvoyFilter is loaded but has no effect (weft applies only the local rate limit of Istio's rate-limit task; here configPatches[0]: applyTo HTTP_FILTER with operation MERGE is not a local rate limit); see weft's RateLimit resource\n1 resources in 1 files: 0 errors, 1 warnings\n"
     );
 }
 
