@@ -22,13 +22,18 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::time::SystemTime;
 use tokio::io::{AsyncRead, AsyncWrite};
+
+use hyper::StatusCode;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use weft_model::config::{GatewayServer, ServerTls, ServerTlsMode, WeightedCluster, host_matches};
 use weft_model::{Protocol, ProxyConfig};
 
 use crate::authorize;
+use crate::http::flagged;
 use crate::jwt::Authenticator;
 use crate::outbound::{self, Listener, Outbound};
 use crate::sni::{Prefixed, sniff};
@@ -40,10 +45,27 @@ pub struct Gateway {
     /// Where `credentialName` folders are.
     pub credentials: PathBuf,
     /// Server TLS configurations, by server name, rebuilt when the
-    /// server's settings change.
-    tls: RwLock<HashMap<String, (ServerTls, Arc<ServerConfig>)>>,
+    /// server's settings or its files change.
+    tls: RwLock<HashMap<String, Served>>,
     /// RequestAuthentication at the gateway.
     authenticator: Authenticator,
+    /// Connections served at once, and requests in flight, when limited.
+    connections: Option<Arc<Semaphore>>,
+    requests: Option<Arc<Semaphore>>,
+}
+
+/// A server's TLS configuration, the settings it was built from, and
+/// when its files last changed.
+type Served = (ServerTls, Vec<Option<SystemTime>>, Arc<ServerConfig>);
+
+/// Limits of a gateway as a whole.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once; more are closed as they arrive.
+    pub max_connections: Option<usize>,
+    /// Requests in flight at once; more get 503 (flag OM, Envoy's
+    /// overload answer).
+    pub max_requests: Option<usize>,
 }
 
 /// Who opened a connection to a gateway port: its address, and its mesh
@@ -65,12 +87,15 @@ impl Gateway {
                 .any(|p| p.port == u32::from(target.port()))
     }
 
-    pub fn new(outbound: Arc<Outbound>, credentials: PathBuf) -> Gateway {
+    pub fn new(outbound: Arc<Outbound>, credentials: PathBuf, limits: Limits) -> Gateway {
+        let semaphore = |n: Option<usize>| n.map(|n| Arc::new(Semaphore::new(n)));
         Gateway {
             outbound,
             credentials,
             tls: RwLock::new(HashMap::new()),
             authenticator: Authenticator::default(),
+            connections: semaphore(limits.max_connections),
+            requests: semaphore(limits.max_requests),
         }
     }
 
@@ -79,19 +104,30 @@ impl Gateway {
             .tls
             .as_ref()
             .ok_or("the server has no tls settings")?;
-        if let Some((s, c)) = self
+        // A handshake looks at the files' times, so that a renewed
+        // certificate is served from the next handshake on; connections
+        // already open keep theirs.
+        let (cert, key, ca) = files(tls, &self.credentials);
+        let stamps: Vec<Option<SystemTime>> = [Some(cert), Some(key), ca]
+            .iter()
+            .map(|p| {
+                p.as_ref()
+                    .and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            })
+            .collect();
+        if let Some((s, t, c)) = self
             .tls
             .read()
             .ok()
             .and_then(|m| m.get(&server.name).cloned())
         {
-            if s == *tls {
+            if s == *tls && t == stamps {
                 return Ok(c);
             }
         }
         let config = Arc::new(server_config(tls, server.protocol, &self.credentials)?);
         if let Ok(mut m) = self.tls.write() {
-            m.insert(server.name.clone(), (tls.clone(), config.clone()));
+            m.insert(server.name.clone(), (tls.clone(), stamps, config.clone()));
         }
         Ok(config)
     }
@@ -185,6 +221,16 @@ pub async fn connection<S>(gateway: &Arc<Gateway>, mut tcp: S, client: Client, p
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let _permit = match &gateway.connections {
+        Some(s) => match s.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                tracing::debug!("gateway at its connection limit: {} closed", client.addr);
+                return;
+            }
+        },
+        None => None,
+    };
     let config = gateway.outbound.config.load_full();
     let Some(gp) = config.gateway.iter().find(|p| p.port == u32::from(port)) else {
         return;
@@ -274,6 +320,19 @@ where
     let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         let (gateway, client) = (gateway.clone(), client.clone());
         async move {
+            let _permit = match &gateway.requests {
+                Some(s) => match s.clone().try_acquire_owned() {
+                    Ok(p) => Some(p),
+                    Err(_) => {
+                        return Ok(flagged(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "OM",
+                            "gateway overloaded: too many requests in flight",
+                        ));
+                    }
+                },
+                None => None,
+            };
             let peer = client.addr;
             edge_headers(req.headers_mut(), peer, https);
             // The gateway's own AuthorizationPolicies (the client's

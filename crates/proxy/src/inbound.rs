@@ -299,13 +299,19 @@ async fn forward(mut req: Request<Incoming>, app: &AppConn) -> Response<Body> {
     } else {
         http::Version::HTTP_11
     };
-    if app.h2 {
-        // HTTP/2 needs the scheme and authority of an absolute URI.
+    if app.h2 && req.uri().authority().is_none() {
+        // HTTP/2 needs the scheme and authority of an absolute URI: the
+        // request's own (its Host, from an HTTP/1.1 client), else the
+        // application's address.
         let path = req
             .uri()
             .path_and_query()
             .map_or("/".to_string(), |p| p.to_string());
-        if let Ok(uri) = format!("http://{}{path}", app.target).parse::<Uri>() {
+        let authority = match req.headers_mut().remove(hyper::header::HOST) {
+            Some(h) => h.to_str().unwrap_or_default().to_string(),
+            None => app.target.to_string(),
+        };
+        if let Ok(uri) = format!("http://{authority}{path}").parse::<Uri>() {
             *req.uri_mut() = uri;
         }
     }

@@ -269,7 +269,19 @@ async fn handle(
         return full(StatusCode::BAD_REQUEST, format!("{e}\n"));
     }
     // Matching borrows the request; the route found borrows the config.
-    let authority = format!("{host}:{port}");
+    // `authority` matches the authority as the client sent it, as Envoy's
+    // does.
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| format!("{host}:{port}"));
     let (route, prefix) = {
         let headers = req.headers();
         let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -571,10 +583,12 @@ fn prepare(
         .path_and_query()
         .map_or("/".to_string(), |p| p.to_string());
     if !parts.headers.contains_key(HOST) {
-        let value = if port == 80 {
-            host.to_string()
-        } else {
-            format!("{host}:{port}")
+        // The authority as the client wrote it (an HTTP/2 :authority, an
+        // absolute URI), else the destination.
+        let value = match parts.uri.authority() {
+            Some(a) => a.as_str().to_string(),
+            None if port == 80 => host.to_string(),
+            None => format!("{host}:{port}"),
         };
         if let Ok(v) = HeaderValue::from_str(&value) {
             parts.headers.insert(HOST, v);

@@ -90,6 +90,8 @@ pub struct Options {
     /// Roots that verify external servers when a DestinationRule names no
     /// CA; unset, `SSL_CERT_FILE` or the system's bundle.
     pub system_roots: Option<PathBuf>,
+    /// A gateway's limits on connections and requests in flight.
+    pub limits: crate::gateway::Limits,
 }
 
 /// The serving task of each bound gateway port.
@@ -141,6 +143,7 @@ impl Sidecar {
             dns,
             credentials,
             system_roots,
+            limits,
         } = options;
         let address = config.workload.address;
         let bind = |port: u16| async move {
@@ -192,14 +195,15 @@ impl Sidecar {
                 }));
             }
             Role::Ingress => {
-                let g = Arc::new(Gateway::new(outbound, credentials));
+                let g = Arc::new(Gateway::new(outbound, credentials, limits));
                 let bound = RwLock::new(HashMap::new());
                 bind_gateway_ports(&g, &config.load(), &bound, true)?;
                 gateway = Some((g, bound));
             }
             Role::Egress => {
                 let hbone_l = bind(ports.hbone).await?;
-                let to = Tunnels::Gateway(Arc::new(Gateway::new(outbound, credentials)));
+                let gateway = Gateway::new(outbound, credentials, limits);
+                let to = Tunnels::Gateway(Arc::new(gateway));
                 let (hbone_store, hbone_policy) = (store.clone(), policy);
                 tasks.push(tokio::spawn(async move {
                     let _ = hbone::serve(hbone_l, hbone_store, hbone_policy, to).await;

@@ -78,6 +78,13 @@ pub(crate) struct Args {
     /// instead of /etc/resolv.conf and /etc/hosts; may be repeated.
     #[arg(long, value_name = "ADDR")]
     dns_server: Vec<std::net::SocketAddr>,
+    /// A gateway's limit on connections served at once (more are closed
+    /// as they arrive).
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// A gateway's limit on requests in flight (more get 503, flag OM).
+    #[arg(long, value_name = "N")]
+    max_requests: Option<usize>,
     /// Where the per-request JSON access log goes.
     #[arg(long, value_enum, default_value_t = AccessLogTo::Stdout)]
     access_log: AccessLogTo,
@@ -219,6 +226,10 @@ async fn start(
         dns,
         credentials: args.mesh_dir.clone().unwrap_or_default(),
         system_roots: None,
+        limits: weft_proxy::gateway::Limits {
+            max_connections: args.max_connections,
+            max_requests: args.max_requests,
+        },
     };
     Ok(Sidecar::start_as(role(args), config, store, policy, options).await?)
 }
