@@ -37,6 +37,30 @@ struct Args {
     /// Keep-alive connections.
     #[arg(long, default_value_t = 16)]
     connections: u32,
+    /// Speak TLS, trusting the roots in this PEM file; the SNI is --host
+    /// without its port.
+    #[arg(long, value_name = "FILE")]
+    tls_roots: Option<std::path::PathBuf>,
+}
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// A TLS client configuration trusting the roots in `path`.
+fn tls_config(path: &std::path::Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_file_iter(path)? {
+        roots.add(c?)?;
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -47,6 +71,8 @@ async fn main() -> anyhow::Result<()> {
     let total = Duration::from_secs(args.duration);
     let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
     let errors = Arc::new(Mutex::new(0u64));
+    let tls = args.tls_roots.as_deref().map(tls_config).transpose()?;
+    let sni = args.host.split(':').next().unwrap_or_default().to_string();
     let start = Instant::now() + Duration::from_millis(100);
     let mut tasks = Vec::new();
     for c in 0..args.connections {
@@ -57,11 +83,24 @@ async fn main() -> anyhow::Result<()> {
             errors.clone(),
         );
         let addr = args.connect;
+        let (tls, sni) = (tls.clone(), sni.clone());
         tasks.push(tokio::spawn(async move {
             let tcp = TcpStream::connect(addr).await.context("connect")?;
             tcp.set_nodelay(true)?;
+            let io: Box<dyn Io> = match tls {
+                Some(config) => {
+                    let name = rustls_pki_types::ServerName::try_from(sni)?;
+                    Box::new(
+                        tokio_rustls::TlsConnector::from(config)
+                            .connect(name, tcp)
+                            .await
+                            .context("TLS handshake")?,
+                    )
+                }
+                None => Box::new(tcp),
+            };
             let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+                hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
             tokio::spawn(conn);
             // Spread the connections' schedules across one interval.
             let mut due = start + interval.mul_f64(f64::from(c) / f64::from(args.connections));
