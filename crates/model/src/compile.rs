@@ -527,7 +527,10 @@ impl<'a> Compiler<'a> {
             .tcp
             .iter()
             .find(|t| {
-                t.r#match.is_empty() || t.r#match.iter().any(|m| m.port.is_none_or(|p| p == port))
+                t.r#match.is_empty()
+                    || t.r#match.iter().any(|m| {
+                        m.port.is_none_or(|p| p == port) && self.match_binds(&m.gateways, ns)
+                    })
             })
             .map(|t| {
                 let dests: Vec<_> = t
@@ -640,16 +643,12 @@ impl<'a> Compiler<'a> {
                             address: SocketAddr::new(e.address, u16::try_from(target).unwrap_or(0)),
                             // Only mesh TLS goes through HBONE; DISABLE and
                             // originated TLS reach the endpoint directly.
-                            identity: e
-                                .service_account
-                                .as_ref()
-                                .filter(|_| policy.tls == UpstreamTls::Mesh)
-                                .map(|sa| {
-                                    format!(
-                                        "spiffe://{}/ns/{}/sa/{sa}",
-                                        self.trust_domain, e.namespace
-                                    )
-                                }),
+                            identity: mesh_identity(
+                                s,
+                                e,
+                                self.trust_domain,
+                                policy.tls == UpstreamTls::Mesh,
+                            ),
                             weight: e.weight.max(1),
                             workload: e.workload.clone(),
                             namespace: e.namespace.clone(),
@@ -678,6 +677,33 @@ impl<'a> Compiler<'a> {
             },
         );
         name
+    }
+}
+
+/// The identity endpoint `e` of `s` proves, when it is reached through
+/// HBONE: its service account's, or for an endpoint of a MESH_INTERNAL
+/// ServiceEntry with no service account, the entry's first SPIFFE
+/// `subjectAltNames` (Istio verifies the server's certificate against them).
+fn mesh_identity(
+    s: &Service,
+    e: &crate::registry::Endpoint,
+    trust_domain: &str,
+    mesh_tls: bool,
+) -> Option<String> {
+    if !mesh_tls {
+        return None;
+    }
+    match &e.service_account {
+        Some(sa) => Some(format!(
+            "spiffe://{trust_domain}/ns/{}/sa/{sa}",
+            e.namespace
+        )),
+        None if s.mesh_internal => s
+            .subject_alt_names
+            .iter()
+            .find(|n| n.starts_with("spiffe://"))
+            .cloned(),
+        None => None,
     }
 }
 

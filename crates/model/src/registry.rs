@@ -71,6 +71,9 @@ pub struct Service {
     pub named: Vec<NamedEndpoint>,
     /// The ServiceEntry's virtual addresses and CIDR blocks.
     pub addresses: Vec<String>,
+    /// The ServiceEntry's `subjectAltNames`: the identities its endpoints
+    /// prove in the mesh when they are not WorkloadEntries.
+    pub subject_alt_names: Vec<String>,
     pub mesh_internal: bool,
     pub resolution: &'static str,
     /// The ServiceEntry's `exportTo`; empty is MeshConfig's default.
@@ -223,6 +226,7 @@ impl Registry {
                     endpoints: endpoints.clone(),
                     named,
                     addresses: se.addresses.clone(),
+                    subject_alt_names: se.subject_alt_names.clone(),
                     mesh_internal: se.location == Some(Location::MeshInternal),
                     resolution,
                     export_to: se.export_to.clone(),

@@ -63,6 +63,7 @@ spec:
   ports:
   - {{number: 80, name: http2, protocol: HTTP2}}
   - {{number: 443, name: https, protocol: TLS}}
+  - {{number: 3306, name: tcp, protocol: TCP}}
   resolution: STATIC
   workloadSelector: {{labels: {{istio: egressgateway}}}}
 ---
@@ -525,6 +526,91 @@ async fn egress_control_and_http_proxy_tasks() {
     let answer = company_proxy().await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("proxy en.wikipedia.org /via"), "{answer}");
+    // Plain TCP through the egress gateway (a database outside), by the
+    // pattern of Istio's egress-gateway task for TCP services.
+    let echo = tokio::net::TcpListener::bind(at(e.net, 90, 3306))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut tcp, _) = echo.accept().await.unwrap();
+            tokio::spawn(async move {
+                let (mut r, mut w) = tcp.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    e.dns.set("db.example.com", &e.ip(90), 300);
+    let tcp_egress = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db}
+spec:
+  hosts: [db.example.com]
+  ports: [{number: 3306, name: tcp, protocol: TCP}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: istio-egressgateway}
+spec:
+  selector: {istio: egressgateway}
+  servers:
+  - port: {number: 3306, name: tcp, protocol: TCP}
+    hosts: [db.example.com]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: egressgateway-for-db}
+spec:
+  host: istio-egressgateway.istio-system.svc.cluster.local
+  subsets: [{name: db}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db-through-egress-gateway}
+spec:
+  hosts: [db.example.com]
+  gateways: [mesh, istio-egressgateway]
+  tcp:
+  - match: [{gateways: [mesh], port: 3306}]
+    route: [{destination: {host: istio-egressgateway.istio-system.svc.cluster.local, subset: db, port: {number: 3306}}}]
+  - match: [{gateways: [istio-egressgateway], port: 3306}]
+    route: [{destination: {host: db.example.com, port: {number: 3306}}}]
+"#;
+    e.update(&[tcp_egress.to_string()]);
+    let mut tcp = tokio::net::TcpStream::connect(client).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut tcp,
+        b"CONNECT db.example.com:3306 HTTP/1.1\r\nhost: db.example.com:3306\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = [0u8; 128];
+    let n = tokio::io::AsyncReadExt::read(&mut tcp, &mut head)
+        .await
+        .unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"));
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, b"SELECT 1")
+        .await
+        .unwrap();
+    let mut echoed = [0u8; 8];
+    tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut echoed)
+        .await
+        .unwrap();
+    assert_eq!(&echoed, b"SELECT 1");
+    drop(tcp);
+    let gw = e.metrics(3).await;
+    assert_eq!(
+        sample(
+            &gw,
+            "istio_tcp_connections_opened_total",
+            &["destination_service=\"db.example.com\""]
+        ),
+        1,
+        "{gw}"
+    );
+
     // The tunnel is counted as TCP to the proxy's ServiceEntry.
     let sleep = e.metrics(2).await;
     assert_eq!(

@@ -1239,3 +1239,44 @@ async fn outbound_traffic_policy_decides_unknown_hosts() {
         "{text}"
     );
 }
+
+/// A MESH_INTERNAL ServiceEntry whose endpoints are addresses, not
+/// WorkloadEntries: `subjectAltNames` names the identity they prove, and a
+/// proxy with another identity is refused at the handshake.
+#[tokio::test]
+async fn service_entry_subject_alt_names_name_the_endpoints_identity() {
+    let entry = |name: &str, at: &str, san: &str| {
+        format!(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}, namespace: default}}
+spec:
+  hosts: [{name}.example.internal]
+  location: MESH_INTERNAL
+  ports: [{{number: 9080, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: {at}}}]
+  subjectAltNames: ["{san}"]
+---
+"#
+        )
+    };
+    // reviews v1 and v2, by address; both run as reviews.
+    let extra = entry(
+        "right",
+        "127.0.146.31, ports: {http: 9081}",
+        "spiffe://cluster.local/ns/default/sa/reviews",
+    ) + &entry(
+        "wrong",
+        "127.0.146.32, ports: {http: 9082}",
+        "spiffe://cluster.local/ns/default/sa/ratings",
+    );
+    let m = start(146, &extra).await;
+    let (status, body) = get(m.client, "http://right.example.internal:9080/x", None, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.starts_with("v1 "), "{body}");
+    let (status, body) = get(m.client, "http://wrong.example.internal:9080/x", None, &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("ratings"), "{body}");
+}
