@@ -233,6 +233,7 @@ impl Registry {
                 });
             }
         }
+        services.extend(resources.iter().filter_map(external_name));
         Registry::new(services, workloads)
     }
 
@@ -297,6 +298,48 @@ impl Registry {
     pub fn service(&self, host: &str) -> Option<&Service> {
         self.services_of(host).next()
     }
+}
+
+/// A Kubernetes Service of type ExternalName: its cluster name, resolved
+/// by DNS to the external name, as Istio registers it.
+fn external_name(r: &Resource) -> Option<Service> {
+    let Spec::Service(svc) = &r.spec else {
+        return None;
+    };
+    if svc.r#type.as_deref() != Some("ExternalName") {
+        return None;
+    }
+    let name = svc.external_name.clone()?;
+    let ns = r.namespace().to_string();
+    Some(Service {
+        host: format!("{}.{ns}.svc.cluster.local", r.name),
+        ports: svc
+            .ports
+            .iter()
+            .map(|p| {
+                let pname = p.name.clone().unwrap_or_default();
+                ServicePort {
+                    number: p.port.unwrap_or(0),
+                    protocol: Protocol::of_port(p.app_protocol.as_deref(), &pname),
+                    name: pname,
+                    target_port: None,
+                }
+            })
+            .collect(),
+        endpoints: Vec::new(),
+        named: vec![NamedEndpoint {
+            name,
+            ports: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            weight: 1,
+        }],
+        mesh_internal: true,
+        resolution: "DNS",
+        export_to: Vec::new(),
+        addresses: Vec::new(),
+        subject_alt_names: Vec::new(),
+        namespace: ns,
+    })
 }
 
 /// Whether every label of `selector` is on `labels` (an empty selector

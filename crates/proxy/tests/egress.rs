@@ -526,6 +526,21 @@ async fn egress_control_and_http_proxy_tasks() {
     let answer = company_proxy().await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("proxy en.wikipedia.org /via"), "{answer}");
+    // A Kubernetes ExternalName Service for the external host, and the
+    // task's DestinationRule, which turns off mTLS toward it.
+    e.update(&[
+        task("egress-kubernetes-services-01.yaml"),
+        task("egress-kubernetes-services-02.yaml"),
+    ]);
+    for url in [
+        "http://my-httpbin.default.svc.cluster.local/headers",
+        "http://my-httpbin/headers",
+    ] {
+        let (status, body) = get(client, url, None, &[]).await;
+        assert_eq!(status, StatusCode::OK, "{url}: {body}");
+        assert!(body.starts_with("httpbin my-httpbin"), "{body}");
+    }
+
     // Plain TCP through the egress gateway (a database outside), by the
     // pattern of Istio's egress-gateway task for TCP services.
     let echo = tokio::net::TcpListener::bind(at(e.net, 90, 3306))
