@@ -254,11 +254,16 @@ async fn handle(
                 "NR",
                 &format!("no gateway server routes {host} on port {port}"),
             ),
-            Listener::Outbound => flagged(
-                StatusCode::BAD_GATEWAY,
-                "NR",
-                &format!("no service {host}:{port} in the mesh registry"),
-            ),
+            Listener::Outbound => {
+                black_hole(outbound, &config, req.method() == Method::CONNECT);
+                let mut resp = flagged(
+                    StatusCode::BAD_GATEWAY,
+                    "NR",
+                    &format!("no service {host}:{port} in the mesh registry"),
+                );
+                resp.extensions_mut().insert(DestService::black_hole());
+                resp
+            }
         };
     };
     if req.method() == Method::CONNECT {
@@ -448,6 +453,30 @@ async fn handle(
         passed.decorate(&mut resp);
     }
     resp
+}
+
+/// REGISTRY_ONLY refused a destination: a refused tunnel is counted as
+/// Envoy counts connections to its BlackHoleCluster (a refused request is
+/// counted with its response).
+fn black_hole(outbound: &Outbound, config: &ProxyConfig, tunnel: bool) {
+    if !tunnel {
+        return;
+    }
+    let none = Upstream {
+        address: None,
+        workload: None,
+        namespace: "unknown".into(),
+        identity: None,
+        labels: std::collections::BTreeMap::new(),
+    };
+    let mut labels = outbound_tcp_labels(&config.workload, &none, &DestService::black_hole());
+    for (k, v) in &mut labels {
+        if *k == "response_flags" {
+            *v = "NR".into();
+        }
+    }
+    outbound.metrics.tcp_opened(&labels);
+    outbound.metrics.tcp_closed(&labels, 0, 0);
 }
 
 /// Who sent a request a gateway routes, as far as it knows: the mesh

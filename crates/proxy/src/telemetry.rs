@@ -49,6 +49,17 @@ pub struct DestService {
     pub cluster: String,
 }
 
+impl DestService {
+    /// Where Envoy sends what REGISTRY_ONLY refuses.
+    pub fn black_hole() -> DestService {
+        DestService {
+            host: "BlackHoleCluster".into(),
+            namespace: None,
+            cluster: "BlackHoleCluster".into(),
+        }
+    }
+}
+
 fn canonical(labels: &BTreeMap<String, String>, fallback: &str) -> (String, String) {
     let service = labels
         .get("service.istio.io/canonical-name")

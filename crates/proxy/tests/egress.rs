@@ -506,6 +506,34 @@ async fn egress_control_and_http_proxy_tasks() {
     assert_eq!(httpbin().await.0, StatusCode::BAD_GATEWAY);
     assert!(google().await.unwrap_err().contains("502"));
     assert!(company_proxy().await.starts_with("HTTP/1.1 502"));
+    // Both kinds of refusal are counted.
+    let sleep = e.metrics(2).await;
+    assert_eq!(
+        sample(
+            &sleep,
+            "istio_tcp_connections_opened_total",
+            &[
+                "destination_service=\"BlackHoleCluster\"",
+                "response_flags=\"NR\""
+            ]
+        ),
+        2,
+        "{sleep}"
+    );
+    assert_eq!(
+        sample(
+            &sleep,
+            "istio_requests_total",
+            &[
+                "destination_service=\"BlackHoleCluster\"",
+                "response_code=\"502\"",
+                "response_flags=\"NR\""
+            ]
+        ),
+        // httpbin's, and the GET sent after the refused CONNECT.
+        2,
+        "{sleep}"
+    );
 
     let http_proxy = task("http-proxy-02.yaml")
         .replace("$PROXY_IP", &e.ip(80))

@@ -614,7 +614,7 @@ async fn access_log_lines_and_trace_context() {
             .filter(|l| {
                 l["upstream_cluster"]
                     .as_str()
-                    .is_none_or(|c| c.starts_with(prefix))
+                    .is_none_or(|c| c.starts_with(prefix) || c == "BlackHoleCluster")
             })
             .collect()
     };
@@ -638,6 +638,7 @@ async fn access_log_lines_and_trace_context() {
     );
     let second = outbound[1];
     assert_eq!(second["response_code"], 502);
+    assert_eq!(second["upstream_cluster"], "BlackHoleCluster");
     // The server's proxy logged the same request, by the same ID.
     assert_eq!(inbound[0]["x_request_id"], request_id.as_str());
     assert_eq!(inbound[0]["response_code"], 200);
