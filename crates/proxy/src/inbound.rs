@@ -418,7 +418,8 @@ pub async fn serve_plaintext(listener: TcpListener, inbound: Arc<Inbound>) {
     crate::http::serve_each(listener, move |tcp, downstream| {
         let inbound = inbound.clone();
         async move {
-            let Some(target) = plaintext_target(&inbound) else {
+            let original = crate::capture::original_destination(&tcp);
+            let Some(target) = original.or_else(|| plaintext_target(&inbound)) else {
                 tracing::debug!(
                     "plaintext from {downstream} closed: no original destination and several ports"
                 );

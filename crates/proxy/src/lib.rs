@@ -7,6 +7,7 @@
 
 pub mod authorize;
 pub mod balance;
+pub mod capture;
 pub mod cors;
 pub mod dns;
 pub mod ext_authz;

@@ -100,8 +100,20 @@ pub async fn serve(listener: TcpListener, outbound: Arc<Outbound>) {
     crate::http::serve_each(listener, move |tcp, peer| {
         let outbound = outbound.clone();
         async move {
-            let service = service_fn(move |req| {
+            // A redirected connection is for its original destination:
+            // HTTP when that is an HTTP port of a service, else TCP.
+            let original = crate::capture::original_destination(&tcp);
+            if let Some(dst) = original {
+                if !captured_http(&outbound, dst) {
+                    captured_tcp(&outbound, tcp, dst).await;
+                    return;
+                }
+            }
+            let service = service_fn(move |mut req: Request<Incoming>| {
                 let outbound = outbound.clone();
+                if let Some(dst) = original {
+                    req.extensions_mut().insert(OriginalDst(dst));
+                }
                 async move {
                     Ok::<_, hyper::Error>(observed(&outbound, req, peer, Listener::Outbound).await)
                 }
@@ -114,6 +126,51 @@ pub async fn serve(listener: TcpListener, outbound: Arc<Outbound>) {
         }
     })
     .await;
+}
+
+/// The destination a captured connection was meant for.
+#[derive(Debug, Clone, Copy)]
+struct OriginalDst(SocketAddr);
+
+/// The service whose `addresses` (its virtual IP) and port a captured
+/// connection was meant for.
+fn service_at(config: &ProxyConfig, dst: SocketAddr) -> Option<&OutboundService> {
+    config
+        .outbound
+        .iter()
+        .find(|s| s.port == u32::from(dst.port()) && s.has_address(dst.ip()))
+}
+
+/// Whether a connection captured for `dst` speaks HTTP: it goes to an
+/// HTTP port of a service.
+fn captured_http(outbound: &Outbound, dst: SocketAddr) -> bool {
+    service_at(&outbound.config.load(), dst).is_some_and(|s| s.protocol.is_http())
+}
+
+/// A captured connection that is not HTTP: to the TCP route of the service
+/// at its destination; to the destination itself under ALLOW_ANY; else
+/// closed and counted.
+async fn captured_tcp(outbound: &Arc<Outbound>, mut client: TcpStream, dst: SocketAddr) {
+    let config = outbound.config.load_full();
+    match service_at(&config, dst) {
+        Some(s) => match open_tcp_route(outbound, &config, s, &s.host).await {
+            Ok((mut up, cluster, ep)) => relay(outbound, &cluster, &ep, &mut client, &mut up).await,
+            Err(refused) => tracing::debug!(
+                "captured connection to {dst} ({}): {:?}",
+                s.host,
+                refused.extensions().get::<ResponseFlag>()
+            ),
+        },
+        None if config.outbound_policy == OutboundPolicy::AllowAny => {
+            if let Ok(mut up) = TcpStream::connect(dst).await {
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+            }
+        }
+        None => {
+            tracing::debug!("captured connection to {dst}: no service there (REGISTRY_ONLY)");
+            black_hole(outbound, &config, true);
+        }
+    }
 }
 
 /// Handles a request and records it in Istio's metrics when its response
@@ -208,6 +265,11 @@ async fn handle(
             "no Host header and no absolute URI\n",
         );
     };
+    let original = req.extensions().get::<OriginalDst>().map(|d| d.0);
+    if let Some(dst) = original {
+        // A captured request went to this port, whatever its Host says.
+        port = dst.port();
+    }
     let config = outbound.config.load_full();
     let service = match listener {
         Listener::Outbound => {
@@ -219,6 +281,7 @@ async fn handle(
             on_port()
                 .find(|s| s.answers_to(&host, &config.workload.namespace))
                 .or_else(|| on_port().find(|s| ip.is_some_and(|ip| s.has_address(ip))))
+                .or_else(|| original.and_then(|dst| service_at(&config, dst)))
                 .or_else(|| {
                     on_port()
                         .filter(|s| s.host.starts_with('*') && host_matches(&s.host, &host))
@@ -999,6 +1062,28 @@ async fn connect(
     if !service.tls.is_empty() {
         return connect_by_sni(outbound, service, req, host);
     }
+    let (mut stream, cluster, ep) = match open_tcp_route(outbound, config, service, host).await {
+        Ok(opened) => opened,
+        Err(refused) => return refused,
+    };
+    let outbound = outbound.clone();
+    tokio::spawn(async move {
+        if let Ok(up) = hyper::upgrade::on(req).await {
+            relay(&outbound, &cluster, &ep, &mut TokioIo::new(up), &mut stream).await;
+        }
+    });
+    full(StatusCode::OK, "")
+}
+
+/// A stream to an endpoint of `service`'s TCP route (its default HTTP
+/// route for an HTTP port), with the cluster and endpoint it went to; or
+/// the answer to give instead.
+pub(crate) async fn open_tcp_route(
+    outbound: &Outbound,
+    config: &ProxyConfig,
+    service: &OutboundService,
+    host: &str,
+) -> Result<(Box<dyn Io>, Cluster, ClusterEndpoint), Response<Body>> {
     let weighted = if service.tcp.is_empty() {
         match service
             .routes
@@ -1012,34 +1097,22 @@ async fn connect(
     } else {
         service.tcp.clone()
     };
-    let chosen = pick_cluster(outbound, &weighted);
-    let Some(cluster) = chosen.map(|w| find_cluster(outbound, config, &w.cluster, host)) else {
-        return flagged(StatusCode::SERVICE_UNAVAILABLE, "NC", "no cluster");
-    };
-    let Some(cluster) = cluster.await else {
-        return flagged(StatusCode::SERVICE_UNAVAILABLE, "NC", "no cluster");
-    };
-    let Some(ep) = pick_endpoint(outbound, &cluster) else {
-        return flagged(StatusCode::SERVICE_UNAVAILABLE, "UH", "no healthy upstream");
-    };
-    let mut stream = match open(outbound, &cluster, ep).await {
-        Ok(s) => s,
-        Err(e) => {
-            return flagged(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "UF",
-                &format!("upstream connect error: {e}"),
-            );
-        }
-    };
-    let ep = ep.clone();
-    let (outbound, cluster) = (outbound.clone(), cluster.into_owned());
-    tokio::spawn(async move {
-        if let Ok(up) = hyper::upgrade::on(req).await {
-            relay(&outbound, &cluster, &ep, &mut TokioIo::new(up), &mut stream).await;
-        }
-    });
-    full(StatusCode::OK, "")
+    let no_cluster = || flagged(StatusCode::SERVICE_UNAVAILABLE, "NC", "no cluster");
+    let chosen = pick_cluster(outbound, &weighted).ok_or_else(no_cluster)?;
+    let cluster = find_cluster(outbound, config, &chosen.cluster, host)
+        .await
+        .ok_or_else(no_cluster)?;
+    let ep = pick_endpoint(outbound, &cluster)
+        .ok_or_else(|| flagged(StatusCode::SERVICE_UNAVAILABLE, "UH", "no healthy upstream"))?
+        .clone();
+    let stream = open(outbound, &cluster, &ep).await.map_err(|e| {
+        flagged(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UF",
+            &format!("upstream connect error: {e}"),
+        )
+    })?;
+    Ok((stream, cluster.into_owned(), ep))
 }
 
 /// Bytes both ways between a client and the stream opened to endpoint

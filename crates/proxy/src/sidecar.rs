@@ -92,6 +92,10 @@ pub struct Options {
     pub system_roots: Option<PathBuf>,
     /// A gateway's limits on connections and requests in flight.
     pub limits: crate::gateway::Limits,
+    /// Transparent capture: iptables redirects the workload's outbound
+    /// TCP to 15001 (which then listens on every address, as a local
+    /// redirect goes to 127.0.0.1) and its inbound TCP to 15006.
+    pub capture: bool,
 }
 
 /// The serving task of each bound gateway port.
@@ -144,6 +148,7 @@ impl Sidecar {
             credentials,
             system_roots,
             limits,
+            capture,
         } = options;
         let address = config.workload.address;
         let bind = |port: u16| async move {
@@ -172,11 +177,15 @@ impl Sidecar {
         let mut gateway = None;
         match role {
             Role::Sidecar => {
-                let (out_l, plain_l, hbone_l) = (
-                    bind(ports.outbound).await?,
-                    bind(ports.inbound).await?,
-                    bind(ports.hbone).await?,
-                );
+                let out_l = if capture {
+                    let addr = SocketAddr::new(IpAddr::from([0, 0, 0, 0]), ports.outbound);
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|cause| StartError::Bind { addr, cause })?
+                } else {
+                    bind(ports.outbound).await?
+                };
+                let (plain_l, hbone_l) = (bind(ports.inbound).await?, bind(ports.hbone).await?);
                 let inbound = Arc::new(Inbound::new(
                     config.clone(),
                     metrics.clone(),

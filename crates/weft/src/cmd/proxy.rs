@@ -78,6 +78,12 @@ pub(crate) struct Args {
     /// instead of /etc/resolv.conf and /etc/hosts; may be repeated.
     #[arg(long, value_name = "ADDR")]
     dns_server: Vec<std::net::SocketAddr>,
+    /// Transparent capture (a workload in its own network namespace with
+    /// iptables rules like istio-init's): the outbound listener :15001
+    /// takes redirected connections on every address, and each goes where
+    /// it was meant to (SO_ORIGINAL_DST).
+    #[arg(long)]
+    capture: bool,
     /// A gateway's limit on connections served at once (more are closed
     /// as they arrive).
     #[arg(long, value_name = "N")]
@@ -230,6 +236,7 @@ async fn start(
             max_connections: args.max_connections,
             max_requests: args.max_requests,
         },
+        capture: args.capture,
     };
     Ok(Sidecar::start_as(role(args), config, store, policy, options).await?)
 }
