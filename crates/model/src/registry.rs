@@ -69,8 +69,11 @@ pub struct Service {
     /// Endpoints by DNS name. A DNS ServiceEntry without endpoints has its
     /// host here.
     pub named: Vec<NamedEndpoint>,
-    /// The ServiceEntry's virtual addresses and CIDR blocks.
+    /// The ServiceEntry's virtual addresses and CIDR blocks (or the one
+    /// auto-allocated, see [`auto_allocate`]).
     pub addresses: Vec<String>,
+    /// `addresses` holds an auto-allocated address.
+    pub auto_address: bool,
     /// The ServiceEntry's `subjectAltNames`: the identities its endpoints
     /// prove in the mesh when they are not WorkloadEntries.
     pub subject_alt_names: Vec<String>,
@@ -226,6 +229,7 @@ impl Registry {
                     endpoints: endpoints.clone(),
                     named,
                     addresses: se.addresses.clone(),
+                    auto_address: false,
                     subject_alt_names: se.subject_alt_names.clone(),
                     mesh_internal: se.location == Some(Location::MeshInternal),
                     resolution,
@@ -238,7 +242,8 @@ impl Registry {
     }
 
     /// A registry of these services and workloads, indexed.
-    pub fn new(services: Vec<Service>, workloads: Vec<Workload>) -> Registry {
+    pub fn new(mut services: Vec<Service>, workloads: Vec<Workload>) -> Registry {
+        auto_allocate(&mut services);
         let mut by_host: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, s) in services.iter().enumerate() {
             by_host.entry(s.host.clone()).or_default().push(i);
@@ -300,6 +305,45 @@ impl Registry {
     }
 }
 
+/// The first address of Istio's DNS auto-allocation range, 240.240.0.0/16.
+const AUTO_RANGE: u32 = u32::from_be_bytes([240, 240, 0, 0]);
+
+/// Istio's DNS auto-allocation: a service without `addresses` (and not a
+/// wildcard) gets a virtual address of its own in 240.240.0.0/16, picked
+/// from a hash of its host (probing past collisions in host order), so a
+/// transparently captured workload can call it by a name its resolver maps
+/// to that address. Every ServiceEntry of a host gets the same address.
+pub fn auto_allocate(services: &mut [Service]) {
+    let mut hosts: Vec<String> = services
+        .iter()
+        .filter(|s| s.addresses.is_empty() && !s.host.starts_with('*'))
+        .map(|s| s.host.clone())
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    let mut taken = std::collections::HashSet::new();
+    let mut assigned: HashMap<String, String> = HashMap::new();
+    for host in hosts {
+        // FNV-1a: stable across builds and platforms.
+        let mut h: u32 = 0x811c_9dc5;
+        for b in host.bytes() {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+        let mut slot = h % 0xfffe;
+        while !taken.insert(slot) {
+            slot = (slot + 1) % 0xfffe;
+        }
+        let ip = std::net::Ipv4Addr::from(AUTO_RANGE + 1 + slot);
+        assigned.insert(host, ip.to_string());
+    }
+    for s in services.iter_mut().filter(|s| s.addresses.is_empty()) {
+        if let Some(ip) = assigned.get(&s.host) {
+            s.addresses.push(ip.clone());
+            s.auto_address = true;
+        }
+    }
+}
+
 /// A Kubernetes Service of type ExternalName: its cluster name, resolved
 /// by DNS to the external name, as Istio registers it.
 fn external_name(r: &Resource) -> Option<Service> {
@@ -337,6 +381,7 @@ fn external_name(r: &Resource) -> Option<Service> {
         resolution: "DNS",
         export_to: Vec::new(),
         addresses: Vec::new(),
+        auto_address: false,
         subject_alt_names: Vec::new(),
         namespace: ns,
     })

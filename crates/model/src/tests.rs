@@ -1049,3 +1049,48 @@ spec:
     // STATIC services resolve nothing.
     assert!(dns("outbound|9080||reviews.default.svc.cluster.local").is_none());
 }
+
+#[test]
+fn services_without_addresses_get_one_auto_allocated() {
+    let resources = load(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: fixed, namespace: default}
+spec:
+  hosts: [fixed.example.com]
+  addresses: [10.0.0.7]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: wild, namespace: default}
+spec:
+  hosts: ["*.example.org"]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+"#,
+    );
+    let r = Registry::from_resources(&resources);
+    let address = |host: &str| {
+        r.service(host)
+            .map(|s| s.addresses.clone())
+            .unwrap_or_default()
+    };
+    let reviews = address("reviews.default.svc.cluster.local");
+    let productpage = address("productpage.default.svc.cluster.local");
+    assert_eq!(reviews.len(), 1);
+    assert!(reviews[0].starts_with("240.240."), "{reviews:?}");
+    assert_ne!(reviews, productpage);
+    // The same inputs give the same addresses, on every proxy.
+    assert_eq!(
+        address("reviews.default.svc.cluster.local"),
+        Registry::from_resources(&resources)
+            .service("reviews.default.svc.cluster.local")
+            .map(|s| s.addresses.clone())
+            .unwrap_or_default()
+    );
+    // Given addresses stay; wildcards get none.
+    assert_eq!(address("fixed.example.com"), ["10.0.0.7"]);
+    assert!(address("*.example.org").is_empty());
+}
