@@ -10,7 +10,7 @@
 //! restarts a child that exits; Ctrl-C or SIGTERM stops them all and
 //! removes the state folder.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -21,6 +21,8 @@ use tokio::sync::watch;
 use weft_api::{Level, Loaded, Spec};
 use weft_identity::{Ca, SpiffeId, TrustDomain};
 use weft_model::Registry;
+
+use super::demo_netns;
 use weft_model::registry::{Workload, selects};
 
 /// Run the demo mesh: control plane, the bookshop's applications with
@@ -34,11 +36,52 @@ pub(crate) struct Args {
     /// Only load and validate the configuration, then exit.
     #[arg(long)]
     check: bool,
+    /// Transparent mode (Linux, root): every workload in a network
+    /// namespace of its own, its traffic captured by iptables; the demo's
+    /// 127.0.10.N addresses become 10.10.0.N, reachable from the hub
+    /// namespace (`ip netns exec weft-demo-hub ...`).
+    #[arg(long)]
+    netns: bool,
 }
 
-/// Where the demo's control plane listens.
-const CONTROL_PLANE: &str = "127.0.10.1:15012";
-const MONITORING: &str = "127.0.10.1:15014";
+/// What a demo runs, where.
+#[derive(Debug)]
+struct Setup {
+    /// The folder the user edits.
+    source: PathBuf,
+    /// The folder the control plane serves: `source`, or in netns mode
+    /// its copy with the namespaces' addresses.
+    served: PathBuf,
+    state: PathBuf,
+    workloads: Vec<Workload>,
+    externals: Vec<(String, SocketAddr)>,
+    gateway_ports: Vec<u32>,
+    netns: bool,
+    started: Instant,
+}
+
+impl Setup {
+    /// Where the control plane listens: `127.0.10.1` (10.10.0.1 in the
+    /// namespaces).
+    fn control_plane(&self, port: u16) -> SocketAddr {
+        let ip = IpAddr::from([127, 0, 10, 1]);
+        let ip = if self.netns {
+            demo_netns::address(ip)
+        } else {
+            ip
+        };
+        SocketAddr::new(ip, port)
+    }
+}
+
+/// Removes the namespaces when the demo ends, however it ends.
+struct Teardown;
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        demo_netns::clear();
+    }
+}
 
 /// `examples/demo` from the working directory, else from this checkout.
 fn default_dir() -> PathBuf {
@@ -86,14 +129,39 @@ impl DemoWorkload for Workload {
     }
 }
 
-/// One supervised child: its name and `weft` arguments.
+/// One supervised child: its name and `weft` arguments, and what runs it
+/// (in netns mode, `ip netns exec NS` and for a sidecar `setpriv`).
 #[derive(Debug, Clone)]
 struct Child {
     name: String,
     args: Vec<String>,
+    wrapper: Vec<String>,
+}
+
+impl Child {
+    fn new(name: impl Into<String>, args: Vec<String>) -> Child {
+        Child {
+            name: name.into(),
+            args,
+            wrapper: Vec::new(),
+        }
+    }
+
+    /// Runs in network namespace `ns`, as the proxy user if `proxy`.
+    fn inside(mut self, ns: &str, proxy: bool) -> Child {
+        self.wrapper = ["ip", "netns", "exec", ns].map(String::from).to_vec();
+        if proxy {
+            let uid = demo_netns::PROXY_UID;
+            self.wrapper.extend(
+                ["setpriv", "--reuid", uid, "--regid", uid, "--clear-groups"].map(String::from),
+            );
+        }
+        self
+    }
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
     let dir = args.config_dir.clone().unwrap_or_else(default_dir);
     let mut loaded = Loaded::from_paths(&[&dir])?;
     loaded.validate();
@@ -117,8 +185,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let registry = Registry::from_resources(&loaded.resources);
-    let externals = stand_ins(&registry);
-    let workloads = registry.workloads;
+    let mut externals = stand_ins(&registry);
+    let mut workloads = registry.workloads.clone();
     let gateway_ports: Vec<u32> = loaded
         .resources
         .iter()
@@ -134,12 +202,55 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         })
         .flat_map(|g| g.servers.iter().filter_map(|s| s.port.as_ref()?.number))
         .collect();
+    if args.netns {
+        demo_netns::check()?;
+    }
+    clear_crashed();
+    let state = std::env::temp_dir().join(format!("weft-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    let mut served = dir.clone();
+    let _teardown = if args.netns {
+        demo_netns::clear();
+        let teardown = Teardown;
+        served = state.join("mesh");
+        demo_netns::copy_config(&dir, &served)?;
+        for w in &mut workloads {
+            w.address = demo_netns::address(w.address);
+        }
+        for (_, at) in &mut externals {
+            at.set_ip(demo_netns::address(at.ip()));
+        }
+        let captured: Vec<&Workload> = workloads.iter().filter(|w| w.app().is_some()).collect();
+        let gateways: Vec<&Workload> = workloads.iter().filter(|w| w.gateway().is_some()).collect();
+        let stand_ins: Vec<IpAddr> = externals.iter().map(|(_, at)| at.ip()).collect();
+        demo_netns::build(&registry, &captured, &gateways, &stand_ins)?;
+        // The sidecars run as the proxy user: it reads the tokens there.
+        let uid = demo_netns::PROXY_UID;
+        std::process::Command::new("chown")
+            .args(["-R", &format!("{uid}:{uid}")])
+            .arg(&state)
+            .status()?;
+        demo_netns::enter_hub()?;
+        Some(teardown)
+    } else {
+        None
+    };
+    let setup = Setup {
+        source: dir,
+        served,
+        state,
+        workloads,
+        externals,
+        gateway_ports,
+        netns: args.netns,
+        started,
+    };
     weft_proxy::logging::init(tracing_subscriber::filter::LevelFilter::INFO);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(demo(&dir, &workloads, &externals, &gateway_ports))
+        .block_on(demo(&setup))
 }
 
 /// Where the demo runs stand-ins for external services: the loopback
@@ -162,32 +273,37 @@ fn stand_ins(registry: &Registry) -> Vec<(String, SocketAddr)> {
 }
 
 /// The CA, the tokens and the children's command lines.
-fn prepare(
-    state: &Path,
-    config: &Path,
-    workloads: &[Workload],
-    externals: &[(String, SocketAddr)],
-) -> anyhow::Result<Vec<Child>> {
+fn prepare(setup: &Setup) -> anyhow::Result<Vec<Child>> {
+    let state = &setup.state;
     let ca_dir = state.join("ca");
     let td = TrustDomain::new("cluster.local")?;
     let ca = Ca::init(&ca_dir, &td, SystemTime::now())?;
     let root = ca_dir.join("root-cert.pem");
     let s = |p: &Path| p.display().to_string();
-    let mut children = vec![Child {
-        name: "control-plane".into(),
-        args: vec![
-            "control-plane".into(),
-            "--config-dir".into(),
-            s(config),
-            "--ca-dir".into(),
-            s(&ca_dir),
-            "--listen".into(),
-            CONTROL_PLANE.into(),
-            "--monitoring".into(),
-            MONITORING.into(),
-        ],
-    }];
-    for w in workloads {
+    let strings = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<String>>();
+    let control = Child::new(
+        "control-plane",
+        strings(&[
+            "control-plane",
+            "--config-dir",
+            &s(&setup.served),
+            "--ca-dir",
+            &s(&ca_dir),
+            "--listen",
+            &setup.control_plane(15012).to_string(),
+            "--monitoring",
+            &setup.control_plane(15014).to_string(),
+        ]),
+    );
+    let in_hub = |c: Child| {
+        if setup.netns {
+            c.inside(demo_netns::HUB, false)
+        } else {
+            c
+        }
+    };
+    let mut children = vec![in_hub(control)];
+    for w in &setup.workloads {
         let id = SpiffeId::new(td.clone(), &w.namespace, &w.service_account)?;
         let token = weft_identity::token::issue(
             &ca,
@@ -197,75 +313,72 @@ fn prepare(
         )?;
         let token_file = state.join(format!("{}.{}.token", w.namespace, w.name));
         std::fs::write(&token_file, token)?;
-        let mut proxy = vec![
-            "proxy".to_string(),
-            "--control-plane".into(),
-            format!("https://{CONTROL_PLANE}"),
-            "--workload".into(),
-            w.id(),
-            "--token".into(),
-            s(&token_file),
-            "--root-cert".into(),
-            s(&root),
-            "--access-log".into(),
-            "off".into(),
-        ];
+        let mut proxy = strings(&[
+            "proxy",
+            "--control-plane",
+            &format!("https://{}", setup.control_plane(15012)),
+            "--workload",
+            &w.id(),
+            "--token",
+            &s(&token_file),
+            "--root-cert",
+            &s(&root),
+            "--access-log",
+            "off",
+        ]);
+        let ns = demo_netns::namespace_of(w);
+        let place = |c: Child, proxy: bool| if setup.netns { c.inside(&ns, proxy) } else { c };
         if let Some(role) = w.gateway() {
-            proxy.extend(["--role".into(), role.into()]);
-            children.push(Child {
-                name: w.name.clone(),
-                args: proxy,
-            });
+            proxy.extend(strings(&["--role", role]));
+            children.push(place(Child::new(w.name.clone(), proxy), false));
             continue;
         }
         let Some((app, version, port)) = w.app() else {
             continue;
         };
-        children.push(Child {
-            name: format!("{} sidecar", w.name),
-            args: proxy,
-        });
-        children.push(Child {
-            name: w.name.clone(),
-            args: vec![
-                "demo-app".into(),
-                "--service".into(),
-                app.into(),
-                "--app-version".into(),
-                version.into(),
-                "--listen".into(),
-                SocketAddr::new(w.address, u16::try_from(port)?).to_string(),
-                "--proxy".into(),
-                SocketAddr::new(w.address, 15001).to_string(),
-            ],
-        });
+        let mut app_args = strings(&[
+            "demo-app",
+            "--service",
+            app,
+            "--app-version",
+            version,
+            "--listen",
+            &SocketAddr::new(w.address, u16::try_from(port)?).to_string(),
+        ]);
+        if setup.netns {
+            // Captured: the application calls services by name, directly.
+            proxy.push("--capture".into());
+        } else {
+            app_args.extend(strings(&[
+                "--proxy",
+                &SocketAddr::new(w.address, 15001).to_string(),
+            ]));
+        }
+        children.push(place(
+            Child::new(format!("{} sidecar", w.name), proxy),
+            true,
+        ));
+        children.push(place(Child::new(w.name.clone(), app_args), false));
     }
-    for (host, at) in externals {
-        children.push(Child {
-            name: host.clone(),
-            args: vec![
-                "demo-app".into(),
-                "--service".into(),
-                "book-api".into(),
-                "--listen".into(),
-                at.to_string(),
-            ],
-        });
+    for (host, at) in &setup.externals {
+        let stand_in = Child::new(
+            host.clone(),
+            strings(&[
+                "demo-app",
+                "--service",
+                "book-api",
+                "--listen",
+                &at.to_string(),
+            ]),
+        );
+        children.push(in_hub(stand_in));
     }
     Ok(children)
 }
 
-async fn demo(
-    config: &Path,
-    workloads: &[Workload],
-    externals: &[(String, SocketAddr)],
-    gateway_ports: &[u32],
-) -> anyhow::Result<ExitCode> {
-    let started = Instant::now();
-    clear_crashed();
-    let state = std::env::temp_dir().join(format!("weft-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
-    let children = prepare(&state, config, workloads, externals)?;
+async fn demo(setup: &Setup) -> anyhow::Result<ExitCode> {
+    let state = &setup.state;
+    let children = prepare(setup)?;
     let exe = std::env::current_exe()?;
     let (stop, stopping) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -277,21 +390,21 @@ async fn demo(
             stopping.clone(),
         )));
     }
+    if setup.netns {
+        // Edits to the user's folder reach the served copy.
+        tasks.push(tokio::spawn(mirror(
+            setup.source.clone(),
+            setup.served.clone(),
+        )));
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let ready = tokio::select! {
-        r = wait_ready(workloads) => r,
+        r = wait_ready(&setup.workloads) => r,
         _ = tokio::signal::ctrl_c() => false,
         _ = term.recv() => false,
     };
     if ready {
-        report(
-            config,
-            &state,
-            workloads,
-            externals,
-            gateway_ports,
-            started.elapsed(),
-        );
+        report(setup);
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -300,9 +413,14 @@ async fn demo(
     println!("weft demo: stopping");
     let _ = stop.send(true);
     for t in tasks {
-        let _ = t.await;
+        if t.is_finished() || !setup.netns {
+            let _ = t.await;
+        } else {
+            t.abort();
+            let _ = t.await;
+        }
     }
-    let _ = std::fs::remove_dir_all(&state);
+    let _ = std::fs::remove_dir_all(state);
     println!("weft demo: stopped; every child has exited");
     Ok(if ready {
         ExitCode::SUCCESS
@@ -353,6 +471,39 @@ fn clear_crashed() {
     }
 }
 
+/// Copies the user's folder to the served one (netns mode) whenever a file
+/// in it changes, until the task is dropped.
+async fn mirror(source: PathBuf, served: PathBuf) {
+    let stamp = |dir: &Path| -> Vec<(std::ffi::OsString, Option<SystemTime>, u64)> {
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| {
+                let meta = e.metadata().ok();
+                (
+                    e.file_name(),
+                    meta.as_ref().and_then(|m| m.modified().ok()),
+                    meta.map_or(0, |m| m.len()),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let mut seen = stamp(&source);
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = stamp(&source);
+        if now != seen {
+            seen = now;
+            if let Err(e) = demo_netns::copy_config(&source, &served) {
+                println!("weft demo: copying {}: {e}", source.display());
+            }
+        }
+    }
+}
+
 async fn supervise(
     exe: PathBuf,
     child: Child,
@@ -360,7 +511,15 @@ async fn supervise(
     mut stopping: watch::Receiver<bool>,
 ) {
     loop {
-        let spawned = tokio::process::Command::new(&exe)
+        let mut command = match child.wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = tokio::process::Command::new(program);
+                c.args(rest).arg(&exe);
+                c
+            }
+            None => tokio::process::Command::new(&exe),
+        };
+        let spawned = command
             .args(&child.args)
             .env(DEMO_ENV, &state)
             .stdin(Stdio::null())
@@ -459,35 +618,51 @@ async fn wait_ready(workloads: &[Workload]) -> bool {
     }
 }
 
-fn report(
-    config: &Path,
-    state: &Path,
-    workloads: &[Workload],
-    externals: &[(String, SocketAddr)],
-    gateway_ports: &[u32],
-    took: Duration,
-) {
-    let root = state.join("ca/root-cert.pem");
+fn report(setup: &Setup) {
+    let root = setup.state.join("ca/root-cert.pem");
+    let (control, monitoring) = (setup.control_plane(15012), setup.control_plane(15014));
+    let run = if setup.netns {
+        format!("ip netns exec {} ", demo_netns::HUB)
+    } else {
+        String::new()
+    };
     println!();
-    println!("weft demo: the bookshop mesh from {}", config.display());
-    for g in workloads.iter().filter(|w| w.gateway() == Some("ingress")) {
-        for port in gateway_ports {
-            println!("  open        http://{}:{port}/productpage", g.address);
+    println!(
+        "weft demo: the bookshop mesh from {}",
+        setup.source.display()
+    );
+    if setup.netns {
+        println!(
+            "  transparent capture: each workload in its own network namespace ({}*); from the hub: {run}curl ...",
+            demo_netns::PREFIX
+        );
+    }
+    for g in setup
+        .workloads
+        .iter()
+        .filter(|w| w.gateway() == Some("ingress"))
+    {
+        for port in &setup.gateway_ports {
+            println!(
+                "  open        {run}curl http://{}:{port}/productpage",
+                g.address
+            );
         }
     }
-    for (host, at) in externals {
+    for (host, at) in &setup.externals {
         println!("  external    {host}: a stand-in at {at}, outside the mesh");
     }
-    println!("  control plane https://{CONTROL_PLANE}, metrics http://{MONITORING}/metrics");
+    println!("  control plane https://{control}, metrics http://{monitoring}/metrics");
     println!(
-        "  status      weft status --control-plane https://{CONTROL_PLANE} --root-cert {}",
+        "  status      {run}weft status --control-plane https://{control} --root-cert {}",
         root.display()
     );
     println!(
         "  {:<30} {:<13} {:<6} admin / metrics",
         "workload", "address", "ready"
     );
-    for w in workloads
+    for w in setup
+        .workloads
         .iter()
         .filter(|w| w.gateway().is_some() || w.app().is_some())
     {
@@ -501,7 +676,7 @@ fn report(
     }
     println!(
         "Ready in {:.1} s. Edit {} to change the mesh live; Ctrl-C stops everything.",
-        took.as_secs_f64(),
-        config.display()
+        setup.started.elapsed().as_secs_f64(),
+        setup.source.display()
     );
 }

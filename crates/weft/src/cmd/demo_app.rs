@@ -28,8 +28,9 @@ pub(crate) struct Args {
     /// Where the application listens.
     #[arg(long, value_name = "ADDR")]
     listen: SocketAddr,
-    /// The sidecar's outbound listener, through which it calls others
-    /// (book-api has none).
+    /// The sidecar's outbound listener, through which it calls others;
+    /// without it, calls go straight to the service's name (transparent
+    /// capture takes them), and book-api calls no one.
     #[arg(long, value_name = "ADDR")]
     proxy: Option<SocketAddr>,
 }
@@ -138,10 +139,21 @@ impl App {
         path: &str,
         user: Option<&str>,
     ) -> Result<(u16, String), String> {
-        let proxy = self.proxy.ok_or("no --proxy to call through")?;
-        let tcp = tokio::net::TcpStream::connect(proxy)
-            .await
-            .map_err(|e| format!("sidecar {proxy}: {e}"))?;
+        let tcp = match self.proxy {
+            Some(proxy) => tokio::net::TcpStream::connect(proxy)
+                .await
+                .map_err(|e| format!("sidecar {proxy}: {e}"))?,
+            None => {
+                let to = if host.contains(':') {
+                    host.to_string()
+                } else {
+                    format!("{host}:80")
+                };
+                tokio::net::TcpStream::connect(to.as_str())
+                    .await
+                    .map_err(|e| format!("{to}: {e}"))?
+            }
+        };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
             .map_err(|e| e.to_string())?;

@@ -7,6 +7,7 @@ pub(crate) mod certs;
 pub(crate) mod control_plane;
 pub(crate) mod demo;
 pub(crate) mod demo_app;
+pub(crate) mod demo_netns;
 pub(crate) mod proxy;
 pub(crate) mod status;
 pub(crate) mod token;
