@@ -192,4 +192,17 @@ fn the_demo_in_network_namespaces_captures_every_call() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(demo_namespaces(), Vec::<String>::new());
+    // And no process of it is left.
+    let state = std::env::temp_dir().join(format!("weft-demo-{}", demo.0.id()));
+    let mark = format!("WEFT_DEMO_STATE={}", state.display());
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter(|p| {
+            std::fs::read(p.path().join("environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == mark.as_bytes()))
+        })
+        .map(|p| p.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "processes left: {left:?}");
 }
