@@ -4,31 +4,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{get, request, temp};
-
-/// The demo process; dropped (a failed assertion), it gets SIGTERM so that
-/// it stops its children too, rather than a SIGKILL that would orphan them.
-struct Demo(std::process::Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.0.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{get, request, start_demo, temp};
 
 const GATEWAY: &str = "127.0.10.10:8080";
 const PAGE: &str = "http://127.0.10.10:8080/productpage";
@@ -47,34 +28,6 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
-/// `weft demo` on `config`, once it says it is ready; its output is drained.
-fn start(config: &std::path::Path) -> Demo {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(["demo", "--config-dir", config.to_str().unwrap_or_default()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("weft demo starts");
-    let (lines, out) = mpsc::channel::<String>();
-    let stdout = child.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
-    let demo = Demo(child);
-    loop {
-        let line = out
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the demo prints its progress");
-        if line.starts_with("Ready in ") {
-            break;
-        }
-    }
-    std::thread::spawn(move || while out.recv().is_ok() {});
-    demo
-}
-
 #[test]
 fn the_demo_serves_the_bookshop_with_every_practice_and_leaves_nothing_behind() {
     let dir = temp("demo");
@@ -84,7 +37,7 @@ fn the_demo_serves_the_bookshop_with_every_practice_and_leaves_nothing_behind() 
         &config,
     );
     let started = Instant::now();
-    let demo = start(&config);
+    let demo = start_demo(&["--config-dir", config.to_str().unwrap_or_default()]);
     println!("ready after {:?}", started.elapsed());
     let pid = demo.0.id();
     // The product page through the ingress gateway.
@@ -245,7 +198,7 @@ fn the_demo_serves_the_bookshop_with_every_practice_and_leaves_nothing_behind() 
 
     // A demo killed outright leaves its children; the next one stops them
     // and comes up on the same ports.
-    let mut crashed = start(&config);
+    let mut crashed = start_demo(&["--config-dir", config.to_str().unwrap_or_default()]);
     let _ = crashed.0.kill();
     let _ = crashed.0.wait();
     assert_eq!(
@@ -253,6 +206,6 @@ fn the_demo_serves_the_bookshop_with_every_practice_and_leaves_nothing_behind() 
         Some(200),
         "the orphans still serve"
     );
-    let _again = start(&config);
+    let _again = start_demo(&["--config-dir", config.to_str().unwrap_or_default()]);
     assert_eq!(get(GATEWAY, PAGE).map(|r| r.0), Some(200));
 }

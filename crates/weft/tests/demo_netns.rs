@@ -5,27 +5,12 @@
 //! root or the tools, it skips and says why; a crashed demo's namespaces
 //! are cleared by the next one.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+mod common;
+
+use std::process::Command;
+
+use common::start_demo;
 use std::time::{Duration, Instant};
-
-/// The demo process; dropped (a failed assertion), it gets SIGTERM.
-struct Demo(std::process::Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.0.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn unavailable() -> Option<String> {
     for tool in ["ip", "iptables", "setpriv", "curl"] {
@@ -90,39 +75,6 @@ fn demo_namespaces() -> Vec<String> {
         .collect()
 }
 
-fn start() -> Demo {
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args([
-            "demo",
-            "--netns",
-            "--config-dir",
-            dir.to_str().unwrap_or_default(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("weft demo starts");
-    let (lines, out) = mpsc::channel::<String>();
-    let stdout = child.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
-    let demo = Demo(child);
-    loop {
-        let line = out
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the demo prints its progress");
-        if line.starts_with("Ready in ") {
-            break;
-        }
-    }
-    std::thread::spawn(move || while out.recv().is_ok() {});
-    demo
-}
-
 #[test]
 fn the_demo_in_network_namespaces_captures_every_call() {
     if let Some(why) = unavailable() {
@@ -130,11 +82,13 @@ fn the_demo_in_network_namespaces_captures_every_call() {
         return;
     }
     // A crashed demo's namespaces are cleared by the next start.
-    let mut crashed = start();
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo");
+    let args = ["--netns", "--config-dir", dir.to_str().unwrap_or_default()];
+    let mut crashed = start_demo(&args);
     let _ = crashed.0.kill();
     let _ = crashed.0.wait();
     assert!(!demo_namespaces().is_empty());
-    let demo = start();
+    let demo = start_demo(&args);
 
     // The product page through the ingress gateway; details reached the
     // external API through the egress gateway.

@@ -101,3 +101,55 @@ spec:
 "#
     )
 }
+
+/// A `weft demo` process; dropped (a failed assertion), it gets SIGTERM so
+/// that it stops its children too, rather than a SIGKILL that would orphan
+/// them.
+pub(crate) struct Demo(pub(crate) Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.0.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `weft demo ARGS`, once it says it is ready; its output is drained.
+pub(crate) fn start_demo(args: &[&str]) -> Demo {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .arg("demo")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("weft demo starts");
+    let (lines, out) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
+    let demo = Demo(child);
+    loop {
+        let line = out
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the demo prints its progress");
+        if line.starts_with("Ready in ") {
+            break;
+        }
+    }
+    std::thread::spawn(move || while out.recv().is_ok() {});
+    demo
+}
