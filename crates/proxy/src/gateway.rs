@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use hyper::StatusCode;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use weft_model::config::{GatewayServer, ServerTls, ServerTlsMode, WeightedCluster, host_matches};
 use weft_model::{Protocol, ProxyConfig};
@@ -35,6 +35,7 @@ use weft_model::{Protocol, ProxyConfig};
 use crate::authorize;
 use crate::http::flagged;
 use crate::jwt::Authenticator;
+use crate::origination::Credential;
 use crate::outbound::{self, Listener, Outbound};
 use crate::sni::{Prefixed, sniff};
 
@@ -134,24 +135,17 @@ impl Gateway {
 }
 
 /// The files of a server: its own paths, else those of its credential
-/// folder (`tls.crt`, `tls.key`, `ca.crt`, or `ca.crt` in `<name>-cacert`).
+/// folder.
 fn files(tls: &ServerTls, dir: &Path) -> (PathBuf, PathBuf, Option<PathBuf>) {
-    let cred = tls.credential_name.as_ref().map(|c| dir.join(c));
-    let pick = |own: &Option<String>, file: &str| match (own, &cred) {
-        (Some(p), _) => Some(PathBuf::from(p)),
-        (None, Some(c)) => Some(c.join(file)),
-        (None, None) => None,
-    };
-    let cert = pick(&tls.server_certificate, "tls.crt").unwrap_or_default();
-    let key = pick(&tls.private_key, "tls.key").unwrap_or_default();
-    let ca =
-        pick(&tls.ca_certificates, "ca.crt").map(|ca| match (&tls.credential_name, ca.exists()) {
-            (Some(c), false) if tls.ca_certificates.is_none() => {
-                dir.join(format!("{c}-cacert")).join("ca.crt")
-            }
-            _ => ca,
-        });
-    (cert, key, ca)
+    let cred = tls
+        .credential_name
+        .as_ref()
+        .map(|c| Credential::in_dir(dir, c));
+    let own = |p: &Option<String>| p.as_ref().map(PathBuf::from);
+    let cert = own(&tls.server_certificate).or_else(|| cred.as_ref().map(|c| c.cert.clone()));
+    let key = own(&tls.private_key).or_else(|| cred.as_ref().map(|c| c.key.clone()));
+    let ca = own(&tls.ca_certificates).or_else(|| cred.and_then(|c| c.ca));
+    (cert.unwrap_or_default(), key.unwrap_or_default(), ca)
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -216,20 +210,23 @@ pub async fn serve_port(listener: TcpListener, port: u16, gateway: Arc<Gateway>)
     .await;
 }
 
+/// A permit under `limit` (`Some(None)` when there is no limit), or
+/// `None` when the limit is reached.
+fn admit(limit: Option<&Arc<Semaphore>>) -> Option<Option<OwnedSemaphorePermit>> {
+    match limit {
+        None => Some(None),
+        Some(s) => s.clone().try_acquire_owned().ok().map(Some),
+    }
+}
+
 /// Serves one client connection to gateway port `port`.
 pub async fn connection<S>(gateway: &Arc<Gateway>, mut tcp: S, client: Client, port: u16)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let _permit = match &gateway.connections {
-        Some(s) => match s.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
-            Err(_) => {
-                tracing::debug!("gateway at its connection limit: {} closed", client.addr);
-                return;
-            }
-        },
-        None => None,
+    let Some(_permit) = admit(gateway.connections.as_ref()) else {
+        tracing::debug!("gateway at its connection limit: {} closed", client.addr);
+        return;
     };
     let config = gateway.outbound.config.load_full();
     let Some(gp) = config.gateway.iter().find(|p| p.port == u32::from(port)) else {
@@ -320,18 +317,12 @@ where
     let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         let (gateway, client) = (gateway.clone(), client.clone());
         async move {
-            let _permit = match &gateway.requests {
-                Some(s) => match s.clone().try_acquire_owned() {
-                    Ok(p) => Some(p),
-                    Err(_) => {
-                        return Ok(flagged(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "OM",
-                            "gateway overloaded: too many requests in flight",
-                        ));
-                    }
-                },
-                None => None,
+            let Some(_permit) = admit(gateway.requests.as_ref()) else {
+                return Ok(flagged(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "OM",
+                    "gateway overloaded: too many requests in flight",
+                ));
             };
             let peer = client.addr;
             edge_headers(req.headers_mut(), peer, https);

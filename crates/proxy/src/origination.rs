@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use rustls::client::WebPkiServerVerifier;
@@ -107,30 +107,46 @@ impl Originator {
     }
 }
 
+/// The files of credential `name` in `dir`, as the Kubernetes secret of
+/// that name would hold them: `tls.crt`, `tls.key`, and `ca.crt` in the
+/// folder or, as Istio also reads it, in `<name>-cacert`.
+#[derive(Debug)]
+pub(crate) struct Credential {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// None when neither folder has a `ca.crt`.
+    pub ca: Option<PathBuf>,
+}
+
+impl Credential {
+    pub(crate) fn in_dir(dir: &Path, name: &str) -> Credential {
+        let folder = dir.join(name);
+        let ca = [
+            folder.join("ca.crt"),
+            dir.join(format!("{name}-cacert")).join("ca.crt"),
+        ]
+        .into_iter()
+        .find(|p| p.exists());
+        Credential {
+            cert: folder.join("tls.crt"),
+            key: folder.join("tls.key"),
+            ca,
+        }
+    }
+}
+
 impl Originator {
     /// `o` with the files of its `credentialName` folder where it names
-    /// none of its own (`tls.crt`, `tls.key`, and `ca.crt` there or in
-    /// `<name>-cacert`, as a gateway reads a credential), and the system's
-    /// roots when it has no CA at all.
+    /// none of its own; with no CA at all, the system's roots apply.
     fn files(&self, o: &Origination) -> Origination {
         let mut o = o.clone();
         let path = |p: PathBuf| p.to_string_lossy().into_owned();
         if let Some(name) = &o.credential_name {
-            let dir = self.credentials.join(name);
-            o.client_certificate
-                .get_or_insert_with(|| path(dir.join("tls.crt")));
-            o.private_key
-                .get_or_insert_with(|| path(dir.join("tls.key")));
+            let cred = Credential::in_dir(&self.credentials, name);
+            o.client_certificate.get_or_insert_with(|| path(cred.cert));
+            o.private_key.get_or_insert_with(|| path(cred.key));
             if o.ca_certificates.is_none() {
-                let ca = [
-                    dir.join("ca.crt"),
-                    self.credentials
-                        .join(format!("{name}-cacert"))
-                        .join("ca.crt"),
-                ]
-                .into_iter()
-                .find(|p| p.exists());
-                o.ca_certificates = ca.map(path);
+                o.ca_certificates = cred.ca.map(path);
             }
         }
         o

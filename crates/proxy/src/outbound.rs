@@ -818,8 +818,8 @@ pub(crate) fn pick_endpoint<'a>(
     cluster.endpoints.get(i)
 }
 
-/// SplitMix64: spreads a counter into uniform bits for weighted picks.
-fn mix(x: u64) -> u64 {
+/// SplitMix64: spreads a counter into uniform bits (weighted picks, chances).
+pub(crate) fn mix(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

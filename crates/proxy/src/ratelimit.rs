@@ -249,13 +249,8 @@ impl Limiter {
         if per_million >= 1_000_000 {
             return true;
         }
-        let x = self
-            .counter
-            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
-        let mut z = x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) % 1_000_000 < u64::from(per_million)
+        let x = self.counter.fetch_add(1, Ordering::Relaxed);
+        crate::outbound::mix(x) % 1_000_000 < u64::from(per_million)
     }
 }
 

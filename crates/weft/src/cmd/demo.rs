@@ -390,13 +390,10 @@ async fn demo(setup: &Setup) -> anyhow::Result<ExitCode> {
             stopping.clone(),
         )));
     }
-    if setup.netns {
-        // Edits to the user's folder reach the served copy.
-        tasks.push(tokio::spawn(mirror(
-            setup.source.clone(),
-            setup.served.clone(),
-        )));
-    }
+    // Edits to the user's folder reach the served copy.
+    let mirroring = setup
+        .netns
+        .then(|| tokio::spawn(mirror(setup.source.clone(), setup.served.clone())));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let ready = tokio::select! {
         r = wait_ready(&setup.workloads) => r,
@@ -412,13 +409,11 @@ async fn demo(setup: &Setup) -> anyhow::Result<ExitCode> {
     }
     println!("weft demo: stopping");
     let _ = stop.send(true);
+    if let Some(m) = mirroring {
+        m.abort();
+    }
     for t in tasks {
-        if t.is_finished() || !setup.netns {
-            let _ = t.await;
-        } else {
-            t.abort();
-            let _ = t.await;
-        }
+        let _ = t.await;
     }
     let _ = std::fs::remove_dir_all(state);
     println!("weft demo: stopped; every child has exited");
