@@ -52,8 +52,16 @@ impl Folder {
             return Err(errors.join("\n"));
         }
         let mesh = Mesh::from_config(trust_domain, loaded.mesh.as_ref().map(|m| &m.config));
+        // Gateway API resources are served as the Istio resources they
+        // translate to.
+        let mut resources = loaded.resources;
+        let gateway_api = weft_model::gateway_api::translate(&resources);
+        for w in &gateway_api.warnings {
+            tracing::warn!("{w}");
+        }
+        resources.extend(gateway_api.resources);
         Ok(ConfigSet {
-            resources: std::sync::Arc::new(loaded.resources),
+            resources: std::sync::Arc::new(resources),
             mesh,
         })
     }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use weft_api::{Resource, Spec};
 
-use crate::registry::selects;
+use crate::registry::policy_applies;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JwtRule {
@@ -44,13 +44,16 @@ pub fn for_workload(
         let Spec::RequestAuthentication(ra) = &r.spec else {
             continue;
         };
-        let ns = r.namespace();
-        let scoped = ns == namespace || ns == root_namespace;
-        let selected = ra
-            .selector
-            .as_ref()
-            .is_none_or(|s| selects(&s.match_labels, labels));
-        if !scoped || !selected || ra.target_ref.is_some() || !ra.target_refs.is_empty() {
+        let targets: Vec<_> = ra.target_ref.iter().chain(&ra.target_refs).collect();
+        let selector = ra.selector.as_ref().map(|s| &s.match_labels);
+        if !policy_applies(
+            r.namespace(),
+            root_namespace,
+            selector,
+            &targets,
+            namespace,
+            labels,
+        ) {
             continue;
         }
         for j in &ra.jwt_rules {
@@ -70,7 +73,7 @@ pub fn for_workload(
                 from_params.push("access_token".into());
             }
             out.push(JwtRule {
-                source: format!("{ns}/{}", r.name),
+                source: format!("{}/{}", r.namespace(), r.name),
                 issuer: j.issuer.clone(),
                 audiences: j.audiences.clone(),
                 jwks: j.jwks.clone(),

@@ -8,6 +8,7 @@ pub mod compile;
 pub mod config;
 pub mod delegate;
 pub mod gateway;
+pub mod gateway_api;
 pub mod jwt;
 pub mod normalize;
 pub mod peer_auth;

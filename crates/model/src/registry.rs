@@ -392,3 +392,46 @@ fn external_name(r: &Resource) -> Option<Service> {
 pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
+
+/// Whether a security policy of namespace `policy_ns` applies to a proxy
+/// of namespace `ns` with `labels`. Without target references: policies of
+/// its namespace or the root namespace whose selector (if any) matches. With
+/// them, as Istio attaches them: a Gateway API Gateway of the policy's own
+/// namespace (the proxy serving it carries its name in
+/// [`GATEWAY_NAME_LABEL`](crate::gateway_api::GATEWAY_NAME_LABEL)), or a
+/// GatewayClass from the root namespace. References to Services and
+/// ServiceEntries are for waypoints, which weft does not run: they attach
+/// to no proxy here, as they attach to no sidecar in Istio.
+pub fn policy_applies(
+    policy_ns: &str,
+    root_ns: &str,
+    selector: Option<&BTreeMap<String, String>>,
+    targets: &[&weft_api::types::common::PolicyTargetReference],
+    ns: &str,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    use crate::gateway_api::{GATEWAY_CLASS_LABEL, GATEWAY_NAME_LABEL};
+    if targets.is_empty() {
+        let scoped = policy_ns == ns || policy_ns == root_ns;
+        return scoped && selector.is_none_or(|s| selects(s, labels));
+    }
+    targets.iter().any(|t| {
+        let group_ok = t.group.as_deref() == Some("gateway.networking.k8s.io");
+        let name = t.name.as_deref().unwrap_or_default();
+        let target_ns = t.namespace.as_deref().unwrap_or(policy_ns);
+        match t.kind.as_deref() {
+            Some("Gateway") => {
+                group_ok
+                    && target_ns == policy_ns
+                    && policy_ns == ns
+                    && labels.get(GATEWAY_NAME_LABEL).is_some_and(|g| g == name)
+            }
+            Some("GatewayClass") => {
+                group_ok
+                    && policy_ns == root_ns
+                    && labels.get(GATEWAY_CLASS_LABEL).is_some_and(|c| c == name)
+            }
+            _ => false,
+        }
+    })
+}

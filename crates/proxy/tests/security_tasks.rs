@@ -180,6 +180,22 @@ impl Task {
         }
     }
 
+    /// Applies a file of any task folder (under docs-examples/tasks),
+    /// after `edit`; its resources go to foo when they name no namespace.
+    fn apply_other(&mut self, file: &str, edit: impl Fn(String) -> String) {
+        let path = format!(
+            "{}/../../../shared/corpus/docs-examples/tasks/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let mut text = edit(text);
+        if !text.contains("namespace:") {
+            text = text.replace("metadata:\n", "metadata:\n  namespace: foo\n");
+        }
+        self.policies.insert(file.to_string(), text);
+        self.update();
+    }
+
     /// `kubectl apply -n NS`: a file without a namespace goes to `ns`.
     fn apply_in(&mut self, file: &str, ns: Option<&str>) {
         let path = format!("{}/{TASKS}/{file}", env!("CARGO_MANIFEST_DIR"));
@@ -195,24 +211,27 @@ impl Task {
             .trim_matches('"')
             .to_string();
         self.policies.insert(name, text);
-        for (name, sidecar) in &self.sidecars {
-            sidecar.update(self.compile(name));
-        }
+        self.update();
     }
 
     /// The ingress gateway (istio-system/ingressgateway) beside the
     /// sidecars, serving httpbin-gateway on 8080.
     async fn start_gateway(&mut self) {
+        self.start_gateway_as("istio-system", "ingressgateway")
+            .await;
+    }
+
+    async fn start_gateway_as(&mut self, ns: &str, name: &'static str) {
         let gateway = Sidecar::start_as(
             weft_proxy::Role::Ingress,
-            self.compile_in("istio-system", "ingressgateway"),
-            store_in(&self.ca, "istio-system", "ingressgateway"),
+            self.compile_in(ns, name),
+            store_in(&self.ca, ns, name),
             policy(&self.ca),
             weft_proxy::Options::default(),
         )
         .await
         .unwrap();
-        self.sidecars.insert("ingressgateway", gateway);
+        self.sidecars.insert(name, gateway);
     }
 
     fn client(&self) -> SocketAddr {
@@ -870,5 +889,109 @@ async fn authn_policy_task_at_the_ingress() {
     t.apply_authn("authn-policy/authn-policy-10.yaml", &jwks);
     assert_eq!(call("/headers", None).await, StatusCode::FORBIDDEN);
     assert_eq!(call("/ip", None).await, StatusCode::OK);
+    assert_eq!(call("/headers", Some(valid)).await, StatusCode::OK);
+}
+
+/// The Gateway API tabs of Istio's ingress and security tasks: the
+/// Gateway and HTTPRoute of ingress-control, served by the proxy Istio
+/// would deploy for the Gateway (labelled with its name, in its
+/// namespace), then authz-ingress and authn-policy policies attached to
+/// that Gateway by targetRef. The sidecars take none of those policies.
+#[tokio::test]
+async fn gateway_api_ingress_with_policies_attached_by_target_ref() {
+    let net = 147;
+    let mut t = Task::start(net).await;
+    t.policies.insert(
+        "gateway-workload".into(),
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: httpbin-gateway-istio, namespace: foo}}\nspec: {{address: 127.0.{net}.11, serviceAccount: httpbin-gateway-istio, labels: {{gateway.networking.k8s.io/gateway-name: httpbin-gateway}}}}\n"
+        ),
+    );
+    // The page's listener is on port 80; the test's on 8080.
+    t.apply_other(
+        "traffic-management/ingress/ingress-control/ingress-control-06.yaml",
+        |text| text.replace("port: 80\n", "port: 8080\n"),
+    );
+    t.start_gateway_as("foo", "httpbin-gateway-istio").await;
+    let gw = SocketAddr::new(format!("127.0.{net}.11").parse().unwrap(), 8080);
+    let call = |path: &'static str, token: Option<String>| async move {
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .as_deref()
+            .map(|b| vec![("authorization", b)])
+            .unwrap_or_default();
+        request(gw, "GET", path, Some("httpbin.example.com"), &headers)
+            .await
+            .0
+    };
+    // PathPrefix /headers: the path and what is under it, not /headersx.
+    assert_eq!(call("/headers", None).await, StatusCode::OK);
+    assert_eq!(call("/headers/x", None).await, StatusCode::OK);
+    assert_eq!(call("/headersx", None).await, StatusCode::NOT_FOUND);
+    assert_eq!(call("/ip", None).await, StatusCode::NOT_FOUND);
+
+    // authz-ingress: an ALLOW for blocks the client is not in...
+    let tasks = "security/authorization/authz-ingress";
+    t.apply_other(&format!("{tasks}/authz-ingress-05.yaml"), |x| x);
+    assert_eq!(call("/headers", None).await, StatusCode::FORBIDDEN);
+    // ... applies to the gateway only: sleep still reaches httpbin.
+    assert_eq!(t.curl("GET", "/headers", &[]).await, StatusCode::OK);
+    // ... until the client's address is in it.
+    t.policies.remove(&format!("{tasks}/authz-ingress-05.yaml"));
+    t.apply_other(&format!("{tasks}/authz-ingress-09.yaml"), |x| {
+        x.replace("$CLIENT_IP", "127.0.0.1")
+    });
+    assert_eq!(call("/headers", None).await, StatusCode::OK);
+    // A DENY of the client's address.
+    t.policies.remove(&format!("{tasks}/authz-ingress-09.yaml"));
+    t.apply_other(&format!("{tasks}/authz-ingress-13.yaml"), |x| {
+        x.replace("$CLIENT_IP", "127.0.0.1")
+    });
+    assert_eq!(call("/headers", None).await, StatusCode::FORBIDDEN);
+    t.policies.remove(&format!("{tasks}/authz-ingress-13.yaml"));
+    t.update();
+    assert_eq!(call("/headers", None).await, StatusCode::OK);
+
+    // authn-policy: a RequestAuthentication for the gateway, then a DENY
+    // of requests without a principal, then the same for /headers only.
+    let s = common::signer("k");
+    common::jwks_server(
+        format!("127.0.{net}.70:8080").parse().unwrap(),
+        s.jwks.clone(),
+    )
+    .await;
+    let jwks = format!("http://127.0.{net}.70:8080");
+    let valid = common::token(
+        &s,
+        "k",
+        serde_json::json!({"iss": common::ISSUER, "sub": "testing@secure.istio.io", "exp": common::now() + 3600}),
+    );
+    let with_jwks = |x: String| x.replace("{{< github_file >}}", &jwks);
+    t.apply_other(
+        "security/authentication/authn-policy/authn-policy-07.yaml",
+        with_jwks,
+    );
+    assert_eq!(call("/headers", None).await, StatusCode::OK);
+    assert_eq!(
+        call("/headers", Some("deadbeef".into())).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // The sidecar has no RequestAuthentication: a bad token is not its
+    // business.
+    let bad = [("authorization", "Bearer deadbeef")];
+    assert_eq!(t.curl("GET", "/headers", &bad).await, StatusCode::OK);
+    t.apply_other(
+        "security/authentication/authn-policy/authn-policy-09.yaml",
+        |x| x,
+    );
+    assert_eq!(call("/headers", None).await, StatusCode::FORBIDDEN);
+    assert_eq!(call("/headers", Some(valid.clone())).await, StatusCode::OK);
+    t.policies
+        .remove("security/authentication/authn-policy/authn-policy-09.yaml");
+    t.apply_other(
+        "security/authentication/authn-policy/authn-policy-11.yaml",
+        |x| x,
+    );
+    assert_eq!(call("/headers", None).await, StatusCode::FORBIDDEN);
     assert_eq!(call("/headers", Some(valid)).await, StatusCode::OK);
 }

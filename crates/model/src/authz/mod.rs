@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use weft_api::types::security::{self as sec, AuthorizationPolicy};
 use weft_api::{Resource, Spec};
 
-use crate::registry::selects;
+use crate::registry::policy_applies;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -597,8 +597,9 @@ impl Authz {
 
     /// The policies that apply to a workload in `namespace` with `labels`:
     /// its namespace's (with a matching selector, or none), and the root
-    /// namespace's (without a selector, or with one that matches). Policies
-    /// attached by targetRef apply to gateways and waypoints, not here.
+    /// namespace's (without a selector, or with one that matches), and
+    /// those attached by targetRef to the Gateway API Gateway the workload
+    /// serves (see [`policy_applies`]).
     ///
     /// `mesh` gives the root namespace, the ext_authz providers, and the
     /// trust domain with its aliases: a principal of one of them in a
@@ -622,13 +623,15 @@ impl Authz {
                 _ => None,
             })
             .filter(|(r, p)| {
-                let ns = r.namespace();
-                let scoped = ns == namespace || ns == root_namespace;
-                let selected = p
-                    .selector
-                    .as_ref()
-                    .is_none_or(|s| selects(&s.match_labels, labels));
-                scoped && selected && p.target_ref.is_none() && p.target_refs.is_empty()
+                let targets: Vec<_> = p.target_ref.iter().chain(&p.target_refs).collect();
+                policy_applies(
+                    r.namespace(),
+                    root_namespace,
+                    p.selector.as_ref().map(|s| &s.match_labels),
+                    &targets,
+                    namespace,
+                    labels,
+                )
             })
             .map(|(r, p)| compile(r, p, providers, &domains))
             .collect();

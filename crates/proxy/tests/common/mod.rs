@@ -250,8 +250,16 @@ pub fn compile_with(
     assert_eq!(loaded.errors(), 0, "{:?}", loaded.diagnostics);
     let found = weft_api::validate(&loaded.resources, None);
     assert!(found.iter().all(|d| !d.is_error()), "{found:?}");
-    let registry = weft_model::Registry::from_resources(&loaded.resources);
-    weft_model::compile(&loaded.resources, &registry, ns, name, mesh).unwrap()
+    let mut resources = loaded.resources;
+    let gateway_api = weft_model::gateway_api::translate(&resources);
+    assert!(
+        gateway_api.warnings.is_empty(),
+        "{:?}",
+        gateway_api.warnings
+    );
+    resources.extend(gateway_api.resources);
+    let registry = weft_model::Registry::from_resources(&resources);
+    weft_model::compile(&resources, &registry, ns, name, mesh).unwrap()
 }
 
 pub async fn start(net: u8, extra: &str) -> Mesh {
