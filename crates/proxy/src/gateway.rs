@@ -33,6 +33,7 @@ use weft_model::config::{GatewayServer, ServerTls, ServerTlsMode, WeightedCluste
 use weft_model::{Protocol, ProxyConfig};
 
 use crate::authorize;
+use crate::framing::StrictHeads;
 use crate::http::flagged;
 use crate::jwt::Authenticator;
 use crate::origination::Credential;
@@ -357,7 +358,7 @@ where
         }
     });
     let _ = auto::Builder::new(TokioExecutor::new())
-        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .serve_connection_with_upgrades(TokioIo::new(StrictHeads::new(io)), service)
         .await;
 }
 

@@ -24,6 +24,7 @@ use weft_model::config::InboundPort;
 use weft_model::{Protocol, ProxyConfig};
 
 use crate::authorize;
+use crate::framing::StrictHeads;
 use crate::http::{Body, ResponseFlag, flagged};
 use crate::jwt::Authenticator;
 use crate::metrics::Metrics;
@@ -177,8 +178,9 @@ impl Inbound {
             async move { Ok::<_, hyper::Error>(this.request(req, &app, &port, &peer, downstream).await) }
         });
         let builder = auto::Builder::new(TokioExecutor::new());
-        let mut server =
-            Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
+        let mut server = Box::pin(
+            builder.serve_connection_with_upgrades(TokioIo::new(StrictHeads::new(io)), service),
+        );
         // The app connection is driven here, beside the stream it serves.
         let mut conn: Option<ConnFuture> = None;
         loop {

@@ -11,6 +11,7 @@ pub mod capture;
 pub mod cors;
 pub mod dns;
 pub mod ext_authz;
+pub mod framing;
 pub mod gateway;
 pub mod hbone;
 pub mod http;

@@ -34,6 +34,7 @@ use weft_model::policy::{HashKey, LbPolicy, UpstreamTls};
 use crate::balance::{Outcome, Tracker};
 use crate::cors;
 use crate::dns::Dns;
+use crate::framing::StrictHeads;
 use crate::hbone::{HBONE_PORT, Pool};
 use crate::http::{Body, ResponseFlag, flagged, full};
 use crate::metrics::Metrics;
@@ -121,7 +122,7 @@ pub async fn serve(listener: TcpListener, outbound: Arc<Outbound>) {
             // HTTP/1.1, or HTTP/2 with prior knowledge (h2c, as gRPC
             // clients speak to a proxy).
             let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                .serve_connection_with_upgrades(TokioIo::new(StrictHeads::new(tcp)), service)
                 .await;
         }
     })

@@ -202,6 +202,20 @@ async fn an_ingress_gateway_serves_its_servers_into_the_mesh() {
     assert!(body.contains("\nx-forwarded-proto: http"), "{body}");
     assert!(!body.contains("x-forwarded-client-cert"), "{body}");
     assert!(body.contains("\nx-request-id: "), "{body}");
+    // Ambiguous framing, the start of request smuggling, gets 400 at the
+    // edge.
+    let mut tcp = TcpStream::connect(at(8080)).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut tcp,
+        b"POST /x HTTP/1.1\r\nHost: reviews.example.com\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut answer)
+        .await
+        .unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 400"), "{answer:?}");
     // A host no server routes: 404, as Envoy's gateway answers.
     let (status, _, _) = get_full(at(8080), "/", Some("nobody.example.com"), &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
