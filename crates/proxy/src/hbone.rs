@@ -4,7 +4,7 @@
 //! shared by all streams to it.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,7 +16,7 @@ use hyper::upgrade::Upgraded;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::ServerName;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Mutex;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use weft_identity::tls::{self, PeerPolicy};
@@ -65,6 +65,10 @@ pub struct Pool {
     /// Connection setup takes this lock; requests on an established
     /// connection only clone its sender.
     conns: Mutex<HashMap<PoolKey, SendRequest<Empty<Bytes>>>>,
+    /// The workload's address, which connections leave from when it is
+    /// this host's: the peer then sees it as `source.ip`, as a pod's
+    /// peers see the pod's address.
+    source: Option<IpAddr>,
 }
 
 /// A destination proxy and the identity it must prove.
@@ -76,6 +80,15 @@ impl Pool {
             store,
             policy,
             conns: Mutex::new(HashMap::new()),
+            source: None,
+        }
+    }
+
+    /// Connections leave from `address` (the workload's) where they can.
+    pub fn from_address(self, address: IpAddr) -> Pool {
+        Pool {
+            source: Some(address),
+            ..self
         }
     }
 
@@ -128,7 +141,7 @@ impl Pool {
         policy.expected = vec![expected];
         let config = tls::client_config(self.store.clone(), policy, &[b"h2"])
             .map_err(|e| HboneError::Tls(e.to_string()))?;
-        let tcp = TcpStream::connect(proxy)
+        let tcp = connect_from(self.source, proxy)
             .await
             .map_err(|cause| HboneError::Connect { addr: proxy, cause })?;
         let _ = tcp.set_nodelay(true);
@@ -144,6 +157,35 @@ impl Pool {
         tokio::spawn(conn);
         conns.insert(key, sender.clone());
         Ok(sender)
+    }
+}
+
+/// Connects to `to` from address `from` when this host has it; from
+/// whatever address the route gives otherwise.
+async fn connect_from(from: Option<IpAddr>, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let Some(ip) = from.filter(|ip| ip.is_ipv4() == to.is_ipv4() && !ip.is_unspecified()) else {
+        return TcpStream::connect(to).await;
+    };
+    let socket = if ip.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if socket.bind(SocketAddr::new(ip, 0)).is_err() {
+        return TcpStream::connect(to).await;
+    }
+    match socket.connect(to).await {
+        Ok(tcp) => Ok(tcp),
+        // The address cannot reach this destination (a loopback address
+        // toward another host): leave from the route's.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::InvalidInput
+                || e.raw_os_error() == Some(nix::libc::ENETUNREACH)
+                || e.raw_os_error() == Some(nix::libc::EADDRNOTAVAIL) =>
+        {
+            TcpStream::connect(to).await
+        }
+        Err(e) => Err(e),
     }
 }
 

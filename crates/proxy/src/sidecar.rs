@@ -166,7 +166,7 @@ impl Sidecar {
         let metrics = Metrics::new();
         let outbound = Arc::new(Outbound::new(
             config.clone(),
-            Pool::new(store.clone(), policy.clone()),
+            Pool::new(store.clone(), policy.clone()).from_address(address),
             metrics.clone(),
             access_log,
             dns,
