@@ -44,6 +44,9 @@ pub struct Connection<'a> {
     /// The original client, when trusted proxies say who it is.
     pub remote: Option<IpAddr>,
     pub destination: SocketAddr,
+    /// The server name the client asked for in its TLS handshake, where
+    /// the proxy terminated it (a gateway's HTTPS servers).
+    pub sni: Option<&'a str>,
 }
 
 /// Normalizes the path of `req` from `principal` at `source` to
@@ -61,6 +64,7 @@ pub async fn refuse_http<B>(
         source,
         remote,
         destination,
+        sni,
     } = conn;
     if let Err(e) = crate::http::normalize_request(req, config.path_normalization) {
         return Some(full(StatusCode::BAD_REQUEST, format!("{e}\n")));
@@ -99,7 +103,7 @@ pub async fn refuse_http<B>(
         source_ip: Some(source.ip()),
         remote_ip: remote,
         destination,
-        sni: None,
+        sni,
         http: Some(authz::HttpRequest {
             method: req.method().as_str(),
             host,

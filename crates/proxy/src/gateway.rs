@@ -244,7 +244,7 @@ where
         .any(|s| matches!(s.protocol, Protocol::Https | Protocol::Tls));
     if !tls_port {
         if first.protocol.is_http() {
-            serve_http(gateway, tcp, client, port, false).await;
+            serve_http(gateway, tcp, client, port, None).await;
         } else {
             forward(gateway, &config, &first.tcp, tcp, "").await;
         }
@@ -296,7 +296,7 @@ where
         }
     };
     if server.protocol == Protocol::Https || server.protocol.is_http() {
-        serve_http(gateway, tls, client, port, true).await;
+        serve_http(gateway, tls, client, port, Some(sni.unwrap_or_default())).await;
     } else {
         forward(
             gateway,
@@ -309,14 +309,21 @@ where
     }
 }
 
-/// HTTP on a gateway port: edge headers, then the shared router.
-async fn serve_http<I>(gateway: &Arc<Gateway>, io: I, client: Client, port: u16, https: bool)
-where
+/// HTTP on a gateway port: edge headers, then the shared router. `sni`
+/// is the TLS server name over HTTPS (empty when the client sent none).
+async fn serve_http<I>(
+    gateway: &Arc<Gateway>,
+    io: I,
+    client: Client,
+    port: u16,
+    sni: Option<String>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let gateway = gateway.clone();
     let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        let (gateway, client) = (gateway.clone(), client.clone());
+        let (gateway, client, sni) = (gateway.clone(), client.clone(), sni.clone());
+        let https = sni.is_some();
         async move {
             let Some(_permit) = admit(gateway.requests.as_ref()) else {
                 return Ok(flagged(
@@ -343,6 +350,7 @@ where
                     source: peer,
                     remote,
                     destination: local,
+                    sni: sni.as_deref().filter(|s| !s.is_empty()),
                 },
             )
             .await;

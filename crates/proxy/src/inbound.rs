@@ -264,6 +264,7 @@ impl Inbound {
                 source: downstream,
                 remote: None,
                 destination: app.target,
+                sni: None,
             },
         )
         .await;

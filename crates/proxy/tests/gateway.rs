@@ -236,6 +236,7 @@ async fn an_ingress_gateway_serves_its_servers_into_the_mesh() {
             .await
             .is_err()
     );
+    let client2 = client.clone();
     let (status, _) = get_tls(at(8443), "mtls.example.com", &server_ca.pem, Some(client))
         .await
         .unwrap();
@@ -300,4 +301,19 @@ async fn an_ingress_gateway_serves_its_servers_into_the_mesh() {
     assert_eq!(status, StatusCode::OK, "one trusted proxy said 5.6.7.8");
     let (status, _, _) = get_full(at(8080), "/", Some("reviews.example.com"), &[]).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // connection.sni: the name the client asked for at the HTTPS server.
+    gateway.update(compile(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: by-sni, namespace: istio-system}\nspec:\n  action: DENY\n  rules: [{when: [{key: connection.sni, values: [secure.example.com]}]}]\n",
+    ));
+    let (status, body) = get_tls(at(8443), "secure.example.com", &server_ca.pem, None)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, _) = get_tls(at(8443), "mtls.example.com", &server_ca.pem, Some(client2))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = get_full(at(8080), "/", Some("reviews.example.com"), &[]).await;
+    assert_eq!(status, StatusCode::OK, "no TLS, no server name");
 }
