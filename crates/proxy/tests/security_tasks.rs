@@ -949,6 +949,21 @@ async fn gateway_api_ingress_with_policies_attached_by_target_ref() {
     });
     assert_eq!(call("/headers", None).await, StatusCode::FORBIDDEN);
     t.policies.remove(&format!("{tasks}/authz-ingress-13.yaml"));
+    // The same three steps with remoteIpBlocks: with no trusted proxy in
+    // front of the gateway, the remote address is the peer's.
+    t.apply_other(&format!("{tasks}/authz-ingress-06.yaml"), |x| x);
+    assert_eq!(call("/headers", None).await, StatusCode::FORBIDDEN);
+    t.policies.remove(&format!("{tasks}/authz-ingress-06.yaml"));
+    t.apply_other(&format!("{tasks}/authz-ingress-10.yaml"), |x| {
+        x.replace("$CLIENT_IP", "127.0.0.1")
+    });
+    assert_eq!(call("/headers", None).await, StatusCode::OK);
+    t.policies.remove(&format!("{tasks}/authz-ingress-10.yaml"));
+    t.apply_other(&format!("{tasks}/authz-ingress-14.yaml"), |x| {
+        x.replace("$CLIENT_IP", "127.0.0.1")
+    });
+    assert_eq!(call("/headers", None).await, StatusCode::FORBIDDEN);
+    t.policies.remove(&format!("{tasks}/authz-ingress-14.yaml"));
     t.update();
     assert_eq!(call("/headers", None).await, StatusCode::OK);
 
