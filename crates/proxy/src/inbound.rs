@@ -291,7 +291,13 @@ impl Inbound {
             )
         });
         let cluster = format!("inbound|{}||", port.port);
-        observation.finish(resp, handles, Some(app.target.to_string()), Some(cluster))
+        observation.finish(
+            resp,
+            self.metrics.clone(),
+            (key, handles),
+            Some(app.target.to_string()),
+            Some(cluster),
+        )
     }
 }
 

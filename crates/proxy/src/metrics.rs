@@ -45,6 +45,8 @@ type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
 /// The metrics of one label set, looked up once and then reused.
 #[derive(Debug)]
 pub struct RequestHandles {
+    /// The label set these metrics carry.
+    labels: Labels,
     requests: Counter,
     duration: Histogram,
     request_bytes: Histogram,
@@ -161,6 +163,7 @@ impl Metrics {
 
     fn handles_for(&self, labels: &Labels) -> RequestHandles {
         RequestHandles {
+            labels: labels.clone(),
             requests: self.requests.get_or_create(labels).clone(),
             duration: self.duration.get_or_create(labels).clone(),
             request_bytes: self.request_bytes.get_or_create(labels).clone(),
@@ -179,6 +182,39 @@ impl Metrics {
             cache.insert(key, handles.clone());
         }
         handles
+    }
+
+    /// The metrics of `handles`' label set with the response flag and gRPC
+    /// status of how the response ended, when they differ from what its
+    /// head said.
+    pub fn settled(
+        &self,
+        key: u64,
+        handles: Arc<RequestHandles>,
+        outcome: crate::telemetry::Outcome,
+    ) -> Arc<RequestHandles> {
+        let key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (key, outcome).hash(&mut h);
+            h.finish()
+        };
+        self.cached(key, || {
+            let mut labels = handles.labels.clone();
+            for (k, v) in &mut labels {
+                match *k {
+                    "response_flags" => *v = outcome.flag.unwrap_or("-").to_string(),
+                    "grpc_response_status" => {
+                        *v = outcome
+                            .grpc_status
+                            .map(|s| s.to_string())
+                            .unwrap_or_default();
+                    }
+                    _ => {}
+                }
+            }
+            labels
+        })
     }
 
     /// Forgets cached label sets (the workload's own labels changed).

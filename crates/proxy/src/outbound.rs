@@ -217,7 +217,13 @@ pub(crate) async fn observed(
     });
     let upstream_host = upstream.and_then(|u| u.address).map(|a| a.to_string());
     let cluster = dest.map(|d| d.cluster.clone());
-    observation.finish(resp, handles, upstream_host, cluster)
+    observation.finish(
+        resp,
+        outbound.metrics.clone(),
+        (key, handles),
+        upstream_host,
+        cluster,
+    )
 }
 
 /// Where a request is going: host without port, and port.

@@ -17,7 +17,7 @@ use weft_identity::SpiffeId;
 use weft_model::config::WorkloadInfo;
 
 use crate::http::{Body, ResponseFlag};
-use crate::metrics::{Labels, RequestHandles};
+use crate::metrics::{Labels, Metrics, RequestHandles};
 
 /// The upstream a response came from, left on it by the router.
 #[derive(Debug, Clone)]
@@ -355,36 +355,71 @@ impl Observation {
         }
     }
 
-    /// Records the request under `handles` (and logs it) when the
-    /// response body has been sent.
+    /// Records the request (and logs it) when the response body has been
+    /// sent: under `handles`, the metrics its head decided (cached in
+    /// `metrics` under `key`), or under the same labels with the flag of
+    /// an unfinished body (UC, DC) and the gRPC status of its trailers.
     pub fn finish(
         self,
         resp: Response<Body>,
-        handles: Arc<RequestHandles>,
+        metrics: Arc<Metrics>,
+        (key, handles): (u64, Arc<RequestHandles>),
         upstream_host: Option<String>,
         cluster: Option<String>,
     ) -> Response<Body> {
         let (parts, body) = resp.into_parts();
         let flag = parts.extensions.get::<ResponseFlag>().map(|f| f.0);
         let status = parts.status.as_u16();
+        // A trailers-only gRPC answer has its status in the head.
+        let head_grpc = grpc_status(&parts.headers);
         let Observation {
             started,
             request_bytes,
             log,
         } = self;
-        let body = Counted::new(body, move |response_bytes, ending| {
+        let body = Counted::new(body, move |response_bytes, ending, trailer_grpc| {
             let ms = started.elapsed().as_secs_f64() * 1000.0;
+            let outcome = Outcome {
+                flag: flag.or(ending.flag()),
+                grpc_status: trailer_grpc.or(head_grpc),
+            };
+            let handles = if outcome.flag == flag && outcome.grpc_status.is_none() {
+                handles
+            } else {
+                metrics.settled(key, handles, outcome)
+            };
             handles.observe(ms, request_bytes, response_bytes);
             if let Some((log, entry)) = log {
-                // The log also says how the body ended (UC, DC); metric
-                // labels are settled when the response head goes out.
-                let flag = flag.or(ending.flag());
-                let _ =
-                    log.send(entry.line(status, flag, response_bytes, ms, upstream_host, cluster));
+                let _ = log.send(entry.line(
+                    status,
+                    outcome.flag,
+                    response_bytes,
+                    ms,
+                    upstream_host,
+                    cluster,
+                ));
             }
         });
         Response::from_parts(parts, BodyExt::boxed(body))
     }
+}
+
+/// How a request turned out, once its response has been sent: Envoy's
+/// response flag and the gRPC status, which label its metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Outcome {
+    pub flag: Option<&'static str>,
+    pub grpc_status: Option<u32>,
+}
+
+fn grpc_status(headers: &hyper::HeaderMap) -> Option<u32> {
+    headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// How a response body ended.
@@ -414,8 +449,14 @@ impl Ending {
 pub struct Counted {
     inner: Body,
     bytes: u64,
-    done: Option<Box<dyn FnOnce(u64, Ending) + Send + Sync>>,
+    /// The gRPC status of the trailers, when they carried one.
+    grpc_status: Option<u32>,
+    done: Option<Done>,
 }
+
+/// What a [`Counted`] body calls at its end: bytes sent, how it ended, the
+/// gRPC status of its trailers.
+type Done = Box<dyn FnOnce(u64, Ending, Option<u32>) + Send + Sync>;
 
 impl std::fmt::Debug for Counted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -426,17 +467,23 @@ impl std::fmt::Debug for Counted {
 }
 
 impl Counted {
-    pub fn new(inner: Body, done: impl FnOnce(u64, Ending) + Send + Sync + 'static) -> Counted {
+    /// `done` gets the bytes sent, how the body ended and the gRPC status
+    /// of its trailers.
+    pub fn new(
+        inner: Body,
+        done: impl FnOnce(u64, Ending, Option<u32>) + Send + Sync + 'static,
+    ) -> Counted {
         Counted {
             inner,
             bytes: 0,
+            grpc_status: None,
             done: Some(Box::new(done)),
         }
     }
 
     fn finish(&mut self, ending: Ending) {
         if let Some(done) = self.done.take() {
-            done(self.bytes, ending);
+            done(self.bytes, ending, self.grpc_status);
         }
     }
 }
@@ -467,6 +514,8 @@ impl HttpBody for Counted {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.bytes += data.len() as u64;
+                } else if let Some(trailers) = frame.trailers_ref() {
+                    self.grpc_status = grpc_status(trailers);
                 }
             }
             Poll::Ready(Some(Err(_))) => self.finish(Ending::UpstreamReset),
@@ -556,7 +605,7 @@ mod tests {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let counted = |tx: tokio::sync::mpsc::UnboundedSender<(u64, Ending)>| {
             let resp = crate::http::full(hyper::StatusCode::OK, "hello");
-            Counted::new(resp.into_body(), move |bytes, ending| {
+            Counted::new(resp.into_body(), move |bytes, ending, _| {
                 let _ = tx.send((bytes, ending));
             })
         };

@@ -716,9 +716,14 @@ spec:
                     hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
                         assert_eq!(req.version(), hyper::Version::HTTP_2);
                         let mut trailers = hyper::HeaderMap::new();
-                        trailers.insert("grpc-status", "0".parse().unwrap());
-                        trailers.insert("grpc-message", "ok".parse().unwrap());
                         let path = req.uri().path().to_string();
+                        let (status, message) = if path.ends_with("/Missing") {
+                            ("5", "not found")
+                        } else {
+                            ("0", "ok")
+                        };
+                        trailers.insert("grpc-status", status.parse().unwrap());
+                        trailers.insert("grpc-message", message.parse().unwrap());
                         let mut resp = Response::new(WithTrailers(
                             Some(Bytes::from(format!("hi {path}"))),
                             Some(trailers),
@@ -757,20 +762,49 @@ spec:
     assert_eq!(trailers["grpc-status"], "0");
     assert_eq!(trailers["grpc-message"], "ok");
     assert_eq!(collected.to_bytes(), "hi /echo.Echo/Say");
-    // Both proxies count it as gRPC.
-    let (_, _, text) = get_full(
-        SocketAddr::new(m.client.ip(), 15090),
-        "/stats/prometheus",
-        Some("x"),
-        &[],
-    )
-    .await;
-    assert!(
-        text.lines().any(|l| l.starts_with("istio_requests_total{")
-            && l.contains("reporter=\"source\"")
-            && l.contains("request_protocol=\"grpc\"")),
-        "{text}"
-    );
+    let req = Request::builder()
+        .method("POST")
+        .uri("http://grpc-echo.default.svc.cluster.local:9090/echo.Echo/Missing")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let collected = resp.into_body().collect().await.unwrap();
+    assert_eq!(collected.trailers().unwrap()["grpc-status"], "5");
+    // Both proxies count them as gRPC, labelled with the status of their
+    // trailers.
+    for (ip, reporter) in [
+        (m.client.ip(), "source"),
+        (format!("127.0.{net}.33").parse().unwrap(), "destination"),
+    ] {
+        for status in ["0", "5"] {
+            let mut text = String::new();
+            for _ in 0..50 {
+                text = get_full(
+                    SocketAddr::new(ip, 15090),
+                    "/stats/prometheus",
+                    Some("x"),
+                    &[],
+                )
+                .await
+                .2;
+                if text.lines().any(|l| {
+                    l.starts_with("istio_requests_total{")
+                        && l.contains(&format!("reporter=\"{reporter}\""))
+                        && l.contains("request_protocol=\"grpc\"")
+                        && l.contains(&format!("grpc_response_status=\"{status}\""))
+                }) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            assert!(
+                text.contains(&format!("grpc_response_status=\"{status}\"")),
+                "{reporter} {status}: {text}"
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -1280,4 +1314,108 @@ spec:
     let (status, body) = get(m.client, "http://wrong.example.internal:9080/x", None, &[]).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(body.contains("ratings"), "{body}");
+}
+
+/// A response body cut short upstream is counted with Envoy's UC flag by
+/// both proxies, and one the client walks away from with DC by its own.
+#[tokio::test]
+async fn bodies_cut_short_are_labelled_uc_and_dc() {
+    let m = start(149, "").await;
+    let net = m.net;
+    let yaml = format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: flaky, namespace: default}}
+spec: {{address: 127.0.{net}.35, serviceAccount: flaky, labels: {{app: flaky}}, ports: {{http: 9095}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: flaky, namespace: default}}
+spec:
+  hosts: [flaky.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{{number: 9095, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  workloadSelector: {{labels: {{app: flaky}}}}
+"#
+    );
+    let all = mesh(net, "") + &yaml;
+    let compiled = |name: &str| common::compile(&all, "default", name);
+    m.sidecars[0].update(compiled("productpage"));
+    let _server = Sidecar::start(
+        compiled("flaky"),
+        store(&m.ca, "flaky"),
+        policy(&m.ca),
+        Ports::default(),
+        None,
+    )
+    .await
+    .unwrap();
+    // /cut promises 100 bytes and closes after 10; /slow sends 10 bytes
+    // and then waits.
+    let listener = TcpListener::bind(format!("127.0.{net}.35:9095"))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = tcp.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
+                    .await;
+                if head.starts_with("GET /slow") {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            });
+        }
+    });
+    let flag_counted = |ip: IpAddr, reporter: &'static str, flag: &'static str| async move {
+        for _ in 0..100 {
+            let text = get_full(
+                SocketAddr::new(ip, 15090),
+                "/stats/prometheus",
+                Some("x"),
+                &[],
+            )
+            .await
+            .2;
+            if text.lines().any(|l| {
+                l.starts_with("istio_requests_total{")
+                    && l.contains(&format!("reporter=\"{reporter}\""))
+                    && l.contains("destination_service=\"flaky.default.svc.cluster.local\"")
+                    && l.contains(&format!("response_flags=\"{flag}\""))
+            }) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    };
+    let send = |path: &'static str| async move {
+        let tcp = TcpStream::connect(m.client).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .uri(format!("http://flaky.default.svc.cluster.local:9095{path}"))
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        sender.send_request(req).await.unwrap()
+    };
+    let resp = send("/cut").await;
+    assert!(resp.into_body().collect().await.is_err(), "the body is cut");
+    let flaky_ip: IpAddr = format!("127.0.{net}.35").parse().unwrap();
+    assert!(flag_counted(m.client.ip(), "source", "UC").await);
+    assert!(flag_counted(flaky_ip, "destination", "UC").await);
+    // The client reads the head and the first bytes, then goes away.
+    let mut resp = send("/slow").await;
+    let first = resp.body_mut().frame().await.unwrap().unwrap();
+    assert!(first.is_data());
+    drop(resp);
+    assert!(flag_counted(m.client.ip(), "source", "DC").await);
 }
