@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -18,7 +19,9 @@ use hyper::client::conn::http2::SendRequest;
 use hyper::upgrade::Upgraded;
 use hyper::{Request, Response, Uri};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::connect::{
+    Connected, Connection, HttpConnector, capture_connection,
+};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -32,8 +35,14 @@ use crate::origination::Originator;
 use crate::telemetry::baggage;
 
 /// A connection to an application: through a tunnel, direct, or over TLS
-/// this proxy originated.
-pub enum Conn {
+/// this proxy originated; counting its requests when its cluster limits
+/// them (`maxRequestsPerConnection`).
+pub struct Conn {
+    stream: Stream,
+    counted: bool,
+}
+
+enum Stream {
     Tunnel(Upgraded),
     Tcp(TokioIo<TcpStream>),
     Tls(Box<TokioIo<TlsStream<TcpStream>>>),
@@ -41,10 +50,10 @@ pub enum Conn {
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Conn::Tunnel(_) => "Conn::Tunnel",
-            Conn::Tcp(_) => "Conn::Tcp",
-            Conn::Tls(_) => "Conn::Tls",
+        f.write_str(match self.stream {
+            Stream::Tunnel(_) => "Conn::Tunnel",
+            Stream::Tcp(_) => "Conn::Tcp",
+            Stream::Tls(_) => "Conn::Tls",
         })
     }
 }
@@ -52,10 +61,10 @@ impl std::fmt::Debug for Conn {
 /// Calls `$f` on whichever stream a [`Conn`] holds.
 macro_rules! each_conn {
     ($conn:expr, $s:ident => $f:expr) => {
-        match $conn {
-            Conn::Tunnel($s) => $f,
-            Conn::Tcp($s) => $f,
-            Conn::Tls($s) => {
+        match &mut $conn.stream {
+            Stream::Tunnel($s) => $f,
+            Stream::Tcp($s) => $f,
+            Stream::Tls($s) => {
                 let $s = &mut **$s;
                 $f
             }
@@ -63,9 +72,19 @@ macro_rules! each_conn {
     };
 }
 
+/// How many requests a pooled connection has carried; in the extensions of
+/// each of its responses.
+#[derive(Debug, Clone, Default)]
+struct Uses(Arc<AtomicU32>);
+
 impl Connection for Conn {
     fn connected(&self) -> Connected {
-        Connected::new()
+        // Called once per connection: each gets its own count.
+        if self.counted {
+            Connected::new().extra(Uses::default())
+        } else {
+            Connected::new()
+        }
     }
 }
 
@@ -107,6 +126,8 @@ pub struct Connector {
     config: Arc<ArcSwap<ProxyConfig>>,
     originate: Option<Originate>,
     connect_timeout: Duration,
+    /// `maxRequestsPerConnection` above 1: connections count their requests.
+    max_requests: Option<u32>,
 }
 
 /// Istio's default `connectTimeout`.
@@ -148,13 +169,20 @@ impl Connector {
             })
     }
 
+    fn conn(&self, stream: Stream) -> Conn {
+        Conn {
+            stream,
+            counted: self.max_requests.is_some(),
+        }
+    }
+
     async fn open_now(self, addr: SocketAddr) -> std::io::Result<Conn> {
         if let Some(o) = &self.originate {
             let tls = o
                 .originator
                 .connect(&o.settings, o.protocol, &o.host, addr)
                 .await?;
-            return Ok(Conn::Tls(Box::new(TokioIo::new(tls))));
+            return Ok(self.conn(Stream::Tls(Box::new(TokioIo::new(tls)))));
         }
         match self.identity(addr) {
             Some(identity) => {
@@ -165,12 +193,12 @@ impl Connector {
                     .connect(proxy, &identity, addr, &baggage)
                     .await
                     .map_err(std::io::Error::other)?;
-                Ok(Conn::Tunnel(tunnel))
+                Ok(self.conn(Stream::Tunnel(tunnel)))
             }
             None => {
                 let tcp = TcpStream::connect(addr).await?;
                 let _ = tcp.set_nodelay(true);
-                Ok(Conn::Tcp(TokioIo::new(tcp)))
+                Ok(self.conn(Stream::Tcp(TokioIo::new(tcp))))
             }
         }
     }
@@ -193,8 +221,9 @@ impl tower_service::Service<Uri> for Connector {
 /// A pooled HTTP client to applications.
 #[derive(Debug, Clone)]
 pub enum UpstreamClient {
-    /// hyper-util's pool, keyed by the URI's authority: the endpoint.
-    Http1(Arc<Client<Connector, Body>>),
+    /// hyper-util's pool, keyed by the URI's authority: the endpoint; and
+    /// how many requests a connection may carry, when limited above 1.
+    Http1(Arc<Client<Connector, Body>>, Option<u32>),
     /// One multiplexed connection per endpoint, so that requests keep
     /// their own `:authority` (the service's host, not the endpoint).
     Http2(Arc<H2Pool>),
@@ -216,10 +245,25 @@ impl UpstreamClient {
             .path_and_query()
             .map_or("/".to_string(), |p| p.to_string());
         match self {
-            UpstreamClient::Http1(client) => {
+            UpstreamClient::Http1(client, limit) => {
                 *req.uri_mut() = format!("http://{addr}{path}").parse()?;
                 *req.version_mut() = http::Version::HTTP_11;
-                Ok(client.request(req).await?)
+                let Some(limit) = limit else {
+                    return Ok(client.request(req).await?);
+                };
+                let captured = capture_connection(&mut req);
+                let resp = client.request(req).await?;
+                let uses = resp
+                    .extensions()
+                    .get::<Uses>()
+                    .map(|u| u.0.fetch_add(1, Ordering::Relaxed) + 1);
+                if uses.is_some_and(|n| n >= *limit) {
+                    // Not pooled again once this response is done.
+                    if let Some(c) = captured.connection_metadata().as_ref() {
+                        c.poison();
+                    }
+                }
+                Ok(resp)
             }
             UpstreamClient::Http2(pool) => {
                 // HTTP/2 carries the Host as :authority.
@@ -239,16 +283,17 @@ impl UpstreamClient {
 #[derive(Debug)]
 pub struct H2Pool {
     connector: Connector,
-    /// `maxRequestsPerConnection: 1`: a connection per request.
-    no_reuse: bool,
-    conns: RwLock<HashMap<SocketAddr, SendRequest<Body>>>,
+    /// `maxRequestsPerConnection`: how many requests a connection takes.
+    max_requests: Option<u32>,
+    /// Each endpoint's connection and the requests it has taken.
+    conns: RwLock<HashMap<SocketAddr, (SendRequest<Body>, Arc<AtomicU32>)>>,
 }
 
 impl H2Pool {
-    fn new(connector: Connector, no_reuse: bool) -> H2Pool {
+    fn new(connector: Connector, max_requests: Option<u32>) -> H2Pool {
         H2Pool {
             connector,
-            no_reuse,
+            max_requests,
             conns: RwLock::default(),
         }
     }
@@ -258,11 +303,27 @@ impl H2Pool {
         addr: SocketAddr,
         req: Request<Body>,
     ) -> Result<Response<Incoming>, SendError> {
-        let mut sender = self
+        let limit = self.max_requests;
+        let pooled = self
             .conns
             .read()
             .ok()
-            .and_then(|c| c.get(&addr).filter(|s| !s.is_closed()).cloned());
+            .and_then(|c| c.get(&addr).filter(|(s, _)| !s.is_closed()).cloned());
+        let mut sender = None;
+        if let Some((s, uses)) = pooled {
+            let n = uses.fetch_add(1, Ordering::Relaxed) + 1;
+            if limit.is_none_or(|l| n <= l) {
+                sender = Some(s);
+            }
+            if limit.is_some_and(|l| n >= l) {
+                // Its last request: the next one opens a new connection.
+                if let Ok(mut c) = self.conns.write() {
+                    if c.get(&addr).is_some_and(|(_, u)| Arc::ptr_eq(u, &uses)) {
+                        c.remove(&addr);
+                    }
+                }
+            }
+        }
         if sender.is_none() {
             let io = self.connector.clone().open_addr(addr).await?;
             let (s, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
@@ -270,9 +331,9 @@ impl H2Pool {
                 .handshake(io)
                 .await?;
             tokio::spawn(conn);
-            if !self.no_reuse {
+            if limit != Some(1) {
                 if let Ok(mut c) = self.conns.write() {
-                    c.insert(addr, s.clone());
+                    c.insert(addr, (s.clone(), Arc::new(AtomicU32::new(1))));
                 }
             }
             sender = Some(s);
@@ -310,6 +371,7 @@ impl Clients {
             config,
             originate: None,
             connect_timeout: CONNECT_TIMEOUT,
+            max_requests: None,
         };
         let mut direct = HttpConnector::new();
         direct.set_nodelay(true);
@@ -334,7 +396,7 @@ impl Clients {
             tls: cluster.policy.tls.clone(),
             connect_timeout: pool.connect_timeout,
             idle_timeout: pool.idle_timeout,
-            no_reuse: pool.max_requests_per_connection == Some(1),
+            max_requests: pool.max_requests_per_connection,
         };
         if settings == ClientSettings::default() {
             return if h2 { &self.http2 } else { &self.http1 }.clone();
@@ -377,21 +439,26 @@ struct ClientSettings {
     tls: UpstreamTls,
     connect_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
-    /// `maxRequestsPerConnection: 1`: no connection is reused.
-    no_reuse: bool,
+    /// `maxRequestsPerConnection`: 1 reuses no connection.
+    max_requests: Option<u32>,
 }
 
 fn client(connector: Connector, h2: bool, settings: Option<&ClientSettings>) -> UpstreamClient {
+    let max_requests = settings.and_then(|s| s.max_requests);
     if h2 {
-        let no_reuse = settings.is_some_and(|s| s.no_reuse);
-        return UpstreamClient::Http2(Arc::new(H2Pool::new(connector, no_reuse)));
+        return UpstreamClient::Http2(Arc::new(H2Pool::new(connector, max_requests)));
     }
     let mut b = Client::builder(TokioExecutor::new());
     if let Some(idle) = settings.and_then(|s| s.idle_timeout) {
         b.pool_idle_timeout(idle);
     }
-    if settings.is_some_and(|s| s.no_reuse) {
+    if max_requests == Some(1) {
         b.pool_max_idle_per_host(0);
     }
-    UpstreamClient::Http1(Arc::new(b.build(connector)))
+    let counted = max_requests.filter(|&n| n > 1);
+    let connector = Connector {
+        max_requests: counted,
+        ..connector
+    };
+    UpstreamClient::Http1(Arc::new(b.build(connector)), counted)
 }

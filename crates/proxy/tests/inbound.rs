@@ -444,9 +444,12 @@ async fn counting_app(addr: SocketAddr) -> Arc<AtomicUsize> {
                         bytes::Bytes::from_static(b"ok"),
                     )))
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
-                    .await;
+                // HTTP/1.1, or HTTP/2 with prior knowledge.
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                .await;
             });
         }
     });
@@ -483,4 +486,33 @@ async fn max_requests_per_connection_one_reuses_nothing() {
         6,
         "a connection per request"
     );
+}
+
+/// `maxRequestsPerConnection: N` retires a pooled connection after N
+/// requests, to HTTP/1.1 and to HTTP/2 upstreams.
+#[tokio::test]
+async fn max_requests_per_connection_retires_connections_after_n() {
+    for (net, protocol, limit, expected) in [(150, "HTTP", 2, 4), (151, "HTTP2", 3, 3)] {
+        let chat = CHAT_AND_DB
+            .replace("127.0.116.", &format!("127.0.{net}."))
+            .replace(
+                "name: http-ws, protocol: HTTP}",
+                &format!("name: http-ws, protocol: {protocol}}}"),
+            );
+        let limited = format!(
+            "{chat}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: chat, namespace: default}}\nspec:\n  host: chat.default.svc.cluster.local\n  trafficPolicy: {{connectionPool: {{http: {{maxRequestsPerConnection: {limit}}}}}}}\n"
+        );
+        let m = start(net, &limited).await;
+        let _sidecars = chat_and_db_from(&m, &limited).await;
+        let accepted = counting_app(format!("127.0.{net}.41:9090").parse().unwrap()).await;
+        let url = "http://chat.default.svc.cluster.local:9090/";
+        for _ in 0..7 {
+            assert_eq!(get(m.client, url, None, &[]).await.0, hyper::StatusCode::OK);
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            expected,
+            "{protocol}: 7 requests, {limit} per connection"
+        );
+    }
 }
