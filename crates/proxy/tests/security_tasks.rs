@@ -502,6 +502,22 @@ async fn authz_custom_task() {
             body,
             "denied by ext_authz for not found header `x-ext-authz: allow` in the request"
         );
+        // httpbin's proxy counts the denial with Envoy's UAEX flag.
+        let metrics = common::get(
+            SocketAddr::new(format!("127.0.{}.31", t.net).parse().unwrap(), 15090),
+            "/stats/prometheus",
+            Some("x"),
+            &[],
+        )
+        .await
+        .1;
+        assert!(
+            metrics.lines().any(|l| l.starts_with("istio_requests_total{")
+                && l.contains("reporter=\"destination\"")
+                && l.contains("response_code=\"403\"")
+                && l.contains("response_flags=\"UAEX\"")),
+            "{metrics}"
+        );
         let (status, _, body) = request(
             t.client(),
             "GET",
