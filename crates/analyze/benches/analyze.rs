@@ -44,8 +44,14 @@ fn main() {
     assert_eq!(loaded.resources.len(), 4 * EACH);
     let (analyze_ms, found) = best(|| weft_analyze::analyze(&loaded.resources));
     assert!(found.is_empty(), "{:?}", found.first());
-    let (readiness_ms, _) =
-        best(|| weft_analyze::readiness::readiness(&loaded.resources, "istio-system", None));
+    let (readiness_ms, _) = best(|| {
+        let inputs = weft_analyze::readiness::Inputs {
+            root: "istio-system",
+            mesh: None,
+            untracked: &[],
+        };
+        weft_analyze::readiness::readiness(&loaded.resources, &inputs)
+    });
     println!("| step, 10,000 resources | ms | vs. baseline |");
     println!("| --- | --- | --- |");
     println!("| baseline: load (parse, positions, typed resources) | {load_ms:.1} | 1.00x |");

@@ -2,15 +2,18 @@
 //! codes, levels and wording, over resources loaded from files (as
 //! `istioctl analyze --use-kube=false` reads them). Pure: no I/O, no clock.
 //!
-//! Built so far: IST0101 (referenced gateways, hosts and subsets),
-//! IST0102, IST0109, IST0111, IST0118, IST0123, IST0128, IST0132, IST0134
-//! and IST0145. The rest of Istio's catalogue and weft's
-//! readiness checks (WEFT1xxx) come next.
+//! Built so far: IST0101 (referenced gateways, hosts, ports and subsets),
+//! IST0102, IST0109, IST0111, IST0112, IST0118, IST0123, IST0128,
+//! IST0129, IST0132, IST0134, IST0145, IST0151 to IST0155 (EnvoyFilter,
+//! `envoy_filter.rs`), IST0157 and IST0160 (Telemetry, `telemetry.rs`);
+//! weft's readiness checklist (WEFT1xxx) is `readiness.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+mod envoy_filter;
 pub mod readiness;
+mod telemetry;
 
 use serde::Serialize;
 use weft_api::types::destination_rule::ClientTlsMode;
@@ -137,6 +140,15 @@ pub fn schema(d: &weft_api::Diagnostic) -> Option<Message> {
 
 /// Every analyzer over `resources`, in resource order, then code.
 pub fn analyze(resources: &[Resource]) -> Vec<Message> {
+    analyze_with(resources, None)
+}
+
+/// Every analyzer over `resources`, with the mesh's MeshConfig when the
+/// inputs hold one.
+pub fn analyze_with(
+    resources: &[Resource],
+    mesh: Option<&weft_api::types::mesh::MeshConfig>,
+) -> Vec<Message> {
     let cx = Context::new(resources);
     let mut out = Vec::new();
     for r in resources {
@@ -154,6 +166,8 @@ pub fn analyze(resources: &[Resource]) -> Vec<Message> {
         }
     }
     sidecars_without_selectors(resources, &mut out);
+    envoy_filter::analyze(resources, &mut out);
+    telemetry::analyze(resources, mesh, &mut out);
     mesh_host_conflicts(resources, &mut out);
     conflicting_gateways(resources, &mut out);
     out
@@ -295,6 +309,9 @@ struct Context<'a> {
     wildcards: Vec<String>,
     /// Subsets defined by DestinationRules, by host.
     subsets: BTreeMap<String, BTreeSet<&'a str>>,
+    /// The port numbers of each Service and (non-wildcard) ServiceEntry
+    /// host.
+    ports: BTreeMap<String, Vec<u32>>,
 }
 
 /// A short name as Istio expands it in namespace `ns`.
@@ -314,6 +331,7 @@ impl<'a> Context<'a> {
             hosts: BTreeSet::new(),
             wildcards: Vec::new(),
             subsets: BTreeMap::new(),
+            ports: BTreeMap::new(),
         };
         for r in resources {
             let ns = r.namespace();
@@ -329,15 +347,25 @@ impl<'a> Context<'a> {
                             .collect(),
                     );
                 }
-                Spec::Service(_) => {
-                    cx.hosts.insert(format!("{}.{ns}.{DOMAIN}", r.name));
+                Spec::Service(svc) => {
+                    let host = format!("{}.{ns}.{DOMAIN}", r.name);
+                    cx.ports
+                        .entry(host.clone())
+                        .or_default()
+                        .extend(svc.ports.iter().filter_map(|p| p.port));
+                    cx.hosts.insert(host);
                 }
                 Spec::ServiceEntry(se) => {
                     for h in &se.hosts {
                         match h.strip_prefix('*') {
                             Some(suffix) => cx.wildcards.push(suffix.to_string()),
                             None => {
-                                cx.hosts.insert(expand(h, ns));
+                                let host = expand(h, ns);
+                                cx.ports
+                                    .entry(host.clone())
+                                    .or_default()
+                                    .extend(se.ports.iter().filter_map(|p| p.number));
+                                cx.hosts.insert(host);
                             }
                         }
                     }
@@ -430,21 +458,18 @@ impl<'a> Context<'a> {
         }
     }
 
-    /// IST0101: destination hosts and subsets that do not exist.
+    /// IST0101: destination and mirror hosts, ports and subsets that do
+    /// not exist; IST0112: a destination without a port to a service with
+    /// several.
     fn destinations_of(&self, r: &Resource, out: &mut Vec<Message>) {
         let Spec::VirtualService(vs) = &r.spec else {
             return;
         };
         let ns = r.namespace();
-        let destinations = vs
+        let routes = vs
             .http
             .iter()
-            .flat_map(|h| {
-                h.route
-                    .iter()
-                    .filter_map(|d| d.destination.as_ref())
-                    .chain(&h.mirror)
-            })
+            .flat_map(|h| h.route.iter().filter_map(|d| d.destination.as_ref()))
             .chain(
                 vs.tcp
                     .iter()
@@ -456,17 +481,48 @@ impl<'a> Context<'a> {
                     .iter()
                     .flat_map(|t| &t.route)
                     .filter_map(|d| d.destination.as_ref()),
-            );
-        for d in destinations {
+            )
+            .map(|d| ("host", d));
+        let mirrors = vs
+            .http
+            .iter()
+            .flat_map(|h| {
+                h.mirror
+                    .iter()
+                    .chain(h.mirrors.iter().filter_map(|m| m.destination.as_ref()))
+            })
+            .map(|d| ("mirror host", d));
+        for (what, d) in routes.chain(mirrors) {
             let host = expand(&d.host, ns);
             if !self.host_exists(&host) {
                 out.push(message(
                     "IST0101",
                     Level::Error,
                     r,
-                    format!("Referenced host not found: {:?}", d.host),
+                    format!("Referenced {what} not found: {:?}", d.host),
                 ));
                 continue;
+            }
+            if let Some(ports) = self.ports.get(&host) {
+                match d.port.and_then(|p| p.number) {
+                    None if ports.len() > 1 => out.push(message(
+                        "IST0112",
+                        Level::Error,
+                        r,
+                        format!(
+                            "This VirtualService routes to a service {:?} that exposes multiple ports [{}]. Specifying a port in the destination is required to disambiguate.",
+                            d.host,
+                            ports.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
+                        ),
+                    )),
+                    Some(port) if !ports.contains(&port) => out.push(message(
+                        "IST0101",
+                        Level::Error,
+                        r,
+                        format!("Referenced host:port not found: \"{}:{port}\"", d.host),
+                    )),
+                    _ => {}
+                }
             }
             if let Some(subset) = &d.subset {
                 let defined = self
@@ -489,35 +545,48 @@ impl<'a> Context<'a> {
     }
 }
 
-/// IST0128: SIMPLE or MUTUAL TLS toward a host without `caCertificates`
-/// (nor a `credentialName` to bring them): the server is not verified.
+/// IST0128 and IST0129: SIMPLE or MUTUAL TLS toward a host, or one of its
+/// ports, without `caCertificates` (nor a `credentialName` to bring them,
+/// nor an explicit `insecureSkipVerify`): the server is not verified.
 fn destination_tls(r: &Resource, out: &mut Vec<Message>) {
     let Spec::DestinationRule(dr) = &r.spec else {
         return;
     };
-    let Some(tls) = dr.traffic_policy.as_ref().and_then(|p| p.tls.as_ref()) else {
+    let Some(policy) = dr.traffic_policy.as_ref() else {
         return;
     };
-    let mode = match tls.mode {
-        Some(ClientTlsMode::Simple) => "SIMPLE",
-        Some(ClientTlsMode::Mutual) => "MUTUAL",
-        _ => return,
+    let unverified = |tls: Option<&weft_api::types::destination_rule::ClientTlsSettings>| {
+        let tls = tls?;
+        let mode = match tls.mode {
+            Some(ClientTlsMode::Simple) => "SIMPLE",
+            Some(ClientTlsMode::Mutual) => "MUTUAL",
+            _ => return None,
+        };
+        (tls.ca_certificates.is_none()
+            && tls.credential_name.is_none()
+            && tls.insecure_skip_verify != Some(true))
+        .then_some(mode)
     };
-    if tls.ca_certificates.is_none()
-        && tls.credential_name.is_none()
-        && tls.insecure_skip_verify != Some(true)
-    {
-        out.push(message(
-            "IST0128",
-            Level::Warning,
-            r,
-            format!(
-                "DestinationRule {} in namespace {} has TLS mode set to {mode} but no caCertificates are set to validate server identity for host: {}",
-                r.name,
-                r.namespace(),
-                dr.host
-            ),
-        ));
+    let ns = r.namespace();
+    let text = |mode: &str| {
+        format!(
+            "DestinationRule {ns}/{} in namespace {ns} has TLS mode set to {mode} but no caCertificates are set to validate server identity for host: {}",
+            r.name, dr.host
+        )
+    };
+    if let Some(mode) = unverified(policy.tls.as_ref()) {
+        out.push(message("IST0128", Level::Warning, r, text(mode)));
+    }
+    for p in &policy.port_level_settings {
+        if let Some(mode) = unverified(p.tls.as_ref()) {
+            let port = p.port.and_then(|p| p.number).unwrap_or(0);
+            out.push(message(
+                "IST0129",
+                Level::Warning,
+                r,
+                format!("{} at port number:{port}", text(mode)),
+            ));
+        }
     }
 }
 

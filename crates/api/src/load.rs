@@ -491,7 +491,9 @@ fn parse_spec(info: &KindInfo, root: &Node) -> Result<Spec, de::Error> {
         let node = root.get("spec").unwrap_or(&NULL);
         from_node(node, &Path::Root.field("spec"))
     }
-    use crate::resource::{APPS, GATEWAY_API, NETWORKING, SECURITY, TELEMETRY, WEFT};
+    use crate::resource::{
+        APPS, AUTOSCALING, GATEWAY_API, NETWORKING, POLICY, SECURITY, TELEMETRY, WEFT,
+    };
     Ok(match (info.group, info.kind) {
         (NETWORKING, "VirtualService") => Spec::VirtualService(spec(root)?),
         (NETWORKING, "DestinationRule") => Spec::DestinationRule(spec(root)?),
@@ -517,6 +519,8 @@ fn parse_spec(info: &KindInfo, root: &Node) -> Result<Spec, de::Error> {
         (CORE, "Service") => Spec::Service(spec(root)?),
         (CORE, "Pod") => Spec::Pod(spec(root)?),
         (APPS, "Deployment") => Spec::Deployment(spec(root)?),
+        (AUTOSCALING, "HorizontalPodAutoscaler") => Spec::HorizontalPodAutoscaler(spec(root)?),
+        (POLICY, "PodDisruptionBudget") => Spec::PodDisruptionBudget(spec(root)?),
         (CORE, "ConfigMap") => {
             let node = root.get("data").unwrap_or(&NULL);
             Spec::ConfigMap(ConfigMapData {

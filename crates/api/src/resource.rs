@@ -17,6 +17,8 @@ pub const GATEWAY_API: &str = "gateway.networking.k8s.io";
 /// The core Kubernetes group, written without a group in `apiVersion: v1`.
 pub const CORE: &str = "";
 pub const APPS: &str = "apps";
+pub const AUTOSCALING: &str = "autoscaling";
+pub const POLICY: &str = "policy";
 /// weft's own resources.
 pub const WEFT: &str = "weft.dev";
 
@@ -86,6 +88,14 @@ pub static KINDS: &[KindInfo] = &[
     kind!(CORE, "Pod", &["v1"], true, false),
     kind!(CORE, "ConfigMap", &["v1"], true, false),
     kind!(APPS, "Deployment", &["v1"], true, false),
+    kind!(
+        AUTOSCALING,
+        "HorizontalPodAutoscaler",
+        &["v2", "v1"],
+        true,
+        false
+    ),
+    kind!(POLICY, "PodDisruptionBudget", &["v1"], true, false),
 ];
 
 impl KindInfo {
@@ -131,6 +141,8 @@ pub enum Spec {
     ServiceAccount,
     Pod(kube::PodSpec),
     Deployment(kube::DeploymentSpec),
+    HorizontalPodAutoscaler(kube::HpaSpec),
+    PodDisruptionBudget(kube::PdbSpec),
     ConfigMap(kube::ConfigMapData),
 }
 

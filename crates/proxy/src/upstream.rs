@@ -286,8 +286,11 @@ pub struct H2Pool {
     /// `maxRequestsPerConnection`: how many requests a connection takes.
     max_requests: Option<u32>,
     /// Each endpoint's connection and the requests it has taken.
-    conns: RwLock<HashMap<SocketAddr, (SendRequest<Body>, Arc<AtomicU32>)>>,
+    conns: RwLock<HashMap<SocketAddr, Pooled>>,
 }
+
+/// A pooled HTTP/2 connection and the requests it has taken.
+type Pooled = (SendRequest<Body>, Arc<AtomicU32>);
 
 impl H2Pool {
     fn new(connector: Connector, max_requests: Option<u32>) -> H2Pool {

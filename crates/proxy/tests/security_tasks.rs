@@ -512,10 +512,12 @@ async fn authz_custom_task() {
         .await
         .1;
         assert!(
-            metrics.lines().any(|l| l.starts_with("istio_requests_total{")
-                && l.contains("reporter=\"destination\"")
-                && l.contains("response_code=\"403\"")
-                && l.contains("response_flags=\"UAEX\"")),
+            metrics
+                .lines()
+                .any(|l| l.starts_with("istio_requests_total{")
+                    && l.contains("reporter=\"destination\"")
+                    && l.contains("response_code=\"403\"")
+                    && l.contains("response_flags=\"UAEX\"")),
             "{metrics}"
         );
         let (status, _, body) = request(

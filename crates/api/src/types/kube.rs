@@ -131,3 +131,28 @@ pub struct Resources {
 pub struct ConfigMapData {
     pub data: BTreeMap<String, String>,
 }
+
+/// `autoscaling` HorizontalPodAutoscaler: what it scales.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HpaSpec {
+    pub scale_target_ref: Option<ScaleTarget>,
+    pub min_replicas: Option<i32>,
+    pub max_replicas: Option<i32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleTarget {
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// `policy` PodDisruptionBudget: the pods it keeps available.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PdbSpec {
+    pub selector: Option<super::gateway_api::LabelSelector>,
+}

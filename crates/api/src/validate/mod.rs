@@ -69,6 +69,8 @@ pub fn validate_resource(r: &Resource) -> Vec<Diagnostic> {
         | Spec::ServiceAccount
         | Spec::Pod(_)
         | Spec::Deployment(_)
+        | Spec::HorizontalPodAutoscaler(_)
+        | Spec::PodDisruptionBudget(_)
         | Spec::ConfigMap(_) => {}
     }
     cx.issues

@@ -8,10 +8,10 @@ use weft_api::Loaded;
 
 /// Analyze Istio configuration files the way `istioctl analyze
 /// --use-kube=false` does: schema validation (IST0106, IST0133, IST0130,
-/// IST0131) and Istio's
-/// analyzers, with Istio's codes and messages. Built so far: IST0101
-/// (referenced gateways, hosts, subsets), IST0102, IST0109, IST0111,
-/// IST0118, IST0123, IST0128, IST0132, IST0134, IST0145.
+/// IST0131) and Istio's analyzers, with Istio's codes and messages. Built
+/// so far: IST0101 (referenced gateways, hosts, ports, subsets), IST0102,
+/// IST0109, IST0111, IST0112, IST0118, IST0123, IST0128, IST0129,
+/// IST0132, IST0134, IST0145, IST0151 to IST0155, IST0157, IST0160.
 ///
 /// Exit status, as istioctl's: 0 when nothing reaches --fail-on, 79 when
 /// something does, 65 when an input cannot be read or parsed.
@@ -43,6 +43,8 @@ pub(crate) struct Args {
 enum Output {
     Text,
     Json,
+    /// SARIF 2.1.0, for code-scanning tools.
+    Sarif,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -107,7 +109,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .diagnostics
         .iter()
         .filter_map(weft_analyze::schema)
-        .chain(weft_analyze::analyze(&loaded.resources))
+        .chain(weft_analyze::analyze_with(
+            &loaded.resources,
+            loaded.mesh.as_ref().map(|m| &m.config),
+        ))
         .filter(|m| !suppressed(&rules, m))
         .collect();
     messages.sort_by(|a, b| (a.level, &a.origin, a.code).cmp(&(b.level, &b.origin, b.code)));
@@ -116,17 +121,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         let root = meshconfig
             .and_then(|m| m.config.root_namespace.clone())
             .unwrap_or_else(|| "istio-system".into());
-        let allow_any = meshconfig
-            .filter(|m| {
-                m.config
-                    .outbound_traffic_policy
-                    .as_ref()
-                    .and_then(|p| p.mode)
-                    == Some(weft_api::types::sidecar::OutboundMode::AllowAny)
-            })
-            .map(|m| m.file.to_string());
-        let mut rows =
-            weft_analyze::readiness::readiness(&loaded.resources, &root, allow_any.as_deref());
+        let untracked = untracked(&loaded);
+        let inputs = weft_analyze::readiness::Inputs {
+            root: &root,
+            mesh: meshconfig.map(|m| (&m.config, &*m.file)),
+            untracked: &untracked,
+        };
+        let mut rows = weft_analyze::readiness::readiness(&loaded.resources, &inputs);
         for row in &mut rows {
             row.findings.retain(|m| !suppressed(&rules, m));
         }
@@ -149,6 +150,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&json)?);
         }
         Output::Json => println!("{}", serde_json::to_string_pretty(&messages)?),
+        Output::Sarif => {
+            let all: Vec<&Message> = messages
+                .iter()
+                .chain(rows.iter().flat_map(|r| &r.findings))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&sarif(&all))?);
+        }
         Output::Text if messages.is_empty() && unreadable.is_empty() => {
             println!(
                 "✔ No validation issues found when analyzing {} resources.",
@@ -184,5 +192,103 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         ExitCode::from(79)
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+/// The input files git does not track, each with why: not in a work tree,
+/// git not installed, or not added. Standard input is not a file.
+fn untracked(loaded: &Loaded) -> Vec<(String, String)> {
+    let mut files: Vec<&str> = loaded
+        .resources
+        .iter()
+        .map(|r| &*r.source.file)
+        .filter(|f| *f != "-")
+        .collect();
+    if let Some(m) = &loaded.mesh {
+        files.push(&m.file);
+    }
+    files.sort_unstable();
+    files.dedup();
+    let mut out = Vec::new();
+    for file in files {
+        let path = std::path::Path::new(file);
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let name = path.file_name().unwrap_or(path.as_os_str());
+        let asked = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["ls-files", "--error-unmatch", "--"])
+            .arg(name)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .output();
+        let why = match asked {
+            Err(_) => Some("git is not installed".to_string()),
+            Ok(o) if o.status.success() => None,
+            Ok(o) if String::from_utf8_lossy(&o.stderr).contains("not a git repository") => {
+                Some("not in a git work tree".to_string())
+            }
+            Ok(_) => Some("not added to its git work tree".to_string()),
+        };
+        if let Some(why) = why {
+            out.push((file.to_string(), why));
+        }
+    }
+    out
+}
+
+/// The messages as a SARIF 2.1.0 log: one run, a rule per code, a result
+/// per message located at its file and line.
+fn sarif(messages: &[&Message]) -> serde_json::Value {
+    let mut codes: Vec<(&str, &str)> = messages
+        .iter()
+        .map(|m| (m.code, m.documentation_url.as_str()))
+        .collect();
+    codes.sort_unstable();
+    codes.dedup();
+    let rules: Vec<serde_json::Value> = codes
+        .iter()
+        .map(|(id, url)| serde_json::json!({"id": id, "helpUri": url}))
+        .collect();
+    let results: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|m| {
+            let level = match m.level {
+                Level::Error => "error",
+                Level::Warning => "warning",
+                Level::Info => "note",
+            };
+            let mut location = serde_json::json!({"artifactLocation": {"uri": m.source}});
+            if let Some((file, line)) = m.source.rsplit_once(':') {
+                if let Ok(line) = line.parse::<u64>() {
+                    location = serde_json::json!({
+                        "artifactLocation": {"uri": file},
+                        "region": {"startLine": line},
+                    });
+                }
+            }
+            serde_json::json!({
+                "ruleId": m.code,
+                "level": level,
+                "message": {"text": m.message},
+                "locations": [{"physicalLocation": location}],
+                "properties": {"origin": m.origin},
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "version": "2.1.0",
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "runs": [{
+            "tool": {"driver": {
+                "name": "weft analyze",
+                "version": env!("CARGO_PKG_VERSION"),
+                "rules": rules,
+            }},
+            "results": results,
+        }],
     })
 }
