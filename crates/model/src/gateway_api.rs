@@ -517,7 +517,9 @@ impl<'a> Translator<'a> {
                 rule.matches.clone()
             };
             let mut base = self.rule_actions(r, Kind::Http, &rule.filters, &rule.backend_refs);
-            if let Some(t) = &rule.timeouts {
+            // Timeouts and retries are for rules that forward.
+            let forwards = base.get("route").is_some();
+            if let Some(t) = rule.timeouts.as_ref().filter(|_| forwards) {
                 if let Some(d) = t.request.as_deref().and_then(gep_duration) {
                     base["timeout"] = json!(d);
                 }
@@ -525,7 +527,7 @@ impl<'a> Translator<'a> {
                     base["retries"] = json!({"perTryTimeout": d, "attempts": 2});
                 }
             }
-            if let Some(retry) = &rule.retry {
+            if let Some(retry) = rule.retry.as_ref().filter(|_| forwards) {
                 let mut on: Vec<String> = retry.codes.iter().map(u32::to_string).collect();
                 if on.is_empty() {
                     on = vec![

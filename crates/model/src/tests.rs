@@ -1217,6 +1217,8 @@ spec:
   - matches: [{path: {value: /ext}}]
     filters: [{type: ExtensionRef, extensionRef: {group: x.io, kind: Auth, name: a}}]
     backendRefs: [{name: reviews-v1, port: 9080}]
+    timeouts: {request: 1s}
+    retry: {attempts: 2}
   - backendRefs: [{name: reviews-v1, port: 9080}]
 "#,
     );

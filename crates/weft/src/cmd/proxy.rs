@@ -132,16 +132,23 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
         .with_context(|| format!("--workload {:?}: expected NAMESPACE/NAME", args.workload))?;
     weft_proxy::logging::init(args.log_level);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
     let threads = match (args.threads, args.role) {
         (Some(n), _) => Some(n),
         (None, Role::Sidecar) => Some(1),
         (None, Role::Ingress | Role::Egress) => None,
     };
-    if let Some(n) = threads {
-        anyhow::ensure!(n > 0, "--threads must be at least 1");
-        builder.worker_threads(n);
-    }
+    // One thread runs everything on the thread that drives the runtime:
+    // no work stealing, no waking another thread for each request.
+    let mut builder = match threads {
+        Some(0) => anyhow::bail!("--threads must be at least 1"),
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let runtime = builder.enable_all().build()?;
     if args.control_plane.is_some() {
         runtime.block_on(serve_managed(&args, ns, name))
