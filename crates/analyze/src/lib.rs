@@ -166,6 +166,8 @@ pub fn analyze_with(
         }
     }
     sidecars_without_selectors(resources, &mut out);
+    duplicate_certificates(resources, &mut out);
+    ingress_subsets(resources, &mut out);
     envoy_filter::analyze(resources, &mut out);
     telemetry::analyze(resources, mesh, &mut out);
     mesh_host_conflicts(resources, &mut out);
@@ -740,3 +742,115 @@ fn sidecars_without_selectors(resources: &[Resource], out: &mut Vec<Message>) {
 
 #[cfg(test)]
 mod tests;
+
+/// IST0138: two Gateways that may serve the same proxies (the other's
+/// selector includes this one's) present the same certificate: a client
+/// reusing an HTTP/2 connection for the other host gets 404.
+fn duplicate_certificates(resources: &[Resource], out: &mut Vec<Message>) {
+    use weft_api::types::gateway::ServerTlsSettings;
+    let gateways: Vec<(&Resource, &weft_api::types::gateway::Gateway)> = resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::Gateway(g) => Some((r, g)),
+            _ => None,
+        })
+        .collect();
+    let same = |a: &ServerTlsSettings, b: &ServerTlsSettings| match (
+        a.credential_name.as_deref(),
+        b.credential_name.as_deref(),
+    ) {
+        (Some(x), Some(y)) if !x.is_empty() && !y.is_empty() => x == y,
+        (None | Some(""), None | Some("")) => {
+            let set = |v: &Option<String>| v.as_deref().filter(|s| !s.is_empty());
+            match (set(&a.server_certificate), set(&b.server_certificate)) {
+                (Some(x), Some(y)) if x == y => matches!(
+                    (set(&a.private_key), set(&b.private_key)),
+                    (Some(p), Some(q)) if p == q
+                ),
+                _ => false,
+            }
+        }
+        _ => false,
+    };
+    for (r, g) in &gateways {
+        for (other_r, other) in &gateways {
+            if std::ptr::eq(*r, *other_r) {
+                continue;
+            }
+            let covers = g.selector.iter().all(|(k, v)| other.selector.get(k) == Some(v));
+            if !covers {
+                continue;
+            }
+            for a in g.servers.iter().filter_map(|s| s.tls.as_ref()) {
+                for b in other.servers.iter().filter_map(|s| s.tls.as_ref()) {
+                    if same(a, b) {
+                        out.push(message(
+                            "IST0138",
+                            Level::Warning,
+                            r,
+                            format!(
+                                "Duplicate certificate in multiple gateways [{}/{} {}/{}] may cause 404s if clients re-use HTTP2 connections.",
+                                r.namespace(),
+                                r.name,
+                                other_r.namespace(),
+                                other_r.name
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// IST0140: a VirtualService bound to gateways routes to a host without a
+/// subset while another VirtualService of that host splits it by subset:
+/// the split does not apply to the gateway's requests.
+fn ingress_subsets(resources: &[Resource], out: &mut Vec<Message>) {
+    let virtual_services: Vec<(&Resource, &weft_api::types::virtual_service::VirtualService)> =
+        resources
+            .iter()
+            .filter_map(|r| match &r.spec {
+                Spec::VirtualService(v) => Some((r, v)),
+                _ => None,
+            })
+            .collect();
+    // Destinations with a subset, of VirtualServices for their own host.
+    let split: Vec<(&Resource, &str)> = virtual_services
+        .iter()
+        .flat_map(|(r, v)| {
+            v.http
+                .iter()
+                .flat_map(|h| h.route.iter().filter_map(|d| d.destination.as_ref()))
+                .filter(|d| d.subset.as_deref().is_some_and(|s| !s.is_empty()))
+                .filter(|d| v.hosts.iter().any(|h| *h == d.host))
+                .map(move |d| (*r, d.host.as_str()))
+        })
+        .collect();
+    for (r, v) in &virtual_services {
+        if v.gateways.is_empty() {
+            continue;
+        }
+        for d in v
+            .http
+            .iter()
+            .flat_map(|h| h.route.iter().filter_map(|d| d.destination.as_ref()))
+            .filter(|d| d.subset.as_deref().is_none_or(str::is_empty))
+        {
+            for (other, _) in split.iter().filter(|(_, host)| *host == d.host) {
+                out.push(message(
+                    "IST0140",
+                    Level::Warning,
+                    r,
+                    format!(
+                        "Subset in virtual service {}/{} has no effect on ingress gateway {}/{} requests",
+                        other.namespace(),
+                        other.name,
+                        r.namespace(),
+                        r.name
+                    ),
+                ));
+            }
+        }
+    }
+}

@@ -937,3 +937,69 @@ fn istios_docs_examples_raise_no_other_errors() {
     assert!(analyzed > 90, "{analyzed} files");
     assert!(errors.is_empty(), "{}", errors.join("\n"));
 }
+
+#[test]
+fn gateways_sharing_a_certificate_and_ingress_routes_that_skip_subsets() {
+    let gateway = |name: &str, selector: &str, cred: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: edge}}\nspec:\n  selector: {{{selector}}}\n  servers: [{{port: {{number: 443, name: https, protocol: HTTPS}}, hosts: ['{name}.example.com'], tls: {{mode: SIMPLE, credentialName: {cred}}}}}]\n---\n"
+        )
+    };
+    let yaml = [
+        gateway("a", "istio: ingressgateway", "shared"),
+        gateway("b", "istio: ingressgateway", "shared"),
+        gateway("c", "istio: ingressgateway", "own"),
+        gateway("d", "istio: other", "shared"),
+    ]
+    .concat();
+    assert_eq!(
+        codes(&run(&yaml)),
+        vec![
+            (
+                "IST0138",
+                Level::Warning,
+                "Gateway edge/a",
+                "Duplicate certificate in multiple gateways [edge/a edge/b] may cause 404s if clients re-use HTTP2 connections."
+            ),
+            (
+                "IST0138",
+                Level::Warning,
+                "Gateway edge/b",
+                "Duplicate certificate in multiple gateways [edge/b edge/a] may cause 404s if clients re-use HTTP2 connections."
+            ),
+        ]
+    );
+
+    let found = run(&format!(
+        r#"{REVIEWS}---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: reviews-v2, namespace: default}}
+spec: {{host: reviews.default.svc.cluster.local, subsets: [{{name: v2, labels: {{version: v2}}}}]}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: split, namespace: default}}
+spec:
+  hosts: [reviews]
+  http: [{{route: [{{destination: {{host: reviews, subset: v1}}}}]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: public, namespace: default}}
+spec:
+  hosts: [reviews.example.com]
+  gateways: [shop]
+  http: [{{route: [{{destination: {{host: reviews}}}}]}}]
+"#
+    ));
+    assert_eq!(
+        codes(&found),
+        vec![(
+            "IST0140",
+            Level::Warning,
+            "VirtualService default/public",
+            "Subset in virtual service default/split has no effect on ingress gateway default/public requests"
+        )]
+    );
+}
