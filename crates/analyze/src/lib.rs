@@ -4,7 +4,8 @@
 //!
 //! Built so far: IST0101 (referenced gateways, hosts, ports and subsets),
 //! IST0102, IST0109, IST0111, IST0112, IST0118, IST0123, IST0128,
-//! IST0129, IST0132, IST0134, IST0145, IST0151 to IST0155 (EnvoyFilter,
+//! IST0129, IST0132, IST0134, IST0138, IST0140, IST0145, IST0151 to
+//! IST0155 (EnvoyFilter,
 //! `envoy_filter.rs`), IST0157 and IST0160 (Telemetry, `telemetry.rs`);
 //! weft's readiness checklist (WEFT1xxx) is `readiness.rs`.
 
@@ -761,7 +762,9 @@ fn duplicate_certificates(resources: &[Resource], out: &mut Vec<Message>) {
     ) {
         (Some(x), Some(y)) if !x.is_empty() && !y.is_empty() => x == y,
         (None | Some(""), None | Some("")) => {
-            let set = |v: &Option<String>| v.as_deref().filter(|s| !s.is_empty());
+            fn set(v: &Option<String>) -> Option<&str> {
+                v.as_deref().filter(|s| !s.is_empty())
+            }
             match (set(&a.server_certificate), set(&b.server_certificate)) {
                 (Some(x), Some(y)) if x == y => matches!(
                     (set(&a.private_key), set(&b.private_key)),
@@ -777,7 +780,10 @@ fn duplicate_certificates(resources: &[Resource], out: &mut Vec<Message>) {
             if std::ptr::eq(*r, *other_r) {
                 continue;
             }
-            let covers = g.selector.iter().all(|(k, v)| other.selector.get(k) == Some(v));
+            let covers = g
+                .selector
+                .iter()
+                .all(|(k, v)| other.selector.get(k) == Some(v));
             if !covers {
                 continue;
             }
@@ -823,7 +829,7 @@ fn ingress_subsets(resources: &[Resource], out: &mut Vec<Message>) {
                 .iter()
                 .flat_map(|h| h.route.iter().filter_map(|d| d.destination.as_ref()))
                 .filter(|d| d.subset.as_deref().is_some_and(|s| !s.is_empty()))
-                .filter(|d| v.hosts.iter().any(|h| *h == d.host))
+                .filter(|d| v.hosts.contains(&d.host))
                 .map(move |d| (*r, d.host.as_str()))
         })
         .collect();
