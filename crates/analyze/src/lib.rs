@@ -3,7 +3,8 @@
 //! `istioctl analyze --use-kube=false` reads them). Pure: no I/O, no clock.
 //!
 //! Built so far: IST0101 (referenced gateways, hosts, ports and subsets),
-//! IST0102, IST0109, IST0111, IST0112, IST0118, IST0123, IST0128,
+//! IST0102, IST0109, IST0111, IST0112, IST0118, IST0123, IST0127
+//! (`authz.rs`), IST0128,
 //! IST0129, IST0132, IST0134, IST0138, IST0140, IST0145, IST0151 to
 //! IST0155 (EnvoyFilter,
 //! `envoy_filter.rs`), IST0157 and IST0160 (Telemetry, `telemetry.rs`);
@@ -12,6 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+mod authz;
 mod envoy_filter;
 pub mod readiness;
 mod telemetry;
@@ -170,6 +172,10 @@ pub fn analyze_with(
     duplicate_certificates(resources, &mut out);
     ingress_subsets(resources, &mut out);
     envoy_filter::analyze(resources, &mut out);
+    let root = mesh
+        .and_then(|m| m.root_namespace.as_deref())
+        .unwrap_or("istio-system");
+    authz::analyze(resources, root, &mut out);
     telemetry::analyze(resources, mesh, &mut out);
     mesh_host_conflicts(resources, &mut out);
     conflicting_gateways(resources, &mut out);

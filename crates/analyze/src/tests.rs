@@ -1003,3 +1003,69 @@ spec:
         )]
     );
 }
+
+#[test]
+fn authorization_policies_must_select_workloads_and_name_known_namespaces() {
+    let found = run(r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio-injection: enabled}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews, namespace: shop}
+spec: {address: 10.0.0.1, labels: {app: reviews}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: reviews, namespace: shop}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  rules: [{from: [{source: {namespaces: [shop, "istio-*", "*-system"]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ratings, namespace: shop}
+spec:
+  selector: {matchLabels: {app: ratings, version: v1}}
+  rules: [{from: [{source: {notNamespaces: [legacy]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: nothing-here, namespace: empty}
+spec: {}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: mesh-wide, namespace: istio-system}
+spec: {}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: mesh-wide-selector, namespace: istio-system}
+spec: {selector: {matchLabels: {app: reviews}}}
+"#);
+    assert_eq!(
+        codes(&found),
+        vec![
+            (
+                "IST0127",
+                Level::Warning,
+                "AuthorizationPolicy shop/ratings",
+                "No matching workloads for this resource with the following labels: app=ratings,version=v1"
+            ),
+            (
+                "IST0101",
+                Level::Error,
+                "AuthorizationPolicy shop/ratings",
+                r#"Referenced namespace not found: "legacy""#
+            ),
+            (
+                "IST0127",
+                Level::Warning,
+                "AuthorizationPolicy empty/nothing-here",
+                "No matching workloads for this resource with the following labels: "
+            ),
+        ]
+    );
+}

@@ -1,0 +1,109 @@
+//! AuthorizationPolicy analyzers: IST0127, a policy that selects no
+//! workload; IST0101, a source namespace that matches no namespace.
+//!
+//! Istio counts running pods; from files weft counts Pods, WorkloadEntries
+//! and the pod templates of Deployments, and knows a namespace from its
+//! Namespace resource or from any resource in it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use weft_api::{Resource, Spec};
+
+use crate::{Level, Message, message};
+
+type Labels = BTreeMap<String, String>;
+
+pub(crate) fn analyze(resources: &[Resource], root: &str, out: &mut Vec<Message>) {
+    let mut workloads: BTreeMap<&str, Vec<&Labels>> = BTreeMap::new();
+    let mut namespaces: BTreeSet<&str> = BTreeSet::new();
+    for r in resources {
+        let labels = match &r.spec {
+            Spec::Pod(_) => Some(&r.meta.labels),
+            Spec::WorkloadEntry(we) => Some(&we.labels),
+            Spec::Deployment(d) => d.template.as_ref().map(|t| &t.metadata.labels),
+            _ => None,
+        };
+        if let Some(labels) = labels {
+            workloads.entry(r.namespace()).or_default().push(labels);
+        }
+        match &r.spec {
+            Spec::Namespace => {
+                namespaces.insert(r.name.as_str());
+            }
+            _ if r.namespace.is_some() => {
+                namespaces.insert(r.namespace());
+            }
+            _ => {}
+        }
+    }
+    for r in resources {
+        let Spec::AuthorizationPolicy(ap) = &r.spec else {
+            continue;
+        };
+        let ns = r.namespace();
+        let selector = ap.selector.as_ref().map(|s| &s.match_labels);
+        let selects = |labels: &&Labels| {
+            selector.is_none_or(|s| s.iter().all(|(k, v)| labels.get(k) == Some(v)))
+        };
+        let found = if ns == root {
+            // Mesh-wide: a selector looks in every namespace; none is fine.
+            selector.is_none() || workloads.values().flatten().any(|l| selects(l))
+        } else {
+            workloads.get(ns).is_some_and(|ws| ws.iter().any(selects))
+        };
+        if !found {
+            out.push(message(
+                "IST0127",
+                Level::Warning,
+                r,
+                format!(
+                    "No matching workloads for this resource with the following labels: {}",
+                    selector_string(selector)
+                ),
+            ));
+        }
+        let referenced = ap
+            .rules
+            .iter()
+            .flat_map(|rule| &rule.from)
+            .filter_map(|f| f.source.as_ref())
+            .flat_map(|s| s.namespaces.iter().chain(&s.not_namespaces));
+        for pattern in referenced {
+            if !namespaces.iter().any(|n| namespace_match(n, pattern)) {
+                out.push(message(
+                    "IST0101",
+                    Level::Error,
+                    r,
+                    format!("Referenced namespace not found: {pattern:?}"),
+                ));
+            }
+        }
+    }
+}
+
+/// Kubernetes' form of a label selector: `k=v,k2=v2`, keys in order.
+fn selector_string(selector: Option<&Labels>) -> String {
+    selector
+        .map(|s| {
+            s.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+/// A namespace against a policy's pattern: `*`, `prefix*`, `*suffix` or
+/// the name in any case.
+fn namespace_match(ns: &str, pattern: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    if let Some(suffix) = pattern.strip_prefix('*') {
+        return ns.ends_with(suffix);
+    }
+    if let Some(prefix) = pattern.strip_suffix('*') {
+        return ns.starts_with(prefix);
+    }
+    ns.eq_ignore_ascii_case(pattern)
+}
