@@ -47,7 +47,7 @@ pub(crate) fn analyze(resources: &[Resource], root: &str, out: &mut Vec<Message>
         };
         let found = if ns == root {
             // Mesh-wide: a selector looks in every namespace; none is fine.
-            selector.is_none() || workloads.values().flatten().any(|l| selects(l))
+            selector.is_none() || workloads.values().flatten().any(&selects)
         } else {
             workloads.get(ns).is_some_and(|ws| ws.iter().any(selects))
         };
