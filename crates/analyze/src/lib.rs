@@ -7,7 +7,8 @@
 //! (`authz.rs`), IST0128,
 //! IST0129, IST0132, IST0134, IST0138, IST0140, IST0145, IST0151 to
 //! IST0155 (EnvoyFilter,
-//! `envoy_filter.rs`), IST0157 and IST0160 (Telemetry, `telemetry.rs`);
+//! `envoy_filter.rs`), IST0157 and IST0160 (Telemetry, `telemetry.rs`),
+//! IST0110 and IST0159 (workload selectors, `selectors.rs`);
 //! weft's readiness checklist (WEFT1xxx) is `readiness.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,6 +17,7 @@ use std::fmt;
 mod authz;
 mod envoy_filter;
 pub mod readiness;
+mod selectors;
 mod telemetry;
 
 use serde::Serialize;
@@ -176,6 +178,7 @@ pub fn analyze_with(
         .and_then(|m| m.root_namespace.as_deref())
         .unwrap_or("istio-system");
     authz::analyze(resources, root, &mut out);
+    selectors::analyze(resources, &mut out);
     telemetry::analyze(resources, mesh, &mut out);
     mesh_host_conflicts(resources, &mut out);
     conflicting_gateways(resources, &mut out);

@@ -190,6 +190,7 @@ fn two_namespace_wide_sidecars_conflict() {
         sidecar("b", "shop", ""),
         sidecar("c", "shop", "workloadSelector: {labels: {app: x}},"),
         sidecar("d", "other", ""),
+        "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: x, namespace: shop}\nspec: {address: 10.0.0.9, labels: {app: x}}\n".into(),
     ]
     .concat());
     let msg = r#"The Sidecars [shop/a shop/b] in namespace "shop" have no workload selector, which can lead to undefined behavior."#;
@@ -838,6 +839,7 @@ fn telemetry_without_providers_or_selectors() {
             "one",
             "{selector: {matchLabels: {app: a}}, accessLogging: [{providers: [{name: envoy}]}]}",
         ),
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: a, namespace: shop}\nspec: {address: 10.0.0.9, labels: {app: a}}\n".into(),
     ]
     .concat();
     assert_eq!(
@@ -1066,6 +1068,57 @@ spec: {selector: {matchLabels: {app: reviews}}}
                 "AuthorizationPolicy empty/nothing-here",
                 "No matching workloads for this resource with the following labels: "
             ),
+        ]
+    );
+}
+
+#[test]
+fn sidecar_and_telemetry_selectors_must_match_one_owner_each() {
+    let found = run(r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio-injection: enabled}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: reviews, namespace: shop}
+spec:
+  template:
+    metadata: {labels: {app: reviews, version: v1}}
+    spec: {containers: [{name: reviews, image: reviews}]}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: by-app, namespace: shop}
+spec: {workloadSelector: {labels: {app: reviews}}}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: by-version, namespace: shop}
+spec: {workloadSelector: {labels: {version: v1}}}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: nobody, namespace: shop}
+spec: {workloadSelector: {labels: {app: ratings}}}
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: reviews, namespace: shop}
+spec: {selector: {matchLabels: {app: reviews}}}
+"#);
+    let conflict = r#"The Sidecars [shop/by-app shop/by-version] in namespace "shop" select the same workload pod "reviews", which can lead to undefined behavior."#;
+    assert_eq!(
+        codes(&found),
+        vec![
+            (
+                "IST0101",
+                Level::Error,
+                "Sidecar shop/nobody",
+                r#"Referenced selector not found: "app=ratings""#
+            ),
+            ("IST0110", Level::Error, "Sidecar shop/by-app", conflict),
+            ("IST0110", Level::Error, "Sidecar shop/by-version", conflict),
         ]
     );
 }
