@@ -8,7 +8,8 @@
 //! IST0129, IST0132, IST0134, IST0138, IST0140, IST0145, IST0151 to
 //! IST0155 (EnvoyFilter,
 //! `envoy_filter.rs`), IST0157 and IST0160 (Telemetry, `telemetry.rs`),
-//! IST0110 and IST0159 (workload selectors, `selectors.rs`);
+//! IST0110 and IST0159 (workload selectors, `selectors.rs`), IST0144 and
+//! IST0149;
 //! weft's readiness checklist (WEFT1xxx) is `readiness.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -179,6 +180,8 @@ pub fn analyze_with(
         .unwrap_or("istio-system");
     authz::analyze(resources, root, &mut out);
     selectors::analyze(resources, &mut out);
+    jwt_claim_routes(resources, &mut out);
+    proxy_uid(resources, &mut out);
     telemetry::analyze(resources, mesh, &mut out);
     mesh_host_conflicts(resources, &mut out);
     conflicting_gateways(resources, &mut out);
@@ -866,6 +869,115 @@ fn ingress_subsets(resources: &[Resource], out: &mut Vec<Message>) {
                     ),
                 ));
             }
+        }
+    }
+}
+
+/// IST0149: a VirtualService bound to a gateway routes on a JWT claim, but
+/// no RequestAuthentication (of istio-system or the gateway workload's
+/// namespace) applies to a workload of that gateway: the claim is never
+/// there to match.
+fn jwt_claim_routes(resources: &[Resource], out: &mut Vec<Message>) {
+    const CLAIM: &str = "@request.auth.claims";
+    let workloads: Vec<(&str, &str, &BTreeMap<String, String>)> = resources
+        .iter()
+        .filter_map(|r| {
+            let labels = match &r.spec {
+                Spec::Pod(_) => &r.meta.labels,
+                Spec::WorkloadEntry(we) => &we.labels,
+                Spec::Deployment(d) => &d.template.as_ref()?.metadata.labels,
+                _ => return None,
+            };
+            Some((r.namespace(), r.name.as_str(), labels))
+        })
+        .collect();
+    let selects = |sel: &BTreeMap<String, String>, labels: &BTreeMap<String, String>| {
+        sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+    };
+    for r in resources {
+        let Spec::VirtualService(vs) = &r.spec else {
+            continue;
+        };
+        let key = vs
+            .http
+            .iter()
+            .flat_map(|h| &h.r#match)
+            .flat_map(|m| m.headers.keys().chain(m.without_headers.keys()))
+            .find(|k| k.starts_with(CLAIM));
+        let Some(key) = key else {
+            continue;
+        };
+        for g in vs.gateways.iter().filter(|g| *g != "mesh") {
+            let (gw_ns, gw_name) = match g.split_once('/') {
+                Some((ns, name)) => (ns, name),
+                None => (r.namespace(), g.as_str()),
+            };
+            let Some(gateway) = resources.iter().find_map(|x| match &x.spec {
+                Spec::Gateway(gw) if x.namespace() == gw_ns && x.name == gw_name => Some(gw),
+                _ => None,
+            }) else {
+                continue;
+            };
+            for (ns, pod, labels) in &workloads {
+                if !selects(&gateway.selector, labels) {
+                    continue;
+                }
+                let authenticated = resources.iter().any(|x| match &x.spec {
+                    Spec::RequestAuthentication(ra) => {
+                        (x.namespace() == "istio-system" || x.namespace() == *ns)
+                            && ra
+                                .selector
+                                .as_ref()
+                                .is_none_or(|s| selects(&s.match_labels, labels))
+                    }
+                    _ => false,
+                });
+                if !authenticated {
+                    out.push(message(
+                        "IST0149",
+                        Level::Error,
+                        r,
+                        format!(
+                            "The virtual service uses the JWT claim based routing (key: {key}) but found no request authentication for the gateway ({gw_ns}/{gw_name}) pod ({pod}). The request authentication must first be applied for the gateway pods to validate the JWT token and make the claims available for routing."
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// IST0144: an application pod (or a Deployment's) running as UID 1337,
+/// the sidecar's own user, whose traffic capture lets through unproxied.
+fn proxy_uid(resources: &[Resource], out: &mut Vec<Message>) {
+    const PROXY_UID: i64 = 1337;
+    for r in resources {
+        let spec = match &r.spec {
+            Spec::Pod(p) => p,
+            Spec::Deployment(d) => match d.template.as_ref().and_then(|t| t.spec.as_ref()) {
+                Some(p) => p,
+                None => continue,
+            },
+            _ => continue,
+        };
+        if r.namespace() == "istio-system" {
+            continue;
+        }
+        let pod_level =
+            spec.security_context.as_ref().and_then(|s| s.run_as_user) == Some(PROXY_UID);
+        let containers = spec
+            .containers
+            .iter()
+            .filter(|c| c.name != "istio-proxy" && c.name != "istio-operator")
+            .filter(|c| c.security_context.as_ref().and_then(|s| s.run_as_user) == Some(PROXY_UID))
+            .count();
+        for _ in 0..usize::from(pod_level) + containers {
+            out.push(message(
+                "IST0144",
+                Level::Warning,
+                r,
+                "User ID (UID) 1337 is reserved for the sidecar proxy.".into(),
+            ));
         }
     }
 }

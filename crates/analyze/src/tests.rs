@@ -1122,3 +1122,82 @@ spec: {selector: {matchLabels: {app: reviews}}}
         ]
     );
 }
+
+#[test]
+fn jwt_claim_routes_need_request_authentication_at_the_gateway() {
+    let mesh = |ra: &str| {
+        format!(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: ingressgateway, namespace: istio-system}}
+spec: {{address: 10.0.0.2, labels: {{istio: ingressgateway}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: web, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: ["*"]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: httpbin, namespace: foo}}
+spec: {{hosts: [httpbin.foo.svc.cluster.local], location: MESH_INTERNAL, ports: [{{number: 8000, name: http, protocol: HTTP}}], resolution: STATIC}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: httpbin, namespace: foo}}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/web]
+  http:
+  - match: [{{headers: {{"@request.auth.claims.groups": {{exact: group1}}}}}}]
+    route: [{{destination: {{host: httpbin.foo.svc.cluster.local}}}}]
+{ra}"#
+        )
+    };
+    let found: Vec<_> = run(&mesh(""))
+        .into_iter()
+        .filter(|m| m.code == "IST0149")
+        .collect();
+    assert_eq!(
+        codes(&found),
+        vec![(
+            "IST0149",
+            Level::Error,
+            "VirtualService foo/httpbin",
+            "The virtual service uses the JWT claim based routing (key: @request.auth.claims.groups) but found no request authentication for the gateway (istio-system/web) pod (ingressgateway). The request authentication must first be applied for the gateway pods to validate the JWT token and make the claims available for routing."
+        )]
+    );
+    let with_ra = mesh(
+        "---\napiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt, namespace: istio-system}\nspec:\n  selector: {matchLabels: {istio: ingressgateway}}\n  jwtRules: [{issuer: testing@secure.istio.io, jwksUri: 'https://example.com/jwks.json'}]\n",
+    );
+    assert!(run(&with_ra).iter().all(|m| m.code != "IST0149"));
+}
+
+#[test]
+fn applications_must_not_run_as_the_proxys_uid() {
+    let found = run(r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: app, namespace: shop}
+spec:
+  template:
+    metadata: {labels: {app: app}}
+    spec:
+      securityContext: {runAsUser: 1337}
+      containers:
+      - {name: app, image: app, securityContext: {runAsUser: 1337}}
+      - {name: istio-proxy, image: proxy, securityContext: {runAsUser: 1337}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: fine, namespace: shop}
+spec: {containers: [{name: fine, image: fine, securityContext: {runAsUser: 1000}}]}
+"#);
+    let uid: Vec<_> = found.iter().filter(|m| m.code == "IST0144").collect();
+    assert_eq!(uid.len(), 2, "{found:?}");
+    assert!(uid.iter().all(|m| m.origin == "Deployment shop/app"
+        && m.message == "User ID (UID) 1337 is reserved for the sidecar proxy."));
+}

@@ -95,6 +95,14 @@ pub struct PodSpec {
     pub containers: Vec<Container>,
     #[serde(default)]
     pub init_containers: Vec<Container>,
+    pub security_context: Option<SecurityContext>,
+}
+
+/// The part of a pod's or container's `securityContext` the mesh reads.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityContext {
+    pub run_as_user: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -106,6 +114,7 @@ pub struct Container {
     #[serde(default)]
     pub ports: Vec<ContainerPort>,
     pub resources: Option<Resources>,
+    pub security_context: Option<SecurityContext>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
