@@ -146,15 +146,22 @@ pub fn schema(d: &weft_api::Diagnostic) -> Option<Message> {
 
 /// Every analyzer over `resources`, in resource order, then code.
 pub fn analyze(resources: &[Resource]) -> Vec<Message> {
-    analyze_with(resources, None)
+    analyze_with(resources, &Options::default())
 }
 
-/// Every analyzer over `resources`, with the mesh's MeshConfig when the
-/// inputs hold one.
-pub fn analyze_with(
-    resources: &[Resource],
-    mesh: Option<&weft_api::types::mesh::MeshConfig>,
-) -> Vec<Message> {
+/// What the analyzers read besides the resources.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options<'a> {
+    /// The mesh's MeshConfig, when the inputs hold one.
+    pub mesh: Option<&'a weft_api::types::mesh::MeshConfig>,
+    /// Credential folders beside the inputs (`NAME/tls.crt`), which weft
+    /// reads for a `credentialName` as Istio reads a Secret.
+    pub credentials: &'a [String],
+}
+
+/// Every analyzer over `resources`, with `options`.
+pub fn analyze_with(resources: &[Resource], options: &Options<'_>) -> Vec<Message> {
+    let mesh = options.mesh;
     let cx = Context::new(resources);
     let mut out = Vec::new();
     for r in resources {
@@ -181,6 +188,7 @@ pub fn analyze_with(
     authz::analyze(resources, root, &mut out);
     selectors::analyze(resources, &mut out);
     jwt_claim_routes(resources, &mut out);
+    gateway_credentials(resources, options.credentials, &mut out);
     proxy_uid(resources, &mut out);
     telemetry::analyze(resources, mesh, &mut out);
     mesh_host_conflicts(resources, &mut out);
@@ -978,6 +986,60 @@ fn proxy_uid(resources: &[Resource], out: &mut Vec<Message>) {
                 r,
                 "User ID (UID) 1337 is reserved for the sidecar proxy.".into(),
             ));
+        }
+    }
+}
+
+/// IST0101: a Gateway whose selector matches no workload, or whose server
+/// names a `credentialName` that is neither a Secret in the namespace of
+/// its workloads nor a credential folder beside the inputs.
+fn gateway_credentials(resources: &[Resource], folders: &[String], out: &mut Vec<Message>) {
+    for r in resources {
+        let Spec::Gateway(g) = &r.spec else {
+            continue;
+        };
+        let workload_ns = resources.iter().find_map(|w| {
+            let labels = match &w.spec {
+                Spec::Pod(_) => &w.meta.labels,
+                Spec::WorkloadEntry(we) => &we.labels,
+                Spec::Deployment(d) => &d.template.as_ref()?.metadata.labels,
+                _ => return None,
+            };
+            g.selector
+                .iter()
+                .all(|(k, v)| labels.get(k) == Some(v))
+                .then(|| w.namespace())
+        });
+        let Some(ns) = workload_ns else {
+            let selector: Vec<String> =
+                g.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            out.push(message(
+                "IST0101",
+                Level::Error,
+                r,
+                format!("Referenced selector not found: {:?}", selector.join(",")),
+            ));
+            continue;
+        };
+        for name in g
+            .servers
+            .iter()
+            .filter_map(|s| s.tls.as_ref()?.credential_name.as_deref())
+            .filter(|n| !n.is_empty())
+        {
+            let (secret_ns, secret) = name.split_once('/').unwrap_or((ns, name));
+            let exists = folders.iter().any(|f| f == name)
+                || resources.iter().any(|x| {
+                    matches!(x.spec, Spec::Secret) && x.namespace() == secret_ns && x.name == secret
+                });
+            if !exists {
+                out.push(message(
+                    "IST0101",
+                    Level::Error,
+                    r,
+                    format!("Referenced credentialName not found: {name:?}"),
+                ));
+            }
         }
     }
 }

@@ -7,6 +7,13 @@ fn run(yaml: &str) -> Vec<Message> {
     analyze(&l.resources)
 }
 
+/// `run`, with the gateway workloads the tests' Gateways select.
+fn run_gw(yaml: &str) -> Vec<Message> {
+    run(&format!(
+        "{yaml}\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: ingressgateway, namespace: istio-system}}\nspec: {{address: 10.9.0.1, labels: {{istio: ingressgateway}}}}\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: other-gateway, namespace: istio-system}}\nspec: {{address: 10.9.0.2, labels: {{istio: other}}}}\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: edge-gateway, namespace: edge}}\nspec: {{address: 10.9.0.3, labels: {{istio: edge-gateway}}}}\n"
+    ))
+}
+
 fn codes(found: &[Message]) -> Vec<(&str, Level, &str, &str)> {
     found
         .iter()
@@ -46,7 +53,7 @@ spec:
 
 #[test]
 fn referenced_gateways_hosts_and_subsets_must_exist() {
-    let ok = run(&format!(
+    let ok = run_gw(&format!(
         r#"{REVIEWS}---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -64,7 +71,7 @@ spec:
     ));
     assert_eq!(codes(&ok), vec![]);
 
-    let bad = run(&format!(
+    let bad = run_gw(&format!(
         r#"{REVIEWS}---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -212,28 +219,30 @@ fn vs(name: &str, ns: &str, rest: &str) -> String {
 #[test]
 fn two_mesh_virtual_services_for_one_host_conflict() {
     let route = "http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]";
-    let found = run(&[
-        REVIEWS.to_string(),
-        vs("a", "default", &format!("hosts: [reviews], {route}")),
-        vs(
-            "b",
-            "default",
-            &format!("hosts: [reviews.default.svc.cluster.local], {route}"),
-        ),
-        // Bound to a gateway only, or exported to its own namespace
-        // elsewhere: no conflict.
-        vs(
-            "c",
-            "default",
-            &format!("hosts: [reviews], gateways: [shop], {route}"),
-        ),
-        vs(
-            "d",
-            "other",
-            &format!("hosts: [reviews.default.svc.cluster.local], exportTo: [.], {route}"),
-        ),
-    ]
-    .concat());
+    let found = run_gw(
+        &[
+            REVIEWS.to_string(),
+            vs("a", "default", &format!("hosts: [reviews], {route}")),
+            vs(
+                "b",
+                "default",
+                &format!("hosts: [reviews.default.svc.cluster.local], {route}"),
+            ),
+            // Bound to a gateway only, or exported to its own namespace
+            // elsewhere: no conflict.
+            vs(
+                "c",
+                "default",
+                &format!("hosts: [reviews], gateways: [shop], {route}"),
+            ),
+            vs(
+                "d",
+                "other",
+                &format!("hosts: [reviews.default.svc.cluster.local], exportTo: [.], {route}"),
+            ),
+        ]
+        .concat(),
+    );
     let msg = "The VirtualServices default/a,default/b associated with mesh gateway define the same host reviews.default.svc.cluster.local which can lead to undefined behavior. This can be fixed by merging the conflicting VirtualServices into a single resource.";
     assert_eq!(
         codes(&found),
@@ -256,31 +265,33 @@ spec:
   - {port: {number: 80, name: http, protocol: HTTP}, hosts: ["shop/*.example.com", "./status.example.org"]}
 "#;
     let route = "http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]";
-    let found = run(&[
-        gateway.to_string(),
-        "---".to_string(),
-        REVIEWS.to_string(),
-        vs(
-            "ok",
-            "shop",
-            &format!(
-                "hosts: [books.example.com, \"*.example.com\"], gateways: [edge/web], {route}"
+    let found = run_gw(
+        &[
+            gateway.to_string(),
+            "---".to_string(),
+            REVIEWS.to_string(),
+            vs(
+                "ok",
+                "shop",
+                &format!(
+                    "hosts: [books.example.com, \"*.example.com\"], gateways: [edge/web], {route}"
+                ),
             ),
-        ),
-        vs(
-            "bad",
-            "shop",
-            &format!(
-                "hosts: [books.example.org, status.example.org], gateways: [edge/web], {route}"
+            vs(
+                "bad",
+                "shop",
+                &format!(
+                    "hosts: [books.example.org, status.example.org], gateways: [edge/web], {route}"
+                ),
             ),
-        ),
-        vs(
-            "edge",
-            "edge",
-            &format!("hosts: [status.example.org], gateways: [web], {route}"),
-        ),
-    ]
-    .concat());
+            vs(
+                "edge",
+                "edge",
+                &format!("hosts: [status.example.org], gateways: [web], {route}"),
+            ),
+        ]
+        .concat(),
+    );
     assert_eq!(
         codes(&found),
         vec![(
@@ -655,20 +666,22 @@ fn gateways_on_one_selector_and_port_must_not_share_hosts() {
             "---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: edge}}\nspec: {{selector: {{{selector}}}, servers: [{{port: {{number: {port}, name: http, protocol: HTTP}}, hosts: [{hosts}]}}]}}\n"
         )
     };
-    let found = run(&[
-        gw("a", "istio: ingressgateway", 80, "\"*.example.com\""),
-        gw(
-            "b",
-            "istio: ingressgateway",
-            80,
-            "shop.example.com, shop.example.org",
-        ),
-        // Another port, another selector, or another host: no conflict.
-        gw("c", "istio: ingressgateway", 443, "shop.example.com"),
-        gw("d", "istio: other", 80, "shop.example.com"),
-        gw("e", "istio: ingressgateway", 80, "status.example.net"),
-    ]
-    .concat());
+    let found = run_gw(
+        &[
+            gw("a", "istio: ingressgateway", 80, "\"*.example.com\""),
+            gw(
+                "b",
+                "istio: ingressgateway",
+                80,
+                "shop.example.com, shop.example.org",
+            ),
+            // Another port, another selector, or another host: no conflict.
+            gw("c", "istio: ingressgateway", 443, "shop.example.com"),
+            gw("d", "istio: other", 80, "shop.example.com"),
+            gw("e", "istio: ingressgateway", 80, "status.example.net"),
+        ]
+        .concat(),
+    );
     assert_eq!(
         codes(&found),
         vec![
@@ -732,7 +745,7 @@ kind: Service
 metadata: {name: ratings, namespace: default}
 spec: {selector: {app: ratings}, ports: [{name: http, port: 9080}, {name: grpc, port: 9090}]}
 "#;
-    let found = run(&format!(
+    let found = run_gw(&format!(
         r#"{REVIEWS}---{multi}---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -876,7 +889,11 @@ fn telemetry_without_providers_or_selectors() {
         serde_json::json!({"defaultProviders": {"accessLogging": ["envoy"]}}),
     )
     .unwrap();
-    assert!(analyze_with(&l.resources, Some(&mesh)).is_empty());
+    let options = Options {
+        mesh: Some(&mesh),
+        credentials: &[],
+    };
+    assert!(analyze_with(&l.resources, &options).is_empty());
 }
 
 /// Istio's docs examples, each analyzed beside the samples they build on
@@ -952,10 +969,11 @@ fn gateways_sharing_a_certificate_and_ingress_routes_that_skip_subsets() {
         gateway("b", "istio: ingressgateway", "shared"),
         gateway("c", "istio: ingressgateway", "own"),
         gateway("d", "istio: other", "shared"),
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: shared, namespace: istio-system}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: own, namespace: istio-system}\n".into(),
     ]
     .concat();
     assert_eq!(
-        codes(&run(&yaml)),
+        codes(&run_gw(&yaml)),
         vec![
             (
                 "IST0138",
@@ -972,7 +990,7 @@ fn gateways_sharing_a_certificate_and_ingress_routes_that_skip_subsets() {
         ]
     );
 
-    let found = run(&format!(
+    let found = run_gw(&format!(
         r#"{REVIEWS}---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -1200,4 +1218,60 @@ spec: {containers: [{name: fine, image: fine, securityContext: {runAsUser: 1000}
     assert_eq!(uid.len(), 2, "{found:?}");
     assert!(uid.iter().all(|m| m.origin == "Deployment shop/app"
         && m.message == "User ID (UID) 1337 is reserved for the sidecar proxy."));
+}
+
+#[test]
+fn gateways_need_workloads_and_their_credentials() {
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: ingressgateway, namespace: istio-system}
+spec: {address: 10.0.0.2, labels: {istio: ingressgateway}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: from-secret, namespace: istio-system}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - {port: {number: 443, name: a, protocol: HTTPS}, hosts: [a.example.com], tls: {mode: SIMPLE, credentialName: from-secret}}
+  - {port: {number: 443, name: b, protocol: HTTPS}, hosts: [b.example.com], tls: {mode: SIMPLE, credentialName: from-folder}}
+  - {port: {number: 443, name: c, protocol: HTTPS}, hosts: [c.example.com], tls: {mode: SIMPLE, credentialName: missing}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: orphan, namespace: shop}
+spec:
+  selector: {istio: nobody}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+"#;
+    let mut l = weft_api::Loaded::default();
+    l.add_text("mesh.yaml", yaml);
+    let folders = ["from-folder".to_string()];
+    let options = Options {
+        mesh: None,
+        credentials: &folders,
+    };
+    let found = analyze_with(&l.resources, &options);
+    assert_eq!(
+        codes(&found),
+        vec![
+            (
+                "IST0101",
+                Level::Error,
+                "Gateway shop/web",
+                r#"Referenced credentialName not found: "missing""#
+            ),
+            (
+                "IST0101",
+                Level::Error,
+                "Gateway shop/orphan",
+                r#"Referenced selector not found: "istio=nobody""#
+            ),
+        ]
+    );
 }

@@ -516,6 +516,7 @@ fn parse_spec(info: &KindInfo, root: &Node) -> Result<Spec, de::Error> {
         (WEFT, "RateLimit") => Spec::RateLimit(spec(root)?),
         (CORE, "Namespace") => Spec::Namespace,
         (CORE, "ServiceAccount") => Spec::ServiceAccount,
+        (CORE, "Secret") => Spec::Secret,
         (CORE, "Service") => Spec::Service(spec(root)?),
         (CORE, "Pod") => Spec::Pod(spec(root)?),
         (APPS, "Deployment") => Spec::Deployment(spec(root)?),

@@ -85,6 +85,7 @@ pub static KINDS: &[KindInfo] = &[
     kind!(CORE, "Namespace", &["v1"], false, false),
     kind!(CORE, "Service", &["v1"], true, false),
     kind!(CORE, "ServiceAccount", &["v1"], true, false),
+    kind!(CORE, "Secret", &["v1"], true, false),
     kind!(CORE, "Pod", &["v1"], true, false),
     kind!(CORE, "ConfigMap", &["v1"], true, false),
     kind!(APPS, "Deployment", &["v1"], true, false),
@@ -139,6 +140,8 @@ pub enum Spec {
     Namespace,
     Service(kube::ServiceSpec),
     ServiceAccount,
+    /// Only its name matters to the mesh (a gateway's `credentialName`).
+    Secret,
     Pod(kube::PodSpec),
     Deployment(kube::DeploymentSpec),
     HorizontalPodAutoscaler(kube::HpaSpec),

@@ -204,3 +204,33 @@ fn sarif_output_locates_each_finding() {
     assert_eq!(location["region"]["startLine"], 1);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_gateway_credential_may_be_a_folder_beside_the_configuration() {
+    let dir = std::env::temp_dir().join(format!("weft-cred-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("web-cred")).unwrap();
+    std::fs::write(
+        dir.join("gateway.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: ingressgateway, namespace: istio-system}\nspec: {address: 10.0.0.2, labels: {istio: ingressgateway}}\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: web, namespace: istio-system}\nspec:\n  selector: {istio: ingressgateway}\n  servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: [web.example.com], tls: {mode: SIMPLE, credentialName: web-cred}}]\n",
+    )
+    .unwrap();
+    // Without the folder's certificate the credential is missing...
+    let out = analyze(&[dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(79));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(r#"Referenced credentialName not found: "web-cred""#)
+    );
+    // ... and with it, found, whether the folder or a file is analyzed.
+    std::fs::write(dir.join("web-cred/tls.crt"), "certificate").unwrap();
+    for input in [dir.clone(), dir.join("gateway.yaml")] {
+        let out = analyze(&[input.to_str().unwrap()]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

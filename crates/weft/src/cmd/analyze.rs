@@ -112,7 +112,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .filter_map(weft_analyze::schema)
         .chain(weft_analyze::analyze_with(
             &loaded.resources,
-            loaded.mesh.as_ref().map(|m| &m.config),
+            &weft_analyze::Options {
+                mesh: loaded.mesh.as_ref().map(|m| &m.config),
+                credentials: &credential_folders(&args.paths),
+            },
         ))
         .filter(|m| !suppressed(&rules, m))
         .collect();
@@ -292,4 +295,31 @@ fn sarif(messages: &[&Message]) -> serde_json::Value {
             "results": results,
         }],
     })
+}
+
+/// The credential folders beside the inputs: each `NAME/` holding a
+/// `tls.crt`, in a folder given as an input or holding a file given.
+fn credential_folders(paths: &[PathBuf]) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in paths {
+        let dir = if p.is_dir() {
+            p.as_path()
+        } else {
+            match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => std::path::Path::new("."),
+            }
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.path().join("tls.crt").is_file() {
+                out.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
