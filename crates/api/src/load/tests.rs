@@ -51,13 +51,13 @@ fn duplicates_name_both_places() {
 #[test]
 fn unmodeled_kinds_are_skipped_with_a_note() {
     let l = load(
-        "apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nmetadata: {name: x}\nspec: {}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: s}\n",
+        "apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nmetadata: {name: x}\nspec: {}\n---\napiVersion: v1\nkind: LimitRange\nmetadata: {name: s}\n",
     );
     assert!(l.resources.is_empty());
     assert!(l.diagnostics.iter().all(|d| d.level == Level::Note));
     assert_eq!(
         messages(&l)[1],
-        "t.yaml:6:1: Secret s: skipped (v1): not a kind weft reads"
+        "t.yaml:6:1: LimitRange s: skipped (v1): not a kind weft reads"
     );
 }
 
