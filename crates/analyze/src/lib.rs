@@ -8,8 +8,8 @@
 //! IST0129, IST0132, IST0134, IST0138, IST0140, IST0145, IST0151 to
 //! IST0155 (EnvoyFilter,
 //! `envoy_filter.rs`), IST0157 and IST0160 (Telemetry, `telemetry.rs`),
-//! IST0110 and IST0159 (workload selectors, `selectors.rs`), IST0144 and
-//! IST0149;
+//! IST0110 and IST0159 (workload selectors, `selectors.rs`), IST0144,
+//! IST0149 and IST0150;
 //! weft's readiness checklist (WEFT1xxx) is `readiness.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -658,6 +658,18 @@ fn port_names(r: &Resource, out: &mut Vec<Message>) {
                 .as_deref()
                 .is_some_and(|proto| proto.eq_ignore_ascii_case("UDP"))
             || known_protocol(prefix);
+        let external_name = svc.r#type.as_deref() == Some("ExternalName");
+        if external_name && (!told || name == "tcp") {
+            // IST0150: an ExternalName Service's port named `tcp` or not
+            // by the convention: its TCP traffic may not be forwarded.
+            out.push(message(
+                "IST0150",
+                Level::Warning,
+                r,
+                "Port name for ExternalName service is invalid. Proxy may prevent tcp named ports and unmatched traffic for ports serving TCP protocol from being forwarded correctly".into(),
+            ));
+            continue;
+        }
         if told {
             continue;
         }

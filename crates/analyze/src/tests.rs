@@ -1275,3 +1275,29 @@ spec:
         ]
     );
 }
+
+#[test]
+fn external_name_service_ports_must_be_named_by_protocol() {
+    let found = run(r#"
+apiVersion: v1
+kind: Service
+metadata: {name: ext, namespace: shop}
+spec:
+  type: ExternalName
+  externalName: api.example.com
+  ports:
+  - {name: tcp, port: 5432}
+  - {name: db, port: 5433}
+  - {name: tcp-db, port: 5434}
+  - {name: https, port: 443}
+"#);
+    let codes: Vec<(&str, &str)> = found.iter().map(|m| (m.code, m.origin.as_str())).collect();
+    assert_eq!(
+        codes,
+        vec![
+            ("IST0150", "Service shop/ext"),
+            ("IST0150", "Service shop/ext")
+        ]
+    );
+    assert_eq!(found[0].level, Level::Warning);
+}
