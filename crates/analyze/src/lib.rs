@@ -9,13 +9,14 @@
 //! IST0155 (EnvoyFilter,
 //! `envoy_filter.rs`), IST0157 and IST0160 (Telemetry, `telemetry.rs`),
 //! IST0110 and IST0159 (workload selectors, `selectors.rs`), IST0144,
-//! IST0149 and IST0150;
+//! IST0149 and IST0150, IST0116 and IST0137 (`deployments.rs`);
 //! weft's readiness checklist (WEFT1xxx) is `readiness.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 mod authz;
+mod deployments;
 mod envoy_filter;
 pub mod readiness;
 mod selectors;
@@ -190,6 +191,7 @@ pub fn analyze_with(resources: &[Resource], options: &Options<'_>) -> Vec<Messag
     jwt_claim_routes(resources, &mut out);
     gateway_credentials(resources, options.credentials, &mut out);
     proxy_uid(resources, &mut out);
+    deployments::analyze(resources, &mut out);
     telemetry::analyze(resources, mesh, &mut out);
     mesh_host_conflicts(resources, &mut out);
     conflicting_gateways(resources, &mut out);

@@ -1301,3 +1301,66 @@ spec:
     );
     assert_eq!(found[0].level, Level::Warning);
 }
+
+#[test]
+fn services_of_one_deployment_must_agree_on_ports() {
+    let yaml = |inject: &str| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: shop, labels: {{istio-injection: {inject}}}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: shop}}
+spec:
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec: {{containers: [{{name: web, image: web}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web-tcp, namespace: shop}}
+spec: {{selector: {{app: web}}, ports: [{{name: http, port: 80, targetPort: 8080}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web-udp, namespace: shop}}
+spec: {{selector: {{app: web}}, ports: [{{name: dns, port: 80, protocol: UDP, targetPort: 53}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web-alt, namespace: shop}}
+spec: {{selector: {{app: web}}, ports: [{{name: http-alt, port: 8000, targetPort: 8080}}]}}
+"#
+        )
+    };
+    let found: Vec<_> = run(&yaml("enabled"))
+        .into_iter()
+        .filter(|m| m.origin == "Deployment shop/web")
+        .collect();
+    assert_eq!(
+        codes(&found),
+        vec![
+            (
+                "IST0116",
+                Level::Warning,
+                "Deployment shop/web",
+                "This deployment web is associated with multiple services using port 80 but different protocols: [shop/web-tcp shop/web-udp]"
+            ),
+            (
+                "IST0137",
+                Level::Warning,
+                "Deployment shop/web",
+                r#"This deployment web is associated with multiple services [shop/web-alt shop/web-tcp] using targetPort "8080" but different ports: [80 8000]."#
+            ),
+        ]
+    );
+    // Outside the mesh, nothing is said.
+    assert!(
+        run(&yaml("disabled"))
+            .iter()
+            .all(|m| m.code != "IST0116" && m.code != "IST0137")
+    );
+}
