@@ -2,15 +2,13 @@
 //! codes, levels and wording, over resources loaded from files (as
 //! `istioctl analyze --use-kube=false` reads them). Pure: no I/O, no clock.
 //!
-//! Built so far: IST0101 (referenced gateways, hosts, ports and subsets),
-//! IST0102, IST0109, IST0111, IST0112, IST0118, IST0123, IST0127
-//! (`authz.rs`), IST0128,
-//! IST0129, IST0132, IST0134, IST0138, IST0140, IST0145, IST0151 to
-//! IST0155 (EnvoyFilter,
-//! `envoy_filter.rs`), IST0157 and IST0160 (Telemetry, `telemetry.rs`),
-//! IST0110 and IST0159 (workload selectors, `selectors.rs`), IST0144,
-//! IST0149 and IST0150, IST0116 and IST0137 (`deployments.rs`);
-//! weft's readiness checklist (WEFT1xxx) is `readiness.rs`.
+//! Built so far: IST0101 (gateways, hosts, ports, subsets, namespaces,
+//! selectors, credentials), IST0102, IST0103, IST0109, IST0111, IST0112,
+//! IST0118, IST0123, IST0128, IST0129, IST0132, IST0134, IST0138, IST0140,
+//! IST0144, IST0145, IST0149, IST0150 here; IST0127 in `authz.rs`; IST0110
+//! and IST0159 in `selectors.rs`; IST0116 and IST0137 in `deployments.rs`;
+//! IST0151 to IST0155 in `envoy_filter.rs`; IST0157 and IST0160 in
+//! `telemetry.rs`. weft's readiness checklist (WEFT1xxx) is `readiness.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -192,6 +190,7 @@ pub fn analyze_with(resources: &[Resource], options: &Options<'_>) -> Vec<Messag
     gateway_credentials(resources, options.credentials, &mut out);
     proxy_uid(resources, &mut out);
     deployments::analyze(resources, &mut out);
+    missing_proxies(resources, &mut out);
     telemetry::analyze(resources, mesh, &mut out);
     mesh_host_conflicts(resources, &mut out);
     conflicting_gateways(resources, &mut out);
@@ -1054,6 +1053,57 @@ fn gateway_credentials(resources: &[Resource], folders: &[String], out: &mut Vec
                     format!("Referenced credentialName not found: {name:?}"),
                 ));
             }
+        }
+    }
+}
+
+/// IST0103: a Pod in a namespace with injection enabled (`istio-injection=
+/// enabled` or a revision label, and not both) that has no istio-proxy
+/// container, unless it opts out or uses the host's network.
+fn missing_proxies(resources: &[Resource], out: &mut Vec<Message>) {
+    let injected: BTreeSet<&str> = resources
+        .iter()
+        .filter(|r| matches!(r.spec, Spec::Namespace))
+        .filter(|r| {
+            let ns = r.name.as_str();
+            let legacy = r.meta.labels.get("istio-injection").map(String::as_str);
+            let revision = r.meta.labels.contains_key("istio.io/rev");
+            !SYSTEM_NAMESPACES.contains(&ns)
+                && ns != "istio-system"
+                && match (legacy, revision) {
+                    (None, true) => true,
+                    (Some(v), false) => v == "enabled",
+                    _ => false,
+                }
+        })
+        .map(|r| r.name.as_str())
+        .collect();
+    for r in resources {
+        let Spec::Pod(pod) = &r.spec else {
+            continue;
+        };
+        if !injected.contains(r.namespace()) || pod.host_network == Some(true) {
+            continue;
+        }
+        let inject = r
+            .meta
+            .labels
+            .get("sidecar.istio.io/inject")
+            .or_else(|| r.meta.annotations.get("sidecar.istio.io/inject"));
+        if inject.is_some_and(|v| v.eq_ignore_ascii_case("false")) {
+            continue;
+        }
+        if !pod.containers.iter().any(|c| c.name == "istio-proxy") {
+            out.push(message(
+                "IST0103",
+                Level::Warning,
+                r,
+                format!(
+                    "The pod {}/{} is missing the Istio proxy. This can often be resolved by restarting or redeploying the workload.",
+                    r.namespace(),
+                    r.name
+                ),
+            ));
         }
     }
 }

@@ -1364,3 +1364,44 @@ spec: {{selector: {{app: web}}, ports: [{{name: http-alt, port: 8000, targetPort
             .all(|m| m.code != "IST0116" && m.code != "IST0137")
     );
 }
+
+#[test]
+fn pods_of_injected_namespaces_need_the_proxy() {
+    let found = run(r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio-injection: enabled}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: bare, namespace: shop}
+spec: {containers: [{name: app, image: app}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: injected, namespace: shop}
+spec: {containers: [{name: app, image: app}, {name: istio-proxy, image: proxy}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: opted-out, namespace: shop, labels: {sidecar.istio.io/inject: "false"}}
+spec: {containers: [{name: app, image: app}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: host, namespace: shop}
+spec: {hostNetwork: true, containers: [{name: app, image: app}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: elsewhere, namespace: other}
+spec: {containers: [{name: app, image: app}]}
+"#);
+    let missing: Vec<_> = found.iter().filter(|m| m.code == "IST0103").collect();
+    assert_eq!(missing.len(), 1, "{found:?}");
+    assert_eq!(missing[0].origin, "Pod shop/bare");
+    assert_eq!(
+        missing[0].message,
+        "The pod shop/bare is missing the Istio proxy. This can often be resolved by restarting or redeploying the workload."
+    );
+}

@@ -96,6 +96,7 @@ pub struct PodSpec {
     #[serde(default)]
     pub init_containers: Vec<Container>,
     pub security_context: Option<SecurityContext>,
+    pub host_network: Option<bool>,
 }
 
 /// The part of a pod's or container's `securityContext` the mesh reads.
