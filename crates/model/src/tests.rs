@@ -1097,7 +1097,7 @@ spec:
 
 /// Compiles productpage's configuration with the Gateway API resources in
 /// `extra` translated; the translation's warnings beside it.
-fn config_gateway_api(extra: &str) -> (ProxyConfig, Vec<String>) {
+fn config_gateway_api(extra: &str) -> (ProxyConfig, Vec<weft_api::Diagnostic>) {
     let versions = r#"
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -1237,12 +1237,17 @@ spec:
     );
     assert_eq!(warnings.len(), 3, "{warnings:?}");
     assert!(
-        warnings[0].contains("no ReferenceGrant in other"),
+        warnings[0].message.contains("no ReferenceGrant in other"),
         "{warnings:?}"
     );
-    assert!(warnings[1].contains("nowhere not found"), "{warnings:?}");
     assert!(
-        warnings[2].contains("filter ExtensionRef is not supported"),
+        warnings[1].message.contains("nowhere not found"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[2]
+            .message
+            .contains("filter ExtensionRef is not supported"),
         "{warnings:?}"
     );
 }
@@ -1317,9 +1322,9 @@ spec:
     let resources = load(&gateway("Same"));
     let t = gateway_api::translate(&resources);
     assert!(
-        t.warnings
-            .iter()
-            .any(|w| w.contains("no listener of Gateway infra/gw accepts")),
+        t.warnings.iter().any(|w| w
+            .message
+            .contains("no listener of Gateway infra/gw accepts")),
         "{:?}",
         t.warnings
     );
@@ -1374,7 +1379,7 @@ fn gateway_api_corpus_translates_into_valid_resources() {
             .filter(|r| matches!(r.spec, weft_api::Spec::HttpRoute(_)))
             .count();
         for w in &t.warnings {
-            assert!(!w.contains("translation is invalid"), "{w}");
+            assert!(!w.message.contains("translation is invalid"), "{w}");
         }
     }
     assert!(routes > 50, "only {routes} HTTPRoutes found");

@@ -92,6 +92,19 @@ fn warnings_do_not_fail_and_are_marked() {
 }
 
 #[test]
+fn gateway_api_routes_that_cannot_be_served_are_warned_of() {
+    let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web, namespace: shop}\nspec:\n  parentRefs: [{name: missing-gateway}]\n  rules: [{backendRefs: [{name: web, port: 80}]}]\n";
+    let out = weft(&["validate", "-"], Some(route));
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(
+        text.contains("-:1:1: HTTPRoute shop/web: warning: parent Gateway shop/missing-gateway not found; the route is not served there"),
+        "{text}"
+    );
+    assert!(text.contains("0 errors, 2 warnings"), "{text}");
+}
+
+#[test]
 fn mesh_config_file_is_checked() {
     let dir = temp_dir("mesh");
     let mesh = dir.join("mesh.yaml");

@@ -44,6 +44,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             .context("reading mesh config")?;
     }
     loaded.validate();
+    // What a valid set's Gateway API resources leave unserved.
+    if loaded.errors() == 0 {
+        let gateway_api = weft_model::gateway_api::translate(&loaded.resources);
+        loaded.diagnostics.extend(gateway_api.warnings);
+    }
     let diags: Vec<&Diagnostic> = loaded
         .diagnostics
         .iter()
