@@ -5,7 +5,7 @@
 //! Built so far: IST0101 (gateways, hosts, ports, subsets, namespaces,
 //! selectors, credentials), IST0102, IST0103, IST0109, IST0111, IST0112,
 //! IST0118, IST0123, IST0128, IST0129, IST0132, IST0134, IST0138, IST0140,
-//! IST0144, IST0145, IST0149, IST0150 here; IST0127 in `authz.rs`; IST0110
+//! IST0144, IST0145, IST0149, IST0150, IST0173 here; IST0127 in `authz.rs`; IST0110
 //! and IST0159 in `selectors.rs`; IST0116 and IST0137 in `deployments.rs`;
 //! IST0151 to IST0155 in `envoy_filter.rs`; IST0157 and IST0160 in
 //! `telemetry.rs`. weft's readiness checklist (WEFT1xxx) is `readiness.rs`.
@@ -191,6 +191,7 @@ pub fn analyze_with(resources: &[Resource], options: &Options<'_>) -> Vec<Messag
     proxy_uid(resources, &mut out);
     deployments::analyze(resources, &mut out);
     missing_proxies(resources, &mut out);
+    unselected_subsets(resources, &mut out);
     telemetry::analyze(resources, mesh, &mut out);
     mesh_host_conflicts(resources, &mut out);
     conflicting_gateways(resources, &mut out);
@@ -1104,6 +1105,64 @@ fn missing_proxies(resources: &[Resource], out: &mut Vec<Message>) {
                     r.name
                 ),
             ));
+        }
+    }
+}
+
+/// IST0173: a DestinationRule subset whose labels, with its service's
+/// selector, select no workload: requests routed to it get 503 UH.
+fn unselected_subsets(resources: &[Resource], out: &mut Vec<Message>) {
+    let workloads: Vec<&BTreeMap<String, String>> = resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::Pod(_) => Some(&r.meta.labels),
+            Spec::WorkloadEntry(we) => Some(&we.labels),
+            Spec::Deployment(d) => d.template.as_ref().map(|t| &t.metadata.labels),
+            _ => None,
+        })
+        .collect();
+    for r in resources {
+        let Spec::DestinationRule(dr) = &r.spec else {
+            continue;
+        };
+        if dr.subsets.is_empty() {
+            continue;
+        }
+        let host = expand(&dr.host, r.namespace());
+        let selector = resources.iter().find_map(|s| match &s.spec {
+            Spec::Service(svc) if format!("{}.{}.{DOMAIN}", s.name, s.namespace()) == host => {
+                Some(svc.selector.clone())
+            }
+            Spec::ServiceEntry(se) if se.hosts.iter().any(|h| expand(h, s.namespace()) == host) => {
+                Some(
+                    se.workload_selector
+                        .as_ref()
+                        .map(|w| w.labels.clone())
+                        .unwrap_or_default(),
+                )
+            }
+            _ => None,
+        });
+        let Some(selector) = selector else {
+            continue;
+        };
+        for subset in &dr.subsets {
+            let mut wanted = selector.clone();
+            wanted.extend(subset.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let selected = workloads
+                .iter()
+                .any(|labels| wanted.iter().all(|(k, v)| labels.get(k) == Some(v)));
+            if !selected {
+                out.push(message(
+                    "IST0173",
+                    Level::Error,
+                    r,
+                    format!(
+                        "The Subset {} defined in the DestinationRule does not select any pods. Which may lead to 503 UH (NoHealthyUpstream).",
+                        subset.name
+                    ),
+                ));
+            }
         }
     }
 }

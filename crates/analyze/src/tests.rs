@@ -28,6 +28,11 @@ metadata: {name: reviews, namespace: default}
 spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
 ---
 apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v1, namespace: default}
+spec: {address: 10.1.0.1, labels: {app: reviews, version: v1}}
+---
+apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: reviews, namespace: default}
 spec:
@@ -116,7 +121,7 @@ spec:
     );
     assert_eq!(
         bad[0].to_string(),
-        r#"Error [IST0101] (VirtualService default/reviews mesh.yaml:30) Referenced gateway not found: "httpbin-gateway-bogus""#
+        r#"Error [IST0101] (VirtualService default/reviews mesh.yaml:35) Referenced gateway not found: "httpbin-gateway-bogus""#
     );
     assert_eq!(
         bad[0].documentation_url,
@@ -993,11 +998,6 @@ fn gateways_sharing_a_certificate_and_ingress_routes_that_skip_subsets() {
     let found = run_gw(&format!(
         r#"{REVIEWS}---
 apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: reviews-v2, namespace: default}}
-spec: {{host: reviews.default.svc.cluster.local, subsets: [{{name: v2, labels: {{version: v2}}}}]}}
----
-apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: split, namespace: default}}
 spec:
@@ -1403,5 +1403,28 @@ spec: {containers: [{name: app, image: app}]}
     assert_eq!(
         missing[0].message,
         "The pod shop/bare is missing the Istio proxy. This can often be resolved by restarting or redeploying the workload."
+    );
+}
+
+#[test]
+fn subsets_must_select_workloads() {
+    let found = run_gw(&format!(
+        r#"{REVIEWS}---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: reviews-all, namespace: default}}
+spec:
+  host: reviews
+  subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v4, labels: {{version: v4}}}}]
+"#
+    ));
+    assert_eq!(
+        codes(&found),
+        vec![(
+            "IST0173",
+            Level::Error,
+            "DestinationRule default/reviews-all",
+            "The Subset v4 defined in the DestinationRule does not select any pods. Which may lead to 503 UH (NoHealthyUpstream)."
+        )]
     );
 }
