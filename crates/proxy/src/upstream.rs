@@ -127,7 +127,7 @@ pub struct Connector {
     originate: Option<Originate>,
     connect_timeout: Duration,
     /// `maxRequestsPerConnection` above 1: connections count their requests.
-    max_requests: Option<u32>,
+    count_uses: bool,
 }
 
 /// Istio's default `connectTimeout`.
@@ -172,7 +172,7 @@ impl Connector {
     fn conn(&self, stream: Stream) -> Conn {
         Conn {
             stream,
-            counted: self.max_requests.is_some(),
+            counted: self.count_uses,
         }
     }
 
@@ -374,7 +374,7 @@ impl Clients {
             config,
             originate: None,
             connect_timeout: CONNECT_TIMEOUT,
-            max_requests: None,
+            count_uses: false,
         };
         let mut direct = HttpConnector::new();
         direct.set_nodelay(true);
@@ -460,7 +460,7 @@ fn client(connector: Connector, h2: bool, settings: Option<&ClientSettings>) -> 
     }
     let counted = max_requests.filter(|&n| n > 1);
     let connector = Connector {
-        max_requests: counted,
+        count_uses: counted.is_some(),
         ..connector
     };
     UpstreamClient::Http1(Arc::new(b.build(connector)), counted)
