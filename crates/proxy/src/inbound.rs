@@ -330,10 +330,15 @@ async fn forward(mut req: Request<Incoming>, app: &AppConn) -> Response<Body> {
             upgrade::bridge(downstream_upgrade, &mut resp);
             resp.map(|b| b.boxed())
         }
-        Err(e) => flagged(
+        Err(AppError::Connect(e)) => flagged(
             StatusCode::SERVICE_UNAVAILABLE,
             "UF",
             &format!("upstream connect error: {e}"),
+        ),
+        Err(AppError::Terminated(e)) => flagged(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UC",
+            &format!("upstream disconnect or reset before headers: {e}"),
         ),
     }
 }
@@ -359,13 +364,20 @@ struct AppConn {
     conns: tokio::sync::mpsc::UnboundedSender<ConnFuture>,
 }
 
+/// Why the application did not answer: Envoy's UF, or its UC when the
+/// connection was open and ended before a response.
+enum AppError {
+    Connect(String),
+    Terminated(String),
+}
+
 enum AppSender {
     H1(hyper::client::conn::http1::SendRequest<Body>),
     H2(hyper::client::conn::http2::SendRequest<Body>),
 }
 
 impl AppConn {
-    async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, String> {
+    async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, AppError> {
         let mut sender = self.sender.lock().await;
         let usable = match sender.as_mut() {
             Some(AppSender::H1(s)) => s.ready().await.is_ok(),
@@ -373,7 +385,7 @@ impl AppConn {
             None => false,
         };
         if !usable {
-            *sender = Some(self.open().await?);
+            *sender = Some(self.open().await.map_err(AppError::Connect)?);
         }
         let result = match sender.as_mut() {
             // HTTP/1.1 carries one request at a time: the lock is held
@@ -384,9 +396,11 @@ impl AppConn {
                 drop(sender);
                 s.send_request(req).await
             }
-            None => return Err("no connection to the application".into()),
+            None => {
+                return Err(AppError::Connect("no connection to the application".into()));
+            }
         };
-        result.map_err(|e| format!("{:#}", anyhow::Error::new(e)))
+        result.map_err(|e| AppError::Terminated(format!("{:#}", anyhow::Error::new(e))))
     }
 
     async fn open(&self) -> Result<AppSender, String> {

@@ -896,9 +896,9 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 enum Failure {
     /// No endpoint, or the cluster's host is unknown: not retried.
     Final(Box<Response<Body>>),
-    /// Could not connect or the connection was reset: retried when the
-    /// policy says so.
-    Connect(String),
+    /// Could not connect (Envoy's UF), or the connection ended before a
+    /// response (UC): retried when the policy says so.
+    Connect(String, &'static str),
     /// No answer within the retry policy's `perTryTimeout`.
     PerTryTimeout,
 }
@@ -941,11 +941,16 @@ async fn send_once(
             outbound
                 .tracker
                 .report(cluster, &picked, Outcome::ConnectFailure);
+            let flag = if crate::upstream::before_connected(&*e) {
+                "UF"
+            } else {
+                "UC"
+            };
             // `{:#}` prints the error with every cause behind it.
-            return Err(Failure::Connect(format!(
-                "upstream: {:#}",
-                anyhow::Error::from_boxed(e)
-            )));
+            return Err(Failure::Connect(
+                format!("upstream: {:#}", anyhow::Error::from_boxed(e)),
+                flag,
+            ));
         }
     };
     resp.extensions_mut().insert(Upstream::from(ep));
@@ -988,7 +993,7 @@ async fn send_with_retries(
             && match &result {
                 Ok(resp) => retry.on_status(resp.status().as_u16()),
                 Err(Failure::Final(_)) => false,
-                Err(Failure::Connect(_)) => retry.on_connect_failure(),
+                Err(Failure::Connect(..)) => retry.on_connect_failure(),
                 Err(Failure::PerTryTimeout) => retry.on_status(504),
             };
         // maxRetries bounds the retries in flight across the cluster; this
@@ -1003,10 +1008,10 @@ async fn send_with_retries(
             return match result {
                 Ok(resp) => resp.map(|b| b.boxed()),
                 Err(Failure::Final(resp)) => *resp,
-                Err(Failure::Connect(e)) => flagged(
+                Err(Failure::Connect(e, flag)) => flagged(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    if tries > 0 { "URX" } else { "UF" },
-                    &format!("upstream connect error: {e}"),
+                    if tries > 0 { "URX" } else { flag },
+                    &format!("upstream connect error or disconnect before headers: {e}"),
                 ),
                 Err(Failure::PerTryTimeout) => flagged(
                     StatusCode::GATEWAY_TIMEOUT,

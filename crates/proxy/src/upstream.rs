@@ -232,6 +232,17 @@ pub enum UpstreamClient {
 /// Why a request got no response.
 pub type SendError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Whether a request failed before its connection was up (Envoy's UF),
+/// rather than on an open connection that ended (UC).
+pub fn before_connected(e: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(e) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
+        return e.is_connect();
+    }
+    // H2Pool: a connect or handshake error is an io::Error or comes from
+    // the handshake; a request on an open connection fails as hyper's.
+    e.downcast_ref::<hyper::Error>().is_none()
+}
+
 impl UpstreamClient {
     /// Sends `req` to endpoint `addr`; the request's Host header names the
     /// service, its URI only the path.
@@ -332,7 +343,9 @@ impl H2Pool {
             let (s, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(hyper_util::rt::TokioTimer::new())
                 .handshake(io)
-                .await?;
+                .await
+                // Not connected yet: a connect failure, not a reset.
+                .map_err(std::io::Error::other)?;
             tokio::spawn(conn);
             if limit != Some(1) {
                 if let Ok(mut c) = self.conns.write() {

@@ -1353,7 +1353,7 @@ spec:
     .await
     .unwrap();
     // /cut promises 100 bytes and closes after 10; /slow sends 10 bytes
-    // and then waits.
+    // and then waits; /reset closes without an answer.
     let listener = TcpListener::bind(format!("127.0.{net}.35:9095"))
         .await
         .unwrap();
@@ -1364,6 +1364,9 @@ spec:
                 let mut buf = vec![0u8; 4096];
                 let n = tcp.read(&mut buf).await.unwrap_or(0);
                 let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                if head.starts_with("GET /reset") {
+                    return;
+                }
                 let _ = tcp
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
                     .await;
@@ -1373,28 +1376,30 @@ spec:
             });
         }
     });
-    let flag_counted = |ip: IpAddr, reporter: &'static str, flag: &'static str| async move {
-        for _ in 0..100 {
-            let text = get_full(
-                SocketAddr::new(ip, 15090),
-                "/stats/prometheus",
-                Some("x"),
-                &[],
-            )
-            .await
-            .2;
-            if text.lines().any(|l| {
-                l.starts_with("istio_requests_total{")
-                    && l.contains(&format!("reporter=\"{reporter}\""))
-                    && l.contains("destination_service=\"flaky.default.svc.cluster.local\"")
-                    && l.contains(&format!("response_flags=\"{flag}\""))
-            }) {
-                return true;
+    let counted_as =
+        |ip: IpAddr, reporter: &'static str, code: &'static str, flag: &'static str| async move {
+            for _ in 0..100 {
+                let text = get_full(
+                    SocketAddr::new(ip, 15090),
+                    "/stats/prometheus",
+                    Some("x"),
+                    &[],
+                )
+                .await
+                .2;
+                if text.lines().any(|l| {
+                    l.starts_with("istio_requests_total{")
+                        && l.contains(&format!("reporter=\"{reporter}\""))
+                        && l.contains("destination_service=\"flaky.default.svc.cluster.local\"")
+                        && l.contains(&format!("response_flags=\"{flag}\""))
+                        && l.contains(&format!("response_code=\"{code}\""))
+                }) {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
-    };
+            false
+        };
     let send = |path: &'static str| async move {
         let tcp = TcpStream::connect(m.client).await.unwrap();
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
@@ -1410,12 +1415,17 @@ spec:
     let resp = send("/cut").await;
     assert!(resp.into_body().collect().await.is_err(), "the body is cut");
     let flaky_ip: IpAddr = format!("127.0.{net}.35").parse().unwrap();
-    assert!(flag_counted(m.client.ip(), "source", "UC").await);
-    assert!(flag_counted(flaky_ip, "destination", "UC").await);
+    assert!(counted_as(m.client.ip(), "source", "200", "UC").await);
+    assert!(counted_as(flaky_ip, "destination", "200", "UC").await);
+    // Closed before any answer: 503 UC at the proxy that saw it (Envoy's
+    // "upstream connect error or disconnect/reset before headers").
+    let resp = send("/reset").await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(counted_as(flaky_ip, "destination", "503", "UC").await);
     // The client reads the head and the first bytes, then goes away.
     let mut resp = send("/slow").await;
     let first = resp.body_mut().frame().await.unwrap().unwrap();
     assert!(first.is_data());
     drop(resp);
-    assert!(flag_counted(m.client.ip(), "source", "DC").await);
+    assert!(counted_as(m.client.ip(), "source", "200", "DC").await);
 }
