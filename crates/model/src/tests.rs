@@ -1384,3 +1384,55 @@ fn gateway_api_corpus_translates_into_valid_resources() {
     }
     assert!(routes > 50, "only {routes} HTTPRoutes found");
 }
+
+/// TLS passthrough and TCP listeners of a Gateway API Gateway, with their
+/// TLSRoute and TCPRoute, compiled for the proxy serving the Gateway.
+#[test]
+fn gateway_api_tls_and_tcp_routes_reach_the_gateway_proxy() {
+    let mut resources = load(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: edge-istio, namespace: default}
+spec: {address: 127.0.0.9, labels: {gateway.networking.k8s.io/gateway-name: edge}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: default}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: tls, port: 8443, protocol: TLS, hostname: "*.example.com", tls: {mode: Passthrough}}
+  - {name: tcp, port: 9000, protocol: TCP}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: reviews-tls, namespace: default}
+spec:
+  parentRefs: [{name: edge, sectionName: tls}]
+  hostnames: [reviews.example.com]
+  rules: [{backendRefs: [{name: reviews, port: 9080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: reviews-tcp, namespace: default}
+spec:
+  parentRefs: [{name: edge, sectionName: tcp}]
+  rules: [{backendRefs: [{name: reviews, port: 9080}]}]
+"#,
+    );
+    let t = gateway_api::translate(&resources);
+    assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+    resources.extend(t.resources);
+    let registry = Registry::from_resources(&resources);
+    let mesh = crate::Mesh::new("cluster.local");
+    let c = compile(&resources, &registry, "default", "edge-istio", &mesh).unwrap();
+    let port = |n: u32| c.gateway.iter().find(|p| p.port == n).unwrap();
+    let reviews = "outbound|9080||reviews.default.svc.cluster.local";
+    let tls = &port(8443).servers[0];
+    assert_eq!(tls.sni_routes.len(), 1);
+    assert_eq!(tls.sni_routes[0].sni_hosts, ["reviews.example.com"]);
+    assert_eq!(tls.sni_routes[0].route[0].cluster, reviews);
+    let tcp = &port(9000).servers[0];
+    assert_eq!(tcp.tcp[0].cluster, reviews);
+}
