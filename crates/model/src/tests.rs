@@ -1436,3 +1436,34 @@ spec:
     let tcp = &port(9000).servers[0];
     assert_eq!(tcp.tcp[0].cluster, reviews);
 }
+
+#[test]
+fn gateway_api_grpc_routes_match_service_and_method() {
+    let (c, warnings) = config_gateway_api(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: reviews, namespace: default}
+spec:
+  parentRefs: [{group: "", kind: Service, name: reviews, port: 9080}]
+  rules:
+  - matches: [{method: {service: shop.Reviews}}]
+    backendRefs: [{name: reviews-v1, port: 9080}]
+  - matches: [{method: {service: shop.Reviews, method: Write}}]
+    backendRefs: [{name: reviews-v2, port: 9080}]
+"#,
+    );
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let v1 = vec![(V1.to_string(), 100)];
+    let v2 = vec![(V2.to_string(), 100)];
+    // The exact method outranks the service prefix written before it.
+    assert_eq!(forward(&reviews_route(&c, "/shop.Reviews/Write", None)), v2);
+    assert_eq!(forward(&reviews_route(&c, "/shop.Reviews/Read", None)), v1);
+    assert!(matches!(
+        c.outbound
+            .iter()
+            .find(|s| s.host == "reviews.default.svc.cluster.local")
+            .and_then(|s| s.route(&view("/other.Svc/Read", &|_| None))),
+        None
+    ));
+}
