@@ -42,6 +42,7 @@ pub fn normalize_request<B>(
     req: &mut hyper::Request<B>,
     mode: weft_model::normalize::Normalization,
 ) -> Result<(), weft_model::normalize::NormalizeError> {
+    strip_host_dot(req);
     let raw = req.uri().path_and_query().map_or("/", |p| p.as_str());
     if weft_model::normalize::is_normal(raw, mode) {
         return Ok(());
@@ -68,5 +69,67 @@ where
         };
         let _ = tcp.set_nodelay(true);
         tokio::spawn(handle(tcp, peer));
+    }
+}
+
+/// `example.com.` is `example.com` written as an absolute name: the Host
+/// (and an absolute URI's authority) lose the final dot before routing and
+/// authorization, so that a policy on `example.com` cannot be stepped
+/// around by adding it.
+fn strip_host_dot<B>(req: &mut hyper::Request<B>) {
+    fn stripped(authority: &str) -> Option<String> {
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.is_empty() && !p.contains(']') && !h.ends_with(':') => (h, Some(p)),
+            _ => (authority, None),
+        };
+        let host = host.strip_suffix('.').filter(|h| !h.is_empty())?;
+        Some(match port {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_string(),
+        })
+    }
+    let host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(stripped);
+    if let Some(v) = host.and_then(|h| hyper::header::HeaderValue::from_str(&h).ok()) {
+        req.headers_mut().insert(hyper::header::HOST, v);
+    }
+    if let Some(authority) = req.uri().authority().and_then(|a| stripped(a.as_str())) {
+        let mut parts = req.uri().clone().into_parts();
+        parts.authority = authority.parse().ok();
+        if let Ok(uri) = hyper::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_final_dot_leaves_the_host() {
+        let host = |h: &str| {
+            let mut req = hyper::Request::builder()
+                .uri(format!("http://{h}/x"))
+                .header("host", h)
+                .body(())
+                .unwrap();
+            super::strip_host_dot(&mut req);
+            (
+                req.headers()["host"].to_str().unwrap().to_string(),
+                req.uri().authority().unwrap().to_string(),
+            )
+        };
+        for (given, want) in [
+            ("admin.example.com.", "admin.example.com"),
+            ("admin.example.com.:8080", "admin.example.com:8080"),
+            ("admin.example.com", "admin.example.com"),
+            ("admin.example.com:8080", "admin.example.com:8080"),
+            ("[::1]:80", "[::1]:80"),
+            ("10.0.0.1", "10.0.0.1"),
+        ] {
+            assert_eq!(host(given), (want.to_string(), want.to_string()), "{given}");
+        }
     }
 }

@@ -244,6 +244,8 @@ fn destination(req: &Request<Incoming>) -> Option<(String, u16)> {
         },
         _ => (authority.clone(), default_port),
     };
+    // `name.` is the absolute form of `name`.
+    let host = host.strip_suffix('.').unwrap_or(&host);
     Some((
         host.trim_start_matches('[')
             .trim_end_matches(']')

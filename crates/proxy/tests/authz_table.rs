@@ -601,4 +601,36 @@ async fn every_field_form_through_real_proxies_over_http1_http2_and_tcp() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(sent > 150, "{sent} requests");
+
+    // A host written as an absolute name (`name.`) is the same host: a
+    // DENY on it holds, at the destination and through the source.
+    let yaml = mesh(&policy_yaml(
+        r#"{action: DENY, rules: [{to: [{operation: {hosts: ["httpbin.foo.svc.cluster.local"]}}]}]}"#,
+    ));
+    for (ns, name, sidecar) in &sidecars {
+        sidecar.update(compile(&yaml, ns, name));
+    }
+    let dotted = "httpbin.foo.svc.cluster.local.:8000";
+    let tcp = plain_connect(SocketAddr::new(ip(31), 15006)).await;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .uri("/get")
+        .header("host", dotted)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), hyper::StatusCode::FORBIDDEN);
+    let (status, _, _) = common::request(
+        SocketAddr::new(ip(21), 15001),
+        "GET",
+        &format!("http://{dotted}/get"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(status, hyper::StatusCode::FORBIDDEN);
 }
