@@ -2,7 +2,8 @@
 //!
 //! A request with both Content-Length and Transfer-Encoding, or with more
 //! than one Content-Length, is how request smuggling starts: two parsers
-//! on one path disagree on where the message ends. hyper resolves such a
+//! on one path disagree on where the message ends. One with two Host
+//! lines lets them disagree on where it goes. hyper resolves such a
 //! head safely (Transfer-Encoding wins, duplicates of one length are
 //! merged) but serves it; Istio's edge answers 400, and so does weft.
 //!
@@ -138,6 +139,7 @@ impl<T> StrictHeads<T> {
         let mut lengths = Vec::new();
         let mut chunked = None;
         let mut first_length_at = None;
+        let mut hosts = Vec::new();
         let mut upgrade = false;
         let mut offset = 0;
         for line in head.split(|&b| b == b'\n') {
@@ -156,10 +158,18 @@ impl<T> StrictHeads<T> {
                 chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             } else if name.eq_ignore_ascii_case(b"upgrade") {
                 upgrade = true;
+            } else if name.eq_ignore_ascii_case(b"host") {
+                hosts.push(at);
             }
         }
         let ambiguous = lengths.len() > 1 || (!lengths.is_empty() && chunked.is_some());
-        if let (true, Some(at)) = (ambiguous, first_length_at) {
+        // Two Host lines name two targets: routing, policy and the app
+        // could each read a different one (RFC 9112 asks for 400).
+        let offending = match (ambiguous, first_length_at) {
+            (true, Some(at)) => Some(at),
+            _ => hosts.get(1).copied(),
+        };
+        if let Some(at) = offending {
             // `(` cannot start a header name: hyper answers 400.
             self.buf[start + at] = b'(';
             return State::Opaque;
@@ -337,6 +347,16 @@ mod tests {
                 assert_eq!(broken, 1, "{head:?} at step {step}");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_second_host_breaks_the_head() {
+        let input = b"GET / HTTP/1.1\r\nHost: a.example\r\nHost: admin.example\r\n\r\n";
+        let out = through(input, 3).await;
+        assert_eq!(out.len(), input.len());
+        assert!(String::from_utf8_lossy(&out).contains("\r\n(ost: admin.example\r\n"));
+        let one = b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n";
+        assert_eq!(through(one, 3).await, one);
     }
 
     #[tokio::test]

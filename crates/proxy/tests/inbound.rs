@@ -402,6 +402,10 @@ async fn malformed_requests_get_400_and_reach_no_app() {
             ),
         ),
         (
+            "two Host headers",
+            format!("GET / HTTP/1.1\r\nHost: {host}\r\nHost: admin.example\r\n\r\n"),
+        ),
+        (
             "a NUL in the path",
             format!("GET /a%00b HTTP/1.1\r\nHost: {host}\r\n\r\n"),
         ),
