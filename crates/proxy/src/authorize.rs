@@ -93,10 +93,18 @@ pub async fn refuse_http<B>(
             .filter_map(|v| v.to_str().ok())
             .collect()
     };
-    let host = headers
-        .get(hyper::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+    // An absolute URI's authority is the target and Host is ignored (RFC
+    // 9112), as routing does: a policy must see the host the request goes
+    // to, whatever Host claims.
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            headers
+                .get(hyper::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
         .unwrap_or("");
     let decision = config.authz.evaluate(&authz::Request {
         principal,
