@@ -96,10 +96,10 @@ pub async fn refuse_http<B>(
     // An absolute URI's authority is the target and Host is ignored (RFC
     // 9112), as routing does: a policy must see the host the request goes
     // to, whatever Host claims.
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str())
+    // Userinfo (`user@`) is no part of the host.
+    let authority = req.uri().authority().map(|a| a.as_str());
+    let host = authority
+        .map(|a| a.rsplit_once('@').map_or(a, |(_, host)| host))
         .or_else(|| {
             headers
                 .get(hyper::header::HOST)

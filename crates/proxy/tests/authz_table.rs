@@ -635,17 +635,24 @@ async fn every_field_form_through_real_proxies_over_http1_http2_and_tcp() {
     assert_eq!(status, hyper::StatusCode::FORBIDDEN);
     // An absolute URI names the target; a Host header claiming another
     // host does not get the request past the DENY.
-    let mut tcp = plain_connect(SocketAddr::new(ip(31), 15006)).await;
-    tcp.write_all(
-        b"GET http://httpbin.foo.svc.cluster.local:8000/get HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read_to_end(&mut answer)).await;
-    assert!(
-        answer.starts_with(b"HTTP/1.1 403"),
-        "{}",
-        String::from_utf8_lossy(&answer)
-    );
+    for target in [
+        "http://httpbin.foo.svc.cluster.local:8000/get",
+        // Userinfo is no part of the host.
+        "http://user@httpbin.foo.svc.cluster.local:8000/get",
+    ] {
+        let mut tcp = plain_connect(SocketAddr::new(ip(31), 15006)).await;
+        tcp.write_all(
+            format!("GET {target} HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read_to_end(&mut answer)).await;
+        assert!(
+            answer.starts_with(b"HTTP/1.1 403"),
+            "{target}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
 }
