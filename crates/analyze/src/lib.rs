@@ -5,7 +5,8 @@
 //! Built so far: IST0101 (gateways, hosts, ports, subsets, namespaces,
 //! selectors, credentials), IST0102, IST0103, IST0109, IST0111, IST0112,
 //! IST0118, IST0123, IST0128, IST0129, IST0132, IST0134, IST0138, IST0140,
-//! IST0144, IST0145, IST0149, IST0150, IST0173 here; IST0127 in `authz.rs`; IST0110
+//! IST0144, IST0145, IST0149, IST0150, IST0173 here; IST0127 in `authz.rs`;
+//! IST0113 in `mtls.rs`; IST0110
 //! and IST0159 in `selectors.rs`; IST0116 and IST0137 in `deployments.rs`;
 //! IST0151 to IST0155 in `envoy_filter.rs`; IST0157 and IST0160 in
 //! `telemetry.rs`. weft's readiness checklist (WEFT1xxx) is `readiness.rs`.
@@ -16,6 +17,7 @@ use std::fmt;
 mod authz;
 mod deployments;
 mod envoy_filter;
+mod mtls;
 pub mod readiness;
 mod selectors;
 mod telemetry;
@@ -185,6 +187,7 @@ pub fn analyze_with(resources: &[Resource], options: &Options<'_>) -> Vec<Messag
         .and_then(|m| m.root_namespace.as_deref())
         .unwrap_or("istio-system");
     authz::analyze(resources, root, &mut out);
+    mtls::analyze(resources, root, &mut out);
     selectors::analyze(resources, &mut out);
     jwt_claim_routes(resources, &mut out);
     gateway_credentials(resources, options.credentials, &mut out);

@@ -1428,3 +1428,41 @@ spec:
         )]
     );
 }
+
+#[test]
+fn destination_rules_and_peer_authentication_must_agree_on_mtls() {
+    let mesh = |dr_mode: &str, pa: &str| {
+        run(&format!(
+            r#"{REVIEWS}---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: reviews-tls, namespace: default}}
+spec: {{host: reviews, trafficPolicy: {{tls: {{mode: {dr_mode}}}}}}}
+---
+{pa}"#
+        ))
+        .into_iter()
+        .filter(|m| m.code == "IST0113")
+        .map(|m| m.message)
+        .collect::<Vec<_>>()
+    };
+    let strict_ns = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: default}\nspec: {mtls: {mode: STRICT}}\n";
+    assert_eq!(
+        mesh("DISABLE", strict_ns),
+        vec![
+            r#"A DestinationRule and Policy are in conflict with regards to mTLS for host reviews.default.svc.cluster.local. The DestinationRule "default/reviews-tls" specifies that mTLS must be false but the Policy object "default/default" specifies STRICT."#
+        ]
+    );
+    // The workload's own policy wins over the namespace's.
+    let disabled_workload = format!(
+        "{strict_ns}---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: reviews-plain, namespace: default}}\nspec: {{selector: {{matchLabels: {{app: reviews}}}}, mtls: {{mode: DISABLE}}}}\n"
+    );
+    assert_eq!(mesh("DISABLE", &disabled_workload), Vec::<String>::new());
+    assert_eq!(mesh("ISTIO_MUTUAL", &disabled_workload).len(), 1);
+    // The root namespace's, when nothing nearer says.
+    let root_strict = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n";
+    assert_eq!(mesh("DISABLE", root_strict).len(), 1);
+    assert!(mesh("ISTIO_MUTUAL", root_strict).is_empty());
+    let permissive = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: default}\nspec: {mtls: {mode: PERMISSIVE}}\n";
+    assert!(mesh("DISABLE", permissive).is_empty());
+}
