@@ -1,5 +1,8 @@
 //! AuthorizationPolicy analyzers: IST0127, a policy that selects no
-//! workload; IST0101, a source namespace that matches no namespace.
+//! workload; IST0101, a source namespace that matches no namespace, or a
+//! source principal naming a service account its namespace does not have
+//! (checked where the inputs show the namespace's workloads or service
+//! accounts; weft's addition to Istio's analyzer).
 //!
 //! Istio counts running pods; from files weft counts Pods, WorkloadEntries
 //! and the pod templates of Deployments, and knows a namespace from its
@@ -16,7 +19,23 @@ type Labels = BTreeMap<String, String>;
 pub(crate) fn analyze(resources: &[Resource], root: &str, out: &mut Vec<Message>) {
     let mut workloads: BTreeMap<&str, Vec<&Labels>> = BTreeMap::new();
     let mut namespaces: BTreeSet<&str> = BTreeSet::new();
+    // Service accounts in use or declared, by namespace.
+    let mut accounts: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for r in resources {
+        let account = match &r.spec {
+            Spec::ServiceAccount => Some(r.name.as_str()),
+            Spec::WorkloadEntry(we) => Some(we.service_account.as_deref().unwrap_or("default")),
+            Spec::Pod(p) => Some(pod_account(p)),
+            Spec::Deployment(d) => d
+                .template
+                .as_ref()
+                .and_then(|t| t.spec.as_ref())
+                .map(pod_account),
+            _ => None,
+        };
+        if let Some(account) = account {
+            accounts.entry(r.namespace()).or_default().insert(account);
+        }
         let labels = match &r.spec {
             Spec::Pod(_) => Some(&r.meta.labels),
             Spec::WorkloadEntry(we) => Some(&we.labels),
@@ -68,6 +87,28 @@ pub(crate) fn analyze(resources: &[Resource], root: &str, out: &mut Vec<Message>
             .flat_map(|rule| &rule.from)
             .filter_map(|f| f.source.as_ref())
             .flat_map(|s| s.namespaces.iter().chain(&s.not_namespaces));
+        let principals = ap
+            .rules
+            .iter()
+            .flat_map(|rule| &rule.from)
+            .filter_map(|f| f.source.as_ref())
+            .flat_map(|s| s.principals.iter().chain(&s.not_principals));
+        for principal in principals.filter(|p| !p.contains('*')) {
+            let Some((ns, sa)) = principal
+                .split_once("/ns/")
+                .and_then(|(_, rest)| rest.split_once("/sa/"))
+            else {
+                continue;
+            };
+            if accounts.get(ns).is_some_and(|known| !known.contains(sa)) {
+                out.push(message(
+                    "IST0101",
+                    Level::Error,
+                    r,
+                    format!("Referenced principal not found: {principal:?}"),
+                ));
+            }
+        }
         for pattern in referenced {
             if !namespaces.iter().any(|n| namespace_match(n, pattern)) {
                 out.push(message(
@@ -106,4 +147,11 @@ fn namespace_match(ns: &str, pattern: &str) -> bool {
         return ns.starts_with(prefix);
     }
     ns.eq_ignore_ascii_case(pattern)
+}
+
+fn pod_account(p: &weft_api::types::kube::PodSpec) -> &str {
+    p.service_account_name
+        .as_deref()
+        .or(p.service_account.as_deref())
+        .unwrap_or("default")
 }

@@ -1034,7 +1034,7 @@ metadata: {name: shop, labels: {istio-injection: enabled}}
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
 metadata: {name: reviews, namespace: shop}
-spec: {address: 10.0.0.1, labels: {app: reviews}}
+spec: {address: 10.0.0.1, serviceAccount: reviews, labels: {app: reviews}}
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -1048,7 +1048,7 @@ kind: AuthorizationPolicy
 metadata: {name: ratings, namespace: shop}
 spec:
   selector: {matchLabels: {app: ratings, version: v1}}
-  rules: [{from: [{source: {notNamespaces: [legacy]}}]}]
+  rules: [{from: [{source: {notNamespaces: [legacy], principals: ["cluster.local/ns/shop/sa/reviews", "cluster.local/ns/shop/sa/ghost", "cluster.local/ns/elsewhere/sa/any", "*/sa/anything"]}}]}]
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -1073,6 +1073,12 @@ spec: {selector: {matchLabels: {app: reviews}}}
                 Level::Warning,
                 "AuthorizationPolicy shop/ratings",
                 "No matching workloads for this resource with the following labels: app=ratings,version=v1"
+            ),
+            (
+                "IST0101",
+                Level::Error,
+                "AuthorizationPolicy shop/ratings",
+                r#"Referenced principal not found: "cluster.local/ns/shop/sa/ghost""#
             ),
             (
                 "IST0101",
