@@ -225,6 +225,20 @@ fn gateways(resources: &[Resource]) -> Vec<Message> {
                 ));
             }
         }
+        if let Spec::KubeGateway(g) = &r.spec {
+            let has_tls = g
+                .listeners
+                .iter()
+                .any(|l| matches!(l.protocol.as_str(), "HTTPS" | "TLS"));
+            if !has_tls {
+                out.push(warn(
+                    "WEFT1201",
+                    r,
+                    "no listener of this Gateway terminates or passes through TLS. Hint: add an HTTPS listener with a certificateRef.".into(),
+                ));
+            }
+            continue;
+        }
         let Spec::Gateway(g) = &r.spec else {
             continue;
         };

@@ -1472,3 +1472,18 @@ spec: {{host: reviews, trafficPolicy: {{tls: {{mode: {dr_mode}}}}}}}
     let permissive = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: default}\nspec: {mtls: {mode: PERMISSIVE}}\n";
     assert!(mesh("DISABLE", permissive).is_empty());
 }
+
+#[test]
+fn gateway_api_gateways_need_tls_too() {
+    let gateway = |listener: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: web, namespace: edge}}\nspec:\n  gatewayClassName: istio\n  listeners: [{listener}]\n"
+        )
+    };
+    let rows = readiness(&gateway("{name: http, port: 80, protocol: HTTP}"));
+    assert_eq!(codes_of(&rows), vec!["WEFT1201"]);
+    let rows = readiness(&gateway(
+        "{name: https, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: web}]}}",
+    ));
+    assert!(codes_of(&rows).is_empty(), "{rows:?}");
+}
