@@ -244,17 +244,20 @@ impl<T: AsyncRead + Unpin> AsyncRead for StrictHeads<T> {
             if this.state == State::Opaque && this.buf.is_empty() {
                 return Pin::new(&mut this.inner).poll_read(cx, out);
             }
-            let mut chunk = [0u8; 8192];
-            let mut read = ReadBuf::new(&mut chunk);
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
-            if read.filled().is_empty() {
+            // Read straight into the buffer's spare room, unzeroed.
+            this.buf.reserve(8192);
+            let n = ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut this.inner),
+                cx,
+                &mut this.buf
+            ))?;
+            if n == 0 {
                 // The end: whatever is held goes on as it is.
                 if this.buf.is_empty() {
                     return Poll::Ready(Ok(()));
                 }
                 this.state = State::Opaque;
             }
-            this.buf.extend_from_slice(read.filled());
             this.advance();
         }
     }
