@@ -36,13 +36,7 @@ pub(crate) fn analyze(resources: &[Resource], root: &str, out: &mut Vec<Message>
         if let Some(account) = account {
             accounts.entry(r.namespace()).or_default().insert(account);
         }
-        let labels = match &r.spec {
-            Spec::Pod(_) => Some(&r.meta.labels),
-            Spec::WorkloadEntry(we) => Some(&we.labels),
-            Spec::Deployment(d) => d.template.as_ref().map(|t| &t.metadata.labels),
-            _ => None,
-        };
-        if let Some(labels) = labels {
+        if let Some(labels) = crate::workload_labels(r) {
             workloads.entry(r.namespace()).or_default().push(labels);
         }
         match &r.spec {

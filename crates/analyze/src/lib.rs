@@ -145,6 +145,27 @@ pub fn schema(d: &weft_api::Diagnostic) -> Option<Message> {
     })
 }
 
+/// The pod labels of a workload: a Pod's, a WorkloadEntry's, or those of a
+/// Deployment's pod template. Istio's analyzers count running pods; from
+/// files these stand for them.
+pub(crate) fn workload_labels(r: &Resource) -> Option<&BTreeMap<String, String>> {
+    match &r.spec {
+        Spec::Pod(_) => Some(&r.meta.labels),
+        Spec::WorkloadEntry(we) => Some(&we.labels),
+        Spec::Deployment(d) => d.template.as_ref().map(|t| &t.metadata.labels),
+        _ => None,
+    }
+}
+
+/// Every workload among `resources`: namespace, name and pod labels.
+pub(crate) fn workloads(
+    resources: &[Resource],
+) -> impl Iterator<Item = (&str, &str, &BTreeMap<String, String>)> {
+    resources
+        .iter()
+        .filter_map(|r| Some((r.namespace(), r.name.as_str(), workload_labels(r)?)))
+}
+
 /// Every analyzer over `resources`, in resource order, then code.
 pub fn analyze(resources: &[Resource]) -> Vec<Message> {
     analyze_with(resources, &Options::default())
@@ -904,18 +925,7 @@ fn ingress_subsets(resources: &[Resource], out: &mut Vec<Message>) {
 /// there to match.
 fn jwt_claim_routes(resources: &[Resource], out: &mut Vec<Message>) {
     const CLAIM: &str = "@request.auth.claims";
-    let workloads: Vec<(&str, &str, &BTreeMap<String, String>)> = resources
-        .iter()
-        .filter_map(|r| {
-            let labels = match &r.spec {
-                Spec::Pod(_) => &r.meta.labels,
-                Spec::WorkloadEntry(we) => &we.labels,
-                Spec::Deployment(d) => &d.template.as_ref()?.metadata.labels,
-                _ => return None,
-            };
-            Some((r.namespace(), r.name.as_str(), labels))
-        })
-        .collect();
+    let workloads: Vec<_> = workloads(resources).collect();
     let selects = |sel: &BTreeMap<String, String>, labels: &BTreeMap<String, String>| {
         sel.iter().all(|(k, v)| labels.get(k) == Some(v))
     };
@@ -1015,17 +1025,11 @@ fn gateway_credentials(resources: &[Resource], folders: &[String], out: &mut Vec
         let Spec::Gateway(g) = &r.spec else {
             continue;
         };
-        let workload_ns = resources.iter().find_map(|w| {
-            let labels = match &w.spec {
-                Spec::Pod(_) => &w.meta.labels,
-                Spec::WorkloadEntry(we) => &we.labels,
-                Spec::Deployment(d) => &d.template.as_ref()?.metadata.labels,
-                _ => return None,
-            };
+        let workload_ns = workloads(resources).find_map(|(ns, _, labels)| {
             g.selector
                 .iter()
                 .all(|(k, v)| labels.get(k) == Some(v))
-                .then(|| w.namespace())
+                .then_some(ns)
         });
         let Some(ns) = workload_ns else {
             let selector: Vec<String> =
@@ -1115,15 +1119,7 @@ fn missing_proxies(resources: &[Resource], out: &mut Vec<Message>) {
 /// IST0173: a DestinationRule subset whose labels, with its service's
 /// selector, select no workload: requests routed to it get 503 UH.
 fn unselected_subsets(resources: &[Resource], out: &mut Vec<Message>) {
-    let workloads: Vec<&BTreeMap<String, String>> = resources
-        .iter()
-        .filter_map(|r| match &r.spec {
-            Spec::Pod(_) => Some(&r.meta.labels),
-            Spec::WorkloadEntry(we) => Some(&we.labels),
-            Spec::Deployment(d) => d.template.as_ref().map(|t| &t.metadata.labels),
-            _ => None,
-        })
-        .collect();
+    let workloads: Vec<_> = workloads(resources).map(|(_, _, labels)| labels).collect();
     for r in resources {
         let Spec::DestinationRule(dr) = &r.spec else {
             continue;

@@ -91,12 +91,7 @@ fn workloads<'a>(resources: &'a [Resource], ns: &str, selector: &Labels) -> Vec<
     resources
         .iter()
         .filter(|r| r.namespace() == ns)
-        .filter_map(|r| match &r.spec {
-            Spec::Pod(_) => Some(&r.meta.labels),
-            Spec::WorkloadEntry(we) => Some(&we.labels),
-            Spec::Deployment(d) => d.template.as_ref().map(|t| &t.metadata.labels),
-            _ => None,
-        })
+        .filter_map(crate::workload_labels)
         .filter(|labels| selector.iter().all(|(k, v)| labels.get(k) == Some(v)))
         .collect()
 }

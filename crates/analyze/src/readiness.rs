@@ -10,7 +10,7 @@ use weft_api::types::security::{Action, MtlsMode};
 use weft_api::types::sidecar::OutboundMode;
 use weft_api::{Resource, Spec};
 
-use crate::{Level, Message, message};
+use crate::{Level, Message, message, workload_labels};
 use weft_api::types::mesh::MeshConfig;
 
 /// A row of the checklist and what it found.
@@ -452,17 +452,6 @@ fn fqdn(host: &str, ns: &str) -> String {
         host.to_string()
     } else {
         format!("{host}.{ns}.svc.cluster.local")
-    }
-}
-
-/// The pod labels of a workload: a WorkloadEntry's, a Pod's, or those of a
-/// Deployment's pod template.
-fn workload_labels(r: &Resource) -> Option<&BTreeMap<String, String>> {
-    match &r.spec {
-        Spec::WorkloadEntry(we) => Some(&we.labels),
-        Spec::Pod(_) => Some(&r.meta.labels),
-        Spec::Deployment(d) => d.template.as_ref().map(|t| &t.metadata.labels),
-        _ => None,
     }
 }
 

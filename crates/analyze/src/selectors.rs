@@ -15,23 +15,8 @@ type Labels = BTreeMap<String, String>;
 /// A workload: namespace, name and labels.
 type Workload<'a> = (&'a str, &'a str, &'a Labels);
 
-fn workloads(resources: &[Resource]) -> Vec<Workload<'_>> {
-    resources
-        .iter()
-        .filter_map(|r| {
-            let labels = match &r.spec {
-                Spec::Pod(_) => &r.meta.labels,
-                Spec::WorkloadEntry(we) => &we.labels,
-                Spec::Deployment(d) => &d.template.as_ref()?.metadata.labels,
-                _ => return None,
-            };
-            Some((r.namespace(), r.name.as_str(), labels))
-        })
-        .collect()
-}
-
 pub(crate) fn analyze(resources: &[Resource], out: &mut Vec<Message>) {
-    let all = workloads(resources);
+    let all: Vec<Workload<'_>> = crate::workloads(resources).collect();
     check(resources, &all, sidecar, ("Sidecars", "IST0110"), out);
     check(resources, &all, telemetry, ("Telemetries", "IST0159"), out);
 }
