@@ -55,9 +55,7 @@ pub(crate) fn analyze(resources: &[Resource], root: &str, out: &mut Vec<Message>
         };
         let ns = r.namespace();
         let selector = ap.selector.as_ref().map(|s| &s.match_labels);
-        let selects = |labels: &&Labels| {
-            selector.is_none_or(|s| s.iter().all(|(k, v)| labels.get(k) == Some(v)))
-        };
+        let selects = |labels: &&Labels| selector.is_none_or(|s| crate::selects(s, labels));
         let found = if ns == root {
             // Mesh-wide: a selector looks in every namespace; none is fine.
             selector.is_none() || workloads.values().flatten().any(&selects)

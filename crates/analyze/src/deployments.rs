@@ -30,7 +30,7 @@ pub(crate) fn analyze(resources: &[Resource], out: &mut Vec<Message>) {
                 Spec::Service(svc)
                     if s.namespace() == r.namespace()
                         && !svc.selector.is_empty()
-                        && svc.selector.iter().all(|(k, v)| labels.get(k) == Some(v)) =>
+                        && crate::selects(&svc.selector, labels) =>
                 {
                     Some((format!("{}/{}", s.namespace(), s.name), svc))
                 }

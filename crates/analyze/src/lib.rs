@@ -157,6 +157,14 @@ pub(crate) fn workload_labels(r: &Resource) -> Option<&BTreeMap<String, String>>
     }
 }
 
+/// Whether every label of `selector` is on `labels`.
+pub(crate) fn selects(
+    selector: &BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
 /// Every workload among `resources`: namespace, name and pod labels.
 pub(crate) fn workloads(
     resources: &[Resource],
@@ -926,9 +934,6 @@ fn ingress_subsets(resources: &[Resource], out: &mut Vec<Message>) {
 fn jwt_claim_routes(resources: &[Resource], out: &mut Vec<Message>) {
     const CLAIM: &str = "@request.auth.claims";
     let workloads: Vec<_> = workloads(resources).collect();
-    let selects = |sel: &BTreeMap<String, String>, labels: &BTreeMap<String, String>| {
-        sel.iter().all(|(k, v)| labels.get(k) == Some(v))
-    };
     for r in resources {
         let Spec::VirtualService(vs) = &r.spec else {
             continue;
@@ -1148,9 +1153,7 @@ fn unselected_subsets(resources: &[Resource], out: &mut Vec<Message>) {
         for subset in &dr.subsets {
             let mut wanted = selector.clone();
             wanted.extend(subset.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-            let selected = workloads
-                .iter()
-                .any(|labels| wanted.iter().all(|(k, v)| labels.get(k) == Some(v)));
+            let selected = workloads.iter().any(|labels| selects(&wanted, labels));
             if !selected {
                 out.push(message(
                     "IST0173",

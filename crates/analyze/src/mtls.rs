@@ -92,7 +92,7 @@ fn workloads<'a>(resources: &'a [Resource], ns: &str, selector: &Labels) -> Vec<
         .iter()
         .filter(|r| r.namespace() == ns)
         .filter_map(crate::workload_labels)
-        .filter(|labels| selector.iter().all(|(k, v)| labels.get(k) == Some(v)))
+        .filter(|labels| crate::selects(selector, labels))
         .collect()
 }
 
@@ -107,9 +107,7 @@ fn effective(
         resources.iter().find_map(|r| match &r.spec {
             Spec::PeerAuthentication(pa) if r.namespace() == scope_ns => {
                 let applies = match &pa.selector {
-                    Some(s) => {
-                        selected && s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
-                    }
+                    Some(s) => selected && crate::selects(&s.match_labels, labels),
                     None => !selected,
                 };
                 let mode = pa.mtls.as_ref().and_then(|m| m.mode)?;

@@ -10,7 +10,7 @@ use weft_api::types::security::{Action, MtlsMode};
 use weft_api::types::sidecar::OutboundMode;
 use weft_api::{Resource, Spec};
 
-use crate::{Level, Message, message, workload_labels};
+use crate::{Level, Message, message, selects, workload_labels};
 use weft_api::types::mesh::MeshConfig;
 
 /// A row of the checklist and what it found.
@@ -453,10 +453,6 @@ fn fqdn(host: &str, ns: &str) -> String {
     } else {
         format!("{host}.{ns}.svc.cluster.local")
     }
-}
-
-fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
-    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 fn service_selector(r: &Resource) -> BTreeMap<String, String> {

@@ -49,7 +49,7 @@ fn check<'a>(
         };
         let mut found = false;
         for (ns, name, labels) in workloads {
-            if *ns == r.namespace() && sel.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+            if *ns == r.namespace() && crate::selects(sel, labels) {
                 found = true;
                 selected.entry((ns, name)).or_default().push(r);
             }
