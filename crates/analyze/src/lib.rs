@@ -187,6 +187,8 @@ pub struct Options<'a> {
     /// Credential folders beside the inputs (`NAME/tls.crt`), which weft
     /// reads for a `credentialName` as Istio reads a Secret.
     pub credentials: &'a [String],
+    /// Those of them whose certificate or key does not parse.
+    pub invalid_credentials: &'a [String],
 }
 
 /// Every analyzer over `resources`, with `options`.
@@ -219,7 +221,7 @@ pub fn analyze_with(resources: &[Resource], options: &Options<'_>) -> Vec<Messag
     mtls::analyze(resources, root, &mut out);
     selectors::analyze(resources, &mut out);
     jwt_claim_routes(resources, &mut out);
-    gateway_credentials(resources, options.credentials, &mut out);
+    gateway_credentials(resources, options, &mut out);
     proxy_uid(resources, &mut out);
     deployments::analyze(resources, &mut out);
     missing_proxies(resources, &mut out);
@@ -1024,8 +1026,10 @@ fn proxy_uid(resources: &[Resource], out: &mut Vec<Message>) {
 
 /// IST0101: a Gateway whose selector matches no workload, or whose server
 /// names a `credentialName` that is neither a Secret in the namespace of
-/// its workloads nor a credential folder beside the inputs.
-fn gateway_credentials(resources: &[Resource], folders: &[String], out: &mut Vec<Message>) {
+/// its workloads nor a credential folder beside the inputs. IST0161: the
+/// folder's certificate or key does not parse.
+fn gateway_credentials(resources: &[Resource], options: &Options<'_>, out: &mut Vec<Message>) {
+    let folders = options.credentials;
     for r in resources {
         let Spec::Gateway(g) = &r.spec else {
             continue;
@@ -1064,6 +1068,17 @@ fn gateway_credentials(resources: &[Resource], folders: &[String], out: &mut Vec
                     Level::Error,
                     r,
                     format!("Referenced credentialName not found: {name:?}"),
+                ));
+            } else if options.invalid_credentials.iter().any(|f| f == name) {
+                out.push(message(
+                    "IST0161",
+                    Level::Error,
+                    r,
+                    format!(
+                        "The credential referenced by the Gateway {} in namespace {} is invalid, which can cause the traffic not to work as expected.",
+                        r.name,
+                        r.namespace()
+                    ),
                 ));
             }
         }

@@ -896,7 +896,7 @@ fn telemetry_without_providers_or_selectors() {
     .unwrap();
     let options = Options {
         mesh: Some(&mesh),
-        credentials: &[],
+        ..Options::default()
     };
     assert!(analyze_with(&l.resources, &options).is_empty());
 }
@@ -1259,8 +1259,8 @@ spec:
     l.add_text("mesh.yaml", yaml);
     let folders = ["from-folder".to_string()];
     let options = Options {
-        mesh: None,
         credentials: &folders,
+        ..Options::default()
     };
     let found = analyze_with(&l.resources, &options);
     assert_eq!(

@@ -222,7 +222,7 @@ fn a_gateway_credential_may_be_a_folder_beside_the_configuration() {
             .contains(r#"Referenced credentialName not found: "web-cred""#)
     );
     // ... and with it, found, whether the folder or a file is analyzed.
-    std::fs::write(dir.join("web-cred/tls.crt"), "certificate").unwrap();
+    write_credential(&dir, "web-cred");
     for input in [dir.clone(), dir.join("gateway.yaml")] {
         let out = analyze(&[input.to_str().unwrap()]);
         assert_eq!(
@@ -233,4 +233,71 @@ fn a_gateway_credential_may_be_a_folder_beside_the_configuration() {
         );
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_credential_folder_that_does_not_parse_is_invalid() {
+    let dir = std::env::temp_dir().join(format!("weft-badcred-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("web-cred")).unwrap();
+    std::fs::write(
+        dir.join("gateway.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: ingressgateway, namespace: istio-system}\nspec: {address: 10.0.0.2, labels: {istio: ingressgateway}}\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: web, namespace: istio-system}\nspec:\n  selector: {istio: ingressgateway}\n  servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: [web.example.com], tls: {mode: SIMPLE, credentialName: web-cred}}]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("web-cred/tls.crt"), "not a certificate").unwrap();
+    std::fs::write(dir.join("web-cred/tls.key"), "not a key").unwrap();
+    let out = analyze(&[dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(79));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("[IST0161] (Gateway istio-system/web")
+            && text.contains(
+                "The credential referenced by the Gateway web in namespace istio-system is invalid"
+            ),
+        "{text}"
+    );
+    // A real certificate and key make it valid.
+    write_credential(&dir, "web-cred");
+    let out = analyze(&[dir.join("gateway.yaml").to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A certificate and key from a CA made with `weft ca`, as the credential
+/// folder `dir/name` (tls.crt, tls.key).
+fn write_credential(dir: &std::path::Path, name: &str) {
+    let weft = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (ca, issued) = (dir.join("ca"), dir.join("issued"));
+    if !ca.join("ca-key.pem").exists() {
+        weft(&["ca", "init", "--dir", ca.to_str().unwrap()]);
+    }
+    weft(&[
+        "ca",
+        "issue",
+        "--dir",
+        ca.to_str().unwrap(),
+        "--spiffe-id",
+        "spiffe://cluster.local/ns/istio-system/sa/web",
+        "--out-dir",
+        issued.to_str().unwrap(),
+    ]);
+    let folder = dir.join(name);
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::copy(issued.join("cert-chain.pem"), folder.join("tls.crt")).unwrap();
+    std::fs::copy(issued.join("key.pem"), folder.join("tls.key")).unwrap();
 }

@@ -107,6 +107,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .filter(|d| d.is_error() && d.origin.is_none())
         .map(ToString::to_string)
         .collect();
+    let folders = credential_folders(&args.paths);
     let mut messages: Vec<Message> = loaded
         .diagnostics
         .iter()
@@ -115,7 +116,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             &loaded.resources,
             &weft_analyze::Options {
                 mesh: loaded.mesh.as_ref().map(|m| &m.config),
-                credentials: &credential_folders(&args.paths),
+                credentials: &folders.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+                invalid_credentials: &folders
+                    .iter()
+                    .filter(|(_, valid)| !valid)
+                    .map(|(n, _)| n.clone())
+                    .collect::<Vec<_>>(),
             },
         ))
         .filter(|m| !suppressed(&rules, m))
@@ -298,9 +304,10 @@ fn sarif(messages: &[&Message]) -> serde_json::Value {
     })
 }
 
-/// The credential folders beside the inputs: each `NAME/` holding a
-/// `tls.crt`, in a folder given as an input or holding a file given.
-fn credential_folders(paths: &[PathBuf]) -> Vec<String> {
+/// The credential folders beside the inputs (each `NAME/` holding a
+/// `tls.crt`, in a folder given as an input or holding a file given), and
+/// whether their certificate and key parse.
+fn credential_folders(paths: &[PathBuf]) -> Vec<(String, bool)> {
     let mut out = Vec::new();
     for p in paths {
         let dir = if p.is_dir() {
@@ -316,11 +323,23 @@ fn credential_folders(paths: &[PathBuf]) -> Vec<String> {
         };
         for e in entries.flatten() {
             if e.path().join("tls.crt").is_file() {
-                out.push(e.file_name().to_string_lossy().into_owned());
+                let name = e.file_name().to_string_lossy().into_owned();
+                out.push((name, credential_parses(&e.path())));
             }
         }
     }
     out.sort();
     out.dedup();
     out
+}
+
+/// Whether a credential folder's tls.crt holds a certificate and its
+/// tls.key a private key, in PEM.
+fn credential_parses(dir: &std::path::Path) -> bool {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let cert = std::fs::read(dir.join("tls.crt")).unwrap_or_default();
+    let key = std::fs::read(dir.join("tls.key")).unwrap_or_default();
+    let certs = CertificateDer::pem_slice_iter(&cert).collect::<Result<Vec<_>, _>>();
+    certs.is_ok_and(|c| !c.is_empty()) && PrivateKeyDer::from_pem_slice(&key).is_ok()
 }
