@@ -5,7 +5,7 @@
 //! Built so far: IST0101 (gateways, hosts, ports, subsets, namespaces,
 //! selectors, credentials), IST0102, IST0103, IST0109, IST0111, IST0112,
 //! IST0118, IST0123, IST0128, IST0129, IST0132, IST0134, IST0138, IST0140,
-//! IST0144, IST0145, IST0149, IST0150, IST0173 here; IST0127 in `authz.rs`;
+//! IST0144, IST0145, IST0149, IST0150, IST0161, IST0173 here; IST0127 in `authz.rs`;
 //! IST0113 in `mtls.rs`; IST0110
 //! and IST0159 in `selectors.rs`; IST0116 and IST0137 in `deployments.rs`;
 //! IST0151 to IST0155 in `envoy_filter.rs`; IST0157 and IST0160 in

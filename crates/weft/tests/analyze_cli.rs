@@ -1,6 +1,8 @@
 //! `weft analyze` as a CI gate: Istio's message lines, JSON, exit codes,
 //! thresholds and suppressions, through real files.
 
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a failed test
+
 mod common;
 
 use std::process::{Command, Output};

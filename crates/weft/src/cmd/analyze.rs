@@ -12,7 +12,7 @@ use weft_api::Loaded;
 /// so far: IST0101 (referenced gateways, hosts, ports, subsets, namespaces,
 /// selectors, credentials), IST0102, IST0103, IST0109, IST0110, IST0111,
 /// IST0112, IST0113, IST0116, IST0118, IST0123, IST0127, IST0128, IST0129, IST0132,
-/// IST0134, IST0137, IST0138, IST0140, IST0144, IST0145, IST0149, IST0150,
+/// IST0134, IST0137, IST0138, IST0140, IST0144, IST0145, IST0149, IST0150, IST0161,
 /// IST0151 to IST0155, IST0157, IST0159, IST0160, IST0173.
 ///
 /// Exit status, as istioctl's: 0 when nothing reaches --fail-on, 79 when
