@@ -296,19 +296,60 @@ pub struct H2Pool {
     connector: Connector,
     /// `maxRequestsPerConnection`: how many requests a connection takes.
     max_requests: Option<u32>,
-    /// Each endpoint's connection and the requests it has taken.
+    /// What `Pooled::last_used` counts from.
+    epoch: std::time::Instant,
+    /// Each endpoint's connection.
     conns: RwLock<HashMap<SocketAddr, Pooled>>,
 }
 
-/// A pooled HTTP/2 connection and the requests it has taken.
-type Pooled = (SendRequest<Body>, Arc<AtomicU32>);
+/// A pooled HTTP/2 connection, the requests it has taken and when it last
+/// took one (milliseconds from the pool's epoch).
+#[derive(Debug, Clone)]
+struct Pooled {
+    sender: SendRequest<Body>,
+    uses: Arc<AtomicU32>,
+    last_used: Arc<std::sync::atomic::AtomicU64>,
+}
 
 impl H2Pool {
-    fn new(connector: Connector, max_requests: Option<u32>) -> H2Pool {
-        H2Pool {
+    /// A pool; with an idle timeout (`idleTimeout`), a task drops the
+    /// pool's hold on connections unused that long, which then close once
+    /// their streams are done, for as long as the pool lives.
+    fn start(
+        connector: Connector,
+        max_requests: Option<u32>,
+        idle_timeout: Option<Duration>,
+    ) -> Arc<H2Pool> {
+        let pool = Arc::new(H2Pool {
             connector,
             max_requests,
+            epoch: std::time::Instant::now(),
             conns: RwLock::default(),
+        });
+        if let (Some(idle), Ok(runtime)) = (idle_timeout, tokio::runtime::Handle::try_current()) {
+            let weak = Arc::downgrade(&pool);
+            runtime.spawn(async move {
+                let mut tick = tokio::time::interval((idle / 2).max(Duration::from_millis(10)));
+                loop {
+                    tick.tick().await;
+                    let Some(pool) = weak.upgrade() else { return };
+                    pool.close_idle(idle);
+                }
+            });
+        }
+        pool
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Drops the pool's hold on connections unused for `idle`.
+    fn close_idle(&self, idle: Duration) {
+        let now = self.now_ms();
+        let idle = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+        if let Ok(mut c) = self.conns.write() {
+            c.retain(|_, p| now.saturating_sub(p.last_used.load(Ordering::Relaxed)) < idle);
         }
     }
 
@@ -322,17 +363,18 @@ impl H2Pool {
             .conns
             .read()
             .ok()
-            .and_then(|c| c.get(&addr).filter(|(s, _)| !s.is_closed()).cloned());
+            .and_then(|c| c.get(&addr).filter(|p| !p.sender.is_closed()).cloned());
         let mut sender = None;
-        if let Some((s, uses)) = pooled {
-            let n = uses.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(p) = pooled {
+            p.last_used.store(self.now_ms(), Ordering::Relaxed);
+            let n = p.uses.fetch_add(1, Ordering::Relaxed) + 1;
             if limit.is_none_or(|l| n <= l) {
-                sender = Some(s);
+                sender = Some(p.sender);
             }
             if limit.is_some_and(|l| n >= l) {
                 // Its last request: the next one opens a new connection.
                 if let Ok(mut c) = self.conns.write() {
-                    if c.get(&addr).is_some_and(|(_, u)| Arc::ptr_eq(u, &uses)) {
+                    if c.get(&addr).is_some_and(|q| Arc::ptr_eq(&q.uses, &p.uses)) {
                         c.remove(&addr);
                     }
                 }
@@ -349,7 +391,14 @@ impl H2Pool {
             tokio::spawn(conn);
             if limit != Some(1) {
                 if let Ok(mut c) = self.conns.write() {
-                    c.insert(addr, (s.clone(), Arc::new(AtomicU32::new(1))));
+                    c.insert(
+                        addr,
+                        Pooled {
+                            sender: s.clone(),
+                            uses: Arc::new(AtomicU32::new(1)),
+                            last_used: Arc::new(self.now_ms().into()),
+                        },
+                    );
                 }
             }
             sender = Some(s);
@@ -462,7 +511,8 @@ struct ClientSettings {
 fn client(connector: Connector, h2: bool, settings: Option<&ClientSettings>) -> UpstreamClient {
     let max_requests = settings.and_then(|s| s.max_requests);
     if h2 {
-        return UpstreamClient::Http2(Arc::new(H2Pool::new(connector, max_requests)));
+        let idle = settings.and_then(|s| s.idle_timeout);
+        return UpstreamClient::Http2(H2Pool::start(connector, max_requests, idle));
     }
     let mut b = Client::builder(TokioExecutor::new());
     if let Some(idle) = settings.and_then(|s| s.idle_timeout) {

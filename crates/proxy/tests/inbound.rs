@@ -520,3 +520,39 @@ async fn max_requests_per_connection_retires_connections_after_n() {
         );
     }
 }
+
+/// `idleTimeout` closes a pooled connection left unused that long, to
+/// HTTP/1.1 and to HTTP/2 upstreams; one in use is kept.
+#[tokio::test]
+async fn idle_timeout_retires_unused_connections() {
+    for (net, protocol) in [(152, "HTTP"), (153, "HTTP2")] {
+        let chat = CHAT_AND_DB
+            .replace("127.0.116.", &format!("127.0.{net}."))
+            .replace(
+                "name: http-ws, protocol: HTTP}",
+                &format!("name: http-ws, protocol: {protocol}}}"),
+            );
+        let idle = format!(
+            "{chat}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: chat, namespace: default}}\nspec:\n  host: chat.default.svc.cluster.local\n  trafficPolicy: {{connectionPool: {{http: {{idleTimeout: 300ms}}}}}}\n"
+        );
+        let m = start(net, &idle).await;
+        let _sidecars = chat_and_db_from(&m, &idle).await;
+        let accepted = counting_app(format!("127.0.{net}.41:9090").parse().unwrap()).await;
+        let url = "http://chat.default.svc.cluster.local:9090/";
+        for _ in 0..3 {
+            assert_eq!(get(m.client, url, None, &[]).await.0, hyper::StatusCode::OK);
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "{protocol}: in use, kept"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        assert_eq!(get(m.client, url, None, &[]).await.0, hyper::StatusCode::OK);
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "{protocol}: idle past the timeout, a new connection"
+        );
+    }
+}
