@@ -71,7 +71,8 @@ pub(crate) struct Args {
     #[arg(long, value_enum, default_value_t = Role::Sidecar)]
     role: Role,
     /// Worker threads [default: 1 for a sidecar, which serves one workload
-    /// and wakes less with one; one per core for a gateway].
+    /// and then runs on one thread, waking no other; one per core for a
+    /// gateway].
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
     /// DNS servers (IP:PORT) for ServiceEntry hosts of resolution DNS,

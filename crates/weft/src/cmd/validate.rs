@@ -10,6 +10,7 @@ use weft_api::diagnostic::DiagnosticJson;
 use weft_api::{Diagnostic, Level, Loaded};
 
 /// Check Istio configuration: files, folders (recursive) or `-` for stdin.
+/// A valid set's Gateway API routes that cannot be served are warned of.
 ///
 /// Exit status: 0 when valid (warnings allowed), 1 when any resource has an
 /// error, 2 for usage or I/O errors.
