@@ -76,7 +76,7 @@ where
 /// (and an absolute URI's authority) lose the final dot before routing and
 /// authorization, so that a policy on `example.com` cannot be stepped
 /// around by adding it.
-fn strip_host_dot<B>(req: &mut hyper::Request<B>) {
+pub(crate) fn strip_host_dot<B>(req: &mut hyper::Request<B>) {
     fn stripped(authority: &str) -> Option<String> {
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) if !h.is_empty() && !p.contains(']') && !h.ends_with(':') => (h, Some(p)),

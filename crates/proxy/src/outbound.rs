@@ -244,8 +244,6 @@ fn destination(req: &Request<Incoming>) -> Option<(String, u16)> {
         },
         _ => (authority.clone(), default_port),
     };
-    // `name.` is the absolute form of `name`.
-    let host = host.strip_suffix('.').unwrap_or(&host);
     Some((
         host.trim_start_matches('[')
             .trim_end_matches(']')
@@ -268,6 +266,8 @@ async fn handle(
     mut req: Request<Incoming>,
     listener: Listener,
 ) -> Response<Body> {
+    // Routed by the name without its final dot, as it is authorized.
+    crate::http::strip_host_dot(&mut req);
     let Some((host, mut port)) = destination(&req) else {
         return full(
             StatusCode::BAD_REQUEST,
