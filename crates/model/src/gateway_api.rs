@@ -671,7 +671,7 @@ impl<'a> Translator<'a> {
                 "URLRewrite" => {
                     let Some(rw) = &f.url_rewrite else { continue };
                     if let Some(h) = &rw.hostname {
-                        route["rewrite"] = json!({"authority": h});
+                        route["rewrite"]["authority"] = json!(h);
                     }
                 }
                 "RequestMirror" => {
@@ -687,12 +687,11 @@ impl<'a> Translator<'a> {
                                 (None, Some(p)) => f64::from(p),
                                 (None, None) => 100.0,
                             };
-                            let mirrors =
-                                route.get("mirrors").cloned().unwrap_or_else(|| json!([]));
-                            let mut mirrors = mirrors.as_array().cloned().unwrap_or_default();
-                            mirrors
-                                .push(json!({"destination": dest, "percentage": {"value": pct}}));
-                            route["mirrors"] = json!(mirrors);
+                            let mirror = json!({"destination": dest, "percentage": {"value": pct}});
+                            match route["mirrors"].as_array_mut() {
+                                Some(mirrors) => mirrors.push(mirror),
+                                None => route["mirrors"] = json!([mirror]),
+                            }
                         }
                         Err(e) => self.warn(r, format!("mirror not served: {e}")),
                     }
@@ -754,10 +753,9 @@ impl<'a> Translator<'a> {
                     if is_redirect {
                         route["redirect"]["uri"] = json!(p);
                     } else {
-                        let rewrite = route.get("rewrite").cloned().unwrap_or_else(|| json!({}));
-                        let mut rewrite = rewrite;
-                        rewrite["uriRegexRewrite"] = json!({"match": "^.*$", "rewrite": p});
-                        route["rewrite"] = rewrite;
+                        // Indexing a missing key makes the object.
+                        route["rewrite"]["uriRegexRewrite"] =
+                            json!({"match": "^.*$", "rewrite": p});
                     }
                     continue;
                 }
@@ -790,10 +788,7 @@ impl<'a> Translator<'a> {
                 }
                 route["redirect"]["uri"] = json!(to);
             } else {
-                let rewrite = route.get("rewrite").cloned().unwrap_or_else(|| json!({}));
-                let mut rewrite = rewrite;
-                rewrite["uri"] = json!(to);
-                route["rewrite"] = rewrite;
+                route["rewrite"]["uri"] = json!(to);
             }
         }
     }
