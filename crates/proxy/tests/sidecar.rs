@@ -673,37 +673,7 @@ impl hyper::body::Body for WithTrailers {
 async fn grpc_over_h2c_keeps_trailers_end_to_end() {
     let m = start(111, "").await;
     let net = m.net;
-    let yaml = format!(
-        r#"
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: grpc-echo, namespace: default}}
-spec: {{address: 127.0.{net}.33, serviceAccount: grpc-echo, labels: {{app: grpc-echo}}, ports: {{grpc: 9093}}}}
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: grpc-echo, namespace: default}}
-spec:
-  hosts: [grpc-echo.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  ports: [{{number: 9090, name: grpc, protocol: GRPC}}]
-  resolution: STATIC
-  workloadSelector: {{labels: {{app: grpc-echo}}}}
-"#
-    );
-    let all = mesh(net, "") + &yaml;
-    let compiled = |name: &str| common::compile(&all, "default", name);
-    // The client needs the new service; the server gets its own sidecar.
-    m.sidecars[0].update(compiled("productpage"));
-    let _server = Sidecar::start(
-        compiled("grpc-echo"),
-        store(&m.ca, "grpc-echo"),
-        policy(&m.ca),
-        Ports::default(),
-        None,
-    )
-    .await
-    .unwrap();
+    let _server = one_more_service(&m, "grpc-echo", 33, ("grpc", 9093), (9090, "GRPC")).await;
     // An h2c app that answers with a message and grpc-status trailers.
     let listener = TcpListener::bind(format!("127.0.{net}.33:9093"))
         .await
@@ -1322,36 +1292,7 @@ spec:
 async fn bodies_cut_short_are_labelled_uc_and_dc() {
     let m = start(149, "").await;
     let net = m.net;
-    let yaml = format!(
-        r#"
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: flaky, namespace: default}}
-spec: {{address: 127.0.{net}.35, serviceAccount: flaky, labels: {{app: flaky}}, ports: {{http: 9095}}}}
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: flaky, namespace: default}}
-spec:
-  hosts: [flaky.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  ports: [{{number: 9095, name: http, protocol: HTTP}}]
-  resolution: STATIC
-  workloadSelector: {{labels: {{app: flaky}}}}
-"#
-    );
-    let all = mesh(net, "") + &yaml;
-    let compiled = |name: &str| common::compile(&all, "default", name);
-    m.sidecars[0].update(compiled("productpage"));
-    let _server = Sidecar::start(
-        compiled("flaky"),
-        store(&m.ca, "flaky"),
-        policy(&m.ca),
-        Ports::default(),
-        None,
-    )
-    .await
-    .unwrap();
+    let _server = one_more_service(&m, "flaky", 35, ("http", 9095), (9095, "HTTP")).await;
     // /cut promises 100 bytes and closes after 10; /slow sends 10 bytes
     // and then waits; /reset closes without an answer.
     let listener = TcpListener::bind(format!("127.0.{net}.35:9095"))
@@ -1428,4 +1369,48 @@ spec:
     assert!(first.is_data());
     drop(resp);
     assert!(counted_as(m.client.ip(), "source", "200", "DC").await);
+}
+
+/// Adds service `name` to the mesh of `m`: its workload at 127.0.net.`host`
+/// with port `(name, number)`, its ServiceEntry port `(number, protocol)`
+/// and its own sidecar; the client's sidecar learns of it. The sidecar is
+/// returned to be kept alive.
+async fn one_more_service(
+    m: &Mesh,
+    name: &str,
+    host: u8,
+    (port_name, port): (&str, u16),
+    (service_port, protocol): (u16, &str),
+) -> Sidecar {
+    let net = m.net;
+    let yaml = format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: {name}, namespace: default}}
+spec: {{address: 127.0.{net}.{host}, serviceAccount: {name}, labels: {{app: {name}}}, ports: {{{port_name}: {port}}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}, namespace: default}}
+spec:
+  hosts: [{name}.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{{number: {service_port}, name: {port_name}, protocol: {protocol}}}]
+  resolution: STATIC
+  workloadSelector: {{labels: {{app: {name}}}}}
+"#
+    );
+    let all = mesh(net, "") + &yaml;
+    let compiled = |workload: &str| common::compile(&all, "default", workload);
+    m.sidecars[0].update(compiled("productpage"));
+    Sidecar::start(
+        compiled(name),
+        store(&m.ca, name),
+        policy(&m.ca),
+        Ports::default(),
+        None,
+    )
+    .await
+    .unwrap()
 }
