@@ -5,7 +5,8 @@
 //! Built so far: IST0101 (gateways, hosts, ports, subsets, namespaces,
 //! selectors, credentials), IST0102, IST0103, IST0109, IST0111, IST0112,
 //! IST0118, IST0123, IST0128, IST0129, IST0132, IST0134, IST0138, IST0140,
-//! IST0144, IST0145, IST0149, IST0150, IST0161, IST0173 here; IST0127 in `authz.rs`;
+//! IST0144, IST0145, IST0149, IST0150, IST0161, IST0162, IST0173 here;
+//! IST0107, IST0108 and IST0135 in `annotations.rs`; IST0127 in `authz.rs`;
 //! IST0113 in `mtls.rs`; IST0110
 //! and IST0159 in `selectors.rs`; IST0116 and IST0137 in `deployments.rs`;
 //! IST0151 to IST0155 in `envoy_filter.rs`; IST0157 and IST0160 in
@@ -14,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+mod annotations;
 mod authz;
 mod deployments;
 mod envoy_filter;
@@ -72,12 +74,24 @@ impl fmt::Display for Message {
 }
 
 fn message(code: &'static str, level: Level, r: &Resource, text: String) -> Message {
+    message_at(code, level, r, None, text)
+}
+
+/// A message at `line` of the resource's file (a field's line, as Istio
+/// gives it), or at the resource's first line.
+fn message_at(
+    code: &'static str,
+    level: Level,
+    r: &Resource,
+    line: Option<u32>,
+    text: String,
+) -> Message {
     Message {
         code,
         level,
         message: text,
         origin: r.origin(),
-        source: format!("{}:{}", r.source.file, r.source.pos.line),
+        source: format!("{}:{}", r.source.file, line.unwrap_or(r.source.pos.line)),
         documentation_url: documentation(code),
     }
 }
@@ -187,7 +201,10 @@ pub struct Options<'a> {
     /// Credential folders beside the inputs (`NAME/tls.crt`), which weft
     /// reads for a `credentialName` as Istio reads a Secret.
     pub credentials: &'a [String],
-    /// Those of them whose certificate or key does not parse.
+    /// The credentials a gateway could not serve, as Istio judges a
+    /// Secret: credential folders (by name) and Secrets (`namespace/name`)
+    /// without a certificate and key, whose certificate does not parse, or
+    /// whose certificate is expired or not yet valid.
     pub invalid_credentials: &'a [String],
 }
 
@@ -210,6 +227,7 @@ pub fn analyze_with(resources: &[Resource], options: &Options<'_>) -> Vec<Messag
             _ => {}
         }
     }
+    annotations::analyze(resources, &mut out);
     sidecars_without_selectors(resources, &mut out);
     duplicate_certificates(resources, &mut out);
     ingress_subsets(resources, &mut out);
@@ -222,6 +240,7 @@ pub fn analyze_with(resources: &[Resource], options: &Options<'_>) -> Vec<Messag
     selectors::analyze(resources, &mut out);
     jwt_claim_routes(resources, &mut out);
     gateway_credentials(resources, options, &mut out);
+    gateway_ports(resources, &mut out);
     proxy_uid(resources, &mut out);
     deployments::analyze(resources, &mut out);
     missing_proxies(resources, &mut out);
@@ -229,7 +248,28 @@ pub fn analyze_with(resources: &[Resource], options: &Options<'_>) -> Vec<Messag
     telemetry::analyze(resources, mesh, &mut out);
     mesh_host_conflicts(resources, &mut out);
     conflicting_gateways(resources, &mut out);
+    drop_suppressed(resources, &mut out);
     out
+}
+
+/// Drops the messages about a resource whose `galley.istio.io/analyze-
+/// suppress` annotation lists their code (comma-separated), or is `*`.
+pub fn drop_suppressed(resources: &[Resource], messages: &mut Vec<Message>) {
+    let suppress: BTreeMap<String, &str> = resources
+        .iter()
+        .filter_map(|r| {
+            let codes = r.meta.annotations.get("galley.istio.io/analyze-suppress")?;
+            Some((r.origin(), codes.as_str()))
+        })
+        .collect();
+    if suppress.is_empty() {
+        return;
+    }
+    messages.retain(|m| {
+        !suppress
+            .get(&m.origin)
+            .is_some_and(|codes| *codes == "*" || codes.split(',').any(|c| c.trim() == m.code))
+    });
 }
 
 /// IST0145: another Gateway with the same selector serves the same port
@@ -1027,7 +1067,7 @@ fn proxy_uid(resources: &[Resource], out: &mut Vec<Message>) {
 /// IST0101: a Gateway whose selector matches no workload, or whose server
 /// names a `credentialName` that is neither a Secret in the namespace of
 /// its workloads nor a credential folder beside the inputs. IST0161: the
-/// folder's certificate or key does not parse.
+/// credential is not usable (`Options::invalid_credentials`).
 fn gateway_credentials(resources: &[Resource], options: &Options<'_>, out: &mut Vec<Message>) {
     let folders = options.credentials;
     for r in resources {
@@ -1060,7 +1100,9 @@ fn gateway_credentials(resources: &[Resource], options: &Options<'_>, out: &mut 
             let (secret_ns, secret) = name.split_once('/').unwrap_or((ns, name));
             let exists = folders.iter().any(|f| f == name)
                 || resources.iter().any(|x| {
-                    matches!(x.spec, Spec::Secret) && x.namespace() == secret_ns && x.name == secret
+                    matches!(x.spec, Spec::Secret(_))
+                        && x.namespace() == secret_ns
+                        && x.name == secret
                 });
             if !exists {
                 out.push(message(
@@ -1069,7 +1111,11 @@ fn gateway_credentials(resources: &[Resource], options: &Options<'_>, out: &mut 
                     r,
                     format!("Referenced credentialName not found: {name:?}"),
                 ));
-            } else if options.invalid_credentials.iter().any(|f| f == name) {
+            } else if options
+                .invalid_credentials
+                .iter()
+                .any(|f| *f == name || *f == format!("{secret_ns}/{secret}"))
+            {
                 out.push(message(
                     "IST0161",
                     Level::Error,
@@ -1078,6 +1124,76 @@ fn gateway_credentials(resources: &[Resource], options: &Options<'_>, out: &mut 
                         "The credential referenced by the Gateway {} in namespace {} is invalid, which can cause the traffic not to work as expected.",
                         r.name,
                         r.namespace()
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// IST0162: a Gateway listens on a port that no Kubernetes Service of its
+/// workloads forwards to (a Service port's `targetPort`, or its `port` when
+/// the target is not a number). Only Pods and Deployments count here: a
+/// WorkloadEntry's gateway is reached at its own address.
+fn gateway_ports(resources: &[Resource], out: &mut Vec<Message>) {
+    use weft_api::types::kube::IntOrString;
+    let services: Vec<(&str, &weft_api::types::kube::ServiceSpec)> = resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::Service(s) => Some((r.namespace(), s)),
+            _ => None,
+        })
+        .collect();
+    for r in resources {
+        let Spec::Gateway(g) = &r.spec else {
+            continue;
+        };
+        let mut matched = false;
+        let mut forwarded = BTreeSet::new();
+        for w in resources
+            .iter()
+            .filter(|w| matches!(w.spec, Spec::Pod(_) | Spec::Deployment(_)))
+        {
+            let Some(labels) = workload_labels(w).filter(|l| selects(&g.selector, l)) else {
+                continue;
+            };
+            matched = true;
+            let ports = services
+                .iter()
+                .filter(|(ns, s)| *ns == w.namespace() && selects(&s.selector, labels))
+                .flat_map(|(_, s)| &s.ports)
+                .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP");
+            for p in ports {
+                let target = match &p.target_port {
+                    Some(IntOrString::Int(n)) => u32::try_from(*n).ok(),
+                    Some(IntOrString::String(s)) => s.parse().ok(),
+                    None => None,
+                };
+                forwarded.extend(target.filter(|t| *t != 0).or(p.port));
+            }
+        }
+        if !matched {
+            continue;
+        }
+        let selector: Vec<String> = g.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let line = r
+            .node
+            .get("spec")
+            .and_then(|s| s.get("selector"))
+            .map(|s| s.pos.line);
+        for server in &g.servers {
+            let Some(number) = server.port.as_ref().and_then(|p| p.number) else {
+                continue;
+            };
+            if !forwarded.contains(&number) {
+                out.push(message_at(
+                    "IST0162",
+                    Level::Warning,
+                    r,
+                    line,
+                    format!(
+                        "The gateway is listening on a target port (port {number}) that is not defined in the Service associated with its workload instances (Pod selector {}). If you need to access the gateway port through the gateway Service, it will not be available.",
+                        selector.join(",")
                     ),
                 ));
             }

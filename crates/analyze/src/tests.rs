@@ -1487,3 +1487,204 @@ fn gateway_api_gateways_need_tls_too() {
     ));
     assert!(codes_of(&rows).is_empty(), "{rows:?}");
 }
+
+#[test]
+fn istio_annotations_must_be_known_placed_right_and_current() {
+    // The example of Istio's IST0108 page.
+    let found = run(r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: httpbin
+  labels:
+    app: httpbin
+  annotations:
+    networking.istio.io/exportTwo: bar
+spec:
+  ports:
+  - name: http
+    port: 8000
+    targetPort: 80
+  selector:
+    app: httpbin
+"#);
+    assert_eq!(
+        codes(&found),
+        [(
+            "IST0108",
+            Level::Warning,
+            "Service default/httpbin",
+            "Unknown annotation: networking.istio.io/exportTwo"
+        )]
+    );
+    // Istio gives the annotation's own line.
+    assert_eq!(found[0].source, "mesh.yaml:9");
+
+    let found = run(r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+  annotations: {sidecar.istio.io/proxyCPU: 100m, example.com/owner: team}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: cart
+  namespace: shop
+  annotations: {sidecar.istio.io/inject: "true"}
+spec:
+  selector: {matchLabels: {app: cart}}
+  template:
+    metadata: {labels: {app: cart}, annotations: {sidecar.istio.io/proxyCPU: 100m}}
+    spec: {containers: [{name: cart, image: cart}]}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: legacy
+  namespace: shop
+  annotations:
+    sidecar.istio.io/inject: "false"
+    traffic.sidecar.istio.io/kubevirtInterfaces: net1
+    proxy.istio.io/config: "{}"
+    ambient.istio.io/dns-capture: "false"
+    galley.istio.io/analyze-suppress: IST0103
+    kubernetes.io/ingress.class: istio
+spec: {containers: [{name: legacy, image: legacy}]}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: both
+  namespace: shop
+  labels: {sidecar.istio.io/inject: "false"}
+  annotations: {sidecar.istio.io/inject: "false"}
+spec: {containers: [{name: both, image: both}]}
+"#);
+    let annotation_codes: Vec<_> = codes(&found)
+        .into_iter()
+        .filter(|(code, ..)| ["IST0107", "IST0108", "IST0135"].contains(code))
+        .collect();
+    assert_eq!(
+        annotation_codes,
+        [
+            (
+                "IST0107",
+                Level::Warning,
+                "Namespace shop",
+                "Misplaced annotation: sidecar.istio.io/proxyCPU can only be applied to Pod"
+            ),
+            (
+                "IST0135",
+                Level::Info,
+                "Deployment shop/cart",
+                "Annotation \"sidecar.istio.io/inject\" has been deprecated in favor of the \"sidecar.istio.io/inject\" label and may not work in future Istio versions."
+            ),
+            (
+                "IST0107",
+                Level::Warning,
+                "Deployment shop/cart",
+                "Misplaced annotation: sidecar.istio.io/inject can only be applied to Pod"
+            ),
+            (
+                "IST0107",
+                Level::Warning,
+                "Pod shop/legacy",
+                "Misplaced annotation: kubernetes.io/ingress.class can only be applied to Ingress"
+            ),
+            (
+                "IST0135",
+                Level::Info,
+                "Pod shop/legacy",
+                "Annotation \"sidecar.istio.io/inject\" has been deprecated in favor of the \"sidecar.istio.io/inject\" label and may not work in future Istio versions."
+            ),
+            (
+                "IST0135",
+                Level::Info,
+                "Pod shop/legacy",
+                "Annotation \"traffic.sidecar.istio.io/kubevirtInterfaces\" has been deprecated and may not work in future Istio versions."
+            ),
+        ]
+    );
+}
+
+#[test]
+fn gateway_ports_must_be_forwarded_by_the_gateways_service() {
+    let mesh = |service_ports: &str| {
+        run(&format!(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: istio-ingressgateway, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 8080, name: http, protocol: HTTP}}
+    hosts: ["*"]
+  - port: {{number: 8004, name: http2, protocol: HTTP}}
+    hosts: ["*"]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: istio-ingressgateway, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  ports: {service_ports}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: ingressgateway-1, namespace: istio-system, labels: {{istio: ingressgateway}}}}
+spec: {{containers: [{{name: istio-proxy, image: proxyv2}}]}}
+"#
+        ))
+        .into_iter()
+        .filter(|m| m.code == "IST0162")
+        .collect::<Vec<_>>()
+    };
+    let found = mesh(
+        "[{name: http, port: 80, targetPort: 8080}, {name: https, port: 443, targetPort: 8443}]",
+    );
+    assert_eq!(
+        codes(&found),
+        [(
+            "IST0162",
+            Level::Warning,
+            "Gateway istio-system/istio-ingressgateway",
+            "The gateway is listening on a target port (port 8004) that is not defined in the Service associated with its workload instances (Pod selector istio=ingressgateway). If you need to access the gateway port through the gateway Service, it will not be available."
+        )]
+    );
+    // A port without a numeric target forwards to itself; UDP does not count.
+    assert_eq!(
+        mesh(
+            "[{name: http, port: 80, targetPort: 8080}, {name: h2, port: 8004, targetPort: http2}]"
+        ),
+        []
+    );
+    assert_eq!(
+        mesh("[{name: http, port: 80, targetPort: 8080}, {name: h2, port: 8004, protocol: UDP}]")
+            .len(),
+        1
+    );
+    // A gateway that runs as a WorkloadEntry has no Service to check.
+    let found = run_gw(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: edge, namespace: istio-system}\nspec:\n  selector: {istio: ingressgateway}\n  servers: [{port: {number: 8443, name: https, protocol: HTTPS}, hosts: [\"*\"], tls: {mode: PASSTHROUGH}}]\n",
+    );
+    assert!(found.iter().all(|m| m.code != "IST0162"), "{found:?}");
+}
+
+#[test]
+fn a_resource_may_suppress_codes_about_itself() {
+    let service = |suppress: &str| {
+        run(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: httpbin\n  annotations:\n    networking.istio.io/exportTwo: bar\n    galley.istio.io/analyze-suppress: \"{suppress}\"\nspec:\n  selector: {{app: httpbin}}\n  ports: [{{name: web, port: 8000}}]\n"
+        ))
+        .into_iter()
+        .map(|m| m.code)
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(service("IST0001"), ["IST0118", "IST0108"]);
+    assert_eq!(service("IST0118, IST0108"), Vec::<&str>::new());
+    assert_eq!(service("IST0108"), ["IST0118"]);
+    assert_eq!(service("*"), Vec::<&str>::new());
+}

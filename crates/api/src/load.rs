@@ -19,7 +19,7 @@ use crate::par;
 use crate::path::{FieldPath, Path};
 use crate::resource::{CORE, KindInfo, Resource, Source, Spec};
 use crate::types::common::ObjectMeta;
-use crate::types::kube::ConfigMapData;
+use crate::types::kube::{ConfigMapData, SecretData};
 use crate::types::mesh::MeshConfig;
 use crate::yaml::{self, Node, Pos, Value};
 
@@ -487,9 +487,13 @@ static NULL: Node = Node {
 };
 
 fn parse_spec(info: &KindInfo, root: &Node) -> Result<Spec, de::Error> {
+    /// A top-level field of the document, empty when absent.
+    fn top<T: DeserializeOwned>(root: &Node, key: &str) -> Result<T, de::Error> {
+        let node = root.get(key).unwrap_or(&NULL);
+        from_node(node, &Path::Root.field(key))
+    }
     fn spec<T: DeserializeOwned>(root: &Node) -> Result<T, de::Error> {
-        let node = root.get("spec").unwrap_or(&NULL);
-        from_node(node, &Path::Root.field("spec"))
+        top(root, "spec")
     }
     use crate::resource::{
         APPS, AUTOSCALING, GATEWAY_API, NETWORKING, POLICY, SECURITY, TELEMETRY, WEFT,
@@ -516,18 +520,18 @@ fn parse_spec(info: &KindInfo, root: &Node) -> Result<Spec, de::Error> {
         (WEFT, "RateLimit") => Spec::RateLimit(spec(root)?),
         (CORE, "Namespace") => Spec::Namespace,
         (CORE, "ServiceAccount") => Spec::ServiceAccount,
-        (CORE, "Secret") => Spec::Secret,
+        (CORE, "Secret") => Spec::Secret(SecretData {
+            data: top(root, "data")?,
+            string_data: top(root, "stringData")?,
+        }),
         (CORE, "Service") => Spec::Service(spec(root)?),
         (CORE, "Pod") => Spec::Pod(spec(root)?),
         (APPS, "Deployment") => Spec::Deployment(spec(root)?),
         (AUTOSCALING, "HorizontalPodAutoscaler") => Spec::HorizontalPodAutoscaler(spec(root)?),
         (POLICY, "PodDisruptionBudget") => Spec::PodDisruptionBudget(spec(root)?),
-        (CORE, "ConfigMap") => {
-            let node = root.get("data").unwrap_or(&NULL);
-            Spec::ConfigMap(ConfigMapData {
-                data: from_node(node, &Path::Root.field("data"))?,
-            })
-        }
+        (CORE, "ConfigMap") => Spec::ConfigMap(ConfigMapData {
+            data: top(root, "data")?,
+        }),
         _ => unreachable!("every entry of KINDS has a parser"),
     })
 }

@@ -140,8 +140,8 @@ pub enum Spec {
     Namespace,
     Service(kube::ServiceSpec),
     ServiceAccount,
-    /// Only its name matters to the mesh (a gateway's `credentialName`).
-    Secret,
+    /// A gateway's `credentialName`.
+    Secret(kube::SecretData),
     Pod(kube::PodSpec),
     Deployment(kube::DeploymentSpec),
     HorizontalPodAutoscaler(kube::HpaSpec),

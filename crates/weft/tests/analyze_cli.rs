@@ -303,3 +303,94 @@ fn write_credential(dir: &std::path::Path, name: &str) {
     std::fs::copy(issued.join("cert-chain.pem"), folder.join("tls.crt")).unwrap();
     std::fs::copy(issued.join("key.pem"), folder.join("tls.key")).unwrap();
 }
+
+#[test]
+fn a_secret_without_a_usable_certificate_is_an_invalid_credential() {
+    use base64::Engine;
+    let dir = std::env::temp_dir().join(format!("weft-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A certificate valid from a day ago for a year, and one that expired
+    // yesterday, both self-signed.
+    let day = std::time::Duration::from_secs(86_400);
+    let now = std::time::SystemTime::now();
+    let certificate = |from: std::time::SystemTime, to: std::time::SystemTime| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["web.example.com".into()]).unwrap();
+        params.not_before = from.into();
+        params.not_after = to.into();
+        (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
+    };
+    let (good_cert, good_key) = certificate(now - day, now + 365 * day);
+    let (old_cert, old_key) = certificate(now - 30 * day, now - day);
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let indent = |s: &str| s.replace('\n', "\n    ");
+    let gateway = |name: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: istio-system}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers: [{{port: {{number: 443, name: https, protocol: HTTPS}}, hosts: [{name}.example.com], tls: {{mode: SIMPLE, credentialName: {name}-cred}}}}]\n---\n"
+        )
+    };
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: ingressgateway, namespace: istio-system}}\nspec: {{address: 10.0.0.2, labels: {{istio: ingressgateway}}}}\n---\n{}{}{}{}\
+apiVersion: v1\nkind: Secret\nmetadata: {{name: good-cred, namespace: istio-system}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n    {}\n  tls.key: |\n    {}\n---\n\
+apiVersion: v1\nkind: Secret\nmetadata: {{name: generic-cred, namespace: istio-system}}\ndata: {{cert: {}, key: {}}}\n---\n\
+apiVersion: v1\nkind: Secret\nmetadata: {{name: old-cred, namespace: istio-system}}\ndata: {{tls.crt: {}, tls.key: {}}}\n---\n\
+apiVersion: v1\nkind: Secret\nmetadata: {{name: empty-cred, namespace: istio-system}}\ndata: {{ca.crt: {}}}\n",
+        gateway("good"),
+        gateway("generic"),
+        gateway("old"),
+        gateway("empty"),
+        indent(&good_cert),
+        indent(&good_key),
+        b64(&good_cert),
+        b64(&good_key),
+        b64(&old_cert),
+        b64(&old_key),
+        b64(&good_cert),
+    );
+    std::fs::write(dir.join("mesh.yaml"), yaml).unwrap();
+    let out = analyze(&["--output", "json", dir.join("mesh.yaml").to_str().unwrap()]);
+    let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let invalid: Vec<&str> = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["code"] == "IST0161")
+        .map(|m| m["origin"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        invalid,
+        ["Gateway istio-system/empty", "Gateway istio-system/old"],
+        "{found:#}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_annotation_suppresses_schema_and_analyzer_codes_about_its_resource() {
+    let dir = std::env::temp_dir().join(format!("weft-suppress-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("mesh.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: httpbin\n  annotations: {galley.istio.io/analyze-suppress: \"IST0101,IST0106\"}\nspec:\n  hosts: [\"*\"]\n  gateways: [httpbin-gateway-bogus]\n  http: [{route: [{destination: {host: httpbin, port: {number: 0}}}]}]\n",
+    )
+    .unwrap();
+    let out = analyze(&[file.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("No validation issues"), "{text}");
+    std::fs::write(
+        &file,
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("IST0101,", ""),
+    )
+    .unwrap();
+    let out = analyze(&[file.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("[IST0101]") && !text.contains("[IST0106]"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

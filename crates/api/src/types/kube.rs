@@ -142,6 +142,14 @@ pub struct ConfigMapData {
     pub data: BTreeMap<String, String>,
 }
 
+/// A Secret's keys: `data` as written (base64), `stringData` in clear.
+/// Gateways read TLS credentials from them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SecretData {
+    pub data: BTreeMap<String, String>,
+    pub string_data: BTreeMap<String, String>,
+}
+
 /// `autoscaling` HorizontalPodAutoscaler: what it scales.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -67,7 +67,7 @@ pub fn validate_resource(r: &Resource) -> Vec<Diagnostic> {
         Spec::Namespace
         | Spec::Service(_)
         | Spec::ServiceAccount
-        | Spec::Secret
+        | Spec::Secret(_)
         | Spec::Pod(_)
         | Spec::Deployment(_)
         | Spec::HorizontalPodAutoscaler(_)

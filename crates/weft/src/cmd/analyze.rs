@@ -1,6 +1,10 @@
 //! `weft analyze`: Istio's analyzers over files, as a CI gate.
 
 use std::path::PathBuf;
+use std::time::SystemTime;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::process::ExitCode;
 
 use weft_analyze::{Level, Message};
@@ -10,10 +14,11 @@ use weft_api::Loaded;
 /// --use-kube=false` does: schema validation (IST0106, IST0133, IST0130,
 /// IST0131) and Istio's analyzers, with Istio's codes and messages. Built
 /// so far: IST0101 (referenced gateways, hosts, ports, subsets, namespaces,
-/// selectors, credentials), IST0102, IST0103, IST0109, IST0110, IST0111,
-/// IST0112, IST0113, IST0116, IST0118, IST0123, IST0127, IST0128, IST0129, IST0132,
-/// IST0134, IST0137, IST0138, IST0140, IST0144, IST0145, IST0149, IST0150, IST0161,
-/// IST0151 to IST0155, IST0157, IST0159, IST0160, IST0173.
+/// selectors, credentials), IST0102, IST0103, IST0107, IST0108, IST0109,
+/// IST0110, IST0111, IST0112, IST0113, IST0116, IST0118, IST0123, IST0127,
+/// IST0128, IST0129, IST0132, IST0134, IST0135, IST0137, IST0138, IST0140,
+/// IST0144, IST0145, IST0149, IST0150, IST0151 to IST0155, IST0157, IST0159,
+/// IST0160, IST0161, IST0162, IST0173.
 ///
 /// Exit status, as istioctl's: 0 when nothing reaches --fail-on, 79 when
 /// something does, 65 when an input cannot be read or parsed.
@@ -107,7 +112,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .filter(|d| d.is_error() && d.origin.is_none())
         .map(ToString::to_string)
         .collect();
-    let folders = credential_folders(&args.paths);
+    let now = std::time::SystemTime::now();
+    let folders = credential_folders(&args.paths, now);
+    let invalid_credentials: Vec<String> = folders
+        .iter()
+        .filter(|(_, usable)| !usable)
+        .map(|(n, _)| n.clone())
+        .chain(invalid_secrets(&loaded.resources, now))
+        .collect();
     let mut messages: Vec<Message> = loaded
         .diagnostics
         .iter()
@@ -117,15 +129,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             &weft_analyze::Options {
                 mesh: loaded.mesh.as_ref().map(|m| &m.config),
                 credentials: &folders.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
-                invalid_credentials: &folders
-                    .iter()
-                    .filter(|(_, valid)| !valid)
-                    .map(|(n, _)| n.clone())
-                    .collect::<Vec<_>>(),
+                invalid_credentials: &invalid_credentials,
             },
         ))
         .filter(|m| !suppressed(&rules, m))
         .collect();
+    weft_analyze::drop_suppressed(&loaded.resources, &mut messages);
     messages.sort_by(|a, b| (a.level, &a.origin, a.code).cmp(&(b.level, &b.origin, b.code)));
     let rows = if args.readiness {
         let meshconfig = loaded.mesh.as_ref();
@@ -141,6 +150,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut rows = weft_analyze::readiness::readiness(&loaded.resources, &inputs);
         for row in &mut rows {
             row.findings.retain(|m| !suppressed(&rules, m));
+            weft_analyze::drop_suppressed(&loaded.resources, &mut row.findings);
         }
         rows
     } else {
@@ -307,7 +317,7 @@ fn sarif(messages: &[&Message]) -> serde_json::Value {
 /// The credential folders beside the inputs (each `NAME/` holding a
 /// `tls.crt`, in a folder given as an input or holding a file given), and
 /// whether their certificate and key parse.
-fn credential_folders(paths: &[PathBuf]) -> Vec<(String, bool)> {
+fn credential_folders(paths: &[PathBuf], now: SystemTime) -> Vec<(String, bool)> {
     let mut out = Vec::new();
     for p in paths {
         let dir = if p.is_dir() {
@@ -324,7 +334,10 @@ fn credential_folders(paths: &[PathBuf]) -> Vec<(String, bool)> {
         for e in entries.flatten() {
             if e.path().join("tls.crt").is_file() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                out.push((name, credential_parses(&e.path())));
+                let cert = std::fs::read(e.path().join("tls.crt")).unwrap_or_default();
+                let key = std::fs::read(e.path().join("tls.key")).unwrap_or_default();
+                let key_parses = PrivateKeyDer::from_pem_slice(&key).is_ok();
+                out.push((name, key_parses && certificate_usable(&cert, now)));
             }
         }
     }
@@ -333,13 +346,47 @@ fn credential_folders(paths: &[PathBuf]) -> Vec<(String, bool)> {
     out
 }
 
-/// Whether a credential folder's tls.crt holds a certificate and its
-/// tls.key a private key, in PEM.
-fn credential_parses(dir: &std::path::Path) -> bool {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let cert = std::fs::read(dir.join("tls.crt")).unwrap_or_default();
-    let key = std::fs::read(dir.join("tls.key")).unwrap_or_default();
-    let certs = CertificateDer::pem_slice_iter(&cert).collect::<Result<Vec<_>, _>>();
-    certs.is_ok_and(|c| !c.is_empty()) && PrivateKeyDer::from_pem_slice(&key).is_ok()
+/// Whether the first PEM certificate of `pem` parses and is valid at
+/// `now`, as Istio checks a gateway's credential.
+fn certificate_usable(pem: &[u8], now: SystemTime) -> bool {
+    let Some(Ok(cert)) = CertificateDer::pem_slice_iter(pem).next() else {
+        return false;
+    };
+    weft_identity::CertInfo::parse(&cert).is_ok_and(|c| c.not_before <= now && now <= c.not_after)
+}
+
+/// The Secrets (`namespace/name`) a gateway could not serve, as Istio
+/// reads them: a non-empty `cert` and `key`, or `tls.crt` and `tls.key`
+/// (base64 in `data`, clear in `stringData`), and a usable certificate.
+fn invalid_secrets(resources: &[weft_api::Resource], now: SystemTime) -> Vec<String> {
+    use base64::Engine;
+    resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            weft_api::Spec::Secret(s) => Some((r, s)),
+            _ => None,
+        })
+        .filter(|(_, s)| {
+            let value = |key: &str| -> Vec<u8> {
+                match s.string_data.get(key) {
+                    Some(clear) => clear.as_bytes().to_vec(),
+                    None => s
+                        .data
+                        .get(key)
+                        .and_then(|b| {
+                            base64::engine::general_purpose::STANDARD
+                                .decode(b.trim())
+                                .ok()
+                        })
+                        .unwrap_or_default(),
+                }
+            };
+            let pair = [("cert", "key"), ("tls.crt", "tls.key")]
+                .into_iter()
+                .map(|(c, k)| (value(c), value(k)))
+                .find(|(c, k)| !c.is_empty() && !k.is_empty());
+            !pair.is_some_and(|(cert, _)| certificate_usable(&cert, now))
+        })
+        .map(|(r, _)| format!("{}/{}", r.namespace(), r.name))
+        .collect()
 }
