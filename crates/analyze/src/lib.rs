@@ -7,6 +7,7 @@
 //! IST0118, IST0123, IST0128, IST0129, IST0132, IST0134, IST0138, IST0140,
 //! IST0144, IST0145, IST0149, IST0150, IST0161, IST0162, IST0173 here;
 //! IST0107, IST0108 and IST0135 in `annotations.rs`; IST0127 in `authz.rs`;
+//! IST0166 and IST0167 in `selectors.rs`;
 //! IST0113 in `mtls.rs`; IST0110
 //! and IST0159 in `selectors.rs`; IST0116 and IST0137 in `deployments.rs`;
 //! IST0151 to IST0155 in `envoy_filter.rs`; IST0157 and IST0160 in
@@ -830,7 +831,20 @@ fn sidecars_without_selectors(resources: &[Resource], out: &mut Vec<Message>) {
             }
         }
     }
-    for (ns, sidecars) in by_ns.into_iter().filter(|(_, s)| s.len() > 1) {
+    for (ns, sidecars) in &by_ns {
+        if selectors::ambient_namespace(resources, ns) {
+            for r in sidecars {
+                out.push(selectors::ineffective(
+                    r,
+                    "namespace is in ambient mode, the policy has no impact",
+                ));
+            }
+        }
+    }
+    for (ns, sidecars) in by_ns
+        .into_iter()
+        .filter(|(ns, s)| s.len() > 1 && !selectors::ambient_namespace(resources, ns))
+    {
         let names: Vec<String> = sidecars
             .iter()
             .map(|r| format!("{ns}/{}", r.name))

@@ -1688,3 +1688,116 @@ fn a_resource_may_suppress_codes_about_itself() {
     assert_eq!(service("IST0108"), ["IST0118"]);
     assert_eq!(service("*"), Vec::<&str>::new());
 }
+
+#[test]
+fn kubernetes_gateway_proxies_take_target_refs_not_selectors() {
+    // The example of Istio's IST0166 page.
+    let found = run(r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  annotations: {istio.io/rev: default}
+  labels:
+    gateway.networking.k8s.io/gateway-name: bookinfo-gateway
+    istio.io/gateway-name: bookinfo-gateway
+  name: bookinfo-gateway-istio-6ff4cf9645-xbqmc
+  namespace: default
+spec:
+  containers: [{image: "proxyv2:1.21.0", name: istio-proxy}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {namespace: default, name: ap-ineffective}
+spec:
+  selector:
+    matchLabels: {gateway.networking.k8s.io/gateway-name: bookinfo-gateway}
+  action: DENY
+  rules: [{from: [{source: {namespaces: ["dev"]}}], to: [{operation: {methods: ["POST"]}}]}]
+---
+apiVersion: telemetry.istio.io/v1alpha1
+kind: Telemetry
+metadata: {name: telemetry-example, namespace: default}
+spec:
+  tracing: [{randomSamplingPercentage: 10.00}]
+  selector:
+    matchLabels: {gateway.networking.k8s.io/gateway-name: bookinfo-gateway}
+  targetRef: {group: gateway.networking.k8s.io, kind: Gateway, name: bookinfo-gateway}
+"#);
+    let found: Vec<_> = codes(&found)
+        .into_iter()
+        .filter(|(code, ..)| *code == "IST0166")
+        .collect();
+    assert_eq!(
+        found,
+        [(
+            "IST0166",
+            Level::Warning,
+            "AuthorizationPolicy default/ap-ineffective",
+            "Ineffective selector on Kubernetes Gateway bookinfo-gateway. Use the TargetRef field instead."
+        )]
+    );
+}
+
+#[test]
+fn sidecars_for_ambient_workloads_have_no_impact() {
+    let found = run(r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: ns-ambient, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: mixed}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: captured
+  namespace: mixed
+  labels: {app: captured}
+  annotations: {ambient.istio.io/redirection: enabled}
+spec: {containers: [{name: app, image: app}]}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: namespace-scoped, namespace: ns-ambient}
+spec: {egress: [{hosts: ["./*"]}]}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: other-namespace-scoped, namespace: ns-ambient}
+spec: {egress: [{hosts: ["./*"]}]}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: pod-scoped, namespace: mixed}
+spec:
+  workloadSelector: {labels: {app: captured}}
+  egress: [{hosts: ["./*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: pod-scoped-too, namespace: mixed}
+spec:
+  workloadSelector: {labels: {app: captured}}
+  egress: [{hosts: ["./*"]}]
+"#);
+    let mut found: Vec<_> = codes(&found)
+        .into_iter()
+        .filter(|(code, ..)| ["IST0110", "IST0111", "IST0167"].contains(code))
+        .map(|(code, _, origin, text)| (code, origin, text))
+        .collect();
+    found.sort();
+    let pod =
+        "The policy has no impact: selected workload is in ambient mode, the policy has no impact.";
+    let ns = "The policy has no impact: namespace is in ambient mode, the policy has no impact.";
+    assert_eq!(
+        found,
+        [
+            ("IST0167", "Sidecar mixed/pod-scoped", pod),
+            ("IST0167", "Sidecar mixed/pod-scoped-too", pod),
+            ("IST0167", "Sidecar ns-ambient/namespace-scoped", ns),
+            ("IST0167", "Sidecar ns-ambient/other-namespace-scoped", ns),
+        ]
+    );
+}

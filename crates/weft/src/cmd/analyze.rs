@@ -18,7 +18,7 @@ use weft_api::Loaded;
 /// IST0110, IST0111, IST0112, IST0113, IST0116, IST0118, IST0123, IST0127,
 /// IST0128, IST0129, IST0132, IST0134, IST0135, IST0137, IST0138, IST0140,
 /// IST0144, IST0145, IST0149, IST0150, IST0151 to IST0155, IST0157, IST0159,
-/// IST0160, IST0161, IST0162, IST0173.
+/// IST0160, IST0161, IST0162, IST0166, IST0167, IST0173.
 ///
 /// Exit status, as istioctl's: 0 when nothing reaches --fail-on, 79 when
 /// something does, 65 when an input cannot be read or parsed.
