@@ -5,7 +5,7 @@
 //! Built so far: IST0101 (gateways, hosts, ports, subsets, namespaces,
 //! selectors, credentials), IST0102, IST0103, IST0109, IST0111, IST0112,
 //! IST0118, IST0123, IST0128, IST0129, IST0132, IST0134, IST0138, IST0140,
-//! IST0144, IST0145, IST0149, IST0150, IST0161, IST0162, IST0173 here;
+//! IST0122, IST0144, IST0145, IST0149, IST0150, IST0161, IST0162, IST0173 here;
 //! IST0107, IST0108 and IST0135 in `annotations.rs`; IST0127 in `authz.rs`;
 //! IST0166 and IST0167 in `selectors.rs`;
 //! IST0113 in `mtls.rs`; IST0110
@@ -216,7 +216,8 @@ pub fn analyze_with(resources: &[Resource], options: &Options<'_>) -> Vec<Messag
     let mut out = Vec::new();
     for r in resources {
         match &r.spec {
-            Spec::VirtualService(_) => {
+            Spec::VirtualService(vs) => {
+                invalid_regexes(r, vs, &mut out);
                 cx.gateways_of(r, &mut out);
                 cx.hosts_in_gateways(r, &mut out);
                 cx.destinations_of(r, &mut out);
@@ -1141,6 +1142,69 @@ fn gateway_credentials(resources: &[Resource], options: &Options<'_>, out: &mut 
                     ),
                 ));
             }
+        }
+    }
+}
+
+/// IST0122: a VirtualService match (uri, scheme, method, authority, a
+/// header or query parameter) or CORS origin whose regex does not compile.
+fn invalid_regexes(
+    r: &Resource,
+    vs: &weft_api::types::virtual_service::VirtualService,
+    out: &mut Vec<Message>,
+) {
+    use weft_api::path::Path;
+    use weft_api::types::virtual_service::StringMatch;
+    let mut check = |field: &str, m: Option<&StringMatch>, at: &Path<'_>| {
+        let Some(re) = m.and_then(|m| m.regex.as_deref()) else {
+            return;
+        };
+        if let Some(problem) = weft_api::validate::regex_error(re) {
+            let line = at.field("regex").to_path().locate(&r.node).line;
+            out.push(message_at(
+                "IST0122",
+                Level::Warning,
+                r,
+                Some(line),
+                format!("Field {field:?} regular expression invalid: {re:?} ({problem})"),
+            ));
+        }
+    };
+    let root = Path::Root;
+    let spec = root.field("spec");
+    let http = spec.field("http");
+    for (i, route) in vs.http.iter().enumerate() {
+        let rule = http.index(i);
+        for (j, m) in route.r#match.iter().enumerate() {
+            let list = rule.field("match");
+            let at = list.index(j);
+            for (field, sm) in [
+                ("uri", &m.uri),
+                ("scheme", &m.scheme),
+                ("method", &m.method),
+                ("authority", &m.authority),
+            ] {
+                let f = at.field(field);
+                check(field, sm.as_ref(), &f);
+            }
+            for (field, map) in [("headers", &m.headers), ("queryParams", &m.query_params)] {
+                let f = at.field(field);
+                for (key, sm) in map {
+                    let k = f.key(key);
+                    check(field, Some(sm), &k);
+                }
+            }
+        }
+        let cors = rule.field("corsPolicy");
+        let origins = cors.field("allowOrigins");
+        for (j, origin) in route
+            .cors_policy
+            .iter()
+            .flat_map(|c| &c.allow_origins)
+            .enumerate()
+        {
+            let at = origins.index(j);
+            check("corsPolicy.allowOrigins", Some(origin), &at);
         }
     }
 }

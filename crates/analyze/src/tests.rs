@@ -1801,3 +1801,58 @@ spec:
         ]
     );
 }
+
+#[test]
+fn regexes_must_compile_as_re2() {
+    // The example of Istio's IST0122 page, and a header and CORS origin.
+    let found = run(r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata:
+  name: bad-match
+spec:
+  hosts:
+  - "*"
+  gateways:
+  - bookinfo-gateway
+  http:
+  - match:
+    - uri:
+        regex: "[A-Z"
+    - headers:
+        x-id: {regex: "^[0-9]+$"}
+        x-version: {regex: "v(1"}
+    corsPolicy:
+      allowOrigins: [{exact: "https://a.example"}, {regex: "*.example"}]
+    route:
+    - destination:
+        host: productpage
+"#);
+    let found: Vec<_> = found.iter().filter(|m| m.code == "IST0122").collect();
+    let lines: Vec<(&str, &str)> = found
+        .iter()
+        .map(|m| (m.source.as_str(), m.message.as_str()))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (
+                "mesh.yaml:14",
+                "Field \"uri\" regular expression invalid: \"[A-Z\" (error parsing regexp: missing closing ]: `[A-Z`)"
+            ),
+            (
+                "mesh.yaml:17",
+                "Field \"headers\" regular expression invalid: \"v(1\" (error parsing regexp: missing closing ): `v(1`)"
+            ),
+            (
+                "mesh.yaml:19",
+                "Field \"corsPolicy.allowOrigins\" regular expression invalid: \"*.example\" (error parsing regexp: missing argument to repetition operator: `*`)"
+            ),
+        ]
+    );
+    assert!(
+        found
+            .iter()
+            .all(|m| m.level == Level::Warning && m.origin == "VirtualService default/bad-match")
+    );
+}

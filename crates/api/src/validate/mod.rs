@@ -646,12 +646,60 @@ pub(crate) fn regex(re: &str, what: &str) -> Result<(), String> {
             "{what:?}: regex is too large, max length allowed is 1024"
         ));
     }
-    regex::Regex::new(re).map(|_| ()).map_err(|e| {
-        let detail = e.to_string();
-        let detail = detail.lines().last().unwrap_or(&detail).trim();
-        let detail = detail.strip_prefix("error: ").unwrap_or(detail).to_string();
-        format!("{what:?}: {detail}; Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)")
-    })
+    match regex_error(re) {
+        None => Ok(()),
+        Some(detail) => Err(format!(
+            "{what:?}: {detail}; Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)"
+        )),
+    }
+}
+
+/// Why `re` does not compile, `None` when it does. Where the `regex` crate
+/// and Go's RE2 (which Istio runs) refuse for the same reason, in Go's
+/// words: ``error parsing regexp: missing closing ]: `[A-Z` ``.
+pub fn regex_error(re: &str) -> Option<String> {
+    use regex_syntax::ast::ErrorKind as K;
+    let err = regex::Regex::new(re).err()?;
+    let rust = || {
+        let text = err.to_string();
+        let last = text.lines().last().unwrap_or(&text).trim();
+        last.strip_prefix("error: ").unwrap_or(last).to_string()
+    };
+    let Err(e) = regex_syntax::ast::parse::Parser::new().parse(re) else {
+        return Some(rust());
+    };
+    let span = e.span();
+    let at = re.get(span.start.offset..span.end.offset).unwrap_or(re);
+    let from = re.get(span.start.offset..).unwrap_or(re);
+    let (code, expr) = match e.kind() {
+        K::ClassUnclosed => ("missing closing ]", from),
+        K::ClassRangeInvalid => ("invalid character class range", at),
+        K::GroupUnclosed => ("missing closing )", re),
+        K::GroupUnopened => ("unexpected )", re),
+        K::RepetitionMissing => {
+            // The span is where the operand is missing; Go names the
+            // operator that follows.
+            let op = match from.find('}') {
+                Some(end) if from.starts_with('{') => &from[..=end],
+                _ => {
+                    let first = from.chars().next().map_or(0, char::len_utf8);
+                    let lazy = from[first..].starts_with('?');
+                    &from[..first + usize::from(lazy)]
+                }
+            };
+            ("missing argument to repetition operator", op)
+        }
+        K::RepetitionCountInvalid => ("invalid repeat count", at),
+        K::EscapeUnrecognized | K::UnsupportedBackreference => ("invalid escape sequence", at),
+        K::EscapeUnexpectedEof => ("trailing backslash at end of expression", ""),
+        K::UnsupportedLookAround => ("invalid or unsupported Perl syntax", at),
+        K::NestLimitExceeded(_) => ("expression nests too deeply", re),
+        K::GroupNameEmpty | K::GroupNameInvalid | K::GroupNameDuplicate { .. } => {
+            ("invalid named capture", at)
+        }
+        _ => return Some(rust()),
+    };
+    Some(format!("error parsing regexp: {code}: `{expr}`"))
 }
 
 /// Header names as HTTP/1.1 tokens.

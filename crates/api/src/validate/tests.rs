@@ -320,7 +320,7 @@ fn matches_regexes_and_headers() {
             "VirtualService",
             "hosts: [a]\nhttp:\n- match:\n  - uri: {regex: \"(\"}\n  route:\n  - destination: {host: a}"
         ),
-        "spec.http[0].match[0].uri.regex: \"uri\": unclosed group; Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)"
+        "spec.http[0].match[0].uri.regex: \"uri\": error parsing regexp: missing closing ): `(`; Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)"
     );
     assert_eq!(
         error_of(
@@ -1260,7 +1260,7 @@ fn gateway_api_shape() {
             "HTTPRoute",
             "parentRefs: [{name: gw}]\nrules:\n- matches: [{path: {type: RegularExpression, value: \"(\"}}]"
         ),
-        "spec.rules[0].matches[0].path.value: \"path\": unclosed group; Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)"
+        "spec.rules[0].matches[0].path.value: \"path\": error parsing regexp: missing closing ): `(`; Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)"
     );
     assert_eq!(
         error_of(
@@ -1317,4 +1317,45 @@ fn mesh_config_rules() {
         first,
         "cm.yaml:8:26: MeshConfig: extensionProviders[0].envoyExtAuthzHttp.port: port must be set"
     );
+}
+
+#[test]
+fn regex_errors_read_as_gos() {
+    for (re, go) in [
+        ("[A-Z", "error parsing regexp: missing closing ]: `[A-Z`"),
+        ("x[a-", "error parsing regexp: missing closing ]: `[a-`"),
+        ("(abc", "error parsing regexp: missing closing ): `(abc`"),
+        ("abc)", "error parsing regexp: unexpected ): `abc)`"),
+        (
+            "*a",
+            "error parsing regexp: missing argument to repetition operator: `*`",
+        ),
+        (
+            "a\\q",
+            "error parsing regexp: invalid escape sequence: `\\q`",
+        ),
+        (
+            "(a)\\1",
+            "error parsing regexp: invalid escape sequence: `\\1`",
+        ),
+        (
+            "[z-a]",
+            "error parsing regexp: invalid character class range: `z-a`",
+        ),
+        (
+            "(?=x)",
+            "error parsing regexp: invalid or unsupported Perl syntax: `(?=`",
+        ),
+        (
+            "a{5,2}",
+            "error parsing regexp: invalid repeat count: `{5,2}`",
+        ),
+        (
+            "a\\",
+            "error parsing regexp: trailing backslash at end of expression: ``",
+        ),
+    ] {
+        assert_eq!(super::regex_error(re).as_deref(), Some(go), "{re}");
+    }
+    assert_eq!(super::regex_error("^/api/v[0-9]+/.*$"), None);
 }
