@@ -1,5 +1,6 @@
-//! IST0107 (MisplacedAnnotation), IST0108 (UnknownAnnotation) and IST0135
-//! (DeprecatedAnnotation) on Namespaces, Services, Pods and Deployments,
+//! IST0107 (MisplacedAnnotation), IST0108 (UnknownAnnotation), IST0135
+//! (DeprecatedAnnotation) and IST0125 (InvalidAnnotation, for the values
+//! Istio's injector checks) on Namespaces, Services, Pods and Deployments,
 //! as istioctl's annotation analyzer checks them. An annotation is Istio's
 //! when its prefix ends in `istio.io` (and `kubernetes.io/ingress.class`,
 //! which Istio documents).
@@ -186,18 +187,118 @@ pub(crate) fn analyze(resources: &[Resource], out: &mut Vec<Message>) {
                     ),
                 ));
             }
-            if let On::Kinds(kinds) = known.on
-                && !kinds.contains(&kind)
-            {
-                out.push(at(
-                    "IST0107",
-                    Level::Warning,
-                    format!(
-                        "Misplaced annotation: {name} can only be applied to {}",
-                        kinds.join(", ")
-                    ),
-                ));
+            if let On::Kinds(kinds) = known.on {
+                if !kinds.contains(&kind) {
+                    out.push(at(
+                        "IST0107",
+                        Level::Warning,
+                        format!(
+                            "Misplaced annotation: {name} can only be applied to {}",
+                            kinds.join(", ")
+                        ),
+                    ));
+                } else if let Err(problem) = check_value(name, &r.meta.annotations[name]) {
+                    out.push(at(
+                        "IST0125",
+                        Level::Warning,
+                        format!("Invalid annotation {name}: {problem}"),
+                    ));
+                }
             }
         }
     }
+}
+
+/// The values Istio's injector validates, with its (Go) error text.
+/// `proxy.istio.io/config` is not checked.
+fn check_value(name: &str, value: &str) -> Result<(), String> {
+    match name {
+        "sidecar.istio.io/interceptionMode" => match value {
+            "REDIRECT" | "TPROXY" | "NONE" => Ok(()),
+            _ => Err(format!(
+                "interceptionMode invalid, use REDIRECT,TPROXY,NONE: {value}"
+            )),
+        },
+        "status.sidecar.istio.io/port" => port(value)
+            .map(drop)
+            .map_err(|e| format!("excludeInboundPorts invalid: {e}")),
+        "readiness.status.sidecar.istio.io/initialDelaySeconds"
+        | "readiness.status.sidecar.istio.io/periodSeconds"
+        | "readiness.status.sidecar.istio.io/failureThreshold" => parse_uint(value, 32).map(drop),
+        "traffic.sidecar.istio.io/includeOutboundIPRanges" if value == "*" => Ok(()),
+        "traffic.sidecar.istio.io/includeOutboundIPRanges" => {
+            cidrs(value).map_err(|e| format!("includeIPRanges invalid: {e}"))
+        }
+        "traffic.sidecar.istio.io/excludeOutboundIPRanges" => {
+            cidrs(value).map_err(|e| format!("excludeIPRanges invalid: {e}"))
+        }
+        "traffic.sidecar.istio.io/includeInboundPorts" if value == "*" => Ok(()),
+        "traffic.sidecar.istio.io/includeInboundPorts" => ports("includeInboundPorts", value),
+        "traffic.sidecar.istio.io/excludeInboundPorts" => ports("excludeInboundPorts", value),
+        "traffic.sidecar.istio.io/excludeOutboundPorts" => ports("excludeOutboundPorts", value),
+        "prometheus.istio.io/merge-metrics" => match value {
+            "1" | "t" | "T" | "TRUE" | "true" | "True" | "0" | "f" | "F" | "FALSE" | "false"
+            | "False" => Ok(()),
+            _ => Err(format!(
+                "strconv.ParseBool: parsing {value:?}: invalid syntax"
+            )),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// Go's `strconv.ParseUint(s, 10, bits)`, errors and all.
+fn parse_uint(s: &str, bits: u32) -> Result<u64, String> {
+    let fail = |why: &str| format!("strconv.ParseUint: parsing {s:?}: {why}");
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(fail("invalid syntax"));
+    }
+    match s.parse::<u64>() {
+        Ok(n) if n >> bits == 0 => Ok(n),
+        _ => Err(fail("value out of range")),
+    }
+}
+
+fn port(s: &str) -> Result<u64, String> {
+    parse_uint(s.trim(), 16).map_err(|e| format!("failed parsing port '{s}': {e}"))
+}
+
+fn ports(parameter: &str, list: &str) -> Result<(), String> {
+    let list = list.trim();
+    if list.is_empty() {
+        return Ok(());
+    }
+    for p in list.split(',') {
+        port(p).map_err(|e| format!("{parameter} invalid: failed parsing port '{p}': {e}"))?;
+    }
+    Ok(())
+}
+
+/// Go's `netip.ParsePrefix` over a comma-separated list. The address
+/// errors are worded more simply than Go's.
+fn cidrs(list: &str) -> Result<(), String> {
+    if list.is_empty() {
+        return Ok(());
+    }
+    for cidr in list.split(',') {
+        let fail = |why: &str| {
+            Err(format!(
+                "failed parsing cidr '{cidr}': netip.ParsePrefix({cidr:?}): {why}"
+            ))
+        };
+        let Some((ip, bits)) = cidr.rsplit_once('/') else {
+            return fail("no '/'");
+        };
+        let Ok(ip) = ip.parse::<std::net::IpAddr>() else {
+            return fail(&format!("ParseAddr({ip:?}): unable to parse IP"));
+        };
+        let leading_ok = bits.len() <= 1 || bits.starts_with(|c: char| ('1'..='9').contains(&c));
+        let Some(bits) = bits.parse::<u32>().ok().filter(|_| leading_ok) else {
+            return fail(&format!("bad bits after slash: {bits:?}"));
+        };
+        if bits > if ip.is_ipv4() { 32 } else { 128 } {
+            return fail("prefix length out of range");
+        }
+    }
+    Ok(())
 }

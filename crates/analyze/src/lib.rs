@@ -6,7 +6,7 @@
 //! selectors, credentials), IST0102, IST0103, IST0109, IST0111, IST0112,
 //! IST0118, IST0123, IST0128, IST0129, IST0132, IST0134, IST0138, IST0140,
 //! IST0122, IST0144, IST0145, IST0149, IST0150, IST0161, IST0162, IST0173 here;
-//! IST0107, IST0108 and IST0135 in `annotations.rs`; IST0127 in `authz.rs`;
+//! IST0107, IST0108, IST0125 and IST0135 in `annotations.rs`; IST0127 in `authz.rs`;
 //! IST0166 and IST0167 in `selectors.rs`;
 //! IST0113 in `mtls.rs`; IST0110
 //! and IST0159 in `selectors.rs`; IST0116 and IST0137 in `deployments.rs`;

@@ -1856,3 +1856,41 @@ spec:
             .all(|m| m.level == Level::Warning && m.origin == "VirtualService default/bad-match")
     );
 }
+
+#[test]
+fn istio_annotation_values_are_checked_as_the_injector_checks_them() {
+    let found = run(r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: app
+  annotations:
+    sidecar.istio.io/interceptionMode: MAGIC
+    status.sidecar.istio.io/port: "http"
+    readiness.status.sidecar.istio.io/periodSeconds: "-5"
+    traffic.sidecar.istio.io/includeOutboundIPRanges: "10.0.0.0/8,10.1.0.0"
+    traffic.sidecar.istio.io/excludeOutboundIPRanges: "10.0.0.0/33"
+    traffic.sidecar.istio.io/includeInboundPorts: "*"
+    traffic.sidecar.istio.io/excludeInboundPorts: "15020, 70000"
+    traffic.sidecar.istio.io/excludeOutboundPorts: "3306"
+    prometheus.istio.io/merge-metrics: "yes"
+spec: {containers: [{name: app, image: app}]}
+"#);
+    let found: Vec<&str> = found
+        .iter()
+        .filter(|m| m.code == "IST0125")
+        .map(|m| m.message.as_str())
+        .collect();
+    assert_eq!(
+        found,
+        [
+            "Invalid annotation prometheus.istio.io/merge-metrics: strconv.ParseBool: parsing \"yes\": invalid syntax",
+            "Invalid annotation readiness.status.sidecar.istio.io/periodSeconds: strconv.ParseUint: parsing \"-5\": invalid syntax",
+            "Invalid annotation sidecar.istio.io/interceptionMode: interceptionMode invalid, use REDIRECT,TPROXY,NONE: MAGIC",
+            "Invalid annotation status.sidecar.istio.io/port: excludeInboundPorts invalid: failed parsing port 'http': strconv.ParseUint: parsing \"http\": invalid syntax",
+            "Invalid annotation traffic.sidecar.istio.io/excludeInboundPorts: excludeInboundPorts invalid: failed parsing port ' 70000': failed parsing port ' 70000': strconv.ParseUint: parsing \"70000\": value out of range",
+            "Invalid annotation traffic.sidecar.istio.io/excludeOutboundIPRanges: excludeIPRanges invalid: failed parsing cidr '10.0.0.0/33': netip.ParsePrefix(\"10.0.0.0/33\"): prefix length out of range",
+            "Invalid annotation traffic.sidecar.istio.io/includeOutboundIPRanges: includeIPRanges invalid: failed parsing cidr '10.1.0.0': netip.ParsePrefix(\"10.1.0.0\"): no '/'",
+        ]
+    );
+}
