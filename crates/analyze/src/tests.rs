@@ -1894,3 +1894,88 @@ spec: {containers: [{name: app, image: app}]}
         ]
     );
 }
+
+/// Istio's injector webhooks for the default revision, as its chart
+/// installs them.
+const INJECTOR: &str = r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata: {name: istio-sidecar-injector, labels: {istio.io/rev: default}}
+webhooks:
+- name: rev.namespace.sidecar-injector.istio.io
+  clientConfig: {service: {name: istiod, namespace: istio-system, path: /inject}}
+  namespaceSelector:
+    matchExpressions:
+    - {key: istio.io/rev, operator: In, values: [default]}
+    - {key: istio-injection, operator: DoesNotExist}
+  objectSelector:
+    matchExpressions:
+    - {key: sidecar.istio.io/inject, operator: NotIn, values: ["false"]}
+- name: rev.object.sidecar-injector.istio.io
+  clientConfig: {service: {name: istiod, namespace: istio-system, path: /inject}}
+  namespaceSelector:
+    matchExpressions:
+    - {key: istio.io/rev, operator: DoesNotExist}
+    - {key: istio-injection, operator: DoesNotExist}
+  objectSelector:
+    matchExpressions:
+    - {key: sidecar.istio.io/inject, operator: NotIn, values: ["false"]}
+    - {key: istio.io/rev, operator: In, values: [default]}
+- name: namespace.sidecar-injector.istio.io
+  clientConfig: {service: {name: istiod, namespace: istio-system, path: /inject}}
+  namespaceSelector:
+    matchExpressions:
+    - {key: istio-injection, operator: In, values: [enabled]}
+  objectSelector:
+    matchExpressions:
+    - {key: sidecar.istio.io/inject, operator: NotIn, values: ["false"]}
+- name: object.sidecar-injector.istio.io
+  clientConfig: {service: {name: istiod, namespace: istio-system, path: /inject}}
+  namespaceSelector:
+    matchExpressions:
+    - {key: istio-injection, operator: DoesNotExist}
+    - {key: istio.io/rev, operator: DoesNotExist}
+  objectSelector:
+    matchExpressions:
+    - {key: sidecar.istio.io/inject, operator: In, values: ["true"]}
+    - {key: istio.io/rev, operator: DoesNotExist}
+"#;
+
+#[test]
+fn injector_webhooks_must_not_overlap_and_must_reach_a_service() {
+    let istiod = "apiVersion: v1\nkind: Service\nmetadata: {name: istiod, namespace: istio-system}\nspec: {selector: {app: istiod}, ports: [{name: https-webhook, port: 443}]}\n";
+    let webhook_codes = |yaml: &str| -> Vec<(String, String)> {
+        run(yaml)
+            .into_iter()
+            .filter(|m| m.code == "IST0139")
+            .map(|m| (m.origin, m.message))
+            .collect()
+    };
+    assert_eq!(webhook_codes(&format!("{INJECTOR}---\n{istiod}")), []);
+    // An older injector left behind that also injects into labelled
+    // namespaces.
+    let old = "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {name: istio-sidecar-injector-old}\nwebhooks:\n- name: sidecar-injector.istio.io\n  clientConfig: {url: \"https://istiod.example:15017/inject\"}\n  namespaceSelector: {matchLabels: {istio-injection: enabled}}\n";
+    assert_eq!(
+        webhook_codes(&format!("{INJECTOR}---\n{istiod}---\n{old}")),
+        [
+            (
+                "MutatingWebhookConfiguration istio-sidecar-injector".to_string(),
+                "Webhook overlaps with others: [istio-sidecar-injector-old/sidecar-injector.istio.io]. This may cause injection to occur twice.".to_string()
+            ),
+            (
+                "MutatingWebhookConfiguration istio-sidecar-injector-old".to_string(),
+                "Webhook overlaps with others: [istio-sidecar-injector/namespace.sidecar-injector.istio.io]. This may cause injection to occur twice.".to_string()
+            ),
+        ]
+    );
+    // Without istiod's Service the injector reaches nothing (once per
+    // configuration, however many webhooks name it).
+    assert_eq!(
+        webhook_codes(INJECTOR),
+        [(
+            "MutatingWebhookConfiguration istio-sidecar-injector".to_string(),
+            "Injector refers to a control plane service that does not exist: istio-system/istiod."
+                .to_string()
+        )]
+    );
+}

@@ -496,7 +496,7 @@ fn parse_spec(info: &KindInfo, root: &Node) -> Result<Spec, de::Error> {
         top(root, "spec")
     }
     use crate::resource::{
-        APPS, AUTOSCALING, GATEWAY_API, NETWORKING, POLICY, SECURITY, TELEMETRY, WEFT,
+        ADMISSION, APPS, AUTOSCALING, GATEWAY_API, NETWORKING, POLICY, SECURITY, TELEMETRY, WEFT,
     };
     Ok(match (info.group, info.kind) {
         (NETWORKING, "VirtualService") => Spec::VirtualService(spec(root)?),
@@ -529,6 +529,9 @@ fn parse_spec(info: &KindInfo, root: &Node) -> Result<Spec, de::Error> {
         (APPS, "Deployment") => Spec::Deployment(spec(root)?),
         (AUTOSCALING, "HorizontalPodAutoscaler") => Spec::HorizontalPodAutoscaler(spec(root)?),
         (POLICY, "PodDisruptionBudget") => Spec::PodDisruptionBudget(spec(root)?),
+        (ADMISSION, "MutatingWebhookConfiguration") => {
+            Spec::MutatingWebhookConfiguration(top(root, "webhooks")?)
+        }
         (CORE, "ConfigMap") => Spec::ConfigMap(ConfigMapData {
             data: top(root, "data")?,
         }),

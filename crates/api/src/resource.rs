@@ -19,6 +19,7 @@ pub const CORE: &str = "";
 pub const APPS: &str = "apps";
 pub const AUTOSCALING: &str = "autoscaling";
 pub const POLICY: &str = "policy";
+pub const ADMISSION: &str = "admissionregistration.k8s.io";
 /// weft's own resources.
 pub const WEFT: &str = "weft.dev";
 
@@ -97,6 +98,13 @@ pub static KINDS: &[KindInfo] = &[
         false
     ),
     kind!(POLICY, "PodDisruptionBudget", &["v1"], true, false),
+    kind!(
+        ADMISSION,
+        "MutatingWebhookConfiguration",
+        &["v1"],
+        false,
+        false
+    ),
 ];
 
 impl KindInfo {
@@ -147,6 +155,8 @@ pub enum Spec {
     HorizontalPodAutoscaler(kube::HpaSpec),
     PodDisruptionBudget(kube::PdbSpec),
     ConfigMap(kube::ConfigMapData),
+    /// Its `webhooks`.
+    MutatingWebhookConfiguration(Vec<kube::Webhook>),
 }
 
 /// Where a resource was read from.

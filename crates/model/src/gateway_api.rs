@@ -26,7 +26,7 @@ use weft_api::types::gateway_api::{
 use weft_api::{Diagnostic, Level, Loaded, Resource, Spec};
 
 use crate::config::host_matches;
-use crate::registry::{Registry, selects};
+use crate::registry::Registry;
 
 /// The label that ties a proxy to the Gateway API Gateway it serves (the
 /// label Istio puts on the gateway deployments it creates).
@@ -296,19 +296,16 @@ impl<'a> Translator<'a> {
             "All" => true,
             "Selector" => {
                 let selector = from.and_then(|n| n.selector.as_ref());
-                selector.is_some_and(|s| {
-                    s.match_expressions.is_empty()
-                        && self.namespace_selected(route_ns, &s.match_labels)
-                })
+                selector.is_some_and(|s| self.namespace_selected(route_ns, s))
             }
             _ => gateway_ns == route_ns,
         };
         kind_ok && ns_ok
     }
 
-    /// Whether namespace `ns` carries `labels` (its Namespace resource's,
-    /// plus `kubernetes.io/metadata.name`).
-    fn namespace_selected(&self, ns: &str, wanted: &BTreeMap<String, String>) -> bool {
+    /// Whether namespace `ns` is selected by `selector` (over its Namespace
+    /// resource's labels, plus `kubernetes.io/metadata.name`).
+    fn namespace_selected(&self, ns: &str, selector: &ga::LabelSelector) -> bool {
         let mut labels = self
             .resources
             .iter()
@@ -316,7 +313,7 @@ impl<'a> Translator<'a> {
             .map(|r| r.meta.labels.clone())
             .unwrap_or_default();
         labels.insert("kubernetes.io/metadata.name".into(), ns.to_string());
-        selects(wanted, &labels)
+        selector.matches(&labels)
     }
 
     /// Where a route attaches: one binding per (parent listener, host), or

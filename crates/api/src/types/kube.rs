@@ -174,3 +174,31 @@ pub struct ScaleTarget {
 pub struct PdbSpec {
     pub selector: Option<super::gateway_api::LabelSelector>,
 }
+
+/// `admissionregistration.k8s.io` MutatingWebhookConfiguration: the
+/// injector's webhooks, which `weft analyze` checks as Istio does.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Webhook {
+    #[serde(default)]
+    pub name: String,
+    pub client_config: Option<WebhookClientConfig>,
+    pub namespace_selector: Option<super::gateway_api::LabelSelector>,
+    pub object_selector: Option<super::gateway_api::LabelSelector>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookClientConfig {
+    pub service: Option<WebhookService>,
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookService {
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default)]
+    pub name: String,
+}

@@ -72,7 +72,8 @@ pub fn validate_resource(r: &Resource) -> Vec<Diagnostic> {
         | Spec::Deployment(_)
         | Spec::HorizontalPodAutoscaler(_)
         | Spec::PodDisruptionBudget(_)
-        | Spec::ConfigMap(_) => {}
+        | Spec::ConfigMap(_)
+        | Spec::MutatingWebhookConfiguration(_) => {}
     }
     cx.issues
         .into_iter()

@@ -1359,3 +1359,35 @@ fn regex_errors_read_as_gos() {
     }
     assert_eq!(super::regex_error("^/api/v[0-9]+/.*$"), None);
 }
+
+#[test]
+fn label_selectors_match_as_kubernetes_evaluates_them() {
+    use crate::types::gateway_api::{LabelSelector, LabelSelectorRequirement};
+    let labels: crate::types::common::Labels = [("env", "prod"), ("team", "shop")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let req = |key: &str, operator: &str, values: &[&str]| LabelSelectorRequirement {
+        key: key.into(),
+        operator: operator.into(),
+        values: values.iter().map(|v| v.to_string()).collect(),
+    };
+    let selector = |exprs: Vec<LabelSelectorRequirement>| LabelSelector {
+        match_labels: [("team".to_string(), "shop".to_string())].into(),
+        match_expressions: exprs,
+    };
+    assert!(selector(vec![]).matches(&labels));
+    assert!(selector(vec![req("env", "In", &["prod", "stage"])]).matches(&labels));
+    assert!(!selector(vec![req("env", "NotIn", &["prod"])]).matches(&labels));
+    assert!(selector(vec![req("tier", "NotIn", &["web"])]).matches(&labels));
+    assert!(selector(vec![req("env", "Exists", &[])]).matches(&labels));
+    assert!(!selector(vec![req("env", "DoesNotExist", &[])]).matches(&labels));
+    assert!(!selector(vec![req("env", "Matches", &["prod"])]).matches(&labels));
+    assert!(
+        !LabelSelector {
+            match_labels: [("team".to_string(), "web".to_string())].into(),
+            match_expressions: vec![],
+        }
+        .matches(&labels)
+    );
+}

@@ -1,0 +1,143 @@
+//! IST0139 (InvalidWebhook) over the injector's MutatingWebhookConfigurations,
+//! as Istio's webhook analyzer checks them: for every namespace and pod
+//! label combination that injection keys on (`istio-injection`,
+//! `sidecar.istio.io/inject`, and `istio.io/rev` for each revision the
+//! webhooks name), at most one Istio webhook may match; and a webhook that
+//! calls a Service must name one that exists.
+
+use std::collections::BTreeSet;
+
+use weft_api::types::common::Labels;
+use weft_api::types::kube::Webhook;
+use weft_api::{Resource, Spec};
+
+use crate::{Level, Message, message};
+
+const REV: &str = "istio.io/rev";
+
+pub(crate) fn analyze(resources: &[Resource], out: &mut Vec<Message>) {
+    // Istio's webhooks: those of configurations that name a revision or
+    // hold a webhook named `*istio.io`.
+    let mut hooks: Vec<(&Resource, &Webhook)> = Vec::new();
+    let mut revisions = BTreeSet::new();
+    for r in resources {
+        let Spec::MutatingWebhookConfiguration(webhooks) = &r.spec else {
+            continue;
+        };
+        let revs = revisions_of(r, webhooks);
+        if revs.is_empty() && !webhooks.iter().any(|w| w.name.ends_with("istio.io")) {
+            continue;
+        }
+        revisions.extend(revs);
+        hooks.extend(webhooks.iter().map(|w| (r, w)));
+    }
+    let variants = |key: &str| {
+        let base: Vec<Labels> = ["", "enabled", "disabled"]
+            .into_iter()
+            .map(|v| {
+                let mut l = Labels::new();
+                if !v.is_empty() {
+                    let v = if key == "istio-injection" {
+                        v
+                    } else if v == "enabled" {
+                        "true"
+                    } else {
+                        "false"
+                    };
+                    l.insert(key.to_string(), v.to_string());
+                }
+                l
+            })
+            .collect();
+        let mut all = base.clone();
+        for rev in &revisions {
+            all.extend(base.iter().map(|l| {
+                let mut l = l.clone();
+                l.insert(REV.to_string(), rev.clone());
+                l
+            }));
+        }
+        all
+    };
+    let namespaces = variants("istio-injection");
+    let objects = variants("sidecar.istio.io/inject");
+    let id = |(r, w): &(&Resource, &Webhook)| format!("{}/{}", r.name, w.name);
+    let mut overlaps = BTreeSet::new();
+    for ns in &namespaces {
+        for obj in &objects {
+            let matched: BTreeSet<(String, usize)> = hooks
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, w))| {
+                    w.namespace_selector.as_ref().is_none_or(|s| s.matches(ns))
+                        && w.object_selector.as_ref().is_none_or(|s| s.matches(obj))
+                })
+                .map(|(i, h)| (id(h), i))
+                .collect();
+            if matched.len() < 2 {
+                continue;
+            }
+            for (name, i) in &matched {
+                let others: Vec<&str> = matched
+                    .iter()
+                    .filter(|(n, _)| n != name)
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                overlaps.insert((*i, others.join(" ")));
+            }
+        }
+    }
+    for (i, others) in overlaps {
+        out.push(message(
+            "IST0139",
+            Level::Error,
+            hooks[i].0,
+            format!(
+                "Webhook overlaps with others: [{others}]. This may cause injection to occur twice."
+            ),
+        ));
+    }
+    // Istio prints a message once however many webhooks repeat it.
+    let mut reported = BTreeSet::new();
+    for (r, w) in &hooks {
+        let Some(svc) = w.client_config.as_ref().and_then(|c| c.service.as_ref()) else {
+            continue;
+        };
+        if !reported.insert((&r.name, &svc.namespace, &svc.name)) {
+            continue;
+        }
+        let exists = resources.iter().any(|s| {
+            matches!(s.spec, Spec::Service(_))
+                && s.namespace() == svc.namespace
+                && s.name == svc.name
+        });
+        if !exists {
+            out.push(message(
+                "IST0139",
+                Level::Error,
+                r,
+                format!(
+                    "Injector refers to a control plane service that does not exist: {}/{}.",
+                    svc.namespace, svc.name
+                ),
+            ));
+        }
+    }
+}
+
+/// The revisions a configuration serves: its `istio.io/rev` label and
+/// those its webhooks' selectors name.
+fn revisions_of(r: &Resource, webhooks: &[Webhook]) -> BTreeSet<String> {
+    let mut revs: BTreeSet<String> = r.meta.labels.get(REV).cloned().into_iter().collect();
+    for s in webhooks
+        .iter()
+        .flat_map(|w| [&w.namespace_selector, &w.object_selector])
+        .flatten()
+    {
+        revs.extend(s.match_labels.get(REV).cloned());
+        for e in s.match_expressions.iter().filter(|e| e.key == REV) {
+            revs.extend(e.values.iter().cloned());
+        }
+    }
+    revs
+}
