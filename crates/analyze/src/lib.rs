@@ -7,7 +7,7 @@
 //! IST0118, IST0123, IST0128, IST0129, IST0132, IST0134, IST0138, IST0140,
 //! IST0122, IST0144, IST0145, IST0149, IST0150, IST0161, IST0162, IST0173 here;
 //! IST0107, IST0108, IST0125 and IST0135 in `annotations.rs`; IST0127 in `authz.rs`;
-//! IST0166 and IST0167 in `selectors.rs`; IST0139 in `webhooks.rs`;
+//! IST0166 and IST0167 in `selectors.rs`; IST0139, IST0146 and IST0147 in `webhooks.rs`; IST0002 here;
 //! IST0113 in `mtls.rs`; IST0110
 //! and IST0159 in `selectors.rs`; IST0116 and IST0137 in `deployments.rs`;
 //! IST0151 to IST0155 in `envoy_filter.rs`; IST0157 and IST0160 in
@@ -232,6 +232,8 @@ pub fn analyze_with(resources: &[Resource], options: &Options<'_>) -> Vec<Messag
     }
     annotations::analyze(resources, &mut out);
     webhooks::analyze(resources, &mut out);
+    webhooks::image_auto(resources, &mut out);
+    deprecated_fields(resources, &mut out);
     sidecars_without_selectors(resources, &mut out);
     duplicate_certificates(resources, &mut out);
     ingress_subsets(resources, &mut out);
@@ -1207,6 +1209,39 @@ fn invalid_regexes(
         {
             let at = origins.index(j);
             check("corsPolicy.allowOrigins", Some(origin), &at);
+        }
+    }
+}
+
+/// IST0002: fields Istio deprecated: a VirtualService delay's integer
+/// `percent`, and a Sidecar's `outboundTrafficPolicy.egressProxy`, which
+/// Istio ignores (and so does weft).
+fn deprecated_fields(resources: &[Resource], out: &mut Vec<Message>) {
+    for r in resources {
+        let detail = match &r.spec {
+            Spec::VirtualService(vs) => vs
+                .http
+                .iter()
+                .filter_map(|h| h.fault.as_ref()?.delay.as_ref()?.percent)
+                .filter(|p| *p > 0)
+                .map(|_| "HTTPRoute.fault.delay.percent is deprecated; use HTTPRoute.fault.delay.percentage")
+                .collect(),
+            Spec::Sidecar(sc) => sc
+                .outbound_traffic_policy
+                .as_ref()
+                .and_then(|o| o.egress_proxy.as_ref())
+                .map(|_| "OutboundTrafficPolicy.EgressProxy ignored")
+                .into_iter()
+                .collect(),
+            _ => Vec::new(),
+        };
+        for d in detail {
+            out.push(message(
+                "IST0002",
+                Level::Warning,
+                r,
+                format!("Deprecated: {d}"),
+            ));
         }
     }
 }

@@ -1979,3 +1979,107 @@ fn injector_webhooks_must_not_overlap_and_must_reach_a_service() {
         )]
     );
 }
+
+#[test]
+fn deprecated_fields_are_named() {
+    let found = run(r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: default}
+spec:
+  hosts: [ratings.example.com]
+  http:
+  - fault: {delay: {fixedDelay: 7s, percent: 10}}
+    route: [{destination: {host: ratings.example.com}}]
+  - fault: {delay: {fixedDelay: 7s, percentage: {value: 10}}}
+    route: [{destination: {host: ratings.example.com}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: default}
+spec:
+  outboundTrafficPolicy:
+    mode: ALLOW_ANY
+    egressProxy: {host: egress.example.com, port: {number: 3128}}
+"#);
+    let found: Vec<_> = codes(&found)
+        .into_iter()
+        .filter(|(code, ..)| *code == "IST0002")
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "IST0002",
+                Level::Warning,
+                "VirtualService default/ratings",
+                "Deprecated: HTTPRoute.fault.delay.percent is deprecated; use HTTPRoute.fault.delay.percentage"
+            ),
+            (
+                "IST0002",
+                Level::Warning,
+                "Sidecar default/default",
+                "Deprecated: OutboundTrafficPolicy.EgressProxy ignored"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn image_auto_needs_an_injector_that_selects_the_pods() {
+    let mesh = |namespace_labels: &str| {
+        run(&format!(
+            r#"{INJECTOR}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: istiod, namespace: istio-system}}
+spec: {{selector: {{app: istiod}}, ports: [{{name: https-webhook, port: 443}}]}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: shop, labels: {namespace_labels}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: cart, namespace: shop}}
+spec:
+  selector: {{matchLabels: {{app: cart}}}}
+  template:
+    metadata: {{labels: {{app: cart}}}}
+    spec: {{containers: [{{name: cart, image: cart}}, {{name: istio-proxy, image: auto}}]}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: cart-manual, namespace: shop, labels: {{app: cart}}}}
+spec: {{containers: [{{name: cart, image: cart}}, {{name: istio-proxy, image: auto}}]}}
+"#
+        ))
+        .into_iter()
+        .filter(|m| ["IST0146", "IST0147"].contains(&m.code))
+        .map(|m| (m.code, m.level, m.origin, m.message))
+        .collect::<Vec<_>>()
+    };
+    let pod = (
+        "IST0147",
+        Level::Error,
+        "Pod shop/cart-manual".to_string(),
+        "Pod cart-manual contains `image: auto` but does not match any Istio injection webhook selectors.".to_string(),
+    );
+    assert_eq!(
+        mesh("{istio-injection: enabled}"),
+        std::slice::from_ref(&pod)
+    );
+    assert_eq!(
+        mesh("{istio-injection: disabled}"),
+        [
+            (
+                "IST0146",
+                Level::Warning,
+                "Deployment shop/cart".to_string(),
+                "Deployment cart contains `image: auto` but does not match any Istio injection webhook selectors.".to_string(),
+            ),
+            pod,
+        ]
+    );
+}

@@ -3,7 +3,9 @@
 //! label combination that injection keys on (`istio-injection`,
 //! `sidecar.istio.io/inject`, and `istio.io/rev` for each revision the
 //! webhooks name), at most one Istio webhook may match; and a webhook that
-//! calls a Service must name one that exists.
+//! calls a Service must name one that exists. IST0146 and IST0147: a
+//! Deployment or Pod whose `istio-proxy` container has `image: auto` (left
+//! for the injector to fill in) that no Istio webhook will inject.
 
 use std::collections::BTreeSet;
 
@@ -140,4 +142,65 @@ fn revisions_of(r: &Resource, webhooks: &[Webhook]) -> BTreeSet<String> {
         }
     }
     revs
+}
+
+/// IST0147 for every Pod with `image: auto` (a Pod is never injected
+/// after it is created); IST0146 for a Deployment whose pods no Istio
+/// webhook selects.
+pub(crate) fn image_auto(resources: &[Resource], out: &mut Vec<Message>) {
+    let auto = |spec: Option<&weft_api::types::kube::PodSpec>| {
+        spec.is_some_and(|s| {
+            s.containers
+                .iter()
+                .any(|c| c.name == "istio-proxy" && c.image.as_deref() == Some("auto"))
+        })
+    };
+    let istio_hooks: Vec<&Webhook> = resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::MutatingWebhookConfiguration(w) => Some(w),
+            _ => None,
+        })
+        .flatten()
+        .filter(|w| w.name.ends_with("istio.io"))
+        .collect();
+    let text = |kind: &str, name: &str| {
+        format!(
+            "{kind} {name} contains `image: auto` but does not match any Istio injection webhook selectors."
+        )
+    };
+    for r in resources {
+        match &r.spec {
+            Spec::Pod(p) if auto(Some(p)) => {
+                out.push(message("IST0147", Level::Error, r, text("Pod", &r.name)));
+            }
+            Spec::Deployment(d) => {
+                let Some(template) = d.template.as_ref().filter(|t| auto(t.spec.as_ref())) else {
+                    continue;
+                };
+                let empty = Labels::new();
+                let ns_labels = resources
+                    .iter()
+                    .find(|n| matches!(n.spec, Spec::Namespace) && n.name == r.namespace())
+                    .map_or(&empty, |n| &n.meta.labels);
+                let injected = istio_hooks.iter().any(|w| {
+                    w.namespace_selector
+                        .as_ref()
+                        .is_none_or(|s| s.matches(ns_labels))
+                        && w.object_selector
+                            .as_ref()
+                            .is_none_or(|s| s.matches(&template.metadata.labels))
+                });
+                if !injected {
+                    out.push(message(
+                        "IST0146",
+                        Level::Warning,
+                        r,
+                        text("Deployment", &r.name),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
 }

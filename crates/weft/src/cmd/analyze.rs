@@ -13,11 +13,11 @@ use weft_api::Loaded;
 /// Analyze Istio configuration files the way `istioctl analyze
 /// --use-kube=false` does: schema validation (IST0106, IST0133, IST0130,
 /// IST0131) and Istio's analyzers, with Istio's codes and messages. Built
-/// so far: IST0101 (referenced gateways, hosts, ports, subsets, namespaces,
+/// so far: IST0002, IST0101 (referenced gateways, hosts, ports, subsets, namespaces,
 /// selectors, credentials), IST0102, IST0103, IST0107, IST0108, IST0109, IST0122, IST0125, IST0139,
 /// IST0110, IST0111, IST0112, IST0113, IST0116, IST0118, IST0123, IST0127,
 /// IST0128, IST0129, IST0132, IST0134, IST0135, IST0137, IST0138, IST0140,
-/// IST0144, IST0145, IST0149, IST0150, IST0151 to IST0155, IST0157, IST0159,
+/// IST0144, IST0145, IST0146, IST0147, IST0149, IST0150, IST0151 to IST0155, IST0157, IST0159,
 /// IST0160, IST0161, IST0162, IST0166, IST0167, IST0173.
 ///
 /// Exit status, as istioctl's: 0 when nothing reaches --fail-on, 79 when
