@@ -7,7 +7,7 @@
 //! IST0118, IST0123, IST0128, IST0129, IST0132, IST0134, IST0138, IST0140,
 //! IST0122, IST0144, IST0145, IST0149, IST0150, IST0161, IST0162, IST0173 here;
 //! IST0107, IST0108, IST0125 and IST0135 in `annotations.rs`; IST0127 in `authz.rs`;
-//! IST0166 and IST0167 in `selectors.rs`; IST0139, IST0146 and IST0147 in `webhooks.rs`; IST0002 here;
+//! IST0166 and IST0167 in `selectors.rs`; IST0139, IST0146 and IST0147 in `webhooks.rs`; IST0002 and IST0158 here;
 //! IST0113 in `mtls.rs`; IST0110
 //! and IST0159 in `selectors.rs`; IST0116 and IST0137 in `deployments.rs`;
 //! IST0151 to IST0155 in `envoy_filter.rs`; IST0157 and IST0160 in
@@ -250,6 +250,7 @@ pub fn analyze_with(resources: &[Resource], options: &Options<'_>) -> Vec<Messag
     proxy_uid(resources, &mut out);
     deployments::analyze(resources, &mut out);
     missing_proxies(resources, &mut out);
+    proxy_images(resources, &mut out);
     unselected_subsets(resources, &mut out);
     telemetry::analyze(resources, mesh, &mut out);
     mesh_host_conflicts(resources, &mut out);
@@ -1210,6 +1211,94 @@ fn invalid_regexes(
             let at = origins.index(j);
             check("corsPolicy.allowOrigins", Some(origin), &at);
         }
+    }
+}
+
+/// IST0158: Pods of an injected namespace whose istio-proxy image is not
+/// the one the injector of their revision (the `istio-sidecar-injector[-
+/// REV]` ConfigMap's `values`) would inject now: left from before an
+/// upgrade. Pods that pin `sidecar.istio.io/proxyImage` are skipped.
+fn proxy_images(resources: &[Resource], out: &mut Vec<Message>) {
+    let images: BTreeMap<&str, String> = resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::ConfigMap(cm) if r.name.starts_with("istio-sidecar-injector") => {
+                Some((r.name.as_str(), injector_image(cm.data.get("values")?)))
+            }
+            _ => None,
+        })
+        .collect();
+    if images.is_empty() {
+        return;
+    }
+    for ns in resources
+        .iter()
+        .filter(|r| matches!(r.spec, Spec::Namespace))
+    {
+        let labels = &ns.meta.labels;
+        let revision = match labels.get("istio.io/rev") {
+            Some(rev) => rev.as_str(),
+            None if labels.get("istio-injection").map(String::as_str) == Some("enabled") => {
+                "default"
+            }
+            None => continue,
+        };
+        let injector = if revision == "default" || revision.is_empty() {
+            "istio-sidecar-injector".to_string()
+        } else {
+            format!("istio-sidecar-injector-{revision}")
+        };
+        let Some(image) = images.get(injector.as_str()) else {
+            continue;
+        };
+        let stale: Vec<&str> = resources
+            .iter()
+            .filter(|p| p.namespace() == ns.name)
+            .filter(|p| {
+                !p.meta
+                    .annotations
+                    .contains_key("sidecar.istio.io/proxyImage")
+            })
+            .filter_map(|p| match &p.spec {
+                Spec::Pod(spec) => spec
+                    .containers
+                    .iter()
+                    .any(|c| c.name == "istio-proxy" && c.image.as_deref() != Some(image))
+                    .then_some(p.name.as_str()),
+                _ => None,
+            })
+            .collect();
+        if !stale.is_empty() {
+            out.push(message(
+                "IST0158",
+                Level::Warning,
+                ns,
+                format!(
+                    "The Istio proxy images of the pods running in the namespace do not match the image defined in the injection configuration (pod names: [{}]). This often happens after upgrading the Istio control-plane and can be fixed by redeploying the pods.",
+                    stale.join(" ")
+                ),
+            ));
+        }
+    }
+}
+
+/// The proxy image an injector's `values` (JSON) name: `global.proxy.image`
+/// when it holds a `/`, else `hub/image:tag`; empty when unreadable.
+fn injector_image(values: &str) -> String {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(values) else {
+        return String::new();
+    };
+    let global = &v["global"];
+    let field = |x: &serde_json::Value| x.as_str().unwrap_or_default().to_string();
+    let image = field(&global["proxy"]["image"]);
+    if image.contains('/') {
+        image
+    } else {
+        format!(
+            "{}/{image}:{}",
+            field(&global["hub"]),
+            field(&global["tag"])
+        )
     }
 }
 

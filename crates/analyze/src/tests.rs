@@ -2083,3 +2083,66 @@ spec: {{containers: [{{name: cart, image: cart}}, {{name: istio-proxy, image: au
         ]
     );
 }
+
+#[test]
+fn proxies_older_than_the_injector_are_reported_per_namespace() {
+    let found = run(r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio-sidecar-injector, namespace: istio-system}
+data:
+  values: '{"global": {"hub": "docker.io/istio", "tag": "1.29.0", "proxy": {"image": "proxyv2"}}}'
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio-sidecar-injector-canary, namespace: istio-system}
+data:
+  values: '{"global": {"proxy": {"image": "registry.example/istio/proxyv2:1.30.0"}}}'
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio-injection: enabled}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: canary, labels: {istio.io/rev: canary}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: current, namespace: shop}
+spec: {containers: [{name: app, image: app}, {name: istio-proxy, image: "docker.io/istio/proxyv2:1.29.0"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: old-1, namespace: shop}
+spec: {containers: [{name: app, image: app}, {name: istio-proxy, image: "docker.io/istio/proxyv2:1.28.2"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: old-2, namespace: shop}
+spec: {containers: [{name: istio-proxy, image: "docker.io/istio/proxyv2:1.27.0"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pinned, namespace: shop, annotations: {sidecar.istio.io/proxyImage: "docker.io/istio/proxyv2:1.27.0"}}
+spec: {containers: [{name: istio-proxy, image: "docker.io/istio/proxyv2:1.27.0"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: canary-current, namespace: canary}
+spec: {containers: [{name: istio-proxy, image: "registry.example/istio/proxyv2:1.30.0"}]}
+"#);
+    let found: Vec<_> = codes(&found)
+        .into_iter()
+        .filter(|(code, ..)| *code == "IST0158")
+        .collect();
+    assert_eq!(
+        found,
+        [(
+            "IST0158",
+            Level::Warning,
+            "Namespace shop",
+            "The Istio proxy images of the pods running in the namespace do not match the image defined in the injection configuration (pod names: [old-1 old-2]). This often happens after upgrading the Istio control-plane and can be fixed by redeploying the pods."
+        )]
+    );
+}
