@@ -1,22 +1,26 @@
-//! Analyzing 10,000 resources (2,500 each of Service, DestinationRule,
-//! VirtualService and ServiceEntry, across 50 namespaces), against the
+//! Analyzing 10,000 resources (2,000 each of Service, WorkloadEntry,
+//! DestinationRule, VirtualService with a regex match, and ServiceEntry,
+//! across 50 namespaces), against the
 //! baseline of loading the same YAML (parse, positions, typed resources)
 //! in the same run. Best of 5; ratios to the baseline.
 //! Run: `cargo bench -p weft-analyze --bench analyze`.
 
 use std::time::Instant;
 
-const EACH: usize = 2_500;
+const EACH: usize = 2_000;
 
 fn mesh() -> String {
     let mut out = String::new();
     for i in 0..EACH {
         let ns = format!("ns{}", i % 50);
         out.push_str(&format!(
-            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: svc{i}, namespace: {ns}}}\nspec: {{selector: {{app: svc{i}}}, ports: [{{name: http, port: 80}}]}}\n\
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: svc{i}, namespace: {ns}, annotations: {{networking.istio.io/exportTo: \".\"}}}}\nspec: {{selector: {{app: svc{i}}}, ports: [{{name: http, port: 80}}]}}\n\
+---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: svc{i}-v1, namespace: {ns}}}\nspec: {{address: 10.{}.{}.1, labels: {{app: svc{i}, version: v1}}}}\n\
 ---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: svc{i}, namespace: {ns}}}\nspec: {{host: svc{i}, subsets: [{{name: v1, labels: {{version: v1}}}}], trafficPolicy: {{outlierDetection: {{consecutive5xxErrors: 5}}}}}}\n\
----\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: svc{i}, namespace: {ns}}}\nspec: {{hosts: [svc{i}], http: [{{route: [{{destination: {{host: svc{i}, subset: v1}}}}], timeout: 2s}}]}}\n\
----\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: ext{i}, namespace: {ns}}}\nspec: {{hosts: [api{i}.example.com], ports: [{{number: 443, name: https, protocol: TLS}}], resolution: DNS}}\n"
+---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: svc{i}, namespace: {ns}}}\nspec: {{hosts: [svc{i}], http: [{{match: [{{uri: {{regex: \"/api/v[0-9]+/items/[a-z0-9-]+\"}}}}], route: [{{destination: {{host: svc{i}, subset: v1}}}}], timeout: 2s}}]}}\n\
+---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: ext{i}, namespace: {ns}}}\nspec: {{hosts: [api{i}.example.com], ports: [{{number: 443, name: https, protocol: TLS}}], resolution: DNS}}\n",
+            i / 250,
+            i % 250
         ));
     }
     out
@@ -41,7 +45,7 @@ fn main() {
         l.add_text("bench.yaml", &yaml);
         l
     });
-    assert_eq!(loaded.resources.len(), 4 * EACH);
+    assert_eq!(loaded.resources.len(), 5 * EACH);
     let (analyze_ms, found) = best(|| weft_analyze::analyze(&loaded.resources));
     assert!(found.is_empty(), "{:?}", found.first());
     let (readiness_ms, _) = best(|| {

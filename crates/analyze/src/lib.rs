@@ -1457,9 +1457,36 @@ fn missing_proxies(resources: &[Resource], out: &mut Vec<Message>) {
 }
 
 /// IST0173: a DestinationRule subset whose labels, with its service's
-/// selector, select no workload: requests routed to it get 503 UH.
+/// selector, select no workload of the service's namespace: requests
+/// routed to it get 503 UH.
 fn unselected_subsets(resources: &[Resource], out: &mut Vec<Message>) {
-    let workloads: Vec<_> = workloads(resources).map(|(_, _, labels)| labels).collect();
+    let mut by_ns: BTreeMap<&str, Vec<&BTreeMap<String, String>>> = BTreeMap::new();
+    for (ns, _, labels) in workloads(resources) {
+        by_ns.entry(ns).or_default().push(labels);
+    }
+    // Each host's namespace and workload selector, from the first Service
+    // or ServiceEntry that defines the host.
+    let empty = BTreeMap::new();
+    let mut selectors: BTreeMap<String, (&str, &BTreeMap<String, String>)> = BTreeMap::new();
+    for s in resources {
+        match &s.spec {
+            Spec::Service(svc) => {
+                let host = format!("{}.{}.{DOMAIN}", s.name, s.namespace());
+                selectors
+                    .entry(host)
+                    .or_insert((s.namespace(), &svc.selector));
+            }
+            Spec::ServiceEntry(se) => {
+                let selector = se.workload_selector.as_ref().map_or(&empty, |w| &w.labels);
+                for h in &se.hosts {
+                    selectors
+                        .entry(expand(h, s.namespace()))
+                        .or_insert((s.namespace(), selector));
+                }
+            }
+            _ => {}
+        }
+    }
     for r in resources {
         let Spec::DestinationRule(dr) = &r.spec else {
             continue;
@@ -1467,26 +1494,12 @@ fn unselected_subsets(resources: &[Resource], out: &mut Vec<Message>) {
         if dr.subsets.is_empty() {
             continue;
         }
-        let host = expand(&dr.host, r.namespace());
-        let selector = resources.iter().find_map(|s| match &s.spec {
-            Spec::Service(svc) if format!("{}.{}.{DOMAIN}", s.name, s.namespace()) == host => {
-                Some(svc.selector.clone())
-            }
-            Spec::ServiceEntry(se) if se.hosts.iter().any(|h| expand(h, s.namespace()) == host) => {
-                Some(
-                    se.workload_selector
-                        .as_ref()
-                        .map(|w| w.labels.clone())
-                        .unwrap_or_default(),
-                )
-            }
-            _ => None,
-        });
-        let Some(selector) = selector else {
+        let Some((ns, selector)) = selectors.get(&expand(&dr.host, r.namespace())) else {
             continue;
         };
+        let workloads = by_ns.get(ns).map(Vec::as_slice).unwrap_or_default();
         for subset in &dr.subsets {
-            let mut wanted = selector.clone();
+            let mut wanted = (*selector).clone();
             wanted.extend(subset.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
             let selected = workloads.iter().any(|labels| selects(&wanted, labels));
             if !selected {

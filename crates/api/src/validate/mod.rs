@@ -660,14 +660,19 @@ pub(crate) fn regex(re: &str, what: &str) -> Result<(), String> {
 /// words: ``error parsing regexp: missing closing ]: `[A-Z` ``.
 pub fn regex_error(re: &str) -> Option<String> {
     use regex_syntax::ast::ErrorKind as K;
-    let err = regex::Regex::new(re).err()?;
-    let rust = || {
+    let rust = |err: &dyn std::fmt::Display| {
         let text = err.to_string();
         let last = text.lines().last().unwrap_or(&text).trim();
         last.strip_prefix("error: ").unwrap_or(last).to_string()
     };
-    let Err(e) = regex_syntax::ast::parse::Parser::new().parse(re) else {
-        return Some(rust());
+    // Parsing finds every syntax error and costs a fraction of compiling;
+    // only a counted repetition can make a short pattern too large to
+    // compile, so only those are compiled here.
+    let e = match regex_syntax::Parser::new().parse(re) {
+        Ok(_) if re.contains('{') => return regex::Regex::new(re).err().map(|e| rust(&e)),
+        Ok(_) => return None,
+        Err(regex_syntax::Error::Parse(e)) => e,
+        Err(e) => return Some(rust(&e)),
     };
     let span = e.span();
     let at = re.get(span.start.offset..span.end.offset).unwrap_or(re);
@@ -698,7 +703,7 @@ pub fn regex_error(re: &str) -> Option<String> {
         K::GroupNameEmpty | K::GroupNameInvalid | K::GroupNameDuplicate { .. } => {
             ("invalid named capture", at)
         }
-        _ => return Some(rust()),
+        _ => return Some(rust(&e)),
     };
     Some(format!("error parsing regexp: {code}: `{expr}`"))
 }
