@@ -335,9 +335,9 @@ async fn forward(mut req: Request<Incoming>, app: &AppConn) -> Response<Body> {
             "UF",
             &format!("upstream connect error: {e}"),
         ),
-        Err(AppError::Terminated(e)) => flagged(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UC",
+        Err(AppError::Terminated(e, status, flag)) => flagged(
+            status,
+            flag,
             &format!("upstream disconnect or reset before headers: {e}"),
         ),
     }
@@ -368,7 +368,9 @@ struct AppConn {
 /// connection was open and ended before a response.
 enum AppError {
     Connect(String),
-    Terminated(String),
+    /// The connection ended or the stream was reset before a response:
+    /// the detail, and Envoy's status and flag for it.
+    Terminated(String, StatusCode, &'static str),
 }
 
 enum AppSender {
@@ -400,7 +402,10 @@ impl AppConn {
                 return Err(AppError::Connect("no connection to the application".into()));
             }
         };
-        result.map_err(|e| AppError::Terminated(format!("{:#}", anyhow::Error::new(e))))
+        result.map_err(|e| {
+            let (status, flag) = crate::upstream::after_connected(&e);
+            AppError::Terminated(format!("{:#}", anyhow::Error::new(e)), status, flag)
+        })
     }
 
     async fn open(&self) -> Result<AppSender, String> {
@@ -411,7 +416,9 @@ impl AppConn {
         let _ = tcp.set_nodelay(true);
         let io = TokioIo::new(tcp);
         let (sender, conn): (AppSender, ConnFuture) = if self.h2 {
-            let (s, c) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            let (s, c) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                .max_header_list_size(crate::upstream::MAX_RESPONSE_HEADERS)
+                .handshake(io)
                 .await
                 .map_err(|e| format!("HTTP/2 to {target}: {e}"))?;
             (AppSender::H2(s), Box::pin(async move { drop(c.await) }))

@@ -898,9 +898,10 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 enum Failure {
     /// No endpoint, or the cluster's host is unknown: not retried.
     Final(Box<Response<Body>>),
-    /// Could not connect (Envoy's UF), or the connection ended before a
-    /// response (UC): retried when the policy says so.
-    Connect(String, &'static str),
+    /// Could not connect (Envoy's UF), or the connection ended or the
+    /// stream was reset before a response (UC, UR, LR, UPE, with their
+    /// status): retried when the policy says so.
+    Connect(String, StatusCode, &'static str),
     /// No answer within the retry policy's `perTryTimeout`.
     PerTryTimeout,
 }
@@ -943,14 +944,15 @@ async fn send_once(
             outbound
                 .tracker
                 .report(cluster, &picked, Outcome::ConnectFailure);
-            let flag = if crate::upstream::before_connected(&*e) {
-                "UF"
+            let (status, flag) = if crate::upstream::before_connected(&*e) {
+                (StatusCode::SERVICE_UNAVAILABLE, "UF")
             } else {
-                "UC"
+                crate::upstream::after_connected(&*e)
             };
             // `{:#}` prints the error with every cause behind it.
             return Err(Failure::Connect(
                 format!("upstream: {:#}", anyhow::Error::from_boxed(e)),
+                status,
                 flag,
             ));
         }
@@ -1010,8 +1012,8 @@ async fn send_with_retries(
             return match result {
                 Ok(resp) => resp.map(|b| b.boxed()),
                 Err(Failure::Final(resp)) => *resp,
-                Err(Failure::Connect(e, flag)) => flagged(
-                    StatusCode::SERVICE_UNAVAILABLE,
+                Err(Failure::Connect(e, status, flag)) => flagged(
+                    status,
                     if tries > 0 { "URX" } else { flag },
                     &format!("upstream connect error or disconnect before headers: {e}"),
                 ),

@@ -232,6 +232,36 @@ pub enum UpstreamClient {
 /// Why a request got no response.
 pub type SendError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The largest response head weft's HTTP/2 clients take, as Envoy's
+/// default `max_response_headers_kb` (60 KiB); a larger one resets the
+/// stream (LR).
+pub const MAX_RESPONSE_HEADERS: u32 = 60 * 1024;
+
+/// Envoy's status and response flag for a request that failed on an open
+/// connection before its response began: UPE (502) when the upstream's
+/// response could not be parsed, UR when the upstream reset the HTTP/2
+/// stream, LR when weft's own codec reset it (a response head over
+/// [`MAX_RESPONSE_HEADERS`], a malformed frame), UC when the connection
+/// ended.
+pub fn after_connected(e: &(dyn std::error::Error + 'static)) -> (http::StatusCode, &'static str) {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            if h2.is_reset() {
+                let flag = if h2.is_remote() { "UR" } else { "LR" };
+                return (http::StatusCode::SERVICE_UNAVAILABLE, flag);
+            }
+        }
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() {
+                return (http::StatusCode::BAD_GATEWAY, "UPE");
+            }
+        }
+        cause = err.source();
+    }
+    (http::StatusCode::SERVICE_UNAVAILABLE, "UC")
+}
+
 /// Whether a request failed before its connection was up (Envoy's UF),
 /// rather than on an open connection that ended (UC).
 pub fn before_connected(e: &(dyn std::error::Error + 'static)) -> bool {
@@ -384,6 +414,7 @@ impl H2Pool {
             let io = self.connector.clone().open_addr(addr).await?;
             let (s, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(hyper_util::rt::TokioTimer::new())
+                .max_header_list_size(MAX_RESPONSE_HEADERS)
                 .handshake(io)
                 .await
                 // Not connected yet: a connect failure, not a reset.

@@ -1287,14 +1287,16 @@ spec:
 }
 
 /// A response body cut short upstream is counted with Envoy's UC flag by
-/// both proxies, and one the client walks away from with DC by its own.
+/// both proxies, and one the client walks away from with DC by its own; an
+/// answer that does not parse is 502 UPE.
 #[tokio::test]
 async fn bodies_cut_short_are_labelled_uc_and_dc() {
     let m = start(149, "").await;
     let net = m.net;
     let _server = one_more_service(&m, "flaky", 35, ("http", 9095), (9095, "HTTP")).await;
     // /cut promises 100 bytes and closes after 10; /slow sends 10 bytes
-    // and then waits; /reset closes without an answer.
+    // and then waits; /reset closes without an answer; /garbled answers
+    // with a status line that does not parse.
     let listener = TcpListener::bind(format!("127.0.{net}.35:9095"))
         .await
         .unwrap();
@@ -1308,6 +1310,10 @@ async fn bodies_cut_short_are_labelled_uc_and_dc() {
                 if head.starts_with("GET /reset") {
                     return;
                 }
+                if head.starts_with("GET /garbled") {
+                    let _ = tcp.write_all(b"HTTP/1.1 two hundred\r\n\r\n").await;
+                    return;
+                }
                 let _ = tcp
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
                     .await;
@@ -1317,41 +1323,12 @@ async fn bodies_cut_short_are_labelled_uc_and_dc() {
             });
         }
     });
-    let counted_as =
-        |ip: IpAddr, reporter: &'static str, code: &'static str, flag: &'static str| async move {
-            for _ in 0..100 {
-                let text = get_full(
-                    SocketAddr::new(ip, 15090),
-                    "/stats/prometheus",
-                    Some("x"),
-                    &[],
-                )
-                .await
-                .2;
-                if text.lines().any(|l| {
-                    l.starts_with("istio_requests_total{")
-                        && l.contains(&format!("reporter=\"{reporter}\""))
-                        && l.contains("destination_service=\"flaky.default.svc.cluster.local\"")
-                        && l.contains(&format!("response_flags=\"{flag}\""))
-                        && l.contains(&format!("response_code=\"{code}\""))
-                }) {
-                    return true;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            false
-        };
-    let send = |path: &'static str| async move {
-        let tcp = TcpStream::connect(m.client).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let req = Request::builder()
-            .uri(format!("http://flaky.default.svc.cluster.local:9095{path}"))
-            .body(http_body_util::Empty::<Bytes>::new())
-            .unwrap();
-        sender.send_request(req).await.unwrap()
+    let counted_as = |ip, reporter, code, flag| counted(ip, reporter, "flaky", code, flag);
+    let send = |path: &'static str| {
+        send_via(
+            m.client,
+            format!("http://flaky.default.svc.cluster.local:9095{path}"),
+        )
     };
     let resp = send("/cut").await;
     assert!(resp.into_body().collect().await.is_err(), "the body is cut");
@@ -1363,12 +1340,102 @@ async fn bodies_cut_short_are_labelled_uc_and_dc() {
     let resp = send("/reset").await;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(counted_as(flaky_ip, "destination", "503", "UC").await);
+    // An answer that does not parse: 502 UPE.
+    let resp = send("/garbled").await;
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    assert!(counted_as(flaky_ip, "destination", "502", "UPE").await);
     // The client reads the head and the first bytes, then goes away.
     let mut resp = send("/slow").await;
     let first = resp.body_mut().frame().await.unwrap().unwrap();
     assert!(first.is_data());
     drop(resp);
     assert!(counted_as(m.client.ip(), "source", "200", "DC").await);
+}
+
+/// Whether the proxy at `ip` has counted a request to service `name`
+/// (default namespace) with this reporter, response code and flag; polled
+/// for up to 2 s.
+async fn counted(ip: IpAddr, reporter: &str, name: &str, code: &str, flag: &str) -> bool {
+    for _ in 0..100 {
+        let text = get_full(
+            SocketAddr::new(ip, 15090),
+            "/stats/prometheus",
+            Some("x"),
+            &[],
+        )
+        .await
+        .2;
+        if text.lines().any(|l| {
+            l.starts_with("istio_requests_total{")
+                && l.contains(&format!("reporter=\"{reporter}\""))
+                && l.contains(&format!(
+                    "destination_service=\"{name}.default.svc.cluster.local\""
+                ))
+                && l.contains(&format!("response_flags=\"{flag}\""))
+                && l.contains(&format!("response_code=\"{code}\""))
+        }) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// A GET of `url` through the outbound listener at `client`, over HTTP/1.1.
+async fn send_via(client: SocketAddr, url: String) -> Response<hyper::body::Incoming> {
+    let tcp = TcpStream::connect(client).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .uri(url)
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    sender.send_request(req).await.unwrap()
+}
+
+/// An application that resets its HTTP/2 stream gets Envoy's UR, one whose
+/// response head is over 60 KiB gets LR (weft's codec resets the stream).
+#[tokio::test]
+async fn upstream_stream_resets_get_ur_and_lr() {
+    let m = start(154, "").await;
+    let net = m.net;
+    let _h2 = one_more_service(&m, "resetting", 36, ("http2", 9096), (9096, "HTTP2")).await;
+    let h2_app = TcpListener::bind(format!("127.0.{net}.36:9096"))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = h2_app.accept().await.unwrap();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                    return;
+                };
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    if req.uri().path() == "/reset" {
+                        respond.send_reset(h2::Reason::INTERNAL_ERROR);
+                        continue;
+                    }
+                    let mut resp = Response::builder().status(200);
+                    for i in 0..80 {
+                        resp = resp.header(format!("x-filler-{i}"), "f".repeat(1000));
+                    }
+                    let _ = respond.send_response(resp.body(()).unwrap(), true);
+                }
+            });
+        }
+    });
+    let url = |name: &str, port: u16, path: &str| {
+        format!("http://{name}.default.svc.cluster.local:{port}{path}")
+    };
+    let ip = |host: u8| -> IpAddr { format!("127.0.{net}.{host}").parse().unwrap() };
+    let resp = send_via(m.client, url("resetting", 9096, "/reset")).await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(counted(ip(36), "destination", "resetting", "503", "UR").await);
+    let resp = send_via(m.client, url("resetting", 9096, "/big")).await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(counted(ip(36), "destination", "resetting", "503", "LR").await);
 }
 
 /// Adds service `name` to the mesh of `m`: its workload at 127.0.net.`host`
