@@ -52,16 +52,16 @@ pub(crate) fn analyze(resources: &[Resource], out: &mut Vec<Message>) {
     gateway_selectors(resources, &all, out);
 }
 
-/// Whether a namespace is enrolled in ambient mode.
+/// Whether a namespace is enrolled in ambient mode: labelled so, and not
+/// also for sidecar injection (which wins).
 pub(crate) fn ambient_namespace(resources: &[Resource], ns: &str) -> bool {
     resources.iter().any(|r| {
+        let label = |k: &str| r.meta.labels.get(k).map(String::as_str);
         matches!(r.spec, Spec::Namespace)
             && r.name == ns
-            && r.meta
-                .labels
-                .get("istio.io/dataplane-mode")
-                .map(String::as_str)
-                == Some("ambient")
+            && label("istio.io/dataplane-mode") == Some("ambient")
+            && label("istio-injection") != Some("enabled")
+            && label("istio.io/rev").is_none_or(str::is_empty)
     })
 }
 

@@ -1750,6 +1750,15 @@ kind: Namespace
 metadata: {name: mixed}
 ---
 apiVersion: v1
+kind: Namespace
+metadata: {name: injected, labels: {istio.io/dataplane-mode: ambient, istio-injection: enabled}}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: injection-wins, namespace: injected}
+spec: {egress: [{hosts: ["./*"]}]}
+---
+apiVersion: v1
 kind: Pod
 metadata:
   name: captured
