@@ -1457,31 +1457,35 @@ fn missing_proxies(resources: &[Resource], out: &mut Vec<Message>) {
 }
 
 /// IST0173: a DestinationRule subset whose labels, with its service's
-/// selector, select no workload of the service's namespace: requests
-/// routed to it get 503 UH.
+/// selector, select no workload (in any namespace, as Istio matches pods):
+/// requests routed to it get 503 UH.
 fn unselected_subsets(resources: &[Resource], out: &mut Vec<Message>) {
-    let mut by_ns: BTreeMap<&str, Vec<&BTreeMap<String, String>>> = BTreeMap::new();
-    for (ns, _, labels) in workloads(resources) {
-        by_ns.entry(ns).or_default().push(labels);
+    let all: Vec<&BTreeMap<String, String>> =
+        workloads(resources).map(|(_, _, labels)| labels).collect();
+    // The workloads carrying each label, to check only those that carry the
+    // rarest label a subset asks for.
+    let mut carrying: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+    for (i, labels) in all.iter().enumerate() {
+        for (k, v) in labels.iter() {
+            carrying.entry((k, v)).or_default().push(i);
+        }
     }
-    // Each host's namespace and workload selector, from the first Service
-    // or ServiceEntry that defines the host.
+    // Each host's workload selector, from the first Service or ServiceEntry
+    // that defines the host.
     let empty = BTreeMap::new();
-    let mut selectors: BTreeMap<String, (&str, &BTreeMap<String, String>)> = BTreeMap::new();
+    let mut selectors: BTreeMap<String, &BTreeMap<String, String>> = BTreeMap::new();
     for s in resources {
         match &s.spec {
             Spec::Service(svc) => {
                 let host = format!("{}.{}.{DOMAIN}", s.name, s.namespace());
-                selectors
-                    .entry(host)
-                    .or_insert((s.namespace(), &svc.selector));
+                selectors.entry(host).or_insert(&svc.selector);
             }
             Spec::ServiceEntry(se) => {
                 let selector = se.workload_selector.as_ref().map_or(&empty, |w| &w.labels);
                 for h in &se.hosts {
                     selectors
                         .entry(expand(h, s.namespace()))
-                        .or_insert((s.namespace(), selector));
+                        .or_insert(selector);
                 }
             }
             _ => {}
@@ -1491,17 +1495,24 @@ fn unselected_subsets(resources: &[Resource], out: &mut Vec<Message>) {
         let Spec::DestinationRule(dr) = &r.spec else {
             continue;
         };
-        if dr.subsets.is_empty() {
-            continue;
-        }
-        let Some((ns, selector)) = selectors.get(&expand(&dr.host, r.namespace())) else {
+        let Some(selector) = selectors.get(&expand(&dr.host, r.namespace())) else {
             continue;
         };
-        let workloads = by_ns.get(ns).map(Vec::as_slice).unwrap_or_default();
         for subset in &dr.subsets {
             let mut wanted = (*selector).clone();
             wanted.extend(subset.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-            let selected = workloads.iter().any(|labels| selects(&wanted, labels));
+            let rarest = wanted
+                .iter()
+                .map(|(k, v)| {
+                    carrying
+                        .get(&(k.as_str(), v.as_str()))
+                        .map_or(&[][..], Vec::as_slice)
+                })
+                .min_by_key(|c| c.len());
+            let selected = match rarest {
+                Some(candidates) => candidates.iter().any(|&i| selects(&wanted, all[i])),
+                None => !all.is_empty(),
+            };
             if !selected {
                 out.push(message(
                     "IST0173",

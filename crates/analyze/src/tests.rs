@@ -1421,9 +1421,15 @@ kind: DestinationRule
 metadata: {{name: reviews-all, namespace: default}}
 spec:
   host: reviews
-  subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v4, labels: {{version: v4}}}}]
+  subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v4, labels: {{version: v4}}}}, {{name: v5, labels: {{version: v5}}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: reviews-v5, namespace: elsewhere, labels: {{app: reviews, version: v5}}}}
+spec: {{containers: [{{name: reviews, image: reviews, ports: [{{containerPort: 9080}}]}}]}}
 "#
     ));
+    // A matching pod in another namespace counts, as Istio matches pods.
     assert_eq!(
         codes(&found),
         vec![(
