@@ -409,15 +409,29 @@ struct Context<'a> {
     gateways: BTreeSet<String>,
     /// Each Gateway's server hosts, by namespace and name.
     servers: BTreeMap<(String, String), Vec<&'a str>>,
-    /// Hosts of Kubernetes Services and ServiceEntries.
-    hosts: BTreeSet<String>,
-    /// ServiceEntry hosts with a leading `*.`, as their suffix.
-    wildcards: Vec<String>,
+    /// Hosts of Kubernetes Services and ServiceEntries, with the scopes
+    /// they are exported to (`*`, or a namespace).
+    hosts: BTreeMap<String, Vec<String>>,
+    /// ServiceEntry hosts with a leading `*`, as their suffix, with each
+    /// scope they are exported to.
+    wildcards: Vec<(String, String)>,
     /// Subsets defined by DestinationRules, by host.
     subsets: BTreeMap<String, BTreeSet<&'a str>>,
     /// The port numbers of each Service and (non-wildcard) ServiceEntry
     /// host.
     ports: BTreeMap<String, Vec<u32>>,
+}
+
+/// The scopes a Service or ServiceEntry in `ns` is exported to: every
+/// namespace (`*`) unless `exportTo` says otherwise, `.` being its own.
+fn scopes(export_to: &[String], ns: &str) -> Vec<String> {
+    if export_to.is_empty() {
+        return vec!["*".to_string()];
+    }
+    export_to
+        .iter()
+        .map(|e| if e == "." { ns.to_string() } else { e.clone() })
+        .collect()
 }
 
 /// A short name as Istio expands it in namespace `ns`.
@@ -434,7 +448,7 @@ impl<'a> Context<'a> {
         let mut cx = Context {
             gateways: BTreeSet::new(),
             servers: BTreeMap::new(),
-            hosts: BTreeSet::new(),
+            hosts: BTreeMap::new(),
             wildcards: Vec::new(),
             subsets: BTreeMap::new(),
             ports: BTreeMap::new(),
@@ -459,19 +473,35 @@ impl<'a> Context<'a> {
                         .entry(host.clone())
                         .or_default()
                         .extend(svc.ports.iter().filter_map(|p| p.port));
-                    cx.hosts.insert(host);
+                    let export_to: Vec<String> = r
+                        .meta
+                        .annotations
+                        .get("networking.istio.io/exportTo")
+                        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+                        .unwrap_or_default();
+                    cx.hosts
+                        .entry(host)
+                        .or_default()
+                        .extend(scopes(&export_to, ns));
                 }
                 Spec::ServiceEntry(se) => {
                     for h in &se.hosts {
                         match h.strip_prefix('*') {
-                            Some(suffix) => cx.wildcards.push(suffix.to_string()),
+                            Some(suffix) => cx.wildcards.extend(
+                                scopes(&se.export_to, ns)
+                                    .into_iter()
+                                    .map(|scope| (suffix.to_string(), scope)),
+                            ),
                             None => {
                                 let host = expand(h, ns);
                                 cx.ports
                                     .entry(host.clone())
                                     .or_default()
                                     .extend(se.ports.iter().filter_map(|p| p.number));
-                                cx.hosts.insert(host);
+                                cx.hosts
+                                    .entry(host)
+                                    .or_default()
+                                    .extend(scopes(&se.export_to, ns));
                             }
                         }
                     }
@@ -488,8 +518,31 @@ impl<'a> Context<'a> {
         cx
     }
 
-    fn host_exists(&self, host: &str) -> bool {
-        self.hosts.contains(host) || self.wildcards.iter().any(|w| host.ends_with(w.as_str()))
+    /// Whether a VirtualService in `ns`, exported to `export_to`, sees a
+    /// Service or ServiceEntry for `host`, as Istio's analyzer looks hosts
+    /// up: one exported to all namespaces, or to a namespace the
+    /// VirtualService is exported to (its own when it names none); then
+    /// wildcard hosts exported to all or to `ns`.
+    fn host_visible(&self, ns: &str, export_to: &[String], host: &str) -> bool {
+        let own = [ns.to_string()];
+        let wanted: Vec<&str> = if export_to.is_empty() {
+            &own[..]
+        } else {
+            export_to
+        }
+        .iter()
+        .map(|e| if e == "." { ns } else { e.as_str() })
+        .collect();
+        let exact = self.hosts.get(host).is_some_and(|scopes| {
+            scopes
+                .iter()
+                .any(|s| s == "*" || wanted.contains(&s.as_str()))
+        });
+        let bare = host.strip_prefix('*').unwrap_or(host);
+        exact
+            || self.wildcards.iter().any(|(suffix, scope)| {
+                (scope == "*" || scope == ns) && bare.ends_with(suffix.as_str())
+            })
     }
 
     /// IST0101: gateways a VirtualService names that do not exist.
@@ -600,7 +653,7 @@ impl<'a> Context<'a> {
             .map(|d| ("mirror host", d));
         for (what, d) in routes.chain(mirrors) {
             let host = expand(&d.host, ns);
-            if !self.host_exists(&host) {
+            if !self.host_visible(ns, &vs.export_to, &host) {
                 out.push(message(
                     "IST0101",
                     Level::Error,

@@ -2161,3 +2161,68 @@ spec: {containers: [{name: istio-proxy, image: "registry.example/istio/proxyv2:1
         )]
     );
 }
+
+#[test]
+fn destination_hosts_must_be_exported_to_the_virtual_service() {
+    let found = run(r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: ledger
+  namespace: finance
+  annotations: {networking.istio.io/exportTo: "audit,."}
+spec: {selector: {app: ledger}, ports: [{name: http, port: 8080}]}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: private-catch-all, namespace: sandbox}
+spec: {hosts: ["*"], exportTo: ["."], ports: [{number: 443, name: tls, protocol: TLS}], resolution: NONE}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: partners, namespace: shop}
+spec: {hosts: ["*.partner.example"], ports: [{number: 443, name: tls, protocol: TLS}], resolution: NONE}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: audit, namespace: audit}
+spec:
+  hosts: [audit-api]
+  http: [{route: [{destination: {host: ledger.finance.svc.cluster.local}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop, namespace: shop}
+spec:
+  hosts: [shop-api]
+  http:
+  - route: [{destination: {host: ledger.finance.svc.cluster.local}}]
+    mirror: {host: api.partner.example}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: own, namespace: finance}
+spec:
+  hosts: [ledger]
+  exportTo: [elsewhere]
+  http: [{route: [{destination: {host: ledger}}]}]
+"#);
+    let found: Vec<_> = codes(&found)
+        .into_iter()
+        .filter(|(code, ..)| *code == "IST0101")
+        .map(|(_, _, origin, text)| (origin, text))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "VirtualService shop/shop",
+                "Referenced host not found: \"ledger.finance.svc.cluster.local\""
+            ),
+            (
+                "VirtualService finance/own",
+                "Referenced host not found: \"ledger\""
+            ),
+        ]
+    );
+}
