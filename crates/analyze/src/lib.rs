@@ -573,8 +573,9 @@ impl<'a> Context<'a> {
         }
     }
 
-    /// IST0132: VirtualService hosts that no server of a Gateway it is
-    /// bound to serves.
+    /// IST0132: a VirtualService none of whose hosts a Gateway it is bound
+    /// to serves (or that names a Gateway that does not exist), naming all
+    /// its hosts, as Istio's analyzer does.
     fn hosts_in_gateways(&self, r: &Resource, out: &mut Vec<Message>) {
         let Spec::VirtualService(vs) = &r.spec else {
             return;
@@ -582,34 +583,33 @@ impl<'a> Context<'a> {
         let ns = r.namespace();
         for g in vs.gateways.iter().filter(|g| *g != "mesh") {
             let (gw_ns, gw_name) = gateway_ref(g, ns);
-            let Some(servers) = self.servers.get(&(gw_ns.to_string(), gw_name.to_string())) else {
-                continue;
-            };
-            let missing: Vec<&str> = vs
-                .hosts
-                .iter()
-                .filter(|h| {
-                    !servers.iter().any(|server_host| {
-                        let (host_ns, pattern) =
-                            server_host.split_once('/').unwrap_or(("*", server_host));
-                        let ns_ok = match host_ns {
-                            "*" => true,
-                            "." => ns == gw_ns,
-                            other => other == ns,
-                        };
-                        ns_ok && overlap(pattern, h)
-                    })
+            // A Gateway that does not exist serves no host (IST0101 says
+            // it is missing).
+            let servers = self
+                .servers
+                .get(&(gw_ns.to_string(), gw_name.to_string()))
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let served = vs.hosts.iter().any(|h| {
+                servers.iter().any(|server_host| {
+                    let (host_ns, pattern) =
+                        server_host.split_once('/').unwrap_or(("*", server_host));
+                    let ns_ok = match host_ns {
+                        "*" => true,
+                        "." => ns == gw_ns,
+                        other => other == ns,
+                    };
+                    ns_ok && overlap(pattern, h)
                 })
-                .map(String::as_str)
-                .collect();
-            if !missing.is_empty() {
+            });
+            if !served {
                 out.push(message(
                     "IST0132",
                     Level::Warning,
                     r,
                     format!(
                         "one or more host [{}] defined in VirtualService {ns}/{} not found in Gateway {gw_ns}/{gw_name}.",
-                        missing.join(" "),
+                        vs.hosts.join(" "),
                         r.name
                     ),
                 ));

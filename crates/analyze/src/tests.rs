@@ -106,6 +106,18 @@ spec:
                 r#"Referenced gateway not found: "other/shop""#
             ),
             (
+                "IST0132",
+                Level::Warning,
+                origin,
+                "one or more host [reviews] defined in VirtualService default/reviews not found in Gateway default/httpbin-gateway-bogus."
+            ),
+            (
+                "IST0132",
+                Level::Warning,
+                origin,
+                "one or more host [reviews] defined in VirtualService default/reviews not found in Gateway other/shop."
+            ),
+            (
                 "IST0101",
                 Level::Error,
                 origin,
@@ -293,6 +305,14 @@ spec:
                 "edge",
                 "edge",
                 &format!("hosts: [status.example.org], gateways: [web], {route}"),
+            ),
+            // One host served is enough for Istio, which then names them all.
+            vs(
+                "partly",
+                "shop",
+                &format!(
+                    "hosts: [books.example.com, books.example.org], gateways: [edge/web], {route}"
+                ),
             ),
         ]
         .concat(),
