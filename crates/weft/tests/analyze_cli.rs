@@ -51,6 +51,9 @@ fn findings_print_in_istios_form_and_fail_the_run() {
             format!(
                 "Warning [IST0134] (ServiceEntry default/db {path}:9) ServiceEntry addresses are required for this protocol."
             ),
+            format!(
+                "Warning [IST0132] (VirtualService default/httpbin {path}:1) one or more host [*] defined in VirtualService default/httpbin not found in Gateway default/httpbin-gateway-bogus."
+            ),
         ]
     );
 
@@ -65,10 +68,10 @@ fn findings_print_in_istios_form_and_fail_the_run() {
         "https://istio.io/latest/docs/reference/config/analysis/ist0134/"
     );
 
-    // Suppressed errors leave a warning: below the default threshold.
+    // Suppressed errors leave warnings: below the default threshold.
     let out = analyze(&["--suppress", "IST0101=VirtualService default/*", path]);
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
     let out = analyze(&["--suppress", "IST0101=*", "--fail-on", "warning", path]);
     assert_eq!(out.status.code(), Some(79));
 
@@ -372,7 +375,7 @@ fn an_annotation_suppresses_schema_and_analyzer_codes_about_its_resource() {
     let file = dir.join("mesh.yaml");
     std::fs::write(
         &file,
-        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: httpbin\n  annotations: {galley.istio.io/analyze-suppress: \"IST0101,IST0106\"}\nspec:\n  hosts: [\"*\"]\n  gateways: [httpbin-gateway-bogus]\n  http: [{route: [{destination: {host: httpbin, port: {number: 0}}}]}]\n",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: httpbin\n  annotations: {galley.istio.io/analyze-suppress: \"IST0101,IST0106,IST0132\"}\nspec:\n  hosts: [\"*\"]\n  gateways: [httpbin-gateway-bogus]\n  http: [{route: [{destination: {host: httpbin, port: {number: 0}}}]}]\n",
     )
     .unwrap();
     let out = analyze(&[file.to_str().unwrap()]);
