@@ -355,10 +355,14 @@ fn gateway_ref<'g>(g: &'g str, ns: &'g str) -> (&'g str, &'g str) {
     g.split_once('/').unwrap_or((ns, g))
 }
 
-/// IST0109: VirtualServices for the mesh that define the same host; each
-/// of them gets the message.
+/// IST0109: VirtualServices for the mesh that define the same host where
+/// both are visible, as Istio's analyzer finds them: hosts are keyed by
+/// scope (`*`, or each namespace the VirtualService is exported to), a
+/// namespace's key also collects the overlapping hosts exported to all, and
+/// each VirtualService is reported once, for the first conflict found (in
+/// key order), naming the host as `scope/host`.
 fn mesh_host_conflicts(resources: &[Resource], out: &mut Vec<Message>) {
-    let mut by_host: BTreeMap<String, Vec<&Resource>> = BTreeMap::new();
+    let mut by_host: BTreeMap<(String, String), Vec<&Resource>> = BTreeMap::new();
     for r in resources {
         let Spec::VirtualService(vs) = &r.spec else {
             continue;
@@ -367,33 +371,57 @@ fn mesh_host_conflicts(resources: &[Resource], out: &mut Vec<Message>) {
         if !for_mesh {
             continue;
         }
-        // Exported only to its own namespace, it conflicts only there.
-        let scope = if vs.export_to.iter().all(|e| e == ".") && !vs.export_to.is_empty() {
-            format!("{}/", r.namespace())
-        } else {
-            String::new()
-        };
-        let mut own = BTreeSet::new();
-        for h in &vs.hosts {
-            let host = expand(h, r.namespace());
-            if own.insert(host.clone()) {
-                by_host.entry(format!("{scope}{host}")).or_default().push(r);
+        let ns = r.namespace();
+        let scopes: BTreeSet<&str> =
+            if vs.export_to.is_empty() || vs.export_to.iter().any(|e| e == "*") {
+                ["*"].into()
+            } else {
+                vs.export_to
+                    .iter()
+                    .map(|e| if e == "." { ns } else { e.as_str() })
+                    .collect()
+            };
+        for scope in scopes {
+            let mut own = BTreeSet::new();
+            for h in &vs.hosts {
+                let host = expand(h, ns);
+                if own.insert(host.clone()) {
+                    by_host
+                        .entry((scope.to_string(), host))
+                        .or_default()
+                        .push(r);
+                }
             }
         }
     }
-    for (key, vss) in by_host.into_iter().filter(|(_, v)| v.len() > 1) {
-        let host = key.rsplit('/').next().unwrap_or(&key);
+    let mut reported = BTreeSet::new();
+    for ((scope, host), own) in &by_host {
+        let mut vss = own.clone();
+        if scope != "*" {
+            vss.extend(
+                by_host
+                    .iter()
+                    .filter(|((s, h), _)| s == "*" && overlap(host, h))
+                    .flat_map(|(_, v)| v.iter().copied()),
+            );
+        }
+        if vss.len() < 2 {
+            continue;
+        }
         let names: Vec<String> = vss
             .iter()
             .map(|r| format!("{}/{}", r.namespace(), r.name))
             .collect();
         for r in vss {
+            if !reported.insert((r.namespace(), r.name.as_str())) {
+                continue;
+            }
             out.push(message(
                 "IST0109",
                 Level::Error,
                 r,
                 format!(
-                    "The VirtualServices {} associated with mesh gateway define the same host {host} which can lead to undefined behavior. This can be fixed by merging the conflicting VirtualServices into a single resource.",
+                    "The VirtualServices {} associated with mesh gateway define the same host {scope}/{host} which can lead to undefined behavior. This can be fixed by merging the conflicting VirtualServices into a single resource.",
                     names.join(",")
                 ),
             ));

@@ -245,27 +245,45 @@ fn two_mesh_virtual_services_for_one_host_conflict() {
                 "default",
                 &format!("hosts: [reviews.default.svc.cluster.local], {route}"),
             ),
-            // Bound to a gateway only, or exported to its own namespace
-            // elsewhere: no conflict.
+            // Bound to a gateway only: no conflict.
             vs(
                 "c",
                 "default",
                 &format!("hosts: [reviews], gateways: [shop], {route}"),
             ),
+            // Exported to its own namespace, where a and b are visible too:
+            // a conflict there.
             vs(
                 "d",
                 "other",
                 &format!("hosts: [reviews.default.svc.cluster.local], exportTo: [.], {route}"),
             ),
+            // Each exported to its own namespace only: no conflict.
+            vs(
+                "e",
+                "third",
+                &format!("hosts: [ratings.third.svc.cluster.local], exportTo: [.], {route}"),
+            ),
+            vs(
+                "f",
+                "fourth",
+                &format!("hosts: [ratings.third.svc.cluster.local], exportTo: [.], {route}"),
+            ),
         ]
         .concat(),
     );
-    let msg = "The VirtualServices default/a,default/b associated with mesh gateway define the same host reviews.default.svc.cluster.local which can lead to undefined behavior. This can be fixed by merging the conflicting VirtualServices into a single resource.";
+    let msg = "The VirtualServices default/a,default/b associated with mesh gateway define the same host */reviews.default.svc.cluster.local which can lead to undefined behavior. This can be fixed by merging the conflicting VirtualServices into a single resource.";
     assert_eq!(
         codes(&found),
         vec![
             ("IST0109", Level::Error, "VirtualService default/a", msg),
             ("IST0109", Level::Error, "VirtualService default/b", msg),
+            (
+                "IST0109",
+                Level::Error,
+                "VirtualService other/d",
+                "The VirtualServices other/d,default/a,default/b associated with mesh gateway define the same host other/reviews.default.svc.cluster.local which can lead to undefined behavior. This can be fixed by merging the conflicting VirtualServices into a single resource."
+            ),
         ]
     );
 }
