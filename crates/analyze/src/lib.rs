@@ -279,55 +279,81 @@ pub fn drop_suppressed(resources: &[Resource], messages: &mut Vec<Message>) {
     });
 }
 
-/// IST0145: another Gateway with the same selector serves the same port
-/// for an overlapping host. Reported per server, naming the other
-/// Gateways (once per host of the server that overlaps theirs).
+/// IST0145: another Gateway on the same workloads serves the same port for
+/// the same host with the same `bind`, as Istio's analyzer finds it: the
+/// same selector, or one selector's text within the other's (`a=1` and
+/// `a=1,b=2`) when some workload matches both. Each other Gateway counts
+/// with its last server on the port. Reported per server, naming the
+/// other Gateways.
 fn conflicting_gateways(resources: &[Resource], out: &mut Vec<Message>) {
-    type Servers<'a> = Vec<(String, String, u32, &'a [String])>;
-    let mut servers: Servers<'_> = Vec::new();
+    struct Listener<'a> {
+        gateway: String,
+        selector: &'a BTreeMap<String, String>,
+        text: String,
+        port: u32,
+        hosts: &'a [String],
+        bind: &'a str,
+    }
+    // As Kubernetes prints a label selector: sorted key=value pairs.
+    let text = |selector: &BTreeMap<String, String>| {
+        selector
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut last: BTreeMap<(String, u32), Listener<'_>> = BTreeMap::new();
     for r in resources {
         if let Spec::Gateway(g) = &r.spec {
-            // As Kubernetes prints a label selector: sorted key=value pairs.
-            let selector: Vec<String> =
-                g.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let gateway = format!("{}/{}", r.namespace(), r.name);
             for s in &g.servers {
                 let port = s.port.as_ref().and_then(|p| p.number).unwrap_or(0);
-                servers.push((
-                    format!("{}/{}", r.namespace(), r.name),
-                    selector.join(","),
-                    port,
-                    &s.hosts,
-                ));
+                last.insert(
+                    (gateway.clone(), port),
+                    Listener {
+                        gateway: gateway.clone(),
+                        selector: &g.selector,
+                        text: text(&g.selector),
+                        port,
+                        hosts: &s.hosts,
+                        bind: s.bind.as_deref().unwrap_or_default(),
+                    },
+                );
             }
         }
     }
+    let workloads: Vec<&BTreeMap<String, String>> =
+        workloads(resources).map(|(_, _, labels)| labels).collect();
     for r in resources {
         let Spec::Gateway(g) = &r.spec else {
             continue;
         };
         let me = format!("{}/{}", r.namespace(), r.name);
-        let selector: Vec<String> = g.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let selector = selector.join(",");
+        let mine = text(&g.selector);
+        let same_workloads = |other: &Listener<'_>| {
+            other.text == mine
+                || ((other.text.contains(&mine) || mine.contains(&other.text))
+                    && workloads
+                        .iter()
+                        .any(|w| selects(&g.selector, w) && selects(other.selector, w)))
+        };
         for s in &g.servers {
             let port = s.port.as_ref().and_then(|p| p.number).unwrap_or(0);
-            let mut others = Vec::new();
-            for (name, sel, p, hosts) in &servers {
-                if *name == me || *sel != selector || *p != port {
-                    continue;
-                }
-                for h in &s.hosts {
-                    if hosts.iter().any(|o| overlap(h, o)) {
-                        others.push(name.as_str());
-                    }
-                }
-            }
+            let bind = s.bind.as_deref().unwrap_or_default();
+            let mut others: Vec<&str> = last
+                .values()
+                .filter(|o| o.gateway != me && o.port == port && same_workloads(o))
+                .filter(|o| o.bind == bind && s.hosts.iter().any(|h| o.hosts.contains(h)))
+                .map(|o| o.gateway.as_str())
+                .collect();
+            others.sort_unstable();
             if !others.is_empty() {
                 out.push(message(
                     "IST0145",
                     Level::Error,
                     r,
                     format!(
-                        "Conflict with gateways {} (workload selector {selector}, port {port}, hosts {}).",
+                        "Conflict with gateways {} (workload selector {mine}, port {port}, hosts {}).",
                         others.join(","),
                         s.hosts.join(",")
                     ),

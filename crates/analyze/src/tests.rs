@@ -716,12 +716,18 @@ fn gateways_on_one_selector_and_port_must_not_share_hosts() {
                 "b",
                 "istio: ingressgateway",
                 80,
-                "shop.example.com, shop.example.org",
+                "shop.example.com, \"*.example.com\"",
             ),
-            // Another port, another selector, or another host: no conflict.
+            // Another port, another selector, another host, or a host the
+            // other's wildcard covers (Istio merges those): no conflict.
             gw("c", "istio: ingressgateway", 443, "shop.example.com"),
             gw("d", "istio: other", 80, "shop.example.com"),
             gw("e", "istio: ingressgateway", 80, "status.example.net"),
+            gw("f", "istio: ingressgateway", 80, "shop.example.org"),
+            // A selector within another's, with a workload both select.
+            gw("g", "istio: ingressgateway, tier: edge", 8080, "x.example.com"),
+            gw("h", "istio: ingressgateway", 8080, "x.example.com"),
+            "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: edge-tier, namespace: istio-system}\nspec: {address: 10.9.0.9, labels: {istio: ingressgateway, tier: edge}}\n".to_string(),
         ]
         .concat(),
     );
@@ -738,7 +744,19 @@ fn gateways_on_one_selector_and_port_must_not_share_hosts() {
                 "IST0145",
                 Level::Error,
                 "Gateway edge/b",
-                "Conflict with gateways edge/a (workload selector istio=ingressgateway, port 80, hosts shop.example.com,shop.example.org)."
+                "Conflict with gateways edge/a (workload selector istio=ingressgateway, port 80, hosts shop.example.com,*.example.com)."
+            ),
+            (
+                "IST0145",
+                Level::Error,
+                "Gateway edge/g",
+                "Conflict with gateways edge/h (workload selector istio=ingressgateway,tier=edge, port 8080, hosts x.example.com)."
+            ),
+            (
+                "IST0145",
+                Level::Error,
+                "Gateway edge/h",
+                "Conflict with gateways edge/g (workload selector istio=ingressgateway, port 8080, hosts x.example.com)."
             ),
         ]
     );
