@@ -958,10 +958,8 @@ fn sidecars_without_selectors(resources: &[Resource], out: &mut Vec<Message>) {
         .into_iter()
         .filter(|(ns, s)| s.len() > 1 && !selectors::ambient_namespace(resources, ns))
     {
-        let names: Vec<String> = sidecars
-            .iter()
-            .map(|r| format!("{ns}/{}", r.name))
-            .collect();
+        // Istio names them without their (shared) namespace.
+        let names: Vec<&str> = sidecars.iter().map(|r| r.name.as_str()).collect();
         for r in &sidecars {
             out.push(message(
                 "IST0111",

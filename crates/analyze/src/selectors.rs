@@ -178,7 +178,8 @@ fn check<'a>(
         .into_iter()
         .filter(|(w, rs)| rs.len() > 1 && !ambient.contains(w))
     {
-        let names: Vec<String> = rs.iter().map(|r| format!("{ns}/{}", r.name)).collect();
+        // Istio names them without their (shared) namespace.
+        let names: Vec<&str> = rs.iter().map(|r| r.name.as_str()).collect();
         for r in rs {
             out.push(message(
                 conflict,

@@ -37,7 +37,8 @@ pub(crate) fn analyze(resources: &[Resource], mesh: Option<&MeshConfig>, out: &m
         }
     }
     for (ns, all) in namespace_wide.into_iter().filter(|(_, v)| v.len() > 1) {
-        let names: Vec<String> = all.iter().map(|r| format!("{ns}/{}", r.name)).collect();
+        // Istio names them without their (shared) namespace.
+        let names: Vec<&str> = all.iter().map(|r| r.name.as_str()).collect();
         for r in &all {
             out.push(message(
                 "IST0160",

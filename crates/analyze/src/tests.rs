@@ -217,7 +217,7 @@ fn two_namespace_wide_sidecars_conflict() {
         "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: x, namespace: shop}\nspec: {address: 10.0.0.9, labels: {app: x}}\n".into(),
     ]
     .concat());
-    let msg = r#"The Sidecars [shop/a shop/b] in namespace "shop" have no workload selector, which can lead to undefined behavior."#;
+    let msg = r#"The Sidecars [a b] in namespace "shop" have no workload selector, which can lead to undefined behavior."#;
     assert_eq!(
         codes(&found),
         vec![
@@ -929,13 +929,13 @@ fn telemetry_without_providers_or_selectors() {
                 "IST0160",
                 Level::Error,
                 "Telemetry shop/logs",
-                r#"The Telemetries [shop/logs shop/metrics] in namespace "shop" have no workload selector, which can lead to undefined behavior."#
+                r#"The Telemetries [logs metrics] in namespace "shop" have no workload selector, which can lead to undefined behavior."#
             ),
             (
                 "IST0160",
                 Level::Error,
                 "Telemetry shop/metrics",
-                r#"The Telemetries [shop/logs shop/metrics] in namespace "shop" have no workload selector, which can lead to undefined behavior."#
+                r#"The Telemetries [logs metrics] in namespace "shop" have no workload selector, which can lead to undefined behavior."#
             ),
         ]
     );
@@ -1187,7 +1187,7 @@ kind: Telemetry
 metadata: {name: reviews, namespace: shop}
 spec: {selector: {matchLabels: {app: reviews}}}
 "#);
-    let conflict = r#"The Sidecars [shop/by-app shop/by-version] in namespace "shop" select the same workload pod "reviews", which can lead to undefined behavior."#;
+    let conflict = r#"The Sidecars [by-app by-version] in namespace "shop" select the same workload pod "reviews", which can lead to undefined behavior."#;
     assert_eq!(
         codes(&found),
         vec![
