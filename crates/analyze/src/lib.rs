@@ -759,8 +759,10 @@ impl<'a> Context<'a> {
 }
 
 /// IST0128 and IST0129: SIMPLE or MUTUAL TLS toward a host, or one of its
-/// ports, without `caCertificates` (nor a `credentialName` to bring them,
-/// nor an explicit `insecureSkipVerify`): the server is not verified.
+/// ports, without `caCertificates`, nor a `credentialName` to bring them
+/// (which only a DestinationRule with a `workloadSelector`, for gateways,
+/// can use): the server is not verified. As in Istio, an explicit
+/// `insecureSkipVerify` is still reported.
 fn destination_tls(r: &Resource, out: &mut Vec<Message>) {
     let Spec::DestinationRule(dr) = &r.spec else {
         return;
@@ -775,10 +777,8 @@ fn destination_tls(r: &Resource, out: &mut Vec<Message>) {
             Some(ClientTlsMode::Mutual) => "MUTUAL",
             _ => return None,
         };
-        (tls.ca_certificates.is_none()
-            && tls.credential_name.is_none()
-            && tls.insecure_skip_verify != Some(true))
-        .then_some(mode)
+        let credential = tls.credential_name.is_some() && dr.workload_selector.is_some();
+        (tls.ca_certificates.is_none() && !credential).then_some(mode)
     };
     let ns = r.namespace();
     let text = |mode: &str| {

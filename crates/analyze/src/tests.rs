@@ -170,8 +170,20 @@ fn tls_origination_without_ca_certificates_is_unverified() {
         )]
     );
     assert!(dr("{mode: SIMPLE, caCertificates: /etc/ca.pem}").is_empty());
-    assert!(dr("{mode: MUTUAL, credentialName: client-credential}").is_empty());
     assert!(dr("{mode: ISTIO_MUTUAL}").is_empty());
+    // A credentialName brings the CA only to the gateways a workloadSelector
+    // picks; sidecars cannot read it. An explicit insecureSkipVerify is
+    // still unverified.
+    assert_eq!(
+        dr("{mode: MUTUAL, credentialName: client-credential}").len(),
+        1
+    );
+    assert_eq!(dr("{mode: SIMPLE, insecureSkipVerify: true}").len(), 1);
+    assert!(
+        run("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ext, namespace: shop}\nspec: {host: api.example.com, workloadSelector: {matchLabels: {istio: egressgateway}}, trafficPolicy: {tls: {mode: MUTUAL, credentialName: client-credential}}}\n")
+            .iter()
+            .all(|m| m.code != "IST0128")
+    );
 }
 
 #[test]
