@@ -213,6 +213,11 @@ pub struct Options<'a> {
 /// Every analyzer over `resources`, with `options`.
 pub fn analyze_with(resources: &[Resource], options: &Options<'_>) -> Vec<Message> {
     let mesh = options.mesh;
+    // Istio's DNS proxy allocates addresses to ServiceEntries without any.
+    let auto_allocated = mesh
+        .and_then(|m| m.default_config.as_ref())
+        .and_then(|c| c.proxy_metadata.get("ISTIO_META_DNS_AUTO_ALLOCATE"))
+        .is_some_and(|v| v == "true");
     let cx = Context::new(resources);
     let mut out = Vec::new();
     for r in resources {
@@ -224,7 +229,7 @@ pub fn analyze_with(resources: &[Resource], options: &Options<'_>) -> Vec<Messag
                 cx.destinations_of(r, &mut out);
             }
             Spec::DestinationRule(_) => destination_tls(r, &mut out),
-            Spec::ServiceEntry(_) => addresses_required(r, &mut out),
+            Spec::ServiceEntry(_) if !auto_allocated => addresses_required(r, &mut out),
             Spec::Service(_) => port_names(r, &mut out),
             Spec::Namespace => injection(r, &mut out),
             _ => {}
@@ -910,7 +915,9 @@ fn injection(r: &Resource, out: &mut Vec<Message>) {
 }
 
 /// IST0134: a ServiceEntry without addresses serving TCP (or unset
-/// protocol) ports, which proxies can only tell apart by address.
+/// protocol) ports, which proxies can only tell apart by address; not run
+/// when the mesh's proxies allocate addresses themselves
+/// (`ISTIO_META_DNS_AUTO_ALLOCATE` in `defaultConfig.proxyMetadata`).
 fn addresses_required(r: &Resource, out: &mut Vec<Message>) {
     let Spec::ServiceEntry(se) = &r.spec else {
         return;
@@ -921,7 +928,7 @@ fn addresses_required(r: &Resource, out: &mut Vec<Message>) {
     let tcp = se.ports.iter().any(|p| {
         p.protocol
             .as_deref()
-            .is_none_or(|proto| proto.eq_ignore_ascii_case("TCP"))
+            .is_none_or(|proto| proto.is_empty() || proto.eq_ignore_ascii_case("TCP"))
     });
     if tcp {
         out.push(message(

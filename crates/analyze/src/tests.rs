@@ -204,6 +204,24 @@ fn service_entries_serving_tcp_need_addresses() {
         )]
     );
     assert_eq!(se("{number: 5432, name: db, protocol: TCP}", "").len(), 1);
+    // An empty protocol is unset: IST0134, beside validation's IST0106.
+    let found = se("{number: 5432, name: tcp, protocol: \"\"}", "");
+    assert!(found.iter().any(|m| m.code == "IST0134"), "{found:?}");
+    // Proxies that allocate addresses themselves need none.
+    let mut l = weft_api::Loaded::default();
+    l.add_text(
+        "mesh.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: db, namespace: shop}\nspec: {hosts: [db.example.com], ports: [{number: 5432, name: tcp, protocol: TCP}], resolution: DNS}\n",
+    );
+    let mesh: weft_api::types::mesh::MeshConfig = serde_json::from_value(serde_json::json!({
+        "defaultConfig": {"proxyMetadata": {"ISTIO_META_DNS_CAPTURE": "true", "ISTIO_META_DNS_AUTO_ALLOCATE": "true"}}
+    }))
+    .unwrap();
+    let options = Options {
+        mesh: Some(&mesh),
+        ..Options::default()
+    };
+    assert!(analyze_with(&l.resources, &options).is_empty());
     assert!(
         se(
             "{number: 5432, name: tcp, protocol: TCP}",
