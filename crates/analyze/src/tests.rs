@@ -2312,3 +2312,43 @@ spec:
         ]
     );
 }
+
+#[test]
+fn mesh_networks_must_name_known_registries() {
+    let found = run(r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: "rootNamespace: istio-system"
+  meshNetworks: |
+    networks:
+      network1:
+        endpoints:
+        - fromRegistry: Kubernetes
+        gateways: [{address: 1.1.1.1, port: 15443}]
+      network2:
+        endpoints:
+        - fromRegistry: cluster-east
+        - fromRegistry: cluster-west
+        - fromCidr: 10.0.0.0/16
+        gateways: [{registryServiceName: istio-eastwestgateway.istio-system.svc.cluster.local, port: 15443}]
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: istio-remote-secret-east
+  namespace: istio-system
+  labels: {istio/multiCluster: "true"}
+stringData: {cluster-east: "kubeconfig"}
+"#);
+    assert_eq!(
+        codes(&found),
+        [(
+            "IST0126",
+            Level::Error,
+            "MeshNetworks istio-system/meshnetworks",
+            "Unknown service registry cluster-west in network network2"
+        )]
+    );
+}
