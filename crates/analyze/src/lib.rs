@@ -5,7 +5,8 @@
 //! Built so far: IST0101 (gateways, hosts, ports, subsets, namespaces,
 //! selectors, credentials), IST0102, IST0103, IST0109, IST0111, IST0112,
 //! IST0118, IST0123, IST0128, IST0129, IST0132, IST0134, IST0138, IST0140,
-//! IST0122, IST0144, IST0145, IST0149, IST0150, IST0161, IST0162, IST0173 here;
+//! IST0122, IST0144, IST0145, IST0149, IST0150, IST0161, IST0162, IST0173,
+//! IST0174 here;
 //! IST0107, IST0108, IST0125 and IST0135 in `annotations.rs`; IST0127 in `authz.rs`;
 //! IST0166 and IST0167 in `selectors.rs`; IST0139, IST0146 and IST0147 in `webhooks.rs`; IST0126 in `networks.rs`; IST0002 and IST0158 here;
 //! IST0113 in `mtls.rs`; IST0110
@@ -229,7 +230,23 @@ pub fn analyze_with(resources: &[Resource], options: &Options<'_>) -> Vec<Messag
                 cx.hosts_in_gateways(r, &mut out);
                 cx.destinations_of(r, &mut out);
             }
-            Spec::DestinationRule(_) => destination_tls(r, &mut out),
+            Spec::DestinationRule(dr) => {
+                destination_tls(r, &mut out);
+                // IST0174: a host no Service or ServiceEntry visible to
+                // the DestinationRule defines.
+                let host = expand(&dr.host, r.namespace());
+                if !cx.host_visible(r.namespace(), &dr.export_to, &host) {
+                    out.push(message(
+                        "IST0174",
+                        Level::Warning,
+                        r,
+                        format!(
+                            "The host {} defined in the DestinationRule does not match any services in the mesh.",
+                            dr.host
+                        ),
+                    ));
+                }
+            }
             Spec::ServiceEntry(_) if !auto_allocated => addresses_required(r, &mut out),
             Spec::Service(_) => port_names(r, &mut out),
             Spec::Namespace => injection(r, &mut out),
@@ -579,9 +596,9 @@ impl<'a> Context<'a> {
         cx
     }
 
-    /// Whether a VirtualService in `ns`, exported to `export_to`, sees a
-    /// Service or ServiceEntry for `host`, as Istio's analyzer looks hosts
-    /// up: one exported to all namespaces, or to a namespace the
+    /// Whether a VirtualService (or DestinationRule) in `ns`, exported to
+    /// `export_to`, sees a Service or ServiceEntry for `host`, as Istio's
+    /// analyzer looks hosts up: one exported to all namespaces, or to a namespace the
     /// VirtualService is exported to (its own when it names none); then
     /// wildcard hosts exported to all or to `ns`.
     fn host_visible(&self, ns: &str, export_to: &[String], host: &str) -> bool {

@@ -141,11 +141,14 @@ spec:
     );
 }
 
+/// The external API the TLS origination tests' DestinationRules are for.
+const API: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: api, namespace: shop}\nspec: {hosts: [api.example.com], ports: [{number: 443, name: https, protocol: HTTPS}], resolution: DNS}\n";
+
 #[test]
 fn tls_origination_without_ca_certificates_is_unverified() {
     let dr = |tls: &str| {
         run(&format!(
-            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: ext, namespace: shop}}\nspec: {{host: api.example.com, trafficPolicy: {{tls: {tls}}}}}\n"
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: ext, namespace: shop}}\nspec: {{host: api.example.com, trafficPolicy: {{tls: {tls}}}}}\n---\n{API}"
         ))
     };
     assert_eq!(
@@ -180,7 +183,7 @@ fn tls_origination_without_ca_certificates_is_unverified() {
     );
     assert_eq!(dr("{mode: SIMPLE, insecureSkipVerify: true}").len(), 1);
     assert!(
-        run("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ext, namespace: shop}\nspec: {host: api.example.com, workloadSelector: {matchLabels: {istio: egressgateway}}, trafficPolicy: {tls: {mode: MUTUAL, credentialName: client-credential}}}\n")
+        run(&format!("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: ext, namespace: shop}}\nspec: {{host: api.example.com, workloadSelector: {{matchLabels: {{istio: egressgateway}}}}, trafficPolicy: {{tls: {{mode: MUTUAL, credentialName: client-credential}}}}}}\n---\n{API}"))
             .iter()
             .all(|m| m.code != "IST0128")
     );
@@ -2349,6 +2352,27 @@ stringData: {cluster-east: "kubeconfig"}
             Level::Error,
             "MeshNetworks istio-system/meshnetworks",
             "Unknown service registry cluster-west in network network2"
+        )]
+    );
+}
+
+#[test]
+fn destination_rule_hosts_must_be_services_of_the_mesh() {
+    // The example of Istio's IST0174 page, beside a rule for a real host.
+    let found = run(&format!(
+        "{REVIEWS}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: typo\nspec:\n  host: reveiws\n"
+    ));
+    let found: Vec<_> = codes(&found)
+        .into_iter()
+        .filter(|(code, ..)| *code == "IST0174")
+        .collect();
+    assert_eq!(
+        found,
+        [(
+            "IST0174",
+            Level::Warning,
+            "DestinationRule default/typo",
+            "The host reveiws defined in the DestinationRule does not match any services in the mesh."
         )]
     );
 }
