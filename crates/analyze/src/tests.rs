@@ -2376,3 +2376,58 @@ fn destination_rule_hosts_must_be_services_of_the_mesh() {
         )]
     );
 }
+
+#[test]
+fn conditions_a_controller_reported_as_negative_are_shown() {
+    let found = run(r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: httpbin, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: httpbin, port: 8000}]}]
+status:
+  parents:
+  - parentRef: {name: gw}
+    controllerName: istio.io/gateway-controller
+    conditions:
+    - {type: Accepted, status: "True", reason: Accepted, message: Route was valid}
+    - {type: ResolvedRefs, status: "False", reason: BackendNotFound, message: backend(httpbin.default.svc.cluster.local) not found}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: waypoint-policy, namespace: default}
+spec: {action: DENY, rules: [{to: [{operation: {paths: [/admin]}}]}]}
+status:
+  conditions:
+  - {type: WaypointAccepted, status: True, reason: PartiallyInvalid, message: "rule 0: unsupported attribute"}
+  - {type: ZtunnelAccepted, status: True, reason: Accepted, message: ok}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+status:
+  conditions: [{type: istio.io/WaypointBound, status: "True", reason: WaypointAccepted, message: bound}]
+"#);
+    let found: Vec<_> = codes(&found)
+        .into_iter()
+        .filter(|(code, ..)| *code == "IST0171")
+        .map(|(_, level, origin, text)| (level, origin, text))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                Level::Warning,
+                "HTTPRoute default/httpbin",
+                "A condition with a negative status is present: type=ResolvedRefs, reason=BackendNotFound, message=backend(httpbin.default.svc.cluster.local) not found."
+            ),
+            (
+                Level::Warning,
+                "AuthorizationPolicy default/waypoint-policy",
+                "A condition with a negative status is present: type=WaypointAccepted, reason=PartiallyInvalid, message=rule 0: unsupported attribute."
+            ),
+        ]
+    );
+}
