@@ -8,7 +8,7 @@
 //! IST0122, IST0144, IST0145, IST0149, IST0150, IST0161, IST0162, IST0173,
 //! IST0174 here;
 //! IST0107, IST0108, IST0125 and IST0135 in `annotations.rs`; IST0127 in `authz.rs`;
-//! IST0166 and IST0167 in `selectors.rs`; IST0139, IST0146 and IST0147 in `webhooks.rs`; IST0126 in `networks.rs`; IST0171 in `conditions.rs`; IST0002 and IST0158 here;
+//! IST0166 and IST0167 in `selectors.rs`; IST0139, IST0146, IST0147, IST0163 and IST0164 in `webhooks.rs`; IST0126 in `networks.rs`; IST0171 in `conditions.rs`; IST0002 and IST0158 here;
 //! IST0113 in `mtls.rs`; IST0110
 //! and IST0159 in `selectors.rs`; IST0116 and IST0137 in `deployments.rs`;
 //! IST0151 to IST0155 in `envoy_filter.rs`; IST0157 and IST0160 in
@@ -259,6 +259,7 @@ pub fn analyze_with(resources: &[Resource], options: &Options<'_>) -> Vec<Messag
     networks::analyze(resources, &mut out);
     conditions::analyze(resources, &mut out);
     webhooks::image_auto(resources, &mut out);
+    webhooks::external_control_plane(resources, &mut out);
     deprecated_fields(resources, &mut out);
     sidecars_without_selectors(resources, &mut out);
     duplicate_certificates(resources, &mut out);

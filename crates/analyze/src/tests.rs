@@ -2431,3 +2431,59 @@ status:
         ]
     );
 }
+
+#[test]
+fn webhooks_of_an_external_control_plane_need_a_hostname() {
+    let found = run(r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {name: istio-validator-external-istiod}
+webhooks:
+- name: rev.validation.istio.io
+  clientConfig: {url: "https://35.1.2.3:15017/validate"}
+- name: validation.istio.io
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata: {name: istio-sidecar-injector-external-istiod}
+webhooks:
+- name: rev.namespace.sidecar-injector.istio.io
+  clientConfig: {url: "https://istiod.example.com:15017/inject/cluster/remote/net/network1"}
+- name: object.sidecar-injector.istio.io
+  clientConfig: {url: "https://[2001:db8::1]:15017/inject"}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {name: other-validator}
+webhooks:
+- name: other.example.com
+  clientConfig: {url: "https://10.0.0.1/validate"}
+"#);
+    let found: Vec<_> = codes(&found)
+        .into_iter()
+        .filter(|(code, ..)| ["IST0163", "IST0164"].contains(code))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "IST0164",
+                Level::Info,
+                "ValidatingWebhookConfiguration istio-validator-external-istiod",
+                "The address (https://35.1.2.3:15017/validate) that was provided for the webhook (rev.validation.istio.io) to reach the ingress gateway on the external control plane cluster is an IP address. This is not recommended for a production environment."
+            ),
+            (
+                "IST0163",
+                Level::Warning,
+                "ValidatingWebhookConfiguration istio-validator-external-istiod",
+                "The hostname () that was provided for the webhook (validation.istio.io) to reach the ingress gateway on the external control plane cluster is blank. Traffic may not flow properly."
+            ),
+            (
+                "IST0164",
+                Level::Info,
+                "MutatingWebhookConfiguration istio-sidecar-injector-external-istiod",
+                "The address (https://[2001:db8::1]:15017/inject) that was provided for the webhook (object.sidecar-injector.istio.io) to reach the ingress gateway on the external control plane cluster is an IP address. This is not recommended for a production environment."
+            ),
+        ]
+    );
+}

@@ -5,7 +5,8 @@
 //! webhooks name), at most one Istio webhook may match; and a webhook that
 //! calls a Service must name one that exists. IST0146 and IST0147: a
 //! Deployment or Pod whose `istio-proxy` container has `image: auto` (left
-//! for the injector to fill in) that no Istio webhook will inject.
+//! for the injector to fill in) that no Istio webhook will inject. IST0163
+//! and IST0164: webhooks that call an external control plane badly.
 
 use std::collections::BTreeSet;
 
@@ -202,5 +203,71 @@ pub(crate) fn image_auto(resources: &[Resource], out: &mut Vec<Message>) {
             }
             _ => {}
         }
+    }
+}
+
+/// IST0163 and IST0164 for Istio's webhooks (validators named
+/// `istiod-default-validator` or `istio-validator*`, injectors named
+/// `istio-sidecar-injector*`) that call an external control plane by URL:
+/// an IP address instead of a hostname (IST0164), or neither a URL nor a
+/// Service (IST0163). Istio also looks the hostname up in DNS; `weft
+/// analyze` reads files only and does not.
+pub(crate) fn external_control_plane(resources: &[Resource], out: &mut Vec<Message>) {
+    for r in resources {
+        let webhooks = match &r.spec {
+            Spec::ValidatingWebhookConfiguration(w)
+                if r.name == "istiod-default-validator"
+                    || r.name.starts_with("istio-validator") =>
+            {
+                w
+            }
+            Spec::MutatingWebhookConfiguration(w)
+                if r.name.starts_with("istio-sidecar-injector") =>
+            {
+                w
+            }
+            _ => continue,
+        };
+        for w in webhooks {
+            let config = w.client_config.as_ref();
+            match config.and_then(|c| c.url.as_deref()) {
+                Some(url) if url_host(url).parse::<std::net::IpAddr>().is_ok() => {
+                    out.push(message(
+                        "IST0164",
+                        Level::Info,
+                        r,
+                        format!(
+                            "The address ({url}) that was provided for the webhook ({}) to reach the ingress gateway on the external control plane cluster is an IP address. This is not recommended for a production environment.",
+                            w.name
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None if config.and_then(|c| c.service.as_ref()).is_none() => {
+                    out.push(message(
+                        "IST0163",
+                        Level::Warning,
+                        r,
+                        format!(
+                            "The hostname () that was provided for the webhook ({}) to reach the ingress gateway on the external control plane cluster is blank. Traffic may not flow properly.",
+                            w.name
+                        ),
+                    ));
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+/// The host of a URL (`https://host:port/path`), without brackets for
+/// IPv6 literals.
+fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
     }
 }

@@ -532,6 +532,9 @@ fn parse_spec(info: &KindInfo, root: &Node) -> Result<Spec, de::Error> {
         (ADMISSION, "MutatingWebhookConfiguration") => {
             Spec::MutatingWebhookConfiguration(top(root, "webhooks")?)
         }
+        (ADMISSION, "ValidatingWebhookConfiguration") => {
+            Spec::ValidatingWebhookConfiguration(top(root, "webhooks")?)
+        }
         (CORE, "ConfigMap") => Spec::ConfigMap(ConfigMapData {
             data: top(root, "data")?,
         }),

@@ -105,6 +105,13 @@ pub static KINDS: &[KindInfo] = &[
         false,
         false
     ),
+    kind!(
+        ADMISSION,
+        "ValidatingWebhookConfiguration",
+        &["v1"],
+        false,
+        false
+    ),
 ];
 
 impl KindInfo {
@@ -157,6 +164,8 @@ pub enum Spec {
     ConfigMap(kube::ConfigMapData),
     /// Its `webhooks`.
     MutatingWebhookConfiguration(Vec<kube::Webhook>),
+    /// Its `webhooks`.
+    ValidatingWebhookConfiguration(Vec<kube::Webhook>),
 }
 
 /// Where a resource was read from.

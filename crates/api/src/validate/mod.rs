@@ -73,7 +73,8 @@ pub fn validate_resource(r: &Resource) -> Vec<Diagnostic> {
         | Spec::HorizontalPodAutoscaler(_)
         | Spec::PodDisruptionBudget(_)
         | Spec::ConfigMap(_)
-        | Spec::MutatingWebhookConfiguration(_) => {}
+        | Spec::MutatingWebhookConfiguration(_)
+        | Spec::ValidatingWebhookConfiguration(_) => {}
     }
     cx.issues
         .into_iter()
