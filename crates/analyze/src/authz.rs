@@ -69,7 +69,7 @@ pub(crate) fn analyze(resources: &[Resource], root: &str, out: &mut Vec<Message>
                 r,
                 format!(
                     "No matching workloads for this resource with the following labels: {}",
-                    selector_string(selector)
+                    selector.map_or_else(String::new, crate::selector_text)
                 ),
             ));
         }
@@ -112,18 +112,6 @@ pub(crate) fn analyze(resources: &[Resource], root: &str, out: &mut Vec<Message>
             }
         }
     }
-}
-
-/// Kubernetes' form of a label selector: `k=v,k2=v2`, keys in order.
-fn selector_string(selector: Option<&Labels>) -> String {
-    selector
-        .map(|s| {
-            s.iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default()
 }
 
 /// A namespace against a policy's pattern: `*`, `prefix*`, `*suffix` or

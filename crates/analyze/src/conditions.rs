@@ -7,7 +7,7 @@
 //! AuthorizationPolicies; `Accepted`, `Programmed` or `ResolvedRefs` false
 //! on Gateway API Gateways and on HTTPRoutes and GRPCRoutes (per parent).
 
-use weft_api::yaml::{Node, Value};
+use weft_api::yaml::Node;
 use weft_api::{Resource, Spec};
 
 use crate::{Level, Message, message};
@@ -17,10 +17,10 @@ pub(crate) fn analyze(resources: &[Resource], out: &mut Vec<Message>) {
         let Some(status) = r.node.get("status") else {
             continue;
         };
-        let (negative, conditions): (fn(&Condition<'_>) -> bool, Vec<&Node>) = match &r.spec {
+        let (negative, found): (fn(&Condition<'_>) -> bool, Vec<&Node>) = match &r.spec {
             Spec::Service(_) | Spec::ServiceEntry(_) | Spec::WorkloadEntry(_) => (
                 |c| c.kind == "istio.io/WaypointBound" && c.status == "False",
-                list(status.get("conditions")),
+                conditions(status),
             ),
             Spec::AuthorizationPolicy(_) => (
                 |c| {
@@ -30,19 +30,22 @@ pub(crate) fn analyze(resources: &[Resource], out: &mut Vec<Message>) {
                             && c.status == "True"
                             && c.reason == "PartiallyInvalid")
                 },
-                list(status.get("conditions")),
+                conditions(status),
             ),
-            Spec::KubeGateway(_) => (gateway_api, list(status.get("conditions"))),
+            Spec::KubeGateway(_) => (gateway_api, conditions(status)),
             Spec::HttpRoute(_) | Spec::GrpcRoute(_) => (
                 gateway_api,
-                list(status.get("parents"))
-                    .into_iter()
-                    .flat_map(|p| list(p.get("conditions")))
+                status
+                    .get("parents")
+                    .map(Node::items)
+                    .unwrap_or_default()
+                    .iter()
+                    .flat_map(conditions)
                     .collect(),
             ),
             _ => continue,
         };
-        for c in conditions.into_iter().filter_map(Condition::read) {
+        for c in found.into_iter().filter_map(Condition::read) {
             if negative(&c) {
                 out.push(message(
                     "IST0171",
@@ -81,9 +84,11 @@ impl<'a> Condition<'a> {
     }
 }
 
-fn list(node: Option<&Node>) -> Vec<&Node> {
-    match node.map(|n| &n.value) {
-        Some(Value::Seq(items)) => items.iter().collect(),
-        _ => Vec::new(),
-    }
+fn conditions(status: &Node) -> Vec<&Node> {
+    status
+        .get("conditions")
+        .map(Node::items)
+        .unwrap_or_default()
+        .iter()
+        .collect()
 }

@@ -176,6 +176,15 @@ pub(crate) fn workload_labels(r: &Resource) -> Option<&BTreeMap<String, String>>
     }
 }
 
+/// Kubernetes' form of a label selector: `k=v,k2=v2`, keys in order.
+pub(crate) fn selector_text(selector: &BTreeMap<String, String>) -> String {
+    selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Whether every label of `selector` is on `labels`.
 pub(crate) fn selects(
     selector: &BTreeMap<String, String>,
@@ -321,14 +330,6 @@ fn conflicting_gateways(resources: &[Resource], out: &mut Vec<Message>) {
         hosts: &'a [String],
         bind: &'a str,
     }
-    // As Kubernetes prints a label selector: sorted key=value pairs.
-    let text = |selector: &BTreeMap<String, String>| {
-        selector
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
     let mut last: BTreeMap<(String, u32), Listener<'_>> = BTreeMap::new();
     for r in resources {
         if let Spec::Gateway(g) = &r.spec {
@@ -340,7 +341,7 @@ fn conflicting_gateways(resources: &[Resource], out: &mut Vec<Message>) {
                     Listener {
                         gateway: gateway.clone(),
                         selector: &g.selector,
-                        text: text(&g.selector),
+                        text: selector_text(&g.selector),
                         port,
                         hosts: &s.hosts,
                         bind: s.bind.as_deref().unwrap_or_default(),
@@ -356,7 +357,7 @@ fn conflicting_gateways(resources: &[Resource], out: &mut Vec<Message>) {
             continue;
         };
         let me = format!("{}/{}", r.namespace(), r.name);
-        let mine = text(&g.selector);
+        let mine = selector_text(&g.selector);
         let same_workloads = |other: &Listener<'_>| {
             other.text == mine
                 || ((other.text.contains(&mine) || mine.contains(&other.text))
@@ -1235,13 +1236,14 @@ fn gateway_credentials(resources: &[Resource], options: &Options<'_>, out: &mut 
                 .then_some(ns)
         });
         let Some(ns) = workload_ns else {
-            let selector: Vec<String> =
-                g.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
             out.push(message(
                 "IST0101",
                 Level::Error,
                 r,
-                format!("Referenced selector not found: {:?}", selector.join(",")),
+                format!(
+                    "Referenced selector not found: {:?}",
+                    selector_text(&g.selector)
+                ),
             ));
             continue;
         };
@@ -1513,7 +1515,7 @@ fn gateway_ports(resources: &[Resource], out: &mut Vec<Message>) {
         if !matched {
             continue;
         }
-        let selector: Vec<String> = g.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let selector = selector_text(&g.selector);
         let line = r
             .node
             .get("spec")
@@ -1531,7 +1533,7 @@ fn gateway_ports(resources: &[Resource], out: &mut Vec<Message>) {
                     line,
                     format!(
                         "The gateway is listening on a target port (port {number}) that is not defined in the Service associated with its workload instances (Pod selector {}). If you need to access the gateway port through the gateway Service, it will not be available.",
-                        selector.join(",")
+                        selector
                     ),
                 ));
             }

@@ -41,7 +41,7 @@ pub(crate) fn analyze(resources: &[Resource], out: &mut Vec<Message>) {
             .filter_map(|d| d.root.as_ref()?.get("networks"))
             .flat_map(entries);
         for (network, spec) in networks {
-            let endpoints = spec.get("endpoints").map(items).unwrap_or_default();
+            let endpoints = spec.get("endpoints").map(Node::items).unwrap_or_default();
             for registry in endpoints
                 .iter()
                 .filter_map(|e| e.get("fromRegistry")?.as_str())
@@ -67,13 +67,6 @@ fn entries(node: &Node) -> Vec<(&str, &Node)> {
             .iter()
             .filter_map(|(k, v)| Some((k.as_str()?, v)))
             .collect(),
-        _ => Vec::new(),
-    }
-}
-
-fn items(node: &Node) -> Vec<&Node> {
-    match &node.value {
-        Value::Seq(items) => items.iter().collect(),
         _ => Vec::new(),
     }
 }

@@ -151,12 +151,14 @@ fn check<'a>(
             }
         }
         if !found {
-            let text: Vec<String> = sel.iter().map(|(k, v)| format!("{k}={v}")).collect();
             out.push(message(
                 "IST0101",
                 Level::Error,
                 r,
-                format!("Referenced selector not found: {:?}", text.join(",")),
+                format!(
+                    "Referenced selector not found: {:?}",
+                    crate::selector_text(sel)
+                ),
             ));
         }
     }

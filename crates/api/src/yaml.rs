@@ -115,6 +115,14 @@ impl Node {
         }
     }
 
+    /// The items of a sequence; none for any other node.
+    pub fn items(&self) -> &[Node] {
+        match &self.value {
+            Value::Seq(items) => items,
+            _ => &[],
+        }
+    }
+
     /// A short description of the node's type, for error messages.
     pub fn describe(&self) -> String {
         match &self.value {

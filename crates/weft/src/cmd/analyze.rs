@@ -121,10 +121,16 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .map(|(n, _)| n.clone())
         .chain(invalid_secrets(&loaded.resources, now))
         .collect();
-    let mut messages: Vec<Message> = loaded
+    // Validation's findings honour the suppress annotation as the
+    // analyzers' already do.
+    let mut schema: Vec<Message> = loaded
         .diagnostics
         .iter()
         .filter_map(weft_analyze::schema)
+        .collect();
+    weft_analyze::drop_suppressed(&loaded.resources, &mut schema);
+    let mut messages: Vec<Message> = schema
+        .into_iter()
         .chain(weft_analyze::analyze_with(
             &loaded.resources,
             &weft_analyze::Options {
@@ -135,7 +141,6 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         ))
         .filter(|m| !suppressed(&rules, m))
         .collect();
-    weft_analyze::drop_suppressed(&loaded.resources, &mut messages);
     messages.sort_by(|a, b| (a.level, &a.origin, a.code).cmp(&(b.level, &b.origin, b.code)));
     let rows = if args.readiness {
         let meshconfig = loaded.mesh.as_ref();
