@@ -749,30 +749,12 @@ async fn grpc_over_h2c_keeps_trailers_end_to_end() {
         (format!("127.0.{net}.33").parse().unwrap(), "destination"),
     ] {
         for status in ["0", "5"] {
-            let mut text = String::new();
-            for _ in 0..50 {
-                text = get_full(
-                    SocketAddr::new(ip, 15090),
-                    "/stats/prometheus",
-                    Some("x"),
-                    &[],
-                )
-                .await
-                .2;
-                if text.lines().any(|l| {
-                    l.starts_with("istio_requests_total{")
-                        && l.contains(&format!("reporter=\"{reporter}\""))
-                        && l.contains("request_protocol=\"grpc\"")
-                        && l.contains(&format!("grpc_response_status=\"{status}\""))
-                }) {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            assert!(
-                text.contains(&format!("grpc_response_status=\"{status}\"")),
-                "{reporter} {status}: {text}"
-            );
+            let labels = [
+                ("reporter", reporter),
+                ("request_protocol", "grpc"),
+                ("grpc_response_status", status),
+            ];
+            assert!(counted_with(ip, &labels).await, "{reporter} {status}");
         }
     }
 }
@@ -1353,9 +1335,24 @@ async fn bodies_cut_short_are_labelled_uc_and_dc() {
 }
 
 /// Whether the proxy at `ip` has counted a request to service `name`
-/// (default namespace) with this reporter, response code and flag; polled
-/// for up to 2 s.
+/// (default namespace) with this reporter, response code and flag.
 async fn counted(ip: IpAddr, reporter: &str, name: &str, code: &str, flag: &str) -> bool {
+    let service = format!("{name}.default.svc.cluster.local");
+    counted_with(
+        ip,
+        &[
+            ("reporter", reporter),
+            ("destination_service", &service),
+            ("response_flags", flag),
+            ("response_code", code),
+        ],
+    )
+    .await
+}
+
+/// Whether the proxy at `ip` has an `istio_requests_total` series with
+/// these label values; polled for up to 2 s.
+async fn counted_with(ip: IpAddr, labels: &[(&str, &str)]) -> bool {
     for _ in 0..100 {
         let text = get_full(
             SocketAddr::new(ip, 15090),
@@ -1367,12 +1364,9 @@ async fn counted(ip: IpAddr, reporter: &str, name: &str, code: &str, flag: &str)
         .2;
         if text.lines().any(|l| {
             l.starts_with("istio_requests_total{")
-                && l.contains(&format!("reporter=\"{reporter}\""))
-                && l.contains(&format!(
-                    "destination_service=\"{name}.default.svc.cluster.local\""
-                ))
-                && l.contains(&format!("response_flags=\"{flag}\""))
-                && l.contains(&format!("response_code=\"{code}\""))
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
         }) {
             return true;
         }
