@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use weft_api::yaml::{Node, Value};
 use weft_api::{Resource, Spec};
 
-use crate::{Level, Message, documentation};
+use crate::{Level, Message, documentation, message};
 
 pub(crate) fn analyze(resources: &[Resource], out: &mut Vec<Message>) {
     let mut registries: BTreeSet<&str> = ["Kubernetes", "External", "Mock"].into();
@@ -33,8 +33,20 @@ pub(crate) fn analyze(resources: &[Resource], out: &mut Vec<Message>) {
         let Some(text) = cm.data.get("meshNetworks").filter(|_| r.name == "istio") else {
             continue;
         };
-        let Ok(docs) = weft_api::yaml::parse_stream(text) else {
-            continue;
+        let docs = match weft_api::yaml::parse_stream(text) {
+            Ok(docs) => docs,
+            Err(e) => {
+                out.push(message(
+                    "IST0106",
+                    Level::Error,
+                    r,
+                    format!(
+                        "Schema validation error: data.meshNetworks: line {}: {}",
+                        e.pos.line, e.message
+                    ),
+                ));
+                continue;
+            }
         };
         let networks = docs
             .iter()

@@ -2345,6 +2345,16 @@ metadata:
   labels: {istio/multiCluster: "true"}
 stringData: {cluster-east: "kubeconfig"}
 "#);
+    // meshNetworks that do not parse are a schema error, not ignored.
+    let broken = run(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: \"rootNamespace: istio-system\"\n  meshNetworks: \"networks: [unclosed\"\n",
+    );
+    assert!(
+        broken
+            .iter()
+            .any(|m| m.code == "IST0106" && m.message.contains("meshNetworks")),
+        "{broken:?}"
+    );
     assert_eq!(
         codes(&found),
         [(
