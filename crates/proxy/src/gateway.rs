@@ -365,9 +365,10 @@ async fn serve_http<I>(
             Ok::<_, hyper::Error>(outbound::observed(out, req, peer, listener).await)
         }
     });
-    let _ = auto::Builder::new(TokioExecutor::new())
-        .serve_connection_with_upgrades(TokioIo::new(StrictHeads::new(io)), service)
-        .await;
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let server =
+        builder.serve_connection_with_upgrades(TokioIo::new(StrictHeads::new(io)), service);
+    let _ = crate::upstream::serving(server).await;
 }
 
 /// What Envoy does at the edge: the client's address appended to

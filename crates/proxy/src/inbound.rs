@@ -5,9 +5,7 @@
 //! and counted in Istio's metrics with `reporter="destination"`. Other
 //! ports pass through as TCP.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -32,6 +30,7 @@ use crate::outbound::Outbound;
 use crate::ratelimit;
 use crate::telemetry::{AccessLog, Observation, PeerMeta, inbound_labels, request_protocol};
 use crate::upgrade;
+use crate::upstream::ConnFuture;
 
 /// The port plaintext inbound traffic arrives on.
 pub const PLAINTEXT_PORT: u16 = 15006;
@@ -290,14 +289,12 @@ impl Inbound {
                 Some((status, flag)),
             )
         });
-        let cluster = format!("inbound|{}||", port.port);
-        observation.finish(
-            resp,
-            self.metrics.clone(),
-            (key, handles),
-            Some(app.target.to_string()),
-            Some(cluster),
-        )
+        observation.finish(resp, self.metrics.clone(), (key, handles), |_| {
+            (
+                Some(app.target.to_string()),
+                Some(format!("inbound|{}||", port.port)),
+            )
+        })
     }
 }
 
@@ -342,10 +339,6 @@ async fn forward(mut req: Request<Incoming>, app: &AppConn) -> Response<Body> {
         ),
     }
 }
-
-/// A connection to the application, driven by the task that serves the
-/// inbound stream.
-type ConnFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 async fn poll_conn(conn: &mut Option<ConnFuture>) {
     if let Some(c) = conn {

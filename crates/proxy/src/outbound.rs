@@ -121,9 +121,10 @@ pub async fn serve(listener: TcpListener, outbound: Arc<Outbound>) {
             });
             // HTTP/1.1, or HTTP/2 with prior knowledge (h2c, as gRPC
             // clients speak to a proxy).
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(StrictHeads::new(tcp)), service)
-                .await;
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let server = builder
+                .serve_connection_with_upgrades(TokioIo::new(StrictHeads::new(tcp)), service);
+            let _ = crate::upstream::serving(server).await;
         }
     })
     .await;
@@ -215,15 +216,14 @@ pub(crate) async fn observed(
             flag,
         )
     });
-    let upstream_host = upstream.and_then(|u| u.address).map(|a| a.to_string());
-    let cluster = dest.map(|d| d.cluster.clone());
-    observation.finish(
-        resp,
-        outbound.metrics.clone(),
-        (key, handles),
-        upstream_host,
-        cluster,
-    )
+    observation.finish(resp, outbound.metrics.clone(), (key, handles), |head| {
+        let upstream = head.extensions.get::<Upstream>();
+        let dest = head.extensions.get::<DestService>();
+        (
+            upstream.and_then(|u| u.address).map(|a| a.to_string()),
+            dest.map(|d| d.cluster.clone()),
+        )
+    })
 }
 
 /// Where a request is going: host without port, and port.
@@ -316,7 +316,7 @@ async fn handle(
         if matches!(listener, Listener::Outbound)
             && config.outbound_policy == OutboundPolicy::AllowAny
         {
-            return passthrough(outbound, req, &host, port).await;
+            return Box::pin(passthrough(outbound, req, &host, port)).await;
         }
         // Envoy's answers: a gateway without a virtual host for the name
         // says 404, the outbound listener 502.
@@ -339,7 +339,7 @@ async fn handle(
         };
     };
     if req.method() == Method::CONNECT {
-        return connect(outbound, &config, service, req, &host).await;
+        return Box::pin(connect(outbound, &config, service, req, &host)).await;
     }
     // Routes match the normalized path, and it is what goes upstream.
     if let Err(e) = crate::http::normalize_request(&mut req, config.path_normalization) {
@@ -393,7 +393,7 @@ async fn handle(
             principal: client.and_then(|c| c.principal.as_deref()),
             headers: req.headers(),
         };
-        match outbound.limiter.check(&config.rate_limits, &asked).await {
+        match Box::pin(outbound.limiter.check(&config.rate_limits, &asked)).await {
             Decision::Limited(resp) => return resp,
             passed => Some(passed),
         }
@@ -488,7 +488,7 @@ async fn handle(
     if let (Some(mirror), Replay::Buffered(bytes)) = (&route.mirror, &body) {
         if chance(outbound, mirror.percent) {
             if let Some(mc) = find_cluster(outbound, &config, &mirror.cluster, &host).await {
-                shadow(outbound, &mc, &parts, bytes.clone()).await;
+                Box::pin(shadow(outbound, &mc, &parts, bytes.clone())).await;
             }
         }
     }
@@ -778,8 +778,19 @@ pub(crate) async fn find_cluster<'a>(
     asked: &str,
 ) -> Option<Cow<'a, Cluster>> {
     let cluster = config.clusters.get(name)?;
-    let Some(dns) = &cluster.dns else {
+    if cluster.dns.is_none() {
         return Some(Cow::Borrowed(cluster));
+    }
+    // Resolving is the rare case: its future is kept out of the request's.
+    Some(Cow::Owned(
+        Box::pin(resolve(outbound, cluster, asked)).await,
+    ))
+}
+
+/// `cluster` with the endpoints its DNS names resolve to.
+async fn resolve(outbound: &Outbound, cluster: &Cluster, asked: &str) -> Cluster {
+    let Some(dns) = &cluster.dns else {
+        return cluster.clone();
     };
     let no_labels = BTreeMap::new();
     let original = dns
@@ -812,7 +823,7 @@ pub(crate) async fn find_cluster<'a>(
                 labels: labels.clone(),
             }));
     }
-    Some(Cow::Owned(resolved))
+    resolved
 }
 
 /// Round robin over the cluster's endpoints.
@@ -929,8 +940,12 @@ async fn send_once(
             &format!("no healthy upstream in {}", cluster.name),
         ))));
     };
-    let mut req = Request::from_parts(parts.clone(), body);
-    *req.extensions_mut() = http::Extensions::new();
+    // The downstream request's extensions stay behind.
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
     // HTTP/2 to HTTP/2 and gRPC apps: gRPC keeps its trailers end to end.
     let client = outbound.clients.for_cluster(cluster);
     let mut resp = match client.request(ep.address, req).await {

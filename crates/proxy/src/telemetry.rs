@@ -359,13 +359,14 @@ impl Observation {
     /// sent: under `handles`, the metrics its head decided (cached in
     /// `metrics` under `key`), or under the same labels with the flag of
     /// an unfinished body (UC, DC) and the gRPC status of its trailers.
+    /// `upstream` names the upstream host and cluster from the response
+    /// head, asked only when there is an access log.
     pub fn finish(
         self,
         resp: Response<Body>,
         metrics: Arc<Metrics>,
         (key, handles): (u64, Arc<RequestHandles>),
-        upstream_host: Option<String>,
-        cluster: Option<String>,
+        upstream: impl FnOnce(&http::response::Parts) -> (Option<String>, Option<String>),
     ) -> Response<Body> {
         let (parts, body) = resp.into_parts();
         let flag = parts.extensions.get::<ResponseFlag>().map(|f| f.0);
@@ -377,6 +378,7 @@ impl Observation {
             request_bytes,
             log,
         } = self;
+        let log = log.map(|(log, entry)| (log, entry, upstream(&parts)));
         let body = Counted::new(body, move |response_bytes, ending, trailer_grpc| {
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             let outcome = Outcome {
@@ -389,7 +391,7 @@ impl Observation {
                 metrics.settled(key, handles, outcome)
             };
             handles.observe(ms, request_bytes, response_bytes);
-            if let Some((log, entry)) = log {
+            if let Some((log, entry, (upstream_host, cluster))) = log {
                 let _ = log.send(entry.line(
                     status,
                     outcome.flag,

@@ -3,25 +3,28 @@
 //! reused for the next request to the same endpoint, so a busy route pays
 //! for one tunnel (and one connection to the app) rather than one per
 //! request. HTTP/1.1 and HTTP/2 upstreams have a client each.
+//!
+//! An HTTP/1.1 connection in use is driven by the task that serves the
+//! downstream connection whose request it carries ([`serving`]), so a
+//! request and its response cross no other task on their way through the
+//! proxy; between requests it waits, unpolled, in its pool.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, RwLock};
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use hyper::body::Incoming;
-use hyper::client::conn::http2::SendRequest;
+use hyper::client::conn::{http1, http2::SendRequest};
 use hyper::upgrade::Upgraded;
-use hyper::{Request, Response, Uri};
+use hyper::{Request, Response};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{
-    Connected, Connection, HttpConnector, capture_connection,
-};
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -35,14 +38,8 @@ use crate::origination::Originator;
 use crate::telemetry::baggage;
 
 /// A connection to an application: through a tunnel, direct, or over TLS
-/// this proxy originated; counting its requests when its cluster limits
-/// them (`maxRequestsPerConnection`).
-pub struct Conn {
-    stream: Stream,
-    counted: bool,
-}
-
-enum Stream {
+/// this proxy originated.
+pub enum Conn {
     Tunnel(Upgraded),
     Tcp(TokioIo<TcpStream>),
     Tls(Box<TokioIo<TlsStream<TcpStream>>>),
@@ -50,10 +47,10 @@ enum Stream {
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self.stream {
-            Stream::Tunnel(_) => "Conn::Tunnel",
-            Stream::Tcp(_) => "Conn::Tcp",
-            Stream::Tls(_) => "Conn::Tls",
+        f.write_str(match self {
+            Conn::Tunnel(_) => "Conn::Tunnel",
+            Conn::Tcp(_) => "Conn::Tcp",
+            Conn::Tls(_) => "Conn::Tls",
         })
     }
 }
@@ -61,31 +58,15 @@ impl std::fmt::Debug for Conn {
 /// Calls `$f` on whichever stream a [`Conn`] holds.
 macro_rules! each_conn {
     ($conn:expr, $s:ident => $f:expr) => {
-        match &mut $conn.stream {
-            Stream::Tunnel($s) => $f,
-            Stream::Tcp($s) => $f,
-            Stream::Tls($s) => {
+        match $conn {
+            Conn::Tunnel($s) => $f,
+            Conn::Tcp($s) => $f,
+            Conn::Tls($s) => {
                 let $s = &mut **$s;
                 $f
             }
         }
     };
-}
-
-/// How many requests a pooled connection has carried; in the extensions of
-/// each of its responses.
-#[derive(Debug, Clone, Default)]
-struct Uses(Arc<AtomicU32>);
-
-impl Connection for Conn {
-    fn connected(&self) -> Connected {
-        // Called once per connection: each gets its own count.
-        if self.counted {
-            Connected::new().extra(Uses::default())
-        } else {
-            Connected::new()
-        }
-    }
 }
 
 impl hyper::rt::Read for Conn {
@@ -126,8 +107,6 @@ pub struct Connector {
     config: Arc<ArcSwap<ProxyConfig>>,
     originate: Option<Originate>,
     connect_timeout: Duration,
-    /// `maxRequestsPerConnection` above 1: connections count their requests.
-    count_uses: bool,
 }
 
 /// Istio's default `connectTimeout`.
@@ -148,14 +127,6 @@ impl Connector {
         self.config.load().identities.get(&addr).cloned()
     }
 
-    async fn open(self, uri: Uri) -> std::io::Result<Conn> {
-        let addr: SocketAddr = uri
-            .authority()
-            .and_then(|a| a.as_str().parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("endpoint {uri} is not ip:port")))?;
-        self.open_addr(addr).await
-    }
-
     /// A connection to endpoint `addr` within the connect timeout.
     async fn open_addr(self, addr: SocketAddr) -> std::io::Result<Conn> {
         let limit = self.connect_timeout;
@@ -169,20 +140,13 @@ impl Connector {
             })
     }
 
-    fn conn(&self, stream: Stream) -> Conn {
-        Conn {
-            stream,
-            counted: self.count_uses,
-        }
-    }
-
     async fn open_now(self, addr: SocketAddr) -> std::io::Result<Conn> {
         if let Some(o) = &self.originate {
             let tls = o
                 .originator
                 .connect(&o.settings, o.protocol, &o.host, addr)
                 .await?;
-            return Ok(self.conn(Stream::Tls(Box::new(TokioIo::new(tls)))));
+            return Ok(Conn::Tls(Box::new(TokioIo::new(tls))));
         }
         match self.identity(addr) {
             Some(identity) => {
@@ -193,37 +157,22 @@ impl Connector {
                     .connect(proxy, &identity, addr, &baggage)
                     .await
                     .map_err(std::io::Error::other)?;
-                Ok(self.conn(Stream::Tunnel(tunnel)))
+                Ok(Conn::Tunnel(tunnel))
             }
             None => {
                 let tcp = TcpStream::connect(addr).await?;
                 let _ = tcp.set_nodelay(true);
-                Ok(self.conn(Stream::Tcp(TokioIo::new(tcp))))
+                Ok(Conn::Tcp(TokioIo::new(tcp)))
             }
         }
-    }
-}
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = Conn;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Conn, std::io::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), std::io::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        Box::pin(self.clone().open(uri))
     }
 }
 
 /// A pooled HTTP client to applications.
 #[derive(Debug, Clone)]
 pub enum UpstreamClient {
-    /// hyper-util's pool, keyed by the URI's authority: the endpoint; and
-    /// how many requests a connection may carry, when limited above 1.
-    Http1(Arc<Client<Connector, Body>>, Option<u32>),
+    /// Idle connections per endpoint, each carrying one request at a time.
+    Http1(Arc<H1Pool>),
     /// One multiplexed connection per endpoint, so that requests keep
     /// their own `:authority` (the service's host, not the endpoint).
     Http2(Arc<H2Pool>),
@@ -268,8 +217,8 @@ pub fn before_connected(e: &(dyn std::error::Error + 'static)) -> bool {
     if let Some(e) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
         return e.is_connect();
     }
-    // H2Pool: a connect or handshake error is an io::Error or comes from
-    // the handshake; a request on an open connection fails as hyper's.
+    // The pools: a connect or handshake error is an io::Error; a request
+    // on an open connection fails as hyper's.
     e.downcast_ref::<hyper::Error>().is_none()
 }
 
@@ -281,30 +230,19 @@ impl UpstreamClient {
         addr: SocketAddr,
         mut req: Request<Body>,
     ) -> Result<Response<Incoming>, SendError> {
-        let path = req
-            .uri()
-            .path_and_query()
-            .map_or("/".to_string(), |p| p.to_string());
+        let path = |req: &Request<Body>| {
+            req.uri()
+                .path_and_query()
+                .map_or("/".to_string(), |p| p.to_string())
+        };
         match self {
-            UpstreamClient::Http1(client, limit) => {
-                *req.uri_mut() = format!("http://{addr}{path}").parse()?;
-                *req.version_mut() = http::Version::HTTP_11;
-                let Some(limit) = limit else {
-                    return Ok(client.request(req).await?);
-                };
-                let captured = capture_connection(&mut req);
-                let resp = client.request(req).await?;
-                let uses = resp
-                    .extensions()
-                    .get::<Uses>()
-                    .map(|u| u.0.fetch_add(1, Ordering::Relaxed) + 1);
-                if uses.is_some_and(|n| n >= *limit) {
-                    // Not pooled again once this response is done.
-                    if let Some(c) = captured.connection_metadata().as_ref() {
-                        c.poison();
-                    }
+            UpstreamClient::Http1(pool) => {
+                // HTTP/1.1 to an origin server: the path alone.
+                if req.uri().authority().is_some() {
+                    *req.uri_mut() = path(&req).parse()?;
                 }
-                Ok(resp)
+                *req.version_mut() = http::Version::HTTP_11;
+                pool.send(addr, req).await
             }
             UpstreamClient::Http2(pool) => {
                 // HTTP/2 carries the Host as :authority.
@@ -312,7 +250,7 @@ impl UpstreamClient {
                     Some(h) => h.to_str()?.to_string(),
                     None => addr.to_string(),
                 };
-                *req.uri_mut() = format!("http://{authority}{path}").parse()?;
+                *req.uri_mut() = format!("http://{authority}{}", path(&req)).parse()?;
                 *req.version_mut() = http::Version::HTTP_2;
                 pool.send(addr, req).await
             }
@@ -411,7 +349,7 @@ impl H2Pool {
             }
         }
         if sender.is_none() {
-            let io = self.connector.clone().open_addr(addr).await?;
+            let io = Box::pin(self.connector.clone().open_addr(addr)).await?;
             let (s, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(hyper_util::rt::TokioTimer::new())
                 .max_header_list_size(MAX_RESPONSE_HEADERS)
@@ -467,7 +405,6 @@ impl Clients {
             config,
             originate: None,
             connect_timeout: CONNECT_TIMEOUT,
-            count_uses: false,
         };
         let mut direct = HttpConnector::new();
         direct.set_nodelay(true);
@@ -541,21 +478,298 @@ struct ClientSettings {
 
 fn client(connector: Connector, h2: bool, settings: Option<&ClientSettings>) -> UpstreamClient {
     let max_requests = settings.and_then(|s| s.max_requests);
+    let idle = settings.and_then(|s| s.idle_timeout);
     if h2 {
-        let idle = settings.and_then(|s| s.idle_timeout);
         return UpstreamClient::Http2(H2Pool::start(connector, max_requests, idle));
     }
-    let mut b = Client::builder(TokioExecutor::new());
-    if let Some(idle) = settings.and_then(|s| s.idle_timeout) {
-        b.pool_idle_timeout(idle);
+    UpstreamClient::Http1(H1Pool::start(connector, max_requests, idle))
+}
+
+/// How long an HTTP/1.1 connection waits idle in its pool unless the
+/// cluster's `idleTimeout` says otherwise.
+const H1_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// HTTP/1.1 connections to endpoints. A request takes an idle connection
+/// (the one most recently used) or opens one; the connection comes back
+/// when its response is done, unless the peer closed it, it was upgraded,
+/// or it has carried `maxRequestsPerConnection` requests.
+#[derive(Debug)]
+pub struct H1Pool {
+    connector: Connector,
+    max_requests: Option<u32>,
+    idle_timeout: Duration,
+    /// Idle connections per endpoint, the most recently used last. The
+    /// lock is held only to push or pop; a connection future is `Send`
+    /// but not `Sync`, so a mutex it is, as in hyper-util's pool.
+    #[allow(clippy::disallowed_types)]
+    idle: std::sync::Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+}
+
+/// An HTTP/1.1 connection: the handle requests go through, the connection
+/// future that does its I/O, and how many requests it has carried.
+struct H1Conn {
+    sender: http1::SendRequest<Body>,
+    conn: ConnFuture,
+    uses: u32,
+}
+
+/// A future that drives one connection until it ends.
+pub type ConnFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl std::fmt::Debug for H1Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "H1Conn({} uses)", self.uses)
     }
-    if max_requests == Some(1) {
-        b.pool_max_idle_per_host(0);
+}
+
+#[derive(Debug)]
+struct Idle {
+    conn: H1Conn,
+    since: Instant,
+}
+
+impl H1Pool {
+    /// A pool, and a task that closes connections idle longer than
+    /// `idle_timeout` (90 s by default) for as long as the pool lives.
+    fn start(
+        connector: Connector,
+        max_requests: Option<u32>,
+        idle_timeout: Option<Duration>,
+    ) -> Arc<H1Pool> {
+        let idle = idle_timeout.unwrap_or(H1_IDLE_TIMEOUT);
+        let pool = Arc::new(H1Pool {
+            connector,
+            max_requests,
+            idle_timeout: idle,
+            idle: Default::default(),
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&pool);
+            runtime.spawn(async move {
+                let mut tick = tokio::time::interval((idle / 2).max(Duration::from_millis(10)));
+                loop {
+                    tick.tick().await;
+                    let Some(pool) = weak.upgrade() else { return };
+                    pool.close_idle();
+                }
+            });
+        }
+        pool
     }
-    let counted = max_requests.filter(|&n| n > 1);
-    let connector = Connector {
-        count_uses: counted.is_some(),
-        ..connector
-    };
-    UpstreamClient::Http1(Arc::new(b.build(connector)), counted)
+
+    /// Drops the connections idle longer than the timeout.
+    fn close_idle(&self) {
+        let limit = self.idle_timeout;
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.retain(|_, list| {
+                list.retain(|i| i.since.elapsed() < limit);
+                !list.is_empty()
+            });
+        }
+    }
+
+    /// An idle connection to `addr`, within its idle timeout. One its
+    /// peer closed meanwhile is found out when its connection is next
+    /// polled, before the request is written: the request comes back
+    /// unsent (see [`H1Pool::send`]).
+    fn checkout(&self, addr: SocketAddr) -> Option<H1Conn> {
+        loop {
+            let Idle { conn, since } = self.idle.lock().ok()?.get_mut(&addr)?.pop()?;
+            if since.elapsed() < self.idle_timeout && conn.sender.is_ready() {
+                return Some(conn);
+            }
+        }
+    }
+
+    fn put_back(&self, addr: SocketAddr, conn: H1Conn) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.entry(addr).or_default().push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn open(&self, addr: SocketAddr) -> Result<H1Conn, SendError> {
+        let io = self.connector.clone().open_addr(addr).await?;
+        let (sender, conn) = http1::handshake(io)
+            .await
+            // Not connected yet: a connect failure, not a reset.
+            .map_err(std::io::Error::other)?;
+        Ok(H1Conn {
+            sender,
+            conn: Box::pin(async move { drop(conn.with_upgrades().await) }),
+            uses: 0,
+        })
+    }
+
+    /// Sends `req` to `addr` on an idle connection, or a new one. A
+    /// request an idle connection could not take (its peer closed it
+    /// meanwhile) is sent again, on another.
+    async fn send(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        mut req: Request<Body>,
+    ) -> Result<Response<Incoming>, SendError> {
+        loop {
+            let (mut conn, reused) = match self.checkout(addr) {
+                Some(c) => (c, true),
+                None => (Box::pin(self.open(addr)).await?, false),
+            };
+            conn.uses += 1;
+            let sent = conn.sender.try_send_request(req);
+            let again = self.max_requests.is_none_or(|n| conn.uses < n);
+            drive(Lease {
+                pool: if again {
+                    Arc::downgrade(self)
+                } else {
+                    Weak::new()
+                },
+                addr,
+                conn: Some(conn),
+            });
+            match sent.await {
+                Ok(resp) => return Ok(resp),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(e.into_error().into()),
+                },
+            }
+        }
+    }
+}
+
+/// A connection carrying a request: driven until its response is done,
+/// then back to its pool (when `pool` is still there).
+struct Lease {
+    pool: Weak<H1Pool>,
+    addr: SocketAddr,
+    conn: Option<H1Conn>,
+}
+
+impl Future for Lease {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let Some(c) = this.conn.as_mut() else {
+            return Poll::Ready(());
+        };
+        if c.conn.as_mut().poll(cx).is_ready() {
+            // Closed, failed or upgraded: not reusable.
+            this.conn = None;
+            return Poll::Ready(());
+        }
+        // The connection asks for its next request once the last response
+        // is done.
+        match c.sender.poll_ready(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(ready) => {
+                if let (Ok(()), Some(pool), Some(c)) =
+                    (ready, this.pool.upgrade(), this.conn.take())
+                {
+                    pool.put_back(this.addr, c);
+                }
+                this.conn = None;
+                Poll::Ready(())
+            }
+        }
+    }
+}
+
+tokio::task_local! {
+    /// Leases waiting to be driven by the task serving the downstream
+    /// connection, when it offers to ([`serving`]).
+    static DRIVER: std::cell::RefCell<Vec<Lease>>;
+}
+
+/// Drives `lease` in the task serving the request's downstream connection,
+/// else in a task of its own (HTTP/2 streams, mirrored copies).
+fn drive(lease: Lease) {
+    let mut lease = Some(lease);
+    let _ = DRIVER.try_with(|leases| {
+        if let (Some(l), Ok(mut leases)) = (lease.take(), leases.try_borrow_mut()) {
+            leases.push(l);
+        }
+    });
+    if let Some(l) = lease {
+        tokio::spawn(l);
+    }
+}
+
+/// The waker [`serving`] polls with. A wake while it is polling (a lease
+/// handing its response over to the server, in the same task) only asks
+/// for another round within that poll; any other goes to the task. A wake
+/// of the running task would put it at the back of the run queue, and on a
+/// multi-threaded runtime wake an idle worker to steal it.
+struct Relay {
+    polling: AtomicBool,
+    woken: AtomicBool,
+    task: RwLock<Waker>,
+}
+
+impl Wake for Relay {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+        if !self.polling.load(Ordering::SeqCst) {
+            if let Ok(task) = self.task.read() {
+                task.wake_by_ref();
+            }
+        }
+    }
+}
+
+/// Rounds within one poll of [`serving`] before it yields to other tasks
+/// (a request and its response take two or three).
+const ROUNDS: usize = 8;
+
+/// Serves one downstream connection (`server`) and, in the same task, the
+/// upstream HTTP/1.1 connections its requests lease. Leases still running
+/// when it ends finish in a task of their own.
+pub async fn serving<F: Future>(server: F) -> F::Output {
+    let mut server = std::pin::pin!(server);
+    let mut leases: Vec<Lease> = Vec::new();
+    let relay = Arc::new(Relay {
+        polling: AtomicBool::new(false),
+        woken: AtomicBool::new(false),
+        task: RwLock::new(Waker::noop().clone()),
+    });
+    let waker = Waker::from(relay.clone());
+    let out = DRIVER
+        .scope(
+            std::cell::RefCell::new(Vec::new()),
+            std::future::poll_fn(|cx| {
+                if let Ok(mut task) = relay.task.write() {
+                    if !task.will_wake(cx.waker()) {
+                        task.clone_from(cx.waker());
+                    }
+                }
+                let mut inner = Context::from_waker(&waker);
+                for _ in 0..ROUNDS {
+                    relay.polling.store(true, Ordering::SeqCst);
+                    relay.woken.store(false, Ordering::SeqCst);
+                    let done = server.as_mut().poll(&mut inner);
+                    let _ = DRIVER.try_with(|new| leases.append(&mut new.borrow_mut()));
+                    leases.retain_mut(|l| Pin::new(l).poll(&mut inner).is_pending());
+                    relay.polling.store(false, Ordering::SeqCst);
+                    if done.is_ready() {
+                        return done;
+                    }
+                    if !relay.woken.swap(false, Ordering::SeqCst) {
+                        return Poll::Pending;
+                    }
+                }
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }),
+        )
+        .await;
+    for lease in leases {
+        tokio::spawn(lease);
+    }
+    out
 }

@@ -1475,3 +1475,106 @@ spec:
     .await
     .unwrap()
 }
+
+/// A pooled connection the upstream closed while it sat idle is not used
+/// again, even without retries: the next request opens a new one and
+/// succeeds; one still open is reused.
+#[tokio::test]
+async fn idle_connections_the_upstream_closed_are_not_reused() {
+    let net = 155;
+    let external = format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: closer, namespace: default}}
+spec:
+  hosts: [closer.example.com]
+  location: MESH_EXTERNAL
+  ports: [{{number: 9097, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.{net}.37}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: closer, namespace: default}}
+spec:
+  hosts: [closer.example.com]
+  http: [{{route: [{{destination: {{host: closer.example.com}}}}], retries: {{attempts: 0}}}}]
+"#
+    );
+    let m = start(net, &external).await;
+    // Answers every request on a keep-alive connection and closes the
+    // connection when it has been idle for 100 ms, without saying so.
+    let listener = TcpListener::bind(format!("127.0.{net}.37:9097"))
+        .await
+        .unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                while let Ok(Ok(n)) =
+                    tokio::time::timeout(Duration::from_millis(100), tcp.read(&mut buf)).await
+                {
+                    if n == 0 {
+                        return;
+                    }
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if tcp.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let url = "http://closer.example.com:9097/";
+    assert_eq!(get(m.client, url, None, &[]).await.0, StatusCode::OK);
+    assert_eq!(get(m.client, url, None, &[]).await.0, StatusCode::OK);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "reused while open");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(get(m.client, url, None, &[]).await.0, StatusCode::OK);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "closed while idle: a new connection"
+    );
+}
+
+/// On a multi-threaded runtime, where wakes come from other threads while
+/// a connection's task is running, every request of many keep-alive
+/// connections at once is answered (a lost wake would leave one hanging).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_keep_alive_connections_on_a_multi_threaded_runtime() {
+    let m = start(156, "").await;
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        let proxy = m.client;
+        clients.push(tokio::spawn(async move {
+            let tcp = TcpStream::connect(proxy).await.unwrap();
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            for _ in 0..25 {
+                let req = Request::builder()
+                    .uri(URL)
+                    .body(http_body_util::Empty::<Bytes>::new())
+                    .unwrap();
+                let resp = sender.send_request(req).await.unwrap();
+                assert_eq!(resp.status(), StatusCode::OK);
+                resp.into_body().collect().await.unwrap();
+            }
+        }));
+    }
+    tokio::time::timeout(Duration::from_secs(20), async {
+        for c in clients {
+            c.await.unwrap();
+        }
+    })
+    .await
+    .expect("every request answered");
+    assert_eq!(hits(&m, "v1") + hits(&m, "v2"), 400);
+}
