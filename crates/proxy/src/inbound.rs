@@ -165,36 +165,22 @@ impl Inbound {
             Accepted::Http(port) => Arc::new(port),
         };
         let peer = Arc::new(peer);
-        let (conns, mut new_conns) = tokio::sync::mpsc::unbounded_channel();
         let app = Arc::new(AppConn {
             target,
             h2: matches!(port.protocol, Protocol::Http2 | Protocol::Grpc),
             sender: tokio::sync::Mutex::new(None),
-            conns,
         });
         let service = service_fn(move |req| {
             let (this, port, peer, app) = (self.clone(), port.clone(), peer.clone(), app.clone());
             async move { Ok::<_, hyper::Error>(this.request(req, &app, &port, &peer, downstream).await) }
         });
         let builder = auto::Builder::new(TokioExecutor::new());
-        let mut server = Box::pin(
-            builder.serve_connection_with_upgrades(TokioIo::new(StrictHeads::new(io)), service),
-        );
-        // The app connection is driven here, beside the stream it serves.
-        let mut conn: Option<ConnFuture> = None;
-        loop {
-            tokio::select! {
-                _ = &mut server => break,
-                Some(c) = new_conns.recv() => conn = Some(c),
-                () = poll_conn(&mut conn), if conn.is_some() => conn = None,
-            }
-        }
-        // Dropping the server drops the last sender: the app connection
-        // closes, or hands itself over to an upgrade.
-        drop(server);
-        if let Some(c) = conn {
-            c.await;
-        }
+        let server =
+            builder.serve_connection_with_upgrades(TokioIo::new(StrictHeads::new(io)), service);
+        // The app connection is driven here, beside the stream it serves;
+        // when the stream ends, the app connection closes (or hands itself
+        // over to an upgrade) in a task of its own.
+        let _ = crate::upstream::serving(server).await;
     }
 
     /// One HTTP request to the application, authorized and observed.
@@ -340,12 +326,6 @@ async fn forward(mut req: Request<Incoming>, app: &AppConn) -> Response<Body> {
     }
 }
 
-async fn poll_conn(conn: &mut Option<ConnFuture>) {
-    if let Some(c) = conn {
-        c.await;
-    }
-}
-
 /// The application connection behind one inbound stream, opened on first
 /// use and again after the application closes it. Its connection future
 /// goes to the task serving the stream, so a request crosses no other task
@@ -354,7 +334,6 @@ struct AppConn {
     target: SocketAddr,
     h2: bool,
     sender: tokio::sync::Mutex<Option<AppSender>>,
-    conns: tokio::sync::mpsc::UnboundedSender<ConnFuture>,
 }
 
 /// Why the application did not answer: Envoy's UF, or its UC when the
@@ -424,9 +403,7 @@ impl AppConn {
                 Box::pin(async move { drop(c.with_upgrades().await) }),
             )
         };
-        self.conns
-            .send(conn)
-            .map_err(|_| "the inbound stream has ended".to_string())?;
+        crate::upstream::drive_conn(conn);
         Ok(sender)
     }
 }

@@ -677,23 +677,52 @@ impl Future for Lease {
     }
 }
 
+/// What [`serving`] drives beside the downstream connection: a leased
+/// pooled connection, or a connection of the downstream connection's own
+/// (the inbound side's to its application).
+enum Driven {
+    Lease(Lease),
+    Conn(ConnFuture),
+}
+
+impl Future for Driven {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.get_mut() {
+            Driven::Lease(l) => Pin::new(l).poll(cx),
+            Driven::Conn(c) => c.as_mut().poll(cx),
+        }
+    }
+}
+
 tokio::task_local! {
-    /// Leases waiting to be driven by the task serving the downstream
+    /// Connections waiting to be driven by the task serving the downstream
     /// connection, when it offers to ([`serving`]).
-    static DRIVER: std::cell::RefCell<Vec<Lease>>;
+    static DRIVER: std::cell::RefCell<Vec<Driven>>;
 }
 
 /// Drives `lease` in the task serving the request's downstream connection,
 /// else in a task of its own (HTTP/2 streams, mirrored copies).
 fn drive(lease: Lease) {
-    let mut lease = Some(lease);
-    let _ = DRIVER.try_with(|leases| {
-        if let (Some(l), Ok(mut leases)) = (lease.take(), leases.try_borrow_mut()) {
-            leases.push(l);
+    drive_in_serving(Driven::Lease(lease));
+}
+
+/// Drives `conn` in the task serving the current downstream connection,
+/// else in a task of its own.
+pub fn drive_conn(conn: ConnFuture) {
+    drive_in_serving(Driven::Conn(conn));
+}
+
+fn drive_in_serving(driven: Driven) {
+    let mut driven = Some(driven);
+    let _ = DRIVER.try_with(|all| {
+        if let (Some(d), Ok(mut all)) = (driven.take(), all.try_borrow_mut()) {
+            all.push(d);
         }
     });
-    if let Some(l) = lease {
-        tokio::spawn(l);
+    if let Some(d) = driven {
+        tokio::spawn(d);
     }
 }
 
@@ -728,11 +757,11 @@ impl Wake for Relay {
 const ROUNDS: usize = 8;
 
 /// Serves one downstream connection (`server`) and, in the same task, the
-/// upstream HTTP/1.1 connections its requests lease. Leases still running
-/// when it ends finish in a task of their own.
+/// upstream connections its requests lease or open ([`drive_conn`]).
+/// Those still running when it ends finish in a task of their own.
 pub async fn serving<F: Future>(server: F) -> F::Output {
     let mut server = std::pin::pin!(server);
-    let mut leases: Vec<Lease> = Vec::new();
+    let mut driven: Vec<Driven> = Vec::new();
     let relay = Arc::new(Relay {
         polling: AtomicBool::new(false),
         woken: AtomicBool::new(false),
@@ -753,8 +782,8 @@ pub async fn serving<F: Future>(server: F) -> F::Output {
                     relay.polling.store(true, Ordering::SeqCst);
                     relay.woken.store(false, Ordering::SeqCst);
                     let done = server.as_mut().poll(&mut inner);
-                    let _ = DRIVER.try_with(|new| leases.append(&mut new.borrow_mut()));
-                    leases.retain_mut(|l| Pin::new(l).poll(&mut inner).is_pending());
+                    let _ = DRIVER.try_with(|new| driven.append(&mut new.borrow_mut()));
+                    driven.retain_mut(|d| Pin::new(d).poll(&mut inner).is_pending());
                     relay.polling.store(false, Ordering::SeqCst);
                     if done.is_ready() {
                         return done;
@@ -768,8 +797,8 @@ pub async fn serving<F: Future>(server: F) -> F::Output {
             }),
         )
         .await;
-    for lease in leases {
-        tokio::spawn(lease);
+    for d in driven {
+        tokio::spawn(d);
     }
     out
 }
