@@ -11,6 +11,9 @@
 # Needs Debian's wrk, haproxy, nginx-light and openssl (installed when
 # missing, as root). Everything listens on 127.0.0.x.
 # Usage: bench/gateway.sh [SECONDS]
+#
+# WEFT_BASELINE=/path/to/an/older/weft adds a second gateway running that
+# binary (row weft-baseline), to compare two builds in the same run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
@@ -97,6 +100,16 @@ spec:
 YAML
 $WEFT proxy --role ingress --mesh-dir "$W/mesh" --workload istio-system/ingressgateway \
   --ca-dir "$W/meshca" --access-log off ${WEFT_THREADS:+--threads $WEFT_THREADS} >/dev/null & WEFT_GW=$!; PIDS+=($WEFT_GW)
+PATHS=(direct weft haproxy)
+BASE_GW=""
+if [ -n "${WEFT_BASELINE:-}" ]; then
+  mkdir -p "$W/mesh-base"
+  cp -r "$W/mesh/shop-cred" "$W/mesh-base/"
+  sed 's/127.0.0.70/127.0.0.71/' "$W/mesh/mesh.yaml" > "$W/mesh-base/mesh.yaml"
+  "$WEFT_BASELINE" proxy --role ingress --mesh-dir "$W/mesh-base" --workload istio-system/ingressgateway \
+    --ca-dir "$W/meshca" --access-log off ${WEFT_THREADS:+--threads $WEFT_THREADS} >/dev/null & BASE_GW=$!; PIDS+=($BASE_GW)
+  PATHS=(direct weft weft-baseline haproxy)
+fi
 
 # HAProxy doing the same.
 cat > "$W/haproxy.cfg" <<CONF
@@ -117,12 +130,12 @@ backend app
 CONF
 haproxy -f "$W/haproxy.cfg" -db >/dev/null 2>&1 & HAP=$!; PIDS+=($HAP)
 
-declare -A URL=( [direct]=http://127.0.0.40:8080/ [weft]=https://127.0.0.70:8443/ [haproxy]=https://127.0.0.80:8443/ )
-declare -A CONNECT=( [direct]=127.0.0.40:8080 [weft]=127.0.0.70:8443 [haproxy]=127.0.0.80:8443 )
-declare -A TLS=( [direct]="" [weft]="--tls-roots $W/ca.crt" [haproxy]="--tls-roots $W/ca.crt" )
-declare -A PROCS=( [direct]="" [weft]="$WEFT_GW" [haproxy]="$HAP" )
+declare -A URL=( [direct]=http://127.0.0.40:8080/ [weft]=https://127.0.0.70:8443/ [weft-baseline]=https://127.0.0.71:8443/ [haproxy]=https://127.0.0.80:8443/ )
+declare -A CONNECT=( [direct]=127.0.0.40:8080 [weft]=127.0.0.70:8443 [weft-baseline]=127.0.0.71:8443 [haproxy]=127.0.0.80:8443 )
+declare -A TLS=( [direct]="" [weft]="--tls-roots $W/ca.crt" [weft-baseline]="--tls-roots $W/ca.crt" [haproxy]="--tls-roots $W/ca.crt" )
+declare -A PROCS=( [direct]="" [weft]="$WEFT_GW" [weft-baseline]="$BASE_GW" [haproxy]="$HAP" )
 
-for path in direct weft haproxy; do
+for path in "${PATHS[@]}"; do
   ok=""
   for i in $(seq 50); do
     ip=${CONNECT[$path]%:*}; port=${CONNECT[$path]#*:}; scheme=${URL[$path]%%:*}
@@ -137,7 +150,7 @@ ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc
 HZ=$(getconf CLK_TCK)
 declare -A RPS P50 P90 P99 CPU
 for round in 1 2; do
-  for path in direct weft haproxy; do
+  for path in "${PATHS[@]}"; do
     out=$(wrk -t2 -c32 -d"${SECS}s" -H "Host: $HOST" "${URL[$path]}" | awk '/Requests\/sec/ {print $2}')
     RPS[$path]=$(python3 -c "print(max(float('${RPS[$path]:-0}'), float('$out')))")
     for rate in "${RATES[@]}"; do
@@ -163,7 +176,7 @@ echo "$(date -u +%Y-%m-%d), $(nproc) cores, $(awk -F: '/model name/ {print $2; e
 echo
 echo "| path | wrk req/s (32 conns) | p50/p90/p99 ms at 1,000 rps | p50/p90/p99 ms at 5,000 rps | CPU s per 1,000 req (at 1,000 / 5,000 rps) | peak RSS |"
 echo "| --- | --- | --- | --- | --- | --- |"
-for path in direct weft haproxy; do
+for path in "${PATHS[@]}"; do
   lat() { printf "%.2f / %.2f / %.2f" "${P50[$path/$1]}" "${P90[$path/$1]}" "${P99[$path/$1]}"; }
   if [ -n "${PROCS[$path]}" ]; then
     cpu=$(printf "%.3f / %.3f" "${CPU[$path/1000]}" "${CPU[$path/5000]}")

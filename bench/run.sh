@@ -7,6 +7,9 @@
 #
 # Needs Debian's wrk, haproxy and nginx-light (installed when missing, as
 # root). Everything listens on 127.0.0.x. Usage: bench/run.sh [SECONDS]
+#
+# WEFT_BASELINE=/path/to/an/older/weft adds a second weft pair running that
+# binary (row weft-baseline), to compare two builds in the same run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
@@ -35,24 +38,26 @@ error_log $W/nginx/error.log;
 events { worker_connections 4096; }
 http {
   access_log off;
-  server { listen 127.0.0.40:8080; keepalive_requests 1000000; location / { return 200 "$BODY"; } }
+  server { listen 127.0.0.40:8080; listen 127.0.0.41:8080; keepalive_requests 1000000; location / { return 200 "$BODY"; } }
 }
 CONF
 nginx -c "$W/nginx/nginx.conf" -g 'daemon off;' & PIDS+=($!)
 
 # The mesh: a CA, the two workloads and the service.
 $WEFT ca init --dir "$W/ca" >/dev/null
-mkdir -p "$W/mesh"
-cat > "$W/mesh/mesh.yaml" <<YAML
+# A mesh of client (at $2) and echo (at $3, where nginx listens) in dir $1.
+mesh() {
+  mkdir -p "$1"
+  cat > "$1/mesh.yaml" <<YAML
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
 metadata: {name: client, namespace: default}
-spec: {address: 127.0.0.21, serviceAccount: client, ports: {http: 8000}}
+spec: {address: $2, serviceAccount: client, ports: {http: 8000}}
 ---
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
 metadata: {name: echo, namespace: default}
-spec: {address: 127.0.0.40, serviceAccount: echo, labels: {app: echo}, ports: {http: 8080}}
+spec: {address: $3, serviceAccount: echo, labels: {app: echo}, ports: {http: 8080}}
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -64,8 +69,18 @@ spec:
   resolution: STATIC
   workloadSelector: {labels: {app: echo}}
 YAML
+}
+mesh "$W/mesh" 127.0.0.21 127.0.0.40
 $WEFT proxy --mesh-dir "$W/mesh" --workload default/client --ca-dir "$W/ca" --access-log off ${WEFT_THREADS:+--threads $WEFT_THREADS} >/dev/null & WEFT_A=$!; PIDS+=($WEFT_A)
 $WEFT proxy --mesh-dir "$W/mesh" --workload default/echo --ca-dir "$W/ca" --access-log off ${WEFT_THREADS:+--threads $WEFT_THREADS} >/dev/null & WEFT_B=$!; PIDS+=($WEFT_B)
+PATHS=(direct weft haproxy)
+if [ -n "${WEFT_BASELINE:-}" ]; then
+  mesh "$W/mesh-base" 127.0.0.22 127.0.0.41
+  for w in client echo; do
+    "$WEFT_BASELINE" proxy --mesh-dir "$W/mesh-base" --workload "default/$w" --ca-dir "$W/ca" --access-log off ${WEFT_THREADS:+--threads $WEFT_THREADS} >/dev/null & BASE+=($!); PIDS+=($!)
+  done
+  PATHS=(direct weft weft-baseline haproxy)
+fi
 
 # The HAProxy pair, with certificates from the same CA.
 for side in a b; do
@@ -106,11 +121,11 @@ haproxy -f "$W/haproxy-a.cfg" -db >/dev/null 2>&1 & HAP_A=$!; PIDS+=($HAP_A)
 haproxy -f "$W/haproxy-b.cfg" -db >/dev/null 2>&1 & HAP_B=$!; PIDS+=($HAP_B)
 
 # Each path: where to connect and the Host header.
-declare -A CONNECT=( [direct]=127.0.0.40:8080 [weft]=127.0.0.21:15001 [haproxy]=127.0.0.50:8081 )
+declare -A CONNECT=( [direct]=127.0.0.40:8080 [weft]=127.0.0.21:15001 [weft-baseline]=127.0.0.22:15001 [haproxy]=127.0.0.50:8081 )
 HOST=echo.default.svc.cluster.local:8080
-declare -A PROCS=( [direct]="" [weft]="$WEFT_A $WEFT_B" [haproxy]="$HAP_A $HAP_B" )
+declare -A PROCS=( [direct]="" [weft]="$WEFT_A $WEFT_B" [weft-baseline]="${BASE[*]:-}" [haproxy]="$HAP_A $HAP_B" )
 
-for path in direct weft haproxy; do
+for path in "${PATHS[@]}"; do
   for i in $(seq 50); do
     if curl -sf -o /dev/null -H "Host: $HOST" "http://${CONNECT[$path]}/" 2>/dev/null; then break; fi
     sleep 0.2
@@ -122,7 +137,7 @@ ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc
 HZ=$(getconf CLK_TCK)
 declare -A RPS P50 P90 P99 CPU
 for round in 1 2; do
-  for path in direct weft haproxy; do
+  for path in "${PATHS[@]}"; do
     out=$(wrk -t2 -c32 -d"${SECS}s" -H "Host: $HOST" "http://${CONNECT[$path]}/" | awk '/Requests\/sec/ {print $2}')
     RPS[$path]=$(python3 -c "print(max(float('${RPS[$path]:-0}'), float('$out')))")
     for rate in "${RATES[@]}"; do
@@ -149,7 +164,7 @@ echo "$(date -u +%Y-%m-%d), $(nproc) cores, $(awk -F: '/model name/ {print $2; e
 echo
 echo "| path | wrk req/s (32 conns) | p50/p90/p99 ms at 1,000 rps | p50/p90/p99 ms at 5,000 rps | CPU s per 1,000 req (pair, at 1,000 / 5,000 rps) | peak RSS per proxy |"
 echo "| --- | --- | --- | --- | --- | --- |"
-for path in direct weft haproxy; do
+for path in "${PATHS[@]}"; do
   lat() { printf "%.2f / %.2f / %.2f" "${P50[$path/$1]}" "${P90[$path/$1]}" "${P99[$path/$1]}"; }
   if [ -n "${PROCS[$path]}" ]; then
     cpu=$(printf "%.3f / %.3f" "${CPU[$path/1000]}" "${CPU[$path/5000]}")
