@@ -174,3 +174,22 @@ for path in "${PATHS[@]}"; do
   fi
   printf "| %s | %.0f | %s | %s | %s | %s |\n" "$path" "${RPS[$path]}" "$(lat 1000)" "$(lat 5000)" "$cpu" "$mem"
 done
+
+# The issue's targets, as ratios to the HAProxy pair: the p99 each pair adds
+# to the direct path, CPU per request, and RSS against 20 MB.
+echo
+for path in "${PATHS[@]}"; do
+  case $path in direct|haproxy) continue ;; esac
+  python3 - "$path" "${P99[direct/1000]}" "${P99[direct/5000]}" "${P99[$path/1000]}" "${P99[$path/5000]}" \
+    "${P99[haproxy/1000]}" "${P99[haproxy/5000]}" "${CPU[$path/1000]}" "${CPU[$path/5000]}" \
+    "${CPU[haproxy/1000]}" "${CPU[haproxy/5000]}" "$(rss ${PROCS[$path]})" <<'PY'
+import sys
+path, d1, d5, w1, w5, h1, h5, c1, c5, hc1, hc5, rss = sys.argv[1:]
+d1, d5, w1, w5, h1, h5, c1, c5, hc1, hc5 = map(float, (d1, d5, w1, w5, h1, h5, c1, c5, hc1, hc5))
+def ratio(a, b):
+    return f"{a / b:.2f}x" if b > 0 else "n/a"
+print(f"{path} against haproxy: added p99 {w1 - d1:.2f} vs {h1 - d1:.2f} ms ({ratio(w1 - d1, h1 - d1)}) at 1,000 rps, "
+      f"{w5 - d5:.2f} vs {h5 - d5:.2f} ms ({ratio(w5 - d5, h5 - d5)}) at 5,000 rps; "
+      f"CPU per request {ratio(c1, hc1)} and {ratio(c5, hc5)}; peak RSS {rss} MB per proxy (target 20 MB)")
+PY
+done
