@@ -32,6 +32,16 @@ pub struct ClusterState {
     /// Round robin position.
     next: AtomicU64,
     endpoints: RwLock<HashMap<SocketAddr, Arc<EndpointState>>>,
+    /// The states in the order of the cluster's endpoints, for the list of
+    /// addresses they were looked up for: a request looks them up again
+    /// only when the list has changed.
+    order: RwLock<Arc<Order>>,
+}
+
+#[derive(Debug, Default)]
+struct Order {
+    addresses: Vec<SocketAddr>,
+    states: Vec<Arc<EndpointState>>,
 }
 
 impl ClusterState {
@@ -49,6 +59,32 @@ impl ClusterState {
             Err(p) => p.into_inner(),
         };
         m.entry(addr).or_default().clone()
+    }
+
+    /// The states of `cluster`'s endpoints, in its order.
+    fn order(&self, cluster: &Cluster) -> Arc<Order> {
+        let same = |o: &Order| {
+            o.addresses.len() == cluster.endpoints.len()
+                && o.addresses
+                    .iter()
+                    .zip(&cluster.endpoints)
+                    .all(|(a, e)| *a == e.address)
+        };
+        if let Some(o) = self.order.read().ok().filter(|o| same(o)) {
+            return o.clone();
+        }
+        let built = Arc::new(Order {
+            addresses: cluster.endpoints.iter().map(|e| e.address).collect(),
+            states: cluster
+                .endpoints
+                .iter()
+                .map(|e| self.endpoint(e.address))
+                .collect(),
+        });
+        if let Ok(mut o) = self.order.write() {
+            *o = built.clone();
+        }
+        built
     }
 }
 
@@ -162,53 +198,54 @@ impl Tracker {
         random: u64,
     ) -> Option<(&'a ClusterEndpoint, Picked)> {
         let state = self.cluster(&cluster.name);
+        let order = state.order(cluster);
+        let states = &order.states;
         let now = self.now_ms();
-        let states: Vec<Arc<EndpointState>> = cluster
-            .endpoints
-            .iter()
-            .map(|e| state.endpoint(e.address))
-            .collect();
-        let healthy: Vec<usize> = (0..cluster.endpoints.len())
-            .filter(|&i| states[i].ejected_until.load(Ordering::Relaxed) <= now)
-            .collect();
+        let healthy_at = |i: &usize| states[*i].ejected_until.load(Ordering::Relaxed) <= now;
+        let total = states.len();
+        let healthy = (0..total).filter(healthy_at).count();
         let panic = match &cluster.policy.outlier {
-            Some(o) => {
-                healthy.is_empty()
-                    || (healthy.len() * 100)
-                        < (o.min_health_percent as usize * cluster.endpoints.len())
-            }
-            None => healthy.is_empty(),
+            Some(o) => healthy == 0 || (healthy * 100) < (o.min_health_percent as usize * total),
+            None => healthy == 0,
         };
-        let candidates: Vec<usize> = if panic {
-            (0..cluster.endpoints.len()).collect()
-        } else {
-            healthy
-        };
-        if candidates.is_empty() {
+        // The candidates: every endpoint when all are healthy or too few
+        // are, else the healthy ones.
+        let all = panic || healthy == total;
+        let n = if all { total } else { healthy };
+        if n == 0 {
             return None;
         }
-        let n = candidates.len();
+        let candidates = || (0..total).filter(move |i| all || healthy_at(i));
+        // The k-th candidate (an endpoint ejected meanwhile on another
+        // thread may shorten the list: then any).
+        let nth = |k: u64| {
+            let k = (k % n as u64) as usize;
+            if all {
+                k
+            } else {
+                candidates().nth(k).unwrap_or(k % total)
+            }
+        };
         let i = match (&cluster.policy.lb, key) {
             (LbPolicy::ConsistentHash(_), Some(key)) => {
                 // Rendezvous hashing: the same key keeps its endpoint while
                 // that endpoint stays, and moves minimally when others change.
-                *candidates
-                    .iter()
-                    .max_by_key(|&&i| {
+                candidates()
+                    .max_by_key(|&i| {
                         let mut h = std::collections::hash_map::DefaultHasher::new();
                         (key, cluster.endpoints[i].address).hash(&mut h);
                         h.finish()
                     })
-                    .unwrap_or(&candidates[0])
+                    .unwrap_or(0)
             }
-            (LbPolicy::Random, _) => candidates[(random % n as u64) as usize],
+            (LbPolicy::Random, _) => nth(random),
             (LbPolicy::RoundRobin | LbPolicy::ConsistentHash(_), _) => {
-                candidates[(state.next.fetch_add(1, Ordering::Relaxed) % n as u64) as usize]
+                nth(state.next.fetch_add(1, Ordering::Relaxed))
             }
             (LbPolicy::LeastRequest, _) => {
                 // Power of two choices.
-                let a = candidates[(random % n as u64) as usize];
-                let b = candidates[((random >> 32) % n as u64) as usize];
+                let a = nth(random);
+                let b = nth(random >> 32);
                 if states[b].active.load(Ordering::Relaxed)
                     < states[a].active.load(Ordering::Relaxed)
                 {
@@ -289,5 +326,58 @@ impl Tracker {
             .ejected_until
             .load(Ordering::Relaxed)
             > self.now_ms()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use weft_model::Protocol;
+    use weft_model::policy::ClusterPolicy;
+
+    use super::*;
+
+    fn cluster(ports: &[u16]) -> Cluster {
+        let endpoint = |port: &u16| ClusterEndpoint {
+            address: SocketAddr::from(([127, 0, 0, 1], *port)),
+            identity: None,
+            weight: 1,
+            workload: None,
+            namespace: "default".into(),
+            labels: BTreeMap::new(),
+        };
+        Cluster {
+            name: "outbound|80||c.default.svc.cluster.local".into(),
+            host: "c.default.svc.cluster.local".into(),
+            service_namespace: None,
+            port: 80,
+            protocol: Protocol::Http,
+            subset: None,
+            endpoints: ports.iter().map(endpoint).collect(),
+            dns: None,
+            missing: false,
+            policy: ClusterPolicy {
+                lb: LbPolicy::RoundRobin,
+                ..ClusterPolicy::default()
+            },
+        }
+    }
+
+    /// The endpoint states a cluster's picks use follow its endpoints when
+    /// a new configuration adds or removes some.
+    #[test]
+    fn picks_follow_the_endpoints_as_they_change() {
+        let tracker = Tracker::default();
+        let picked = |c: &Cluster, n: usize| -> BTreeSet<u16> {
+            (0..n)
+                .map(|_| tracker.pick(c, None, 0).unwrap().0.address.port())
+                .collect()
+        };
+        assert_eq!(picked(&cluster(&[1]), 4), BTreeSet::from([1]));
+        assert_eq!(picked(&cluster(&[1, 2, 3]), 6), BTreeSet::from([1, 2, 3]));
+        assert_eq!(picked(&cluster(&[3]), 4), BTreeSet::from([3]));
+        assert_eq!(picked(&cluster(&[]), 0), BTreeSet::new());
+        assert!(tracker.pick(&cluster(&[]), None, 0).is_none());
     }
 }
