@@ -294,16 +294,8 @@ impl H2Pool {
             epoch: std::time::Instant::now(),
             conns: RwLock::default(),
         });
-        if let (Some(idle), Ok(runtime)) = (idle_timeout, tokio::runtime::Handle::try_current()) {
-            let weak = Arc::downgrade(&pool);
-            runtime.spawn(async move {
-                let mut tick = tokio::time::interval((idle / 2).max(Duration::from_millis(10)));
-                loop {
-                    tick.tick().await;
-                    let Some(pool) = weak.upgrade() else { return };
-                    pool.close_idle(idle);
-                }
-            });
+        if let Some(idle) = idle_timeout {
+            sweep(&pool, idle, move |p| p.close_idle(idle));
         }
         pool
     }
@@ -485,6 +477,27 @@ fn client(connector: Connector, h2: bool, settings: Option<&ClientSettings>) -> 
     UpstreamClient::Http1(H1Pool::start(connector, max_requests, idle))
 }
 
+/// Runs `close_idle` on `pool` every half `idle` in a task of its own, for
+/// as long as the pool lives (when there is a runtime to run it).
+fn sweep<P: Send + Sync + 'static>(
+    pool: &Arc<P>,
+    idle: Duration,
+    close_idle: impl Fn(&P) + Send + 'static,
+) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let weak = Arc::downgrade(pool);
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval((idle / 2).max(Duration::from_millis(10)));
+        loop {
+            tick.tick().await;
+            let Some(pool) = weak.upgrade() else { return };
+            close_idle(&pool);
+        }
+    });
+}
+
 /// How long an HTTP/1.1 connection waits idle in its pool unless the
 /// cluster's `idleTimeout` says otherwise.
 const H1_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -543,17 +556,7 @@ impl H1Pool {
             idle_timeout: idle,
             idle: Default::default(),
         });
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let weak = Arc::downgrade(&pool);
-            runtime.spawn(async move {
-                let mut tick = tokio::time::interval((idle / 2).max(Duration::from_millis(10)));
-                loop {
-                    tick.tick().await;
-                    let Some(pool) = weak.upgrade() else { return };
-                    pool.close_idle();
-                }
-            });
-        }
+        sweep(&pool, idle, H1Pool::close_idle);
         pool
     }
 
