@@ -775,8 +775,9 @@ pub async fn serving<F: Future>(server: F) -> F::Output {
         .scope(
             std::cell::RefCell::new(Vec::new()),
             std::future::poll_fn(|cx| {
-                if let Ok(mut task) = relay.task.write() {
-                    if !task.will_wake(cx.waker()) {
+                // The task's waker rarely changes: write it only then.
+                if !relay.task.read().is_ok_and(|t| t.will_wake(cx.waker())) {
+                    if let Ok(mut task) = relay.task.write() {
                         task.clone_from(cx.waker());
                     }
                 }
