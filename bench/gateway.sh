@@ -6,24 +6,22 @@
 # with no proxy, in one run with the rounds interleaved. Reports throughput
 # (wrk, 32 connections), latency p50/p90/p99 at fixed rates (weft-loadgen,
 # new TLS sessions only at connection start), CPU seconds per 1,000
-# requests and peak RSS of the proxy.
+# requests and peak RSS of the proxy, each the median over the rounds.
 #
 # Needs Debian's wrk, haproxy, nginx-light and openssl (installed when
 # missing, as root). Everything listens on 127.0.0.x.
-# Usage: bench/gateway.sh [SECONDS]
+# Usage: [ROUNDS=5] bench/gateway.sh [SECONDS per measurement, 10]
 #
 # WEFT_BASELINE=/path/to/an/older/weft adds a second gateway running that
 # binary (row weft-baseline), to compare two builds in the same run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
+ROUNDS=${ROUNDS:-5}
 RATES=(1000 5000)
 
-for pkg in wrk:wrk haproxy:haproxy nginx:nginx-light openssl:openssl; do
-  if ! command -v "${pkg%%:*}" >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkg#*:}" >/dev/null
-  fi
-done
+source bench/lib.sh
+need wrk:wrk haproxy:haproxy nginx:nginx-light openssl:openssl
 cargo build --release -q -p weft -p weft-loadgen
 WEFT=target/release/weft
 LOAD=target/release/weft-loadgen
@@ -132,7 +130,7 @@ haproxy -f "$W/haproxy.cfg" -db >/dev/null 2>&1 & HAP=$!; PIDS+=($HAP)
 
 declare -A URL=( [direct]=http://127.0.0.40:8080/ [weft]=https://127.0.0.70:8443/ [weft-baseline]=https://127.0.0.71:8443/ [haproxy]=https://127.0.0.80:8443/ )
 declare -A CONNECT=( [direct]=127.0.0.40:8080 [weft]=127.0.0.70:8443 [weft-baseline]=127.0.0.71:8443 [haproxy]=127.0.0.80:8443 )
-declare -A TLS=( [direct]="" [weft]="--tls-roots $W/ca.crt" [weft-baseline]="--tls-roots $W/ca.crt" [haproxy]="--tls-roots $W/ca.crt" )
+declare -A LOAD_ARGS=( [direct]="" [weft]="--tls-roots $W/ca.crt" [weft-baseline]="--tls-roots $W/ca.crt" [haproxy]="--tls-roots $W/ca.crt" )
 declare -A PROCS=( [direct]="" [weft]="$WEFT_GW" [weft-baseline]="$BASE_GW" [haproxy]="$HAP" )
 
 for path in "${PATHS[@]}"; do
@@ -146,43 +144,5 @@ for path in "${PATHS[@]}"; do
   [ -n "$ok" ] || { echo "$path is not answering" >&2; exit 1; }
 done
 
-ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
-HZ=$(getconf CLK_TCK)
-declare -A RPS P50 P90 P99 CPU
-for round in 1 2; do
-  for path in "${PATHS[@]}"; do
-    out=$(wrk -t2 -c32 -d"${SECS}s" -H "Host: $HOST" "${URL[$path]}" | awk '/Requests\/sec/ {print $2}')
-    RPS[$path]=$(python3 -c "print(max(float('${RPS[$path]:-0}'), float('$out')))")
-    for rate in "${RATES[@]}"; do
-      before=$(ticks ${PROCS[$path]})
-      json=$($LOAD --connect "${CONNECT[$path]}" --host "$HOST" --rate "$rate" --duration "$SECS" ${TLS[$path]})
-      after=$(ticks ${PROCS[$path]})
-      key="$path/$rate"
-      read -r p50 p90 p99 ok <<<"$(python3 -c "import json,sys; j=json.loads(sys.argv[1]); print(j['p50_ms'], j['p90_ms'], j['p99_ms'], j['ok'])" "$json")"
-      P50[$key]=$(python3 -c "a='${P50[$key]:-}'; print(min(float(a), $p50) if a else $p50)")
-      P90[$key]=$(python3 -c "a='${P90[$key]:-}'; print(min(float(a), $p90) if a else $p90)")
-      P99[$key]=$(python3 -c "a='${P99[$key]:-}'; print(min(float(a), $p99) if a else $p99)")
-      if [ -n "${PROCS[$path]}" ]; then
-        cpu=$(python3 -c "print(($after - $before) / $HZ / max($ok, 1) * 1000)")
-        CPU[$key]=$(python3 -c "a='${CPU[$key]:-}'; print(min(float(a), $cpu) if a else $cpu)")
-      fi
-    done
-  done
-done
-
-rss() { local m=0; for p in "$@"; do v=$(awk '/VmHWM/ {print $2}' "/proc/$p/status"); [ "$v" -gt "$m" ] && m=$v; done; echo $((m / 1024)); }
-echo
-echo "$(date -u +%Y-%m-%d), $(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//'), ${SECS}s per measurement, best of 2 interleaved rounds"
-echo
-echo "| path | wrk req/s (32 conns) | p50/p90/p99 ms at 1,000 rps | p50/p90/p99 ms at 5,000 rps | CPU s per 1,000 req (at 1,000 / 5,000 rps) | peak RSS |"
-echo "| --- | --- | --- | --- | --- | --- |"
-for path in "${PATHS[@]}"; do
-  lat() { printf "%.2f / %.2f / %.2f" "${P50[$path/$1]}" "${P90[$path/$1]}" "${P99[$path/$1]}"; }
-  if [ -n "${PROCS[$path]}" ]; then
-    cpu=$(printf "%.3f / %.3f" "${CPU[$path/1000]}" "${CPU[$path/5000]}")
-    mem="$(rss ${PROCS[$path]}) MB"
-  else
-    cpu="-"; mem="-"
-  fi
-  printf "| %s | %.0f | %s | %s | %s | %s |\n" "$path" "${RPS[$path]}" "$(lat 1000)" "$(lat 5000)" "$cpu" "$mem"
-done
+measure "$W/data"
+python3 bench/report.py "$W/data" "$SECS" "$ROUNDS" "" "peak RSS"

@@ -3,23 +3,24 @@
 # for a weft sidecar pair (HBONE) and an HAProxy pair (TLS 1.3 with client
 # certificates), against the same request with no proxy, in one run with the
 # rounds interleaved. Reports throughput (wrk), latency p50/p90/p99 at fixed
-# rates (weft-loadgen), CPU seconds per 1,000 requests and peak RSS per proxy.
+# rates (weft-loadgen), CPU seconds per 1,000 requests and peak RSS per proxy,
+# each the median over the rounds, then the issue's targets as ratios to
+# HAProxy with the number of rounds that met them.
 #
 # Needs Debian's wrk, haproxy and nginx-light (installed when missing, as
-# root). Everything listens on 127.0.0.x. Usage: bench/run.sh [SECONDS]
+# root). Everything listens on 127.0.0.x.
+# Usage: [ROUNDS=5] bench/run.sh [SECONDS per measurement, 10]
 #
 # WEFT_BASELINE=/path/to/an/older/weft adds a second weft pair running that
 # binary (row weft-baseline), to compare two builds in the same run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
+ROUNDS=${ROUNDS:-5}
 RATES=(1000 5000)
 
-for pkg in wrk:wrk haproxy:haproxy nginx:nginx-light; do
-  if ! command -v "${pkg%%:*}" >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkg#*:}" >/dev/null
-  fi
-done
+source bench/lib.sh
+need wrk:wrk haproxy:haproxy nginx:nginx-light
 cargo build --release -q -p weft -p weft-loadgen
 WEFT=target/release/weft
 LOAD=target/release/weft-loadgen
@@ -124,6 +125,8 @@ haproxy -f "$W/haproxy-b.cfg" -db >/dev/null 2>&1 & HAP_B=$!; PIDS+=($HAP_B)
 declare -A CONNECT=( [direct]=127.0.0.40:8080 [weft]=127.0.0.21:15001 [weft-baseline]=127.0.0.22:15001 [haproxy]=127.0.0.50:8081 )
 HOST=echo.default.svc.cluster.local:8080
 declare -A PROCS=( [direct]="" [weft]="$WEFT_A $WEFT_B" [weft-baseline]="${BASE[*]:-}" [haproxy]="$HAP_A $HAP_B" )
+declare -A URL LOAD_ARGS
+for path in "${PATHS[@]}"; do URL[$path]=http://${CONNECT[$path]}/; done
 
 for path in "${PATHS[@]}"; do
   for i in $(seq 50); do
@@ -133,63 +136,5 @@ for path in "${PATHS[@]}"; do
   curl -sf -o /dev/null -H "Host: $HOST" "http://${CONNECT[$path]}/" || { echo "$path is not answering" >&2; exit 1; }
 done
 
-ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
-HZ=$(getconf CLK_TCK)
-declare -A RPS P50 P90 P99 CPU
-for round in 1 2; do
-  for path in "${PATHS[@]}"; do
-    out=$(wrk -t2 -c32 -d"${SECS}s" -H "Host: $HOST" "http://${CONNECT[$path]}/" | awk '/Requests\/sec/ {print $2}')
-    RPS[$path]=$(python3 -c "print(max(float('${RPS[$path]:-0}'), float('$out')))")
-    for rate in "${RATES[@]}"; do
-      before=$(ticks ${PROCS[$path]})
-      json=$($LOAD --connect "${CONNECT[$path]}" --host "$HOST" --rate "$rate" --duration "$SECS")
-      after=$(ticks ${PROCS[$path]})
-      key="$path/$rate"
-      read -r p50 p90 p99 ok <<<"$(python3 -c "import json,sys; j=json.loads(sys.argv[1]); print(j['p50_ms'], j['p90_ms'], j['p99_ms'], j['ok'])" "$json")"
-      # Keep the better of the two rounds for each figure.
-      P50[$key]=$(python3 -c "a='${P50[$key]:-}'; print(min(float(a), $p50) if a else $p50)")
-      P90[$key]=$(python3 -c "a='${P90[$key]:-}'; print(min(float(a), $p90) if a else $p90)")
-      P99[$key]=$(python3 -c "a='${P99[$key]:-}'; print(min(float(a), $p99) if a else $p99)")
-      if [ -n "${PROCS[$path]}" ]; then
-        cpu=$(python3 -c "print(($after - $before) / $HZ / max($ok, 1) * 1000)")
-        CPU[$key]=$(python3 -c "a='${CPU[$key]:-}'; print(min(float(a), $cpu) if a else $cpu)")
-      fi
-    done
-  done
-done
-
-rss() { local m=0; for p in "$@"; do v=$(awk '/VmHWM/ {print $2}' "/proc/$p/status"); [ "$v" -gt "$m" ] && m=$v; done; echo $((m / 1024)); }
-echo
-echo "$(date -u +%Y-%m-%d), $(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//'), ${SECS}s per measurement, best of 2 interleaved rounds"
-echo
-echo "| path | wrk req/s (32 conns) | p50/p90/p99 ms at 1,000 rps | p50/p90/p99 ms at 5,000 rps | CPU s per 1,000 req (pair, at 1,000 / 5,000 rps) | peak RSS per proxy |"
-echo "| --- | --- | --- | --- | --- | --- |"
-for path in "${PATHS[@]}"; do
-  lat() { printf "%.2f / %.2f / %.2f" "${P50[$path/$1]}" "${P90[$path/$1]}" "${P99[$path/$1]}"; }
-  if [ -n "${PROCS[$path]}" ]; then
-    cpu=$(printf "%.3f / %.3f" "${CPU[$path/1000]}" "${CPU[$path/5000]}")
-    mem="$(rss ${PROCS[$path]}) MB"
-  else
-    cpu="-"; mem="-"
-  fi
-  printf "| %s | %.0f | %s | %s | %s | %s |\n" "$path" "${RPS[$path]}" "$(lat 1000)" "$(lat 5000)" "$cpu" "$mem"
-done
-
-# The issue's targets, as ratios to the HAProxy pair: the p99 each pair adds
-# to the direct path, CPU per request, and RSS against 20 MB.
-echo
-for path in "${PATHS[@]}"; do
-  case $path in direct|haproxy) continue ;; esac
-  python3 - "$path" "${P99[direct/1000]}" "${P99[direct/5000]}" "${P99[$path/1000]}" "${P99[$path/5000]}" \
-    "${P99[haproxy/1000]}" "${P99[haproxy/5000]}" "${CPU[$path/1000]}" "${CPU[$path/5000]}" \
-    "${CPU[haproxy/1000]}" "${CPU[haproxy/5000]}" "$(rss ${PROCS[$path]})" <<'PY'
-import sys
-path, d1, d5, w1, w5, h1, h5, c1, c5, hc1, hc5, rss = sys.argv[1:]
-d1, d5, w1, w5, h1, h5, c1, c5, hc1, hc5 = map(float, (d1, d5, w1, w5, h1, h5, c1, c5, hc1, hc5))
-def ratio(a, b):
-    return f"{a / b:.2f}x" if b > 0 else "n/a"
-print(f"{path} against haproxy: added p99 {w1 - d1:.2f} vs {h1 - d1:.2f} ms ({ratio(w1 - d1, h1 - d1)}) at 1,000 rps, "
-      f"{w5 - d5:.2f} vs {h5 - d5:.2f} ms ({ratio(w5 - d5, h5 - d5)}) at 5,000 rps; "
-      f"CPU per request {ratio(c1, hc1)} and {ratio(c5, hc5)}; peak RSS {rss} MB per proxy (target 20 MB)")
-PY
-done
+measure "$W/data"
+python3 bench/report.py "$W/data" "$SECS" "$ROUNDS" "pair, " "peak RSS per proxy"

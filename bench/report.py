@@ -1,0 +1,93 @@
+"""The benchmarks' report: reads the lines bench/lib.sh's `measure` wrote and
+prints the README table (each figure the median over the rounds) and, for
+each weft row, the issue's targets as ratios to HAProxy.
+
+Usage: report.py DATA SECS ROUNDS CPU_HEADING RSS_HEADING
+"""
+
+import datetime
+import os
+import statistics
+import sys
+
+data, secs, rounds, cpu_heading, rss_heading = sys.argv[1:]
+wrk, load, rss = {}, {}, {}
+paths = []
+for line in open(data):
+    kind, *f = line.split()
+    if kind == "rss":
+        rss[f[0]] = int(f[1])
+        continue
+    path = f[1]
+    if path not in paths:
+        paths.append(path)
+    if kind == "wrk":
+        wrk.setdefault(path, []).append(float(f[2]))
+    elif kind == "load":
+        rnd, rate = int(f[0]), int(f[2])
+        p50, p90, p99 = map(float, f[3:6])
+        cpu = None if f[6] == "-" else float(f[6])
+        load[(path, rate, rnd)] = (p50, p90, p99, cpu)
+order = ["direct", "weft", "weft-baseline", "haproxy"]
+paths.sort(key=lambda p: order.index(p) if p in order else len(order))
+rates = sorted({k[1] for k in load})
+rnds = sorted({k[2] for k in load})
+med = statistics.median
+
+
+def figure(path, rate, i):
+    """The median over the rounds of one figure (0 p50, 1 p90, 2 p99, 3 CPU)."""
+    vals = [load[(path, rate, r)][i] for r in rnds if (path, rate, r) in load]
+    vals = [v for v in vals if v is not None]
+    return med(vals) if vals else None
+
+
+def rps(rate):
+    return f"{rate:,} rps"
+
+
+model = "unknown CPU"
+for line in open("/proc/cpuinfo"):
+    if line.startswith("model name"):
+        model = line.split(":", 1)[1].strip()
+        break
+print()
+print(f"{datetime.date.today()}, {os.cpu_count()} cores, {model}, {secs}s per measurement, "
+      f"median of {rounds} interleaved rounds")
+print()
+lat_cols = " | ".join(f"p50/p90/p99 ms at {rps(r)}" for r in rates)
+print(f"| path | wrk req/s (32 conns) | {lat_cols} | CPU s per 1,000 req ({cpu_heading}"
+      f"at {' / '.join(f'{r:,}' for r in rates)} rps) | {rss_heading} |")
+print("| --- " * (4 + len(rates)) + "|")
+for path in paths:
+    lat = " | ".join(" / ".join(f"{figure(path, r, i):.2f}" for i in range(3)) for r in rates)
+    if path in rss:
+        cpu = " / ".join(f"{figure(path, r, 3):.3f}" for r in rates)
+        mem = f"{rss[path]} MB"
+    else:
+        cpu = mem = "-"
+    print(f"| {path} | {med(wrk[path]):.0f} | {lat} | {cpu} | {mem} |")
+
+# The issue's targets: the p99 a path adds to the direct one at or below
+# HAProxy's, and CPU per request at or below HAProxy's. Each round pairs the
+# figures measured back to back; "k/n" counts the rounds that met the target.
+if "haproxy" not in paths:
+    sys.exit(0)
+print()
+for path in paths:
+    if path in ("direct", "haproxy"):
+        continue
+    parts = []
+    for rate in rates:
+        both = [r for r in rnds if all((p, rate, r) in load for p in (path, "haproxy", "direct"))]
+        added = [load[(path, rate, r)][2] - load[("direct", rate, r)][2] for r in both]
+        added_h = [load[("haproxy", rate, r)][2] - load[("direct", rate, r)][2] for r in both]
+        met = sum(a <= h for a, h in zip(added, added_h))
+        a, h = med(added), med(added_h)
+        ratio = f"{a / h:.2f}x" if h > 0 else "n/a"
+        cpu = [load[(path, rate, r)][3] / load[("haproxy", rate, r)][3] for r in both]
+        parts.append(f"at {rps(rate)}: added p99 {a:.2f} vs {h:.2f} ms ({ratio}, met in {met}/{len(both)} rounds), "
+                     f"CPU per request {med(cpu):.2f}x (rounds {min(cpu):.2f}-{max(cpu):.2f}x, "
+                     f"met in {sum(c <= 1 for c in cpu)}/{len(cpu)})")
+    print(f"{path} against haproxy, medians over the rounds: " + "; ".join(parts)
+          + f"; peak RSS {rss.get(path, 0)} MB (target 20 MB)")
