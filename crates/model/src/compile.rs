@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use weft_api::types::destination_rule::DestinationRule;
 use weft_api::types::virtual_service::{self as vs, VirtualService};
@@ -639,7 +640,7 @@ impl<'a> Compiler<'a> {
                         let target = sport
                             .and_then(|p| e.ports.get(&p.name).copied().or(p.target_port))
                             .unwrap_or(port);
-                        ClusterEndpoint {
+                        Arc::new(ClusterEndpoint {
                             address: SocketAddr::new(e.address, u16::try_from(target).unwrap_or(0)),
                             // Only mesh TLS goes through HBONE; DISABLE and
                             // originated TLS reach the endpoint directly.
@@ -653,7 +654,7 @@ impl<'a> Compiler<'a> {
                             workload: e.workload.clone(),
                             namespace: e.namespace.clone(),
                             labels: e.labels.clone(),
-                        }
+                        })
                     })
                     .collect()
             }

@@ -595,7 +595,7 @@ pub struct Cluster {
     /// What the upstream speaks: HTTP/2 (and gRPC) ports get HTTP/2.
     pub protocol: Protocol,
     pub subset: Option<String>,
-    pub endpoints: Vec<ClusterEndpoint>,
+    pub endpoints: Vec<std::sync::Arc<ClusterEndpoint>>,
     /// Endpoints the proxy finds by DNS, besides `endpoints`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsEndpoints>,

@@ -73,7 +73,9 @@ pub async fn refuse_http<B>(
     if config.authz.policies.is_empty() && config.jwt.is_empty() {
         return None;
     }
-    let auth = match authenticator.authenticate(&config.jwt, req).await {
+    // Boxed, as the provider call below: the rare, large futures stay out
+    // of every request's future.
+    let auth = match Box::pin(authenticator.authenticate(&config.jwt, req)).await {
         Ok(auth) => auth,
         Err(reason) => {
             tracing::info!("authentication refused a request from {source}: {reason}");
@@ -126,7 +128,7 @@ pub async fn refuse_http<B>(
     // CUSTOM: the provider is asked first, as Envoy's ext_authz filter
     // runs before RBAC; its denial is the answer.
     if let Some((policy, provider)) = &decision.ask {
-        match ext_authz::check(outbound, config, provider, req, &conn).await {
+        match Box::pin(ext_authz::check(outbound, config, provider, req, &conn)).await {
             Ok(headers) => {
                 for (name, value) in headers {
                     req.headers_mut().insert(name, value);

@@ -4,7 +4,6 @@
 //! happening. State is kept by cluster name and endpoint address, so it
 //! survives a configuration swap.
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -31,7 +30,7 @@ pub struct ClusterState {
     retrying: AtomicU64,
     /// Round robin position.
     next: AtomicU64,
-    endpoints: RwLock<HashMap<SocketAddr, Arc<EndpointState>>>,
+    endpoints: RwLock<crate::FastMap<SocketAddr, Arc<EndpointState>>>,
     /// The states in the order of the cluster's endpoints, for the list of
     /// addresses they were looked up for: a request looks them up again
     /// only when the list has changed.
@@ -91,14 +90,14 @@ impl ClusterState {
 /// All clusters' state.
 #[derive(Debug)]
 pub struct Tracker {
-    clusters: RwLock<HashMap<String, Arc<ClusterState>>>,
+    clusters: RwLock<crate::FastMap<String, Arc<ClusterState>>>,
     started: Instant,
 }
 
 impl Default for Tracker {
     fn default() -> Self {
         Tracker {
-            clusters: RwLock::new(HashMap::new()),
+            clusters: RwLock::default(),
             started: Instant::now(),
         }
     }
@@ -196,7 +195,7 @@ impl Tracker {
         cluster: &'a Cluster,
         key: Option<u64>,
         random: u64,
-    ) -> Option<(&'a ClusterEndpoint, Picked)> {
+    ) -> Option<(&'a Arc<ClusterEndpoint>, Picked)> {
         let state = self.cluster(&cluster.name);
         let order = state.order(cluster);
         let states = &order.states;
@@ -354,7 +353,7 @@ mod tests {
             port: 80,
             protocol: Protocol::Http,
             subset: None,
-            endpoints: ports.iter().map(endpoint).collect(),
+            endpoints: ports.iter().map(endpoint).map(Arc::new).collect(),
             dns: None,
             missing: false,
             policy: ClusterPolicy {

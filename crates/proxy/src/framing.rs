@@ -97,7 +97,7 @@ impl<T> StrictHeads<T> {
                     };
                 }
                 State::ChunkSize | State::ChunkEnd | State::Trailers => {
-                    let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+                    let Some(nl) = memchr::memchr(b'\n', rest) else {
                         if rest.len() > MAX_LINE {
                             self.state = State::Opaque;
                             continue;
@@ -136,38 +136,45 @@ impl<T> StrictHeads<T> {
         if request_line.starts_with(b"PRI * HTTP/2") || request_line.starts_with(b"CONNECT ") {
             return State::Opaque;
         }
-        let mut lengths = Vec::new();
+        // Counted, not collected: a head costs no allocation.
+        let mut lengths = 0;
+        let mut length = None;
         let mut chunked = None;
         let mut first_length_at = None;
-        let mut hosts = Vec::new();
+        let mut hosts = 0;
+        let mut second_host_at = None;
         let mut upgrade = false;
         let mut offset = 0;
         for line in head.split(|&b| b == b'\n') {
             let at = offset;
             offset += line.len() + 1;
-            let Some(colon) = line.iter().position(|&b| b == b':') else {
+            let Some(colon) = memchr::memchr(b':', line) else {
                 continue;
             };
             let name = &line[..colon];
             let value = trim_cr(&line[colon + 1..]).trim_ascii();
             if name.eq_ignore_ascii_case(b"content-length") {
                 first_length_at.get_or_insert(at);
-                lengths.push(value);
+                length.get_or_insert(value);
+                lengths += 1;
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
                 chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             } else if name.eq_ignore_ascii_case(b"upgrade") {
                 upgrade = true;
             } else if name.eq_ignore_ascii_case(b"host") {
-                hosts.push(at);
+                hosts += 1;
+                if hosts == 2 {
+                    second_host_at = Some(at);
+                }
             }
         }
-        let ambiguous = lengths.len() > 1 || (!lengths.is_empty() && chunked.is_some());
+        let ambiguous = lengths > 1 || (lengths > 0 && chunked.is_some());
         // Two Host lines name two targets: routing, policy and the app
         // could each read a different one (RFC 9112 asks for 400).
         let offending = match (ambiguous, first_length_at) {
             (true, Some(at)) => Some(at),
-            _ => hosts.get(1).copied(),
+            _ => second_host_at,
         };
         if let Some(at) = offending {
             // `(` cannot start a header name: hyper answers 400.
@@ -177,7 +184,7 @@ impl<T> StrictHeads<T> {
         if upgrade {
             return State::Opaque;
         }
-        match (chunked, lengths.first()) {
+        match (chunked, length) {
             (Some(true), _) => State::ChunkSize,
             (Some(false), _) => State::Opaque,
             (None, Some(v)) => std::str::from_utf8(v)
@@ -200,7 +207,7 @@ fn head_end(b: &[u8]) -> Option<usize> {
         return (lead > 0 && b.last() == Some(&b'\n')).then_some(lead);
     }
     let mut i = 0;
-    while let Some(p) = body[i..].iter().position(|&c| c == b'\n') {
+    while let Some(p) = memchr::memchr(b'\n', &body[i..]) {
         let nl = i + p;
         let next = &body[nl + 1..];
         if next.first() == Some(&b'\n') {

@@ -3,7 +3,6 @@
 //! ambient does. One TLS connection per (destination proxy, identity) is
 //! shared by all streams to it.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -64,7 +63,7 @@ pub struct Pool {
     policy: PeerPolicy,
     /// Connection setup takes this lock; requests on an established
     /// connection only clone its sender.
-    conns: Mutex<HashMap<PoolKey, SendRequest<Empty<Bytes>>>>,
+    conns: Mutex<crate::FastMap<PoolKey, SendRequest<Empty<Bytes>>>>,
     /// The workload's address, which connections leave from when it is
     /// this host's: the peer then sees it as `source.ip`, as a pod's
     /// peers see the pod's address.
@@ -79,7 +78,7 @@ impl Pool {
         Pool {
             store,
             policy,
-            conns: Mutex::new(HashMap::new()),
+            conns: Mutex::default(),
             source: None,
         }
     }

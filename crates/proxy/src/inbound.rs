@@ -212,12 +212,7 @@ impl Inbound {
             principal: peer.principal.as_deref(),
             headers: req.headers(),
         };
-        match self
-            .outbound
-            .limiter
-            .check(&config.rate_limits, &asked)
-            .await
-        {
+        match Box::pin(self.outbound.limiter.check(&config.rate_limits, &asked)).await {
             ratelimit::Decision::Limited(resp) => resp,
             passed => {
                 let mut resp = forward(req, app).await;
@@ -235,9 +230,8 @@ impl Inbound {
         peer: &PeerMeta,
         downstream: SocketAddr,
     ) -> Response<Body> {
-        let request_id = crate::trace::propagate(req.headers_mut());
-        let observation =
-            Observation::begin(&req, downstream, request_id, self.access_log.as_ref());
+        crate::trace::propagate(req.headers_mut());
+        let observation = Observation::begin(&req, downstream, self.access_log.as_ref());
         let protocol = request_protocol(req.headers());
         let refused = authorize::refuse_http(
             &self.config.load_full(),
@@ -259,13 +253,9 @@ impl Inbound {
         };
         let flag = resp.extensions().get::<ResponseFlag>().map(|f| f.0);
         let status = resp.status().as_u16();
-        let key = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            "inbound".hash(&mut h);
-            (peer, port.port, protocol, status, flag).hash(&mut h);
-            h.finish()
-        };
+        let key = self
+            .metrics
+            .key(("inbound", peer, port.port, protocol, status, flag));
         let handles = self.metrics.cached(key, || {
             inbound_labels(
                 &self.config.load().workload,

@@ -31,3 +31,8 @@ pub mod upgrade;
 pub mod upstream;
 
 pub use sidecar::{Options, Ports, Role, Sidecar};
+
+/// A map looked up on every request, by keys that come from configuration
+/// and resolved addresses, not from requests: hashed with foldhash, several
+/// times cheaper than std's SipHash for a short string or an address.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

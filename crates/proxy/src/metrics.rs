@@ -68,7 +68,9 @@ pub struct Metrics {
     registry: Registry,
     /// Label sets already built, by a hash of what determines them: most
     /// requests skip building and hashing 25 labels four times.
-    cache: RwLock<HashMap<u64, Arc<RequestHandles>>>,
+    cache: RwLock<HashMap<u64, Arc<RequestHandles>, foldhash::fast::RandomState>>,
+    /// Hashes what determines a label set into its cache key.
+    keys: foldhash::fast::RandomState,
     requests: Family<Labels, Counter>,
     duration: HistogramFamily,
     request_bytes: HistogramFamily,
@@ -139,7 +141,8 @@ impl Metrics {
         );
         Arc::new(Metrics {
             registry,
-            cache: RwLock::new(HashMap::new()),
+            cache: RwLock::new(HashMap::default()),
+            keys: foldhash::fast::RandomState::default(),
             requests,
             duration,
             request_bytes,
@@ -171,6 +174,11 @@ impl Metrics {
         }
     }
 
+    /// The cache key of what determines a label set.
+    pub fn key(&self, what: impl std::hash::Hash) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.keys, what)
+    }
+
     /// The metrics for the label set that `key` stands for, building the
     /// labels only the first time.
     pub fn cached(&self, key: u64, labels: impl FnOnce() -> Labels) -> Arc<RequestHandles> {
@@ -193,13 +201,7 @@ impl Metrics {
         handles: Arc<RequestHandles>,
         outcome: crate::telemetry::Outcome,
     ) -> Arc<RequestHandles> {
-        let key = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            (key, outcome).hash(&mut h);
-            h.finish()
-        };
-        self.cached(key, || {
+        self.cached(self.key((key, outcome)), || {
             let mut labels = handles.labels.clone();
             for (k, v) in &mut labels {
                 match *k {

@@ -47,6 +47,9 @@ use crate::telemetry::{
 use crate::upgrade;
 use crate::upstream::Clients;
 
+/// Not a standard header, so named once rather than parsed per request.
+const PROXY_CONNECTION: http::HeaderName = http::HeaderName::from_static("proxy-connection");
+
 /// What the outbound listener works with: the current config (swapped as a
 /// whole on reload) and the HBONE pool.
 #[derive(Debug)]
@@ -187,8 +190,8 @@ pub(crate) async fn observed(
     if req.method() == Method::CONNECT {
         return handle(outbound, req, listener).await;
     }
-    let request_id = crate::trace::propagate(req.headers_mut());
-    let observation = Observation::begin(&req, peer, request_id, outbound.access_log.as_ref());
+    crate::trace::propagate(req.headers_mut());
+    let observation = Observation::begin(&req, peer, outbound.access_log.as_ref());
     let protocol = request_protocol(req.headers());
     let resp = handle(outbound, req, listener).await;
     let flag = resp.extensions().get::<ResponseFlag>().map(|f| f.0);
@@ -196,16 +199,14 @@ pub(crate) async fn observed(
     let dest = resp.extensions().get::<DestService>();
     let status = resp.status().as_u16();
     // What decides the labels: the upstream, the service, code and flag.
-    let key = {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        ("outbound", protocol).hash(&mut h);
-        upstream.and_then(|u| u.address).hash(&mut h);
-        dest.map(|d| d.host.as_str()).hash(&mut h);
-        status.hash(&mut h);
-        flag.hash(&mut h);
-        h.finish()
-    };
+    let key = outbound.metrics.key((
+        "outbound",
+        protocol,
+        upstream.map(|u| u.address),
+        dest.map(|d| d.host.as_str()),
+        status,
+        flag,
+    ));
     let handles = outbound.metrics.cached(key, || {
         outbound_labels(
             &outbound.config.load().workload,
@@ -220,7 +221,7 @@ pub(crate) async fn observed(
         let upstream = head.extensions.get::<Upstream>();
         let dest = head.extensions.get::<DestService>();
         (
-            upstream.and_then(|u| u.address).map(|a| a.to_string()),
+            upstream.map(|u| u.address.to_string()),
             dest.map(|d| d.cluster.clone()),
         )
     })
@@ -534,13 +535,14 @@ fn black_hole(outbound: &Outbound, config: &ProxyConfig, tunnel: bool) {
     if !tunnel {
         return;
     }
-    let none = Upstream {
-        address: None,
+    let none = Upstream(Arc::new(ClusterEndpoint {
+        address: SocketAddr::from(([0, 0, 0, 0], 0)),
+        identity: None,
+        weight: 0,
         workload: None,
         namespace: "unknown".into(),
-        identity: None,
         labels: std::collections::BTreeMap::new(),
-    };
+    }));
     let mut labels = outbound_tcp_labels(&config.workload, &none, &DestService::black_hole());
     for (k, v) in &mut labels {
         if *k == "response_flags" {
@@ -679,10 +681,6 @@ fn prepare(
     host: &str,
     port: u16,
 ) {
-    let mut path = parts
-        .uri
-        .path_and_query()
-        .map_or("/".to_string(), |p| p.to_string());
     if !parts.headers.contains_key(HOST) {
         // The authority as the client wrote it (an HTTP/2 :authority, an
         // absolute URI), else the destination.
@@ -696,6 +694,10 @@ fn prepare(
         }
     }
     if let Some(rw) = &route.rewrite {
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/".to_string(), |p| p.to_string());
         let (p, q) = match path.split_once('?') {
             Some((p, q)) => (p.to_string(), Some(q.to_string())),
             None => (path.clone(), None),
@@ -709,7 +711,7 @@ fn prepare(
         } else if let Some((re, to)) = &rw.uri_regex {
             p = re.replace_all(&p, to.as_str()).into_owned();
         }
-        path = match q {
+        let path = match q {
             Some(q) => format!("{p}?{q}"),
             None => p,
         };
@@ -718,11 +720,18 @@ fn prepare(
                 parts.headers.insert(HOST, v);
             }
         }
+        if let Ok(uri) = path.parse::<Uri>() {
+            parts.uri = uri;
+        }
+    } else if parts.uri.scheme().is_some() || parts.uri.path_and_query().is_none() {
+        // Absolute-form to origin-form; an origin-form URI stays as it is.
+        parts.uri = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .map_or_else(|| Uri::from_static("/"), Uri::from);
     }
-    if let Ok(uri) = path.parse::<Uri>() {
-        parts.uri = uri;
-    }
-    parts.headers.remove("proxy-connection");
+    parts.headers.remove(PROXY_CONNECTION);
     apply_ops(&mut parts.headers, &route.headers.request);
     apply_ops(&mut parts.headers, &chosen.headers.request);
 }
@@ -812,16 +821,16 @@ async fn resolve(outbound: &Outbound, cluster: &Cluster, asked: &str) -> Cluster
             }
         };
         let take = if dns.first_only { 1 } else { addrs.len() };
-        resolved
-            .endpoints
-            .extend(addrs.iter().take(take).map(|ip| ClusterEndpoint {
+        resolved.endpoints.extend(addrs.iter().take(take).map(|ip| {
+            Arc::new(ClusterEndpoint {
                 address: SocketAddr::new(*ip, port),
                 identity: None,
                 weight,
                 workload: None,
                 namespace: dns.namespace.clone(),
                 labels: labels.clone(),
-            }));
+            })
+        }));
     }
     resolved
 }
@@ -830,7 +839,7 @@ async fn resolve(outbound: &Outbound, cluster: &Cluster, asked: &str) -> Cluster
 pub(crate) fn pick_endpoint<'a>(
     outbound: &Outbound,
     cluster: &'a Cluster,
-) -> Option<&'a ClusterEndpoint> {
+) -> Option<&'a Arc<ClusterEndpoint>> {
     if cluster.endpoints.is_empty() {
         return None;
     }
@@ -972,7 +981,7 @@ async fn send_once(
             ));
         }
     };
-    resp.extensions_mut().insert(Upstream::from(ep));
+    resp.extensions_mut().insert(Upstream(ep.clone()));
     Ok(resp)
 }
 
@@ -1114,7 +1123,7 @@ pub(crate) async fn open_tcp_route(
     config: &ProxyConfig,
     service: &OutboundService,
     host: &str,
-) -> Result<(Box<dyn Io>, Cluster, ClusterEndpoint), Response<Body>> {
+) -> Result<(Box<dyn Io>, Cluster, Arc<ClusterEndpoint>), Response<Body>> {
     let weighted = if service.tcp.is_empty() {
         match service
             .routes
@@ -1151,7 +1160,7 @@ pub(crate) async fn open_tcp_route(
 pub(crate) async fn relay<A, B>(
     outbound: &Outbound,
     cluster: &Cluster,
-    ep: &ClusterEndpoint,
+    ep: &Arc<ClusterEndpoint>,
     client: &mut A,
     upstream: &mut B,
 ) where
@@ -1165,7 +1174,7 @@ pub(crate) async fn relay<A, B>(
     };
     let labels = {
         let config = outbound.config.load();
-        outbound_tcp_labels(&config.workload, &Upstream::from(ep), &dest)
+        outbound_tcp_labels(&config.workload, &Upstream(ep.clone()), &dest)
     };
     outbound.metrics.tcp_opened(&labels);
     let (sent, received) = tokio::io::copy_bidirectional(client, upstream)
@@ -1272,7 +1281,7 @@ async fn passthrough(
             Err(_) => return full(StatusCode::BAD_REQUEST, "bad request target\n"),
         }
         *req.version_mut() = http::Version::HTTP_11;
-        req.headers_mut().remove("proxy-connection");
+        req.headers_mut().remove(PROXY_CONNECTION);
         let downstream_upgrade = upgrade::requested(&mut req);
         match outbound
             .clients

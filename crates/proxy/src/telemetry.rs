@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
+use http::HeaderName;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::{Request, Response};
@@ -19,25 +20,16 @@ use weft_model::config::WorkloadInfo;
 use crate::http::{Body, ResponseFlag};
 use crate::metrics::{Labels, Metrics, RequestHandles};
 
-/// The upstream a response came from, left on it by the router.
+/// The upstream endpoint a response came from, left on it by the router:
+/// the cluster's own, shared, not copied per request.
 #[derive(Debug, Clone)]
-pub struct Upstream {
-    pub address: Option<std::net::SocketAddr>,
-    pub workload: Option<String>,
-    pub namespace: String,
-    pub identity: Option<String>,
-    pub labels: BTreeMap<String, String>,
-}
+pub struct Upstream(pub Arc<weft_model::config::ClusterEndpoint>);
 
-impl From<&weft_model::config::ClusterEndpoint> for Upstream {
-    fn from(ep: &weft_model::config::ClusterEndpoint) -> Upstream {
-        Upstream {
-            address: Some(ep.address),
-            workload: ep.workload.clone(),
-            namespace: ep.namespace.clone(),
-            identity: ep.identity.clone(),
-            labels: ep.labels.clone(),
-        }
+impl std::ops::Deref for Upstream {
+    type Target = weft_model::config::ClusterEndpoint;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
 
@@ -315,17 +307,18 @@ impl Observation {
     pub fn begin<B>(
         req: &Request<B>,
         downstream: SocketAddr,
-        request_id: String,
         access_log: Option<&AccessLog>,
     ) -> Observation {
-        let header = |name: &str| {
+        let header = |name: HeaderName| {
             req.headers()
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
-        let request_bytes: u64 = header("content-length")
-            .and_then(|v| v.parse().ok())
+        let request_bytes: u64 = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
             .unwrap_or(0);
         let log = access_log.map(|log| {
             let entry = AccessEntry {
@@ -340,9 +333,9 @@ impl Observation {
                     .uri()
                     .authority()
                     .map(|a| a.to_string())
-                    .or_else(|| header("host")),
-                user_agent: header("user-agent"),
-                request_id,
+                    .or_else(|| header(http::header::HOST)),
+                user_agent: header(http::header::USER_AGENT),
+                request_id: header(HeaderName::from_static("x-request-id")).unwrap_or_default(),
                 downstream,
                 bytes_received: request_bytes,
             };
@@ -416,7 +409,7 @@ pub struct Outcome {
 
 fn grpc_status(headers: &hyper::HeaderMap) -> Option<u32> {
     headers
-        .get("grpc-status")?
+        .get(const { HeaderName::from_static("grpc-status") })?
         .to_str()
         .ok()?
         .trim()

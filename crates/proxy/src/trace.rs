@@ -2,7 +2,8 @@
 //! `x-request-id`, W3C `traceparent`, and Zipkin's B3 headers. A proxy
 //! continues the caller's trace with a new span of its own.
 
-use http::{HeaderMap, HeaderValue};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 thread_local! {
     /// Trace and request IDs need uniqueness, not secrecy: a per-thread
@@ -33,102 +34,130 @@ fn fill(buf: &mut [u8]) {
     }
 }
 
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    fill(&mut buf);
-    hex(&buf)
-}
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const X_B3_TRACEID: HeaderName = HeaderName::from_static("x-b3-traceid");
+const X_B3_SPANID: HeaderName = HeaderName::from_static("x-b3-spanid");
+const X_B3_PARENTSPANID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+const X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
 
-fn hex(bytes: &[u8]) -> String {
+/// Appends `bytes` to `out` in lowercase hex.
+fn hex(bytes: &[u8], out: &mut Vec<u8>) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
-    out
-}
-
-fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        headers.insert(name, v);
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 15)]);
     }
 }
 
-/// A UUID v4, as Envoy generates `x-request-id`.
-fn uuid() -> String {
+/// Appends `n` random bytes in hex.
+fn random_hex<const N: usize>(out: &mut Vec<u8>) {
+    let mut b = [0u8; N];
+    fill(&mut b);
+    hex(&b, out);
+}
+
+/// Appends a UUID v4, as Envoy generates `x-request-id`.
+fn uuid(out: &mut Vec<u8>) {
     let mut b = [0u8; 16];
     fill(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex(&b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    for (i, part) in [&b[..4], &b[4..6], &b[6..8], &b[8..10], &b[10..]]
+        .into_iter()
+        .enumerate()
+    {
+        if i > 0 {
+            out.push(b'-');
+        }
+        hex(part, out);
+    }
+}
+
+/// A W3C `traceparent` (version-traceid-parentid-flags): its trace ID and flags.
+fn traceparent(tp: &str) -> Option<(&str, &str)> {
+    let mut parts = tp.split('-');
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some("00"), Some(trace), Some(_parent), Some(flags), None)
+            if trace.len() == 32 && flags.len() == 2 =>
+        {
+            Some((trace, flags))
+        }
+        _ => None,
+    }
 }
 
 /// Makes sure the request carries a request ID and trace context, with a
-/// new span for the hop this proxy makes; returns the request ID.
-pub fn propagate(headers: &mut HeaderMap) -> String {
-    let request_id = match headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
-        Some(id) if !id.is_empty() => id.to_string(),
-        _ => {
-            let id = uuid();
-            set(headers, "x-request-id", &id);
-            id
+/// new span for the hop this proxy makes. The values it writes share one
+/// buffer, so copying the headers later copies no bytes.
+pub fn propagate(headers: &mut HeaderMap) {
+    let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let has_id = text(&X_REQUEST_ID).is_some_and(|id| !id.is_empty());
+    let b3_trace = text(&X_B3_TRACEID).map(str::len);
+    let mut buf = Vec::with_capacity(36 + 55 + 32);
+    let id = (!has_id).then(|| {
+        uuid(&mut buf);
+        0..buf.len()
+    });
+    // traceparent: the caller's trace and flags, else B3's trace (a 64-bit
+    // one padded), else a new trace; always a new span.
+    let tp = buf.len();
+    buf.extend_from_slice(b"00-");
+    match text(&TRACEPARENT).and_then(traceparent) {
+        Some((trace, flags)) => {
+            buf.extend_from_slice(trace.as_bytes());
+            buf.push(b'-');
+            random_hex::<8>(&mut buf);
+            buf.push(b'-');
+            buf.extend_from_slice(flags.as_bytes());
+        }
+        None => {
+            match (b3_trace, text(&X_B3_TRACEID)) {
+                (Some(32), Some(t)) => buf.extend_from_slice(t.as_bytes()),
+                (Some(16), Some(t)) => {
+                    buf.extend_from_slice(&[b'0'; 16]);
+                    buf.extend_from_slice(t.as_bytes());
+                }
+                _ => random_hex::<16>(&mut buf),
+            }
+            buf.push(b'-');
+            random_hex::<8>(&mut buf);
+            buf.extend_from_slice(b"-01");
+        }
+    }
+    let traceparent = tp..buf.len();
+    let trace = tp + 3..tp + 35;
+    let span = tp + 36..tp + 52;
+    let buf = Bytes::from(buf);
+    let mut set = |name: HeaderName, range: std::ops::Range<usize>| {
+        if let Ok(v) = HeaderValue::from_maybe_shared(buf.slice(range)) {
+            headers.insert(name, v);
         }
     };
-    let span = random_hex(8);
-    // W3C: version-traceid-parentid-flags.
-    let incoming = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|tp| {
-            let parts: Vec<&str> = tp.split('-').collect();
-            match parts.as_slice() {
-                ["00", trace, _parent, flags] if trace.len() == 32 && flags.len() == 2 => {
-                    Some((trace.to_string(), flags.to_string()))
-                }
-                _ => None,
-            }
-        });
-    let b3_trace = headers
-        .get("x-b3-traceid")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let (trace, flags) = match (incoming, &b3_trace) {
-        (Some(t), _) => t,
-        (None, Some(t)) if t.len() == 32 => (t.clone(), "01".into()),
-        (None, Some(t)) if t.len() == 16 => (format!("{:0>32}", t), "01".into()),
-        _ => (random_hex(16), "01".into()),
-    };
-    set(
-        headers,
-        "traceparent",
-        &format!("00-{trace}-{span}-{flags}"),
-    );
-    let parent = headers
-        .get("x-b3-spanid")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    set(
-        headers,
-        "x-b3-traceid",
-        b3_trace.as_deref().unwrap_or(&trace),
-    );
-    set(headers, "x-b3-spanid", &span);
+    if let Some(id) = id {
+        set(X_REQUEST_ID, id);
+    }
+    set(TRACEPARENT, traceparent);
+    // B3 keeps the caller's trace ID as it was.
+    if b3_trace.is_none() {
+        set(X_B3_TRACEID, trace);
+    }
+    let parent = headers.remove(&X_B3_SPANID).filter(|v| v.to_str().is_ok());
+    if let Ok(v) = HeaderValue::from_maybe_shared(buf.slice(span)) {
+        headers.insert(X_B3_SPANID, v);
+    }
     if let Some(parent) = parent {
-        set(headers, "x-b3-parentspanid", &parent);
+        headers.insert(X_B3_PARENTSPANID, parent);
     }
-    if !headers.contains_key("x-b3-sampled") {
-        set(headers, "x-b3-sampled", "1");
+    if !headers.contains_key(&X_B3_SAMPLED) {
+        headers.insert(X_B3_SAMPLED, HeaderValue::from_static("1"));
     }
-    request_id
 }
 
 #[cfg(test)]
@@ -138,8 +167,10 @@ mod tests {
     #[test]
     fn missing_context_is_created() {
         let mut h = HeaderMap::new();
-        let id = propagate(&mut h);
+        propagate(&mut h);
+        let id = h["x-request-id"].to_str().unwrap();
         assert_eq!(id.len(), 36);
+        assert_eq!(id.matches('-').count(), 4);
         assert_eq!(&id[14..15], "4");
         let tp = h["traceparent"].to_str().unwrap();
         assert!(
@@ -158,7 +189,8 @@ mod tests {
             HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
         );
         h.insert("x-b3-spanid", HeaderValue::from_static("00f067aa0ba902b7"));
-        assert_eq!(propagate(&mut h), "abc");
+        propagate(&mut h);
+        assert_eq!(h["x-request-id"], "abc");
         let tp = h["traceparent"].to_str().unwrap();
         assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
         assert!(!tp.contains("00f067aa0ba902b7"));

@@ -9,7 +9,6 @@
 //! request and its response cross no other task on their way through the
 //! proxy; between requests it waits, unpolled, in its pool.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -267,7 +266,7 @@ pub struct H2Pool {
     /// What `Pooled::last_used` counts from.
     epoch: std::time::Instant,
     /// Each endpoint's connection.
-    conns: RwLock<HashMap<SocketAddr, Pooled>>,
+    conns: RwLock<crate::FastMap<SocketAddr, Pooled>>,
 }
 
 /// A pooled HTTP/2 connection, the requests it has taken and when it last
@@ -382,7 +381,7 @@ pub struct Clients {
     pub originator: Arc<Originator>,
     /// Clusters with TLS origination or connection timeouts have clients
     /// (and pools) of their own, rebuilt when their settings change.
-    dedicated: RwLock<HashMap<String, (ClientSettings, UpstreamClient)>>,
+    dedicated: RwLock<crate::FastMap<String, (ClientSettings, UpstreamClient)>>,
     mesh: Connector,
 }
 
@@ -406,7 +405,7 @@ impl Clients {
             http2: client(connector.clone(), true, None),
             passthrough: Client::builder(TokioExecutor::new()).build(direct),
             originator: Arc::new(originator),
-            dedicated: RwLock::new(HashMap::new()),
+            dedicated: RwLock::default(),
             mesh: connector,
         }
     }
@@ -515,7 +514,7 @@ pub struct H1Pool {
     /// lock is held only to push or pop; a connection future is `Send`
     /// but not `Sync`, so a mutex it is, as in hyper-util's pool.
     #[allow(clippy::disallowed_types)]
-    idle: std::sync::Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    idle: std::sync::Mutex<crate::FastMap<SocketAddr, Vec<Idle>>>,
 }
 
 /// An HTTP/1.1 connection: the handle requests go through, the connection
