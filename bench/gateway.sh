@@ -32,19 +32,7 @@ trap cleanup EXIT
 HOST=shop.example.com
 
 # The server: nginx answering 1 KB over plain HTTP.
-BODY=$(head -c 1024 /dev/zero | tr '\0' 'x')
-mkdir -p "$W/nginx"
-cat > "$W/nginx/nginx.conf" <<CONF
-worker_processes 1;
-pid $W/nginx/pid;
-error_log $W/nginx/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  server { listen 127.0.0.40:8080; keepalive_requests 1000000; location / { return 200 "$BODY"; } }
-}
-CONF
-nginx -c "$W/nginx/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+start_nginx "$W/nginx" 127.0.0.40
 
 # The site's certificate (ECDSA P-256, from a CA of its own), as a
 # credentialName folder for weft and one PEM for HAProxy.

@@ -55,3 +55,102 @@ PY
   done
   return 0
 }
+
+# The pieces the benchmarks set up. Each appends the pids it starts to the
+# caller's PIDS, for its cleanup.
+
+# start_nginx DIR ADDRESS...: nginx answering 1 KB on port 8080 of each
+# address, keep-alive without limit.
+start_nginx() {
+  local dir=$1 body listens="" a
+  shift
+  body=$(head -c 1024 /dev/zero | tr '\0' 'x')
+  for a in "$@"; do listens+="listen $a:8080; "; done
+  mkdir -p "$dir"
+  cat > "$dir/nginx.conf" <<CONF
+worker_processes 1;
+pid $dir/pid;
+error_log $dir/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server { $listens keepalive_requests 1000000; location / { return 200 "$body"; } }
+}
+CONF
+  nginx -c "$dir/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+}
+
+# sidecar_mesh DIR CLIENT ECHO: the mesh of a client workload at address
+# CLIENT and an echo workload at ECHO (where nginx listens), behind
+# echo.default.svc.cluster.local:8080.
+sidecar_mesh() {
+  mkdir -p "$1"
+  cat > "$1/mesh.yaml" <<YAML
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: client, namespace: default}
+spec: {address: $2, serviceAccount: client, ports: {http: 8000}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: echo, namespace: default}
+spec: {address: $3, serviceAccount: echo, labels: {app: echo}, ports: {http: 8080}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: echo, namespace: default}
+spec:
+  hosts: [echo.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: echo}}
+YAML
+}
+
+# haproxy_pair DIR CA FRONT BACK APP: configurations for two HAProxy
+# instances doing the sidecar pair's job, DIR/haproxy-a.cfg (HTTP on FRONT,
+# port 8081) and DIR/haproxy-b.cfg (TLS 1.3 with client certificates on
+# BACK, port 8443, to nginx at APP), with certificates from weft's CA in CA.
+haproxy_pair() {
+  local dir=$1 ca=$2 front=$3 back=$4 app=$5 side
+  for side in a b; do
+    $WEFT ca issue --dir "$ca" --spiffe-id "spiffe://cluster.local/ns/default/sa/haproxy-$side" --out-dir "$dir/$side" >/dev/null
+    cat "$dir/$side/cert-chain.pem" "$dir/$side/key.pem" > "$dir/$side/crt.pem"
+  done
+  local common="global
+  maxconn 8192
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always"
+  cat > "$dir/haproxy-a.cfg" <<CONF
+$common
+frontend out
+  bind $front:8081
+  default_backend mesh
+backend mesh
+  server b $back:8443 ssl crt $dir/a/crt.pem ca-file $dir/a/root-cert.pem verify required ssl-min-ver TLSv1.3 alpn http/1.1
+CONF
+  cat > "$dir/haproxy-b.cfg" <<CONF
+$common
+frontend in
+  bind $back:8443 ssl crt $dir/b/crt.pem ca-file $dir/b/root-cert.pem verify required ssl-min-ver TLSv1.3 alpn http/1.1
+  default_backend app
+backend app
+  server app $app:8080
+CONF
+}
+
+# answering ADDRESS [HOST]: waits until a GET through ADDRESS succeeds.
+answering() {
+  local i
+  for i in $(seq 100); do
+    if curl -sf -o /dev/null -H "Host: ${2:-$HOST}" "http://$1/" 2>/dev/null; then return 0; fi
+    sleep 0.2
+  done
+  echo "$1 is not answering" >&2
+  return 1
+}

@@ -2,6 +2,11 @@
 //! connections and reports latency percentiles as JSON. Latency is measured
 //! from when a request was due, not when it was sent, so a stalled server
 //! cannot hide its stalls (no coordinated omission).
+//!
+//! The schedule is kept by a thread of its own sleeping until each request
+//! is due (the kernel wakes it within tens of microseconds), not by tokio's
+//! timer, whose millisecond ticks would add up to a millisecond or two to
+//! every measured latency and drown what a proxy adds.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,16 +71,17 @@ fn tls_config(path: &std::path::Path) -> anyhow::Result<Arc<rustls::ClientConfig
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let per_conn = f64::from(args.rate) / f64::from(args.connections);
-    let interval = Duration::from_secs_f64(1.0 / per_conn);
+    let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
     let total = Duration::from_secs(args.duration);
     let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
     let errors = Arc::new(Mutex::new(0u64));
     let tls = args.tls_roots.as_deref().map(tls_config).transpose()?;
     let sni = args.host.split(':').next().unwrap_or_default().to_string();
-    let start = Instant::now() + Duration::from_millis(100);
     let mut tasks = Vec::new();
-    for c in 0..args.connections {
+    let mut schedules = Vec::new();
+    for _ in 0..args.connections {
+        let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+        schedules.push(due_tx);
         let (host, path, latencies, errors) = (
             args.host.clone(),
             args.path.clone(),
@@ -102,12 +108,11 @@ async fn main() -> anyhow::Result<()> {
             let (mut sender, conn) =
                 hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
             tokio::spawn(conn);
-            // Spread the connections' schedules across one interval.
-            let mut due = start + interval.mul_f64(f64::from(c) / f64::from(args.connections));
             let mut mine = Vec::new();
             let mut failed = 0u64;
-            while due < start + total {
-                tokio::time::sleep_until(due.into()).await;
+            // A request due while the last one is still out waits here, its
+            // latency counted from when it was due.
+            while let Some(due) = due_rx.recv().await {
                 let req = Request::builder()
                     .uri(path.as_str())
                     .header("host", host.as_str())
@@ -119,13 +124,33 @@ async fn main() -> anyhow::Result<()> {
                     }
                     _ => failed += 1,
                 }
-                due += interval;
             }
             latencies.lock().await.extend(mine);
             *errors.lock().await += failed;
             Ok::<_, anyhow::Error>(())
         }));
     }
+    // The schedule: request k is due at start + k * interval, on connection
+    // k modulo the connections, once they have had time to connect.
+    let pacer = std::thread::spawn(move || {
+        let start = Instant::now() + Duration::from_millis(200);
+        let mut k = 0u32;
+        loop {
+            let due = start + interval * k;
+            if due >= start + total {
+                break;
+            }
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            let to = &schedules[k as usize % schedules.len()];
+            if to.send(due).is_err() {
+                break;
+            }
+            k += 1;
+        }
+    });
+    tokio::task::spawn_blocking(move || pacer.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the pacer thread panicked"))?;
     for t in tasks {
         t.await??;
     }
