@@ -50,7 +50,7 @@ fn hex(bytes: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// Appends `n` random bytes in hex.
+/// Appends `N` random bytes in hex.
 fn random_hex<const N: usize>(out: &mut Vec<u8>) {
     let mut b = [0u8; N];
     fill(&mut b);
@@ -99,7 +99,7 @@ fn traceparent(tp: &str) -> Option<(&str, &str)> {
 pub fn propagate(headers: &mut HeaderMap) {
     let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let has_id = text(&X_REQUEST_ID).is_some_and(|id| !id.is_empty());
-    let b3_trace = text(&X_B3_TRACEID).map(str::len);
+    let has_b3_trace = text(&X_B3_TRACEID).is_some();
     let mut buf = Vec::with_capacity(36 + 55 + 32);
     let id = (!has_id).then(|| {
         uuid(&mut buf);
@@ -118,9 +118,9 @@ pub fn propagate(headers: &mut HeaderMap) {
             buf.extend_from_slice(flags.as_bytes());
         }
         None => {
-            match (b3_trace, text(&X_B3_TRACEID)) {
-                (Some(32), Some(t)) => buf.extend_from_slice(t.as_bytes()),
-                (Some(16), Some(t)) => {
+            match text(&X_B3_TRACEID) {
+                Some(t) if t.len() == 32 => buf.extend_from_slice(t.as_bytes()),
+                Some(t) if t.len() == 16 => {
                     buf.extend_from_slice(&[b'0'; 16]);
                     buf.extend_from_slice(t.as_bytes());
                 }
@@ -128,7 +128,9 @@ pub fn propagate(headers: &mut HeaderMap) {
             }
             buf.push(b'-');
             random_hex::<8>(&mut buf);
-            buf.extend_from_slice(b"-01");
+            // B3's sampling decision, when it says no, carries over.
+            let unsampled = text(&X_B3_SAMPLED).is_some_and(|v| v == "0" || v == "false");
+            buf.extend_from_slice(if unsampled { b"-00" } else { b"-01" });
         }
     }
     let traceparent = tp..buf.len();
@@ -145,7 +147,7 @@ pub fn propagate(headers: &mut HeaderMap) {
     }
     set(TRACEPARENT, traceparent);
     // B3 keeps the caller's trace ID as it was.
-    if b3_trace.is_none() {
+    if !has_b3_trace {
         set(X_B3_TRACEID, trace);
     }
     let parent = headers.remove(&X_B3_SPANID).filter(|v| v.to_str().is_ok());
@@ -195,5 +197,28 @@ mod tests {
         assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
         assert!(!tp.contains("00f067aa0ba902b7"));
         assert_eq!(h["x-b3-parentspanid"], "00f067aa0ba902b7");
+    }
+
+    #[test]
+    fn a_b3_only_trace_is_continued_and_a_64_bit_one_padded() {
+        let mut h = HeaderMap::new();
+        h.insert("x-b3-traceid", HeaderValue::from_static("a3ce929d0e0e4736"));
+        h.insert("x-b3-spanid", HeaderValue::from_static("00f067aa0ba902b7"));
+        h.insert("x-b3-sampled", HeaderValue::from_static("0"));
+        propagate(&mut h);
+        let tp = h["traceparent"].to_str().unwrap();
+        assert!(
+            tp.starts_with("00-0000000000000000a3ce929d0e0e4736-"),
+            "{tp}"
+        );
+        // Not sampled by B3, not sampled in W3C's flags.
+        assert!(tp.ends_with("-00"), "{tp}");
+        // B3 keeps the caller's trace ID and sampling; the span is new.
+        assert_eq!(h["x-b3-traceid"], "a3ce929d0e0e4736");
+        assert_eq!(h["x-b3-sampled"], "0");
+        assert_eq!(h["x-b3-parentspanid"], "00f067aa0ba902b7");
+        let span = h["x-b3-spanid"].to_str().unwrap();
+        assert_eq!(span.len(), 16);
+        assert_eq!(&tp[36..52], span);
     }
 }
