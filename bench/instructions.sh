@@ -60,9 +60,9 @@ for path in "${PATHS[@]}"; do
   answering "${CONNECT[$path]}"
   $LOAD --connect "${CONNECT[$path]}" --host "$HOST" --rate "$RATE" --duration 2 >/dev/null
   # Counted from zero, dumped after: the dump holds these requests only.
-  for side in ${SIDES[$path]}; do callgrind_control -z "${COUNTED[$side]}" >/dev/null; done
+  for side in ${SIDES[$path]}; do callgrind_control -z "${COUNTED[$side]}" >/dev/null 2>&1; done
   json=$($LOAD --connect "${CONNECT[$path]}" --host "$HOST" --rate "$RATE" --duration $((REQUESTS / RATE)))
-  for side in ${SIDES[$path]}; do callgrind_control -d "${COUNTED[$side]}" >/dev/null; done
+  for side in ${SIDES[$path]}; do callgrind_control -d "${COUNTED[$side]}" >/dev/null 2>&1; done
   OK[$path]=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['ok'])" "$json")
 done
 
