@@ -22,13 +22,7 @@ RATES=(1000 5000)
 
 source bench/lib.sh
 need wrk:wrk haproxy:haproxy nginx:nginx-light openssl:openssl
-cargo build --release -q -p weft -p weft-loadgen
-WEFT=target/release/weft
-LOAD=target/release/weft-loadgen
-W=$(mktemp -d /tmp/weft-gateway-bench.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
-trap cleanup EXIT
+prepare gateway-bench
 HOST=shop.example.com
 
 # The server: nginx answering 1 KB over plain HTTP.

@@ -16,13 +16,7 @@ RATE=200
 
 source bench/lib.sh
 need valgrind:valgrind haproxy:haproxy nginx:nginx-light
-cargo build --release -q -p weft -p weft-loadgen
-WEFT=target/release/weft
-LOAD=target/release/weft-loadgen
-W=$(mktemp -d /tmp/weft-instructions.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
-trap cleanup EXIT
+prepare instructions
 HOST=echo.default.svc.cluster.local:8080
 
 start_nginx "$W/nginx" 127.0.0.45 127.0.0.46

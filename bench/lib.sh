@@ -56,6 +56,20 @@ PY
   return 0
 }
 
+# prepare NAME: builds weft and the load generator (release), and sets
+# WEFT, LOAD, a work directory W (/tmp/weft-NAME.*) and PIDS, all stopped
+# and removed when the script exits.
+prepare() {
+  cargo build --release -q -p weft -p weft-loadgen
+  WEFT=target/release/weft
+  LOAD=target/release/weft-loadgen
+  W=$(mktemp -d "/tmp/weft-$1.XXXXXX")
+  PIDS=()
+  trap cleanup EXIT
+}
+
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
+
 # The pieces the benchmarks set up. Each appends the pids it starts to the
 # caller's PIDS, for its cleanup.
 

@@ -21,13 +21,7 @@ RATES=(1000 5000)
 
 source bench/lib.sh
 need wrk:wrk haproxy:haproxy nginx:nginx-light
-cargo build --release -q -p weft -p weft-loadgen
-WEFT=target/release/weft
-LOAD=target/release/weft-loadgen
-W=$(mktemp -d /tmp/weft-bench.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
-trap cleanup EXIT
+prepare bench
 
 start_nginx "$W/nginx" 127.0.0.40 127.0.0.41
 

@@ -137,10 +137,10 @@ pub fn propagate(headers: &mut HeaderMap) {
     let trace = tp + 3..tp + 35;
     let span = tp + 36..tp + 52;
     let buf = Bytes::from(buf);
+    // Sets a header to part of the buffer; gives back the value it replaced.
     let mut set = |name: HeaderName, range: std::ops::Range<usize>| {
-        if let Ok(v) = HeaderValue::from_maybe_shared(buf.slice(range)) {
-            headers.insert(name, v);
-        }
+        let v = HeaderValue::from_maybe_shared(buf.slice(range)).ok()?;
+        headers.insert(name, v)
     };
     if let Some(id) = id {
         set(X_REQUEST_ID, id);
@@ -150,16 +150,14 @@ pub fn propagate(headers: &mut HeaderMap) {
     if !has_b3_trace {
         set(X_B3_TRACEID, trace);
     }
-    let parent = headers.remove(&X_B3_SPANID).filter(|v| v.to_str().is_ok());
-    if let Ok(v) = HeaderValue::from_maybe_shared(buf.slice(span)) {
-        headers.insert(X_B3_SPANID, v);
-    }
+    // The caller's span is this hop's parent.
+    let parent = set(X_B3_SPANID, span).filter(|v| v.to_str().is_ok());
     if let Some(parent) = parent {
         headers.insert(X_B3_PARENTSPANID, parent);
     }
-    if !headers.contains_key(&X_B3_SAMPLED) {
-        headers.insert(X_B3_SAMPLED, HeaderValue::from_static("1"));
-    }
+    headers
+        .entry(X_B3_SAMPLED)
+        .or_insert(HeaderValue::from_static("1"));
 }
 
 #[cfg(test)]
