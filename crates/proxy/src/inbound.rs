@@ -349,7 +349,9 @@ impl AppConn {
             None => false,
         };
         if !usable {
-            *sender = Some(self.open().await.map_err(AppError::Connect)?);
+            // Boxed: opening is rare, and its future would size every
+            // request's.
+            *sender = Some(Box::pin(self.open()).await.map_err(AppError::Connect)?);
         }
         let result = match sender.as_mut() {
             // HTTP/1.1 carries one request at a time: the lock is held

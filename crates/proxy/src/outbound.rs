@@ -4,7 +4,6 @@
 //! them by the compiled VirtualServices; and sends them to an endpoint,
 //! through HBONE when the endpoint is in the mesh.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -785,15 +784,43 @@ pub(crate) async fn find_cluster<'a>(
     config: &'a ProxyConfig,
     name: &str,
     asked: &str,
-) -> Option<Cow<'a, Cluster>> {
+) -> Option<Found<'a>> {
     let cluster = config.clusters.get(name)?;
     if cluster.dns.is_none() {
-        return Some(Cow::Borrowed(cluster));
+        return Some(Found::Config(cluster));
     }
     // Resolving is the rare case: its future is kept out of the request's.
-    Some(Cow::Owned(
+    Some(Found::Resolved(Box::new(
         Box::pin(resolve(outbound, cluster, asked)).await,
-    ))
+    )))
+}
+
+/// A cluster [`find_cluster`] found: the config's own, or a copy with the
+/// endpoints its DNS names resolved to. Two words, where a `Cow` would
+/// hold a whole `Cluster` in every request's future.
+pub(crate) enum Found<'a> {
+    Config(&'a Cluster),
+    Resolved(Box<Cluster>),
+}
+
+impl Found<'_> {
+    pub(crate) fn into_owned(self) -> Cluster {
+        match self {
+            Found::Config(c) => c.clone(),
+            Found::Resolved(c) => *c,
+        }
+    }
+}
+
+impl std::ops::Deref for Found<'_> {
+    type Target = Cluster;
+
+    fn deref(&self) -> &Cluster {
+        match self {
+            Found::Config(c) => c,
+            Found::Resolved(c) => c,
+        }
+    }
 }
 
 /// `cluster` with the endpoints its DNS names resolve to.

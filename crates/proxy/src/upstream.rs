@@ -12,7 +12,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -251,7 +251,9 @@ impl UpstreamClient {
                 };
                 *req.uri_mut() = format!("http://{authority}{}", path(&req)).parse()?;
                 *req.version_mut() = http::Version::HTTP_2;
-                pool.send(addr, req).await
+                // Boxed: its future is three times HTTP/1.1's, and would
+                // size every request's.
+                Box::pin(pool.send(addr, req)).await
             }
         }
     }
@@ -728,30 +730,60 @@ fn drive_in_serving(driven: Driven) {
     }
 }
 
-/// The waker [`serving`] polls with. A wake while it is polling (a lease
-/// handing its response over to the server, in the same task) only asks
-/// for another round within that poll; any other goes to the task. A wake
-/// of the running task would put it at the back of the run queue, and on a
-/// multi-threaded runtime wake an idle worker to steal it.
+/// What [`serving`] shares with the wakers it polls with: which of its
+/// futures asked to be polled again (bit 0 the server, bit `1 + i` the
+/// connection in slot `i`; slots past 62 share bit 63), and the task's
+/// waker. A wake while it is polling (a lease handing its response over to
+/// the server, in the same task) only asks for another round within that
+/// poll; any other goes to the task. A wake of the running task would put
+/// it at the back of the run queue, and on a multi-threaded runtime wake an
+/// idle worker to steal it.
 struct Relay {
     polling: AtomicBool,
-    woken: AtomicBool,
+    woken: AtomicU64,
     task: RwLock<Waker>,
 }
 
-impl Wake for Relay {
+/// The waker of one of [`serving`]'s futures.
+struct Wakes {
+    relay: Arc<Relay>,
+    bit: u64,
+}
+
+impl Wake for Wakes {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::SeqCst);
-        if !self.polling.load(Ordering::SeqCst) {
-            if let Ok(task) = self.task.read() {
+        self.relay.woken.fetch_or(self.bit, Ordering::SeqCst);
+        if !self.relay.polling.load(Ordering::SeqCst) {
+            if let Ok(task) = self.relay.task.read() {
                 task.wake_by_ref();
             }
         }
     }
+}
+
+impl Relay {
+    fn waker(self: &Arc<Self>, bit: u64) -> Waker {
+        Waker::from(Arc::new(Wakes {
+            relay: self.clone(),
+            bit,
+        }))
+    }
+}
+
+/// The bit slot `i`'s wakes set in [`Relay::woken`].
+fn slot_bit(i: usize) -> u64 {
+    1 << (i + 1).min(63)
+}
+
+/// A slot for a connection [`serving`] drives: the connection while it
+/// runs, and a waker kept for the next one.
+struct Slot {
+    driven: Option<Driven>,
+    waker: Waker,
 }
 
 /// Rounds within one poll of [`serving`] before it yields to other tasks
@@ -760,16 +792,18 @@ const ROUNDS: usize = 8;
 
 /// Serves one downstream connection (`server`) and, in the same task, the
 /// upstream connections its requests lease or open ([`drive_conn`]).
-/// Those still running when it ends finish in a task of their own.
+/// Each round polls only the futures woken since the last; those still
+/// running when the server ends finish in a task of their own.
 pub async fn serving<F: Future>(server: F) -> F::Output {
     let mut server = std::pin::pin!(server);
-    let mut driven: Vec<Driven> = Vec::new();
+    let mut slots: Vec<Slot> = Vec::new();
     let relay = Arc::new(Relay {
         polling: AtomicBool::new(false),
-        woken: AtomicBool::new(false),
+        // The first poll polls the server.
+        woken: AtomicU64::new(1),
         task: RwLock::new(Waker::noop().clone()),
     });
-    let waker = Waker::from(relay.clone());
+    let server_waker = relay.waker(1);
     let out = DRIVER
         .scope(
             std::cell::RefCell::new(Vec::new()),
@@ -780,18 +814,52 @@ pub async fn serving<F: Future>(server: F) -> F::Output {
                         task.clone_from(cx.waker());
                     }
                 }
-                let mut inner = Context::from_waker(&waker);
                 for _ in 0..ROUNDS {
                     relay.polling.store(true, Ordering::SeqCst);
-                    relay.woken.store(false, Ordering::SeqCst);
-                    let done = server.as_mut().poll(&mut inner);
-                    let _ = DRIVER.try_with(|new| driven.append(&mut new.borrow_mut()));
-                    driven.retain_mut(|d| Pin::new(d).poll(&mut inner).is_pending());
+                    let mut woken = relay.woken.swap(0, Ordering::SeqCst);
+                    let mut done = Poll::Pending;
+                    if woken & 1 != 0 {
+                        done = server
+                            .as_mut()
+                            .poll(&mut Context::from_waker(&server_waker));
+                    }
+                    // New connections take free slots, and a first poll.
+                    let _ = DRIVER.try_with(|new| {
+                        for d in new.borrow_mut().drain(..) {
+                            let i = match slots.iter().position(|s| s.driven.is_none()) {
+                                Some(i) => i,
+                                None => {
+                                    let waker = relay.waker(slot_bit(slots.len()));
+                                    slots.push(Slot {
+                                        driven: None,
+                                        waker,
+                                    });
+                                    slots.len() - 1
+                                }
+                            };
+                            slots[i].driven = Some(d);
+                            woken |= slot_bit(i);
+                        }
+                    });
+                    for (i, slot) in slots.iter_mut().enumerate() {
+                        if woken & slot_bit(i) == 0 {
+                            continue;
+                        }
+                        if let Some(d) = slot.driven.as_mut() {
+                            let mut cx = Context::from_waker(&slot.waker);
+                            if Pin::new(d).poll(&mut cx).is_ready() {
+                                slot.driven = None;
+                            }
+                        }
+                    }
                     relay.polling.store(false, Ordering::SeqCst);
                     if done.is_ready() {
                         return done;
                     }
-                    if !relay.woken.swap(false, Ordering::SeqCst) {
+                    // Another round for what woke meanwhile, and for
+                    // connections those polls handed over.
+                    let handed = DRIVER.try_with(|new| !new.borrow().is_empty());
+                    if relay.woken.load(Ordering::SeqCst) == 0 && handed != Ok(true) {
                         return Poll::Pending;
                     }
                 }
@@ -800,8 +868,63 @@ pub async fn serving<F: Future>(server: F) -> F::Output {
             }),
         )
         .await;
-    for d in driven {
+    for d in slots.into_iter().filter_map(|s| s.driven) {
         tokio::spawn(d);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Connections handed to `serving` run in its task, each polled when
+    /// it is woken, also past the 62 that have a wake bit of their own,
+    /// and those still running when the server ends finish in tasks of
+    /// their own.
+    #[tokio::test]
+    async fn serving_drives_each_connection_when_woken() {
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel();
+        let mut gates = Vec::new();
+        for i in 0..70 {
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            gates.push(tx);
+            let done = done_tx.clone();
+            go_tx
+                .send(Box::pin(async move {
+                    if rx.await.is_ok() {
+                        let _ = done.send(i);
+                    }
+                }) as ConnFuture)
+                .unwrap_or_else(|_| unreachable!());
+        }
+        let server = async move {
+            while let Ok(conn) = go_rx.try_recv() {
+                drive_conn(conn);
+            }
+            // Opened from another task, in reverse order, one at a time;
+            // the last (slot 0) after the server has ended.
+            let last = gates.remove(0);
+            tokio::spawn(async move {
+                for gate in gates.into_iter().rev() {
+                    let _ = gate.send(());
+                    tokio::task::yield_now().await;
+                }
+            });
+            let mut seen = Vec::new();
+            while seen.len() < 69 {
+                seen.push(done_rx.recv().await.unwrap_or(usize::MAX));
+            }
+            (seen, last, done_rx)
+        };
+        let (seen, last, mut done_rx) =
+            tokio::time::timeout(Duration::from_secs(10), serving(server))
+                .await
+                .unwrap_or_else(|_| panic!("a woken connection was not polled"));
+        assert_eq!(seen, (1..70).rev().collect::<Vec<_>>());
+        let _ = last.send(());
+        let after = tokio::time::timeout(Duration::from_secs(10), done_rx.recv()).await;
+        assert_eq!(after.ok().flatten(), Some(0));
+    }
 }
