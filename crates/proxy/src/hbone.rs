@@ -2,19 +2,24 @@
 //! CONNECT streams whose authority is the destination `ip:port`, as Istio
 //! ambient does. One TLS connection per (destination proxy, identity) is
 //! shared by all streams to it.
+//!
+//! Both sides speak HTTP/2 with the `h2` crate directly: a [`Tunnel`]
+//! writes onto its stream from the task that writes to it, where hyper's
+//! CONNECT upgrade hands every write to a task of its own.
 
+use std::io::IoSlice;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
-use http_body_util::Empty;
-use hyper::client::conn::http2::SendRequest;
-use hyper::server::conn::http2 as server_h2;
-use hyper::service::service_fn;
-use hyper::upgrade::Upgraded;
+use bytes::{Bytes, BytesMut};
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream, SendStream};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Mutex;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -22,7 +27,6 @@ use weft_identity::tls::{self, PeerPolicy};
 use weft_identity::{CertStore, SpiffeId};
 
 use crate::gateway::{self, Gateway};
-use crate::http::{Body, empty, full};
 use crate::inbound::{Inbound, Refused};
 use crate::telemetry::PeerMeta;
 
@@ -44,10 +48,7 @@ pub enum HboneError {
         cause: std::io::Error,
     },
     #[error("HTTP/2 with {addr}: {cause}")]
-    H2 {
-        addr: SocketAddr,
-        cause: hyper::Error,
-    },
+    H2 { addr: SocketAddr, cause: h2::Error },
     #[error("the destination proxy refused the tunnel: {0}")]
     Refused(StatusCode),
     #[error("invalid identity {0:?}")]
@@ -63,7 +64,7 @@ pub struct Pool {
     policy: PeerPolicy,
     /// Connection setup takes this lock; requests on an established
     /// connection only clone its sender.
-    conns: Mutex<crate::FastMap<PoolKey, SendRequest<Empty<Bytes>>>>,
+    conns: Mutex<crate::FastMap<PoolKey, Connection>>,
     /// The workload's address, which connections leave from when it is
     /// this host's: the peer then sees it as `source.ip`, as a pod's
     /// peers see the pod's address.
@@ -72,6 +73,23 @@ pub struct Pool {
 
 /// A destination proxy and the identity it must prove.
 type PoolKey = (SocketAddr, String);
+
+/// An HBONE connection: what opens streams on it, and whether it has ended.
+#[derive(Debug, Clone)]
+struct Connection {
+    sender: h2::client::SendRequest<Bytes>,
+    closed: Arc<AtomicBool>,
+}
+
+/// HTTP/2 settings, as hyper sets them: windows (per stream, per
+/// connection) large enough that a tunnel is not held back by them.
+const CLIENT_STREAM_WINDOW: u32 = 2 << 20;
+const CLIENT_CONN_WINDOW: u32 = 5 << 20;
+const CLIENT_SEND_BUFFER: usize = 1 << 20;
+const SERVER_WINDOW: u32 = 1 << 20;
+const SERVER_SEND_BUFFER: usize = 400 << 10;
+const SERVER_MAX_STREAMS: u32 = 200;
+const MAX_HEADER_LIST: u32 = 16 << 10;
 
 impl Pool {
     pub fn new(store: Arc<CertStore>, policy: PeerPolicy) -> Pool {
@@ -101,36 +119,38 @@ impl Pool {
         identity: &str,
         target: SocketAddr,
         baggage: &str,
-    ) -> Result<Upgraded, HboneError> {
-        let mut sender = self.sender(proxy, identity).await?;
+    ) -> Result<Tunnel, HboneError> {
+        let h2 = |cause| HboneError::H2 { addr: proxy, cause };
+        let mut sender = self
+            .sender(proxy, identity)
+            .await?
+            .ready()
+            .await
+            .map_err(h2)?;
         let req = Request::builder()
             .method(Method::CONNECT)
             .uri(target.to_string())
             .header("baggage", baggage)
-            .body(Empty::new())
+            .body(())
             .map_err(|e| HboneError::Tls(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|cause| HboneError::H2 { addr: proxy, cause })?;
+        let (resp, send) = sender.send_request(req, false).map_err(h2)?;
+        let resp = resp.await.map_err(h2)?;
         if resp.status() != StatusCode::OK {
             return Err(HboneError::Refused(resp.status()));
         }
-        hyper::upgrade::on(resp)
-            .await
-            .map_err(|cause| HboneError::H2 { addr: proxy, cause })
+        Ok(Tunnel::new(send, resp.into_body()))
     }
 
     async fn sender(
         &self,
         proxy: SocketAddr,
         identity: &str,
-    ) -> Result<SendRequest<Empty<Bytes>>, HboneError> {
+    ) -> Result<h2::client::SendRequest<Bytes>, HboneError> {
         let key = (proxy, identity.to_string());
         let mut conns = self.conns.lock().await;
-        if let Some(s) = conns.get(&key) {
-            if !s.is_closed() {
-                return Ok(s.clone());
+        if let Some(c) = conns.get(&key) {
+            if !c.closed.load(Ordering::Acquire) {
+                return Ok(c.sender.clone());
             }
         }
         let expected: SpiffeId = identity
@@ -149,13 +169,26 @@ impl Pool {
             .connect(name, tcp)
             .await
             .map_err(|cause| HboneError::Handshake { addr: proxy, cause })?;
-        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .handshake(TokioIo::new(tls))
+        let (sender, conn) = h2::client::Builder::new()
+            .initial_window_size(CLIENT_STREAM_WINDOW)
+            .initial_connection_window_size(CLIENT_CONN_WINDOW)
+            .max_send_buffer_size(CLIENT_SEND_BUFFER)
+            .max_header_list_size(MAX_HEADER_LIST)
+            .enable_push(false)
+            .handshake(tls)
             .await
             .map_err(|cause| HboneError::H2 { addr: proxy, cause })?;
-        tokio::spawn(conn);
-        conns.insert(key, sender.clone());
-        Ok(sender)
+        let closed = Arc::new(AtomicBool::new(false));
+        let ended = closed.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("HBONE connection to {proxy}: {e}");
+            }
+            ended.store(true, Ordering::Release);
+        });
+        let c = Connection { sender, closed };
+        conns.insert(key, c.clone());
+        Ok(c.sender)
     }
 }
 
@@ -222,79 +255,251 @@ pub async fn serve(
                 }
             };
             let peer = tls::peer_identity(tls.get_ref().1).map(|p| p.to_string());
-            let service =
-                service_fn(move |req| tunnel(req, peer.clone(), inbound.clone(), downstream));
-            let _ = server_h2::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
+            let handshake = h2::server::Builder::new()
+                .initial_window_size(SERVER_WINDOW)
+                .initial_connection_window_size(SERVER_WINDOW)
+                .max_send_buffer_size(SERVER_SEND_BUFFER)
+                .max_header_list_size(MAX_HEADER_LIST)
+                .max_concurrent_streams(SERVER_MAX_STREAMS)
+                .handshake::<_, Bytes>(tls)
                 .await;
+            let mut conn = match handshake {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::debug!("HBONE from {downstream}: {e}");
+                    return;
+                }
+            };
+            // Accepting drives the connection; each stream runs in a task
+            // of its own.
+            while let Some(stream) = conn.accept().await {
+                let (req, respond) = match stream {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!("HBONE from {downstream}: {e}");
+                        break;
+                    }
+                };
+                let (peer, inbound) = (peer.clone(), inbound.clone());
+                tokio::spawn(tunnel(req, respond, peer, inbound, downstream));
+            }
         }
     })
     .await;
     Ok(())
 }
 
+/// Answers a CONNECT that opens no tunnel, with why.
+fn refuse(mut respond: SendResponse<Bytes>, status: StatusCode, why: String) {
+    let mut resp = Response::new(());
+    *resp.status_mut() = status;
+    if let Ok(mut body) = respond.send_response(resp, false) {
+        let _ = body.send_data(Bytes::from(why), true);
+    }
+}
+
+/// One inbound stream: a CONNECT to a port this workload (or gateway)
+/// serves becomes a tunnel to it.
 async fn tunnel(
-    req: Request<hyper::body::Incoming>,
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
     peer: Option<String>,
     tunnels: Tunnels,
     downstream: SocketAddr,
-) -> Result<Response<Body>, hyper::Error> {
+) {
     if req.method() != Method::CONNECT {
-        return Ok(full(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "HBONE accepts CONNECT only\n",
-        ));
+        let why = "HBONE accepts CONNECT only\n".to_string();
+        return refuse(respond, StatusCode::METHOD_NOT_ALLOWED, why);
     }
     let Some(target) = req
         .uri()
         .authority()
         .and_then(|a| a.as_str().parse::<SocketAddr>().ok())
     else {
-        return Ok(full(
-            StatusCode::BAD_REQUEST,
-            "CONNECT authority must be ip:port\n",
-        ));
+        let why = "CONNECT authority must be ip:port\n".to_string();
+        return refuse(respond, StatusCode::BAD_REQUEST, why);
+    };
+    let (head, body) = req.into_parts();
+    let open = |respond: &mut SendResponse<Bytes>| {
+        let send = respond.send_response(Response::new(()), false).ok()?;
+        Some(Tunnel::new(send, body))
     };
     let inbound = match tunnels {
         Tunnels::Workload(inbound) => inbound,
         Tunnels::Gateway(gateway) => {
             if !gateway.serves(target) {
                 let e = Refused::NotServed(target);
-                return Ok(full(StatusCode::FORBIDDEN, format!("{e}\n")));
+                return refuse(respond, StatusCode::FORBIDDEN, format!("{e}\n"));
             }
-            tokio::spawn(async move {
-                if let Ok(up) = hyper::upgrade::on(req).await {
-                    let from = crate::gateway::Client {
-                        addr: downstream,
-                        principal: peer,
-                    };
-                    gateway::connection(&gateway, TokioIo::new(up), from, target.port()).await;
-                }
-            });
-            return Ok(Response::new(empty()));
+            if let Some(tunnel) = open(&mut respond) {
+                let from = crate::gateway::Client {
+                    addr: downstream,
+                    principal: peer,
+                };
+                gateway::connection(&gateway, tunnel, from, target.port()).await;
+            }
+            return;
         }
     };
     let accepted = match inbound.accept(target, peer.as_deref(), downstream).await {
         Ok(a) => a,
         Err(e @ (Refused::NotServed(_) | Refused::Denied(_))) => {
-            return Ok(full(StatusCode::FORBIDDEN, format!("{e}\n")));
+            return refuse(respond, StatusCode::FORBIDDEN, format!("{e}\n"));
         }
         Err(e @ Refused::App { .. }) => {
-            return Ok(full(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")));
+            return refuse(respond, StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"));
         }
     };
-    let baggage = req
-        .headers()
-        .get("baggage")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let peer = PeerMeta::new(peer, baggage.as_deref());
-    tokio::spawn(async move {
-        if let Ok(up) = hyper::upgrade::on(req).await {
-            inbound
-                .serve(accepted, TokioIo::new(up), target, peer, downstream)
-                .await;
+    let baggage = head.headers.get("baggage").and_then(|v| v.to_str().ok());
+    let peer = PeerMeta::new(peer, baggage);
+    if let Some(tunnel) = open(&mut respond) {
+        inbound
+            .serve(accepted, tunnel, target, peer, downstream)
+            .await;
+    }
+}
+
+/// One HBONE stream as a byte stream, each way the body of its CONNECT:
+/// writes go onto the stream at once (HTTP/2 framing and flow control are
+/// the connection's), reads take what the peer sent, returning its window.
+/// Dropped, it ends its side of the stream as a shutdown does.
+#[derive(Debug)]
+pub struct Tunnel {
+    send: SendStream<Bytes>,
+    recv: RecvStream,
+    /// Received and not yet read.
+    buf: Bytes,
+    /// END_STREAM is sent.
+    ended: bool,
+}
+
+impl Tunnel {
+    fn new(send: SendStream<Bytes>, recv: RecvStream) -> Tunnel {
+        Tunnel {
+            send,
+            recv,
+            buf: Bytes::new(),
+            ended: false,
         }
-    });
-    Ok(Response::new(empty()))
+    }
+
+    /// Sends as much of `bufs` as the stream has capacity for, in one
+    /// DATA frame's worth of bytes.
+    fn send_from(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        if len == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        // Capacity is asked for only with bytes to send: what an idle
+        // stream holds is held from the whole connection.
+        self.send.reserve_capacity(len);
+        let mut capacity = self.send.capacity();
+        while capacity == 0 {
+            capacity = match ready!(self.send.poll_capacity(cx)) {
+                Some(Ok(n)) => n,
+                Some(Err(e)) => return Poll::Ready(Err(io_error(e))),
+                None => return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into())),
+            };
+        }
+        let n = capacity.min(len);
+        let mut data = BytesMut::with_capacity(n);
+        for b in bufs {
+            let take = b.len().min(n - data.len());
+            data.extend_from_slice(&b[..take]);
+        }
+        self.send
+            .send_data(data.freeze(), false)
+            .map_err(io_error)?;
+        Poll::Ready(Ok(n))
+    }
+}
+
+/// An HTTP/2 error as an I/O error whose cause it stays (the response
+/// flags tell a reset stream by it).
+fn io_error(e: h2::Error) -> std::io::Error {
+    if e.is_io() {
+        if let Some(io) = e.into_io() {
+            return io;
+        }
+        return std::io::Error::other("HTTP/2 connection I/O error");
+    }
+    std::io::Error::other(e)
+}
+
+impl AsyncRead for Tunnel {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        while this.buf.is_empty() {
+            match ready!(this.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = this.recv.flow_control().release_capacity(data.len());
+                    this.buf = data;
+                }
+                // The peer ended its side.
+                None => return Poll::Ready(Ok(())),
+                Some(Err(e)) => {
+                    return Poll::Ready(match e.reason() {
+                        // Closed, not failed.
+                        Some(Reason::NO_ERROR | Reason::CANCEL) => Ok(()),
+                        _ => Err(io_error(e)),
+                    });
+                }
+            }
+        }
+        let n = this.buf.len().min(out.remaining());
+        out.put_slice(&this.buf.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Tunnel {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.get_mut().send_from(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.get_mut().send_from(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        // The connection's task writes what the stream holds.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if !this.ended {
+            this.ended = true;
+            this.send.send_data(Bytes::new(), true).map_err(io_error)?;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        if !self.ended {
+            let _ = self.send.send_data(Bytes::new(), true);
+        }
+    }
 }

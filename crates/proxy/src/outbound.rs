@@ -926,7 +926,7 @@ async fn open_within(
                 )
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok(Box::new(TokioIo::new(up)))
+            Ok(Box::new(up))
         }
         None => {
             let tcp = TcpStream::connect(ep.address)

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2::SendRequest};
-use hyper::upgrade::Upgraded;
 use hyper::{Request, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -31,7 +30,7 @@ use weft_model::config::Cluster;
 use weft_model::policy::{Origination, UpstreamTls};
 use weft_model::{Protocol, ProxyConfig};
 
-use crate::hbone::{HBONE_PORT, Pool};
+use crate::hbone::{HBONE_PORT, Pool, Tunnel};
 use crate::http::Body;
 use crate::origination::Originator;
 use crate::telemetry::baggage;
@@ -39,7 +38,7 @@ use crate::telemetry::baggage;
 /// A connection to an application: through a tunnel, direct, or over TLS
 /// this proxy originated.
 pub enum Conn {
-    Tunnel(Upgraded),
+    Tunnel(TokioIo<Tunnel>),
     Tcp(TokioIo<TcpStream>),
     Tls(Box<TokioIo<TlsStream<TcpStream>>>),
 }
@@ -156,7 +155,7 @@ impl Connector {
                     .connect(proxy, &identity, addr, &baggage)
                     .await
                     .map_err(std::io::Error::other)?;
-                Ok(Conn::Tunnel(tunnel))
+                Ok(Conn::Tunnel(TokioIo::new(tunnel)))
             }
             None => {
                 let tcp = TcpStream::connect(addr).await?;

@@ -218,17 +218,7 @@ async fn websocket_and_tcp_pass_through_hbone() {
     drop(ws);
 
     // Opaque TCP: CONNECT through the outbound listener, HBONE to db.
-    let mut tcp = TcpStream::connect(m.client).await.unwrap();
-    tcp.write_all(b"CONNECT db.default.svc.cluster.local:9091 HTTP/1.1\r\nhost: db.default.svc.cluster.local:9091\r\n\r\n")
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = tcp.read(&mut buf).await.unwrap();
-        assert!(n > 0);
-        head.extend_from_slice(&buf[..n]);
-    }
-    assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 200"));
+    let mut tcp = connect_to_db(m.client).await;
     tcp.write_all(b"hello").await.unwrap();
     let n = tcp.read(&mut buf).await.unwrap();
     assert_eq!(&buf[..n], b"hello");
@@ -259,6 +249,47 @@ async fn websocket_and_tcp_pass_through_hbone() {
     ] {
         assert!(line.contains(label), "{label} missing in {line}");
     }
+
+    // More than the HTTP/2 windows hold (2 MiB a stream, 5 MiB a
+    // connection) each way, then a half close: every byte comes back in
+    // order, then the end of the stream.
+    let tcp = connect_to_db(m.client).await;
+    let (mut rx, mut tx) = tcp.into_split();
+    let sent: Vec<u8> = (0..12u32 << 20).map(|i| (i % 251) as u8).collect();
+    let writer = {
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            tx.write_all(&sent).await.unwrap();
+            tx.shutdown().await.unwrap();
+            tx
+        })
+    };
+    let mut back = Vec::with_capacity(sent.len());
+    tokio::time::timeout(Duration::from_secs(30), rx.read_to_end(&mut back))
+        .await
+        .expect("the echo ends after the half close")
+        .unwrap();
+    assert_eq!(back.len(), sent.len());
+    assert!(back == sent, "bytes came back changed or out of order");
+    drop(writer.await.unwrap());
+}
+
+/// A stream to db's TCP port, opened with CONNECT through the outbound
+/// listener at `client`.
+async fn connect_to_db(client: SocketAddr) -> TcpStream {
+    let mut tcp = TcpStream::connect(client).await.unwrap();
+    tcp.write_all(b"CONNECT db.default.svc.cluster.local:9091 HTTP/1.1\r\nhost: db.default.svc.cluster.local:9091\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        head.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 200"));
+    tcp
 }
 
 /// Authorization on the destination's proxy, after normalization.
