@@ -125,11 +125,17 @@ impl<T> StrictHeads<T> {
     /// ambiguous; returns what follows it.
     fn check_head(&mut self, start: usize, end: usize) -> State {
         let head = &self.buf[start..end];
-        let mut lines = head
-            .split(|&b| b == b'\n')
-            .map(trim_cr)
-            .skip_while(|l| l.is_empty());
-        let Some(request_line) = lines.next() else {
+        // Each line and where it starts; line ends found with memchr.
+        let lines = || {
+            let ends = memchr::memchr_iter(b'\n', head).chain(std::iter::once(head.len()));
+            let mut at = 0;
+            ends.map(move |nl| {
+                let line = (at, &head[at..nl]);
+                at = nl + 1;
+                line
+            })
+        };
+        let Some(request_line) = lines().map(|(_, l)| trim_cr(l)).find(|l| !l.is_empty()) else {
             // Only blank lines, which parsers skip.
             return State::Head;
         };
@@ -144,10 +150,7 @@ impl<T> StrictHeads<T> {
         let mut hosts = 0;
         let mut second_host_at = None;
         let mut upgrade = false;
-        let mut offset = 0;
-        for line in head.split(|&b| b == b'\n') {
-            let at = offset;
-            offset += line.len() + 1;
+        for (at, line) in lines() {
             let Some(colon) = memchr::memchr(b':', line) else {
                 continue;
             };

@@ -74,23 +74,14 @@ fn uuid(out: &mut Vec<u8>) {
     }
 }
 
-/// A W3C `traceparent` (version-traceid-parentid-flags): its trace ID and flags.
+/// A W3C `traceparent` (version-traceid-parentid-flags): its trace ID and
+/// flags. Version 00 has fixed widths: 2-32-16-2 characters.
 fn traceparent(tp: &str) -> Option<(&str, &str)> {
-    let mut parts = tp.split('-');
-    match (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) {
-        (Some("00"), Some(trace), Some(_parent), Some(flags), None)
-            if trace.len() == 32 && flags.len() == 2 =>
-        {
-            Some((trace, flags))
-        }
-        _ => None,
+    let b = tp.as_bytes();
+    if b.len() != 55 || !tp.starts_with("00-") || b[35] != b'-' || b[52] != b'-' {
+        return None;
     }
+    Some((tp.get(3..35)?, tp.get(53..)?))
 }
 
 /// Makes sure the request carries a request ID and trace context, with a
@@ -178,6 +169,22 @@ mod tests {
             "{tp}"
         );
         assert_eq!(h["x-b3-traceid"].to_str().unwrap(), &tp[3..35]);
+    }
+
+    #[test]
+    fn only_version_00_traceparents_of_its_widths_are_continued() {
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        for (tp, continued) in [
+            (format!("00-{trace}-00f067aa0ba902b7-01"), true),
+            (format!("01-{trace}-00f067aa0ba902b7-01"), false),
+            (format!("00-{trace}-00f067aa0ba902b-01"), false),
+            (format!("00-{trace}-00f067aa0ba902b7-01-x"), false),
+            (format!("00-{trace}x00f067aa0ba902b7-01"), false),
+            // 55 bytes, not 55 characters: refused, not sliced mid-character.
+            ("00-\u{e9}".repeat(11), false),
+        ] {
+            assert_eq!(traceparent(&tp).is_some(), continued, "{tp}");
+        }
     }
 
     #[test]
