@@ -10,7 +10,7 @@
 #
 # Needs Debian's wrk, haproxy, nginx-light and openssl (installed when
 # missing, as root). Everything listens on 127.0.0.x.
-# Usage: [ROUNDS=5] bench/gateway.sh [SECONDS per measurement, 10]
+# Usage: [ROUNDS=5] [RATES="1000 5000"] bench/gateway.sh [SECONDS per measurement, 10]
 #
 # WEFT_BASELINE=/path/to/an/older/weft adds a second gateway running that
 # binary (row weft-baseline), to compare two builds in the same run.
@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
 ROUNDS=${ROUNDS:-5}
-RATES=(1000 5000)
+read -ra RATES <<< "${RATES:-1000 5000}"
 
 source bench/lib.sh
 need wrk:wrk haproxy:haproxy nginx:nginx-light openssl:openssl

@@ -9,7 +9,7 @@
 #
 # Needs Debian's wrk, haproxy and nginx-light (installed when missing, as
 # root). Everything listens on 127.0.0.x.
-# Usage: [ROUNDS=5] bench/run.sh [SECONDS per measurement, 10]
+# Usage: [ROUNDS=5] [RATES="1000 5000"] bench/run.sh [SECONDS per measurement, 10]
 #
 # WEFT_BASELINE=/path/to/an/older/weft adds a second weft pair running that
 # binary (row weft-baseline), to compare two builds in the same run.
@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
 ROUNDS=${ROUNDS:-5}
-RATES=(1000 5000)
+read -ra RATES <<< "${RATES:-1000 5000}"
 
 source bench/lib.sh
 need wrk:wrk haproxy:haproxy nginx:nginx-light

@@ -383,8 +383,8 @@ impl Tunnel {
         }
     }
 
-    /// Sends as much of `bufs` as the stream has capacity for, in one
-    /// DATA frame's worth of bytes.
+    /// Sends as much of `bufs` as the stream has capacity for, copied
+    /// into one buffer (the connection cuts it into frames).
     fn send_from(
         &mut self,
         cx: &mut Context<'_>,

@@ -821,6 +821,10 @@ pub async fn serving<F: Future>(server: F) -> F::Output {
                         done = server
                             .as_mut()
                             .poll(&mut Context::from_waker(&server_waker));
+                        // Connections the server woke (asking for a
+                        // response's body) are polled in this round too;
+                        // a wake of the server waits for the next.
+                        woken |= relay.woken.fetch_and(1, Ordering::SeqCst) & !1;
                     }
                     // New connections take free slots, and a first poll.
                     let _ = DRIVER.try_with(|new| {
