@@ -2,7 +2,6 @@
 //! so existing dashboards and alerts work: served on 15090 at
 //! `/stats/prometheus`.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use prometheus_client::encoding::text::encode;
@@ -68,7 +67,7 @@ pub struct Metrics {
     registry: Registry,
     /// Label sets already built, by a hash of what determines them: most
     /// requests skip building and hashing 25 labels four times.
-    cache: RwLock<HashMap<u64, Arc<RequestHandles>, foldhash::fast::RandomState>>,
+    cache: RwLock<crate::FastMap<u64, Arc<RequestHandles>>>,
     /// Hashes what determines a label set into its cache key.
     keys: foldhash::fast::RandomState,
     requests: Family<Labels, Counter>,
@@ -141,7 +140,7 @@ impl Metrics {
         );
         Arc::new(Metrics {
             registry,
-            cache: RwLock::new(HashMap::default()),
+            cache: RwLock::default(),
             keys: foldhash::fast::RandomState::default(),
             requests,
             duration,

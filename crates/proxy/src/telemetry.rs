@@ -335,7 +335,7 @@ impl Observation {
                     .map(|a| a.to_string())
                     .or_else(|| header(http::header::HOST)),
                 user_agent: header(http::header::USER_AGENT),
-                request_id: header(HeaderName::from_static("x-request-id")).unwrap_or_default(),
+                request_id: header(crate::trace::X_REQUEST_ID).unwrap_or_default(),
                 downstream,
                 bytes_received: request_bytes,
             };

@@ -34,7 +34,7 @@ fn fill(buf: &mut [u8]) {
     }
 }
 
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const X_B3_TRACEID: HeaderName = HeaderName::from_static("x-b3-traceid");
 const X_B3_SPANID: HeaderName = HeaderName::from_static("x-b3-spanid");

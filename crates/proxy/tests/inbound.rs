@@ -195,21 +195,13 @@ async fn websocket_and_tcp_pass_through_hbone() {
     echo("127.0.116.42:9091".parse().unwrap(), false).await;
 
     // WebSocket: the upgrade crosses both proxies, then bytes flow.
-    let mut ws = TcpStream::connect(m.client).await.unwrap();
-    ws.write_all(
+    let (mut ws, head) = request_head(
+        m.client,
         b"GET http://chat.default.svc.cluster.local:9090/ws HTTP/1.1\r\nhost: chat.default.svc.cluster.local:9090\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
     )
-    .await
-    .unwrap();
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = ws.read(&mut buf).await.unwrap();
-        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&head));
-        head.extend_from_slice(&buf[..n]);
-    }
-    let head = String::from_utf8_lossy(&head);
+    .await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut buf = [0u8; 1024];
     for frame in ["ping", "pong and more"] {
         ws.write_all(frame.as_bytes()).await.unwrap();
         let n = ws.read(&mut buf).await.unwrap();
@@ -277,19 +269,28 @@ async fn websocket_and_tcp_pass_through_hbone() {
 /// A stream to db's TCP port, opened with CONNECT through the outbound
 /// listener at `client`.
 async fn connect_to_db(client: SocketAddr) -> TcpStream {
-    let mut tcp = TcpStream::connect(client).await.unwrap();
-    tcp.write_all(b"CONNECT db.default.svc.cluster.local:9091 HTTP/1.1\r\nhost: db.default.svc.cluster.local:9091\r\n\r\n")
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = tcp.read(&mut buf).await.unwrap();
-        assert!(n > 0);
-        head.extend_from_slice(&buf[..n]);
-    }
-    assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 200"));
+    let (tcp, head) = request_head(
+        client,
+        b"CONNECT db.default.svc.cluster.local:9091 HTTP/1.1\r\nhost: db.default.svc.cluster.local:9091\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     tcp
+}
+
+/// Sends `request` to `client` and reads the response head, a byte at a
+/// time so that nothing after it is taken: the stream and the head.
+async fn request_head(client: SocketAddr, request: &[u8]) -> (TcpStream, String) {
+    let mut tcp = TcpStream::connect(client).await.unwrap();
+    tcp.write_all(request).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tcp.read(&mut byte).await.unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&head));
+        head.extend_from_slice(&byte[..n]);
+    }
+    (tcp, String::from_utf8_lossy(&head).into_owned())
 }
 
 /// Authorization on the destination's proxy, after normalization.
