@@ -46,6 +46,11 @@ struct Args {
     /// without its port.
     #[arg(long, value_name = "FILE")]
     tls_roots: Option<std::path::PathBuf>,
+    /// Also write every request's latency to this file, one line each:
+    /// microseconds from the start until it was due, then its latency in
+    /// microseconds, in the order the requests were due.
+    #[arg(long, value_name = "FILE")]
+    latencies: Option<std::path::PathBuf>,
 }
 
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
@@ -73,7 +78,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
     let total = Duration::from_secs(args.duration);
-    let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
+    // (when due, latency), both in microseconds from `epoch`.
+    let latencies = Arc::new(Mutex::new(Vec::<(u64, u64)>::new()));
+    let epoch = Instant::now();
     let errors = Arc::new(Mutex::new(0u64));
     let tls = args.tls_roots.as_deref().map(tls_config).transpose()?;
     let sni = args.host.split(':').next().unwrap_or_default().to_string();
@@ -120,7 +127,10 @@ async fn main() -> anyhow::Result<()> {
                 match sender.send_request(req).await {
                     Ok(resp) if resp.status().is_success() => {
                         let _ = resp.into_body().collect().await;
-                        mine.push(due.elapsed().as_micros() as u64);
+                        mine.push((
+                            due.duration_since(epoch).as_micros() as u64,
+                            due.elapsed().as_micros() as u64,
+                        ));
                     }
                     _ => failed += 1,
                 }
@@ -154,7 +164,13 @@ async fn main() -> anyhow::Result<()> {
     for t in tasks {
         t.await??;
     }
-    let mut l = latencies.lock().await.clone();
+    let mut all = latencies.lock().await.clone();
+    if let Some(path) = &args.latencies {
+        all.sort_unstable();
+        let lines: String = all.iter().map(|(at, l)| format!("{at} {l}\n")).collect();
+        std::fs::write(path, lines).with_context(|| format!("{}", path.display()))?;
+    }
+    let mut l: Vec<u64> = all.into_iter().map(|(_, l)| l).collect();
     l.sort_unstable();
     let pct = |p: f64| {
         l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
@@ -170,6 +186,7 @@ async fn main() -> anyhow::Result<()> {
         "p50_ms": pct(0.50),
         "p90_ms": pct(0.90),
         "p99_ms": pct(0.99),
+        "p999_ms": pct(0.999),
         "max_ms": l.last().copied().unwrap_or(0) as f64 / 1000.0,
     });
     println!("{report}");
