@@ -66,6 +66,8 @@ pub async fn refuse_http<B>(
         destination,
         sni,
     } = conn;
+    // Authorized by the name without its final dot, as it is routed.
+    crate::http::strip_host_dot(req);
     if let Err(e) = crate::http::normalize_request(req, config.path_normalization) {
         return Some(full(StatusCode::BAD_REQUEST, format!("{e}\n")));
     }

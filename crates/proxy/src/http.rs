@@ -37,12 +37,12 @@ fn never(e: Infallible) -> hyper::Error {
 
 /// Normalizes the request's path in place (MeshConfig `pathNormalization`),
 /// so that routing, authorization and the application all see the same
-/// path; a request already normal is left untouched.
+/// path; a request already normal is left untouched. The host is the
+/// caller's to strip first (`strip_host_dot`).
 pub fn normalize_request<B>(
     req: &mut hyper::Request<B>,
     mode: weft_model::normalize::Normalization,
 ) -> Result<(), weft_model::normalize::NormalizeError> {
-    strip_host_dot(req);
     let raw = req.uri().path_and_query().map_or("/", |p| p.as_str());
     if weft_model::normalize::is_normal(raw, mode) {
         return Ok(());
@@ -78,6 +78,12 @@ where
 /// around by adding it.
 pub(crate) fn strip_host_dot<B>(req: &mut hyper::Request<B>) {
     fn stripped(authority: &str) -> Option<String> {
+        // Most names have no dot to strip: none at the end, none before a port.
+        let b = authority.as_bytes();
+        let dot_before_port = memchr::memrchr(b':', b).is_some_and(|i| i > 0 && b[i - 1] == b'.');
+        if b.last() != Some(&b'.') && !dot_before_port {
+            return None;
+        }
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) if !h.is_empty() && !p.contains(']') && !h.ends_with(':') => (h, Some(p)),
             _ => (authority, None),
