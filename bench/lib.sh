@@ -26,8 +26,11 @@ rss_mb() { local m=0; for p in "$@"; do v=$(awk '/VmHWM/ {print $2}' "/proc/$p/s
 #   wrk ROUND PATH REQ_PER_S
 #   load ROUND PATH RATE P50_MS P90_MS P99_MS CPU_S_PER_1000 (- without proxies)
 #   rss PATH MB (after the last round)
+# and every request's latency to OUT.lat/PATH-RATE-ROUND (the load
+# generator's --latencies), for the percentiles pooled over the rounds.
 measure() {
   local out=$1 n=${#PATHS[@]} round i path rate before after json
+  mkdir -p "$out.lat"
   for round in $(seq "$ROUNDS"); do
     local order=()
     for i in $(seq 0 $((n - 1))); do order+=("${PATHS[$(((i + round) % n))]}"); done
@@ -38,7 +41,7 @@ measure() {
       for path in "${order[@]}"; do
         before=$(ticks ${PROCS[$path]})
         # shellcheck disable=SC2086 # LOAD_ARGS holds several words
-        json=$($LOAD --connect "${CONNECT[$path]}" --host "$HOST" --rate "$rate" --duration "$SECS" ${LOAD_ARGS[$path]:-})
+        json=$($LOAD --connect "${CONNECT[$path]}" --host "$HOST" --rate "$rate" --duration "$SECS" --latencies "$out.lat/$path-$rate-$round" ${LOAD_ARGS[$path]:-})
         after=$(ticks ${PROCS[$path]})
         python3 - "$round" "$path" "$rate" "$json" "$((after - before))" "$(getconf CLK_TCK)" "${PROCS[$path]}" >> "$out" <<'PY'
 import json, sys

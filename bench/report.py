@@ -1,6 +1,8 @@
 """The benchmarks' report: reads the lines bench/lib.sh's `measure` wrote and
 prints the README table (each figure the median over the rounds) and, for
-each weft row, the issue's targets as ratios to HAProxy.
+each weft row, the issue's targets as ratios to HAProxy: the medians of the
+rounds, and the p99 of all the rounds' requests pooled (DATA.lat, one file
+of latencies per path, rate and round).
 
 Usage: report.py DATA SECS ROUNDS CPU_HEADING RSS_HEADING
 """
@@ -91,3 +93,39 @@ for path in paths:
                      f"met in {sum(c <= 1 for c in cpu)}/{len(cpu)})")
     print(f"{path} against haproxy, medians over the rounds: " + "; ".join(parts)
           + f"; peak RSS {rss.get(path, 0)} MB (target 20 MB)")
+
+# The rounds pooled: one p99 over every request a path served at a rate,
+# which a few stalled requests in one round move less than they move that
+# round's own p99.
+lat_dir = data + ".lat"
+if not os.path.isdir(lat_dir):
+    sys.exit(0)
+pooled = {}
+for name in os.listdir(lat_dir):
+    path, rate, _ = name.rsplit("-", 2)
+    with open(os.path.join(lat_dir, name)) as f:
+        pooled.setdefault((path, int(rate)), []).extend(int(line.split()[1]) for line in f)
+
+
+def pct(path, rate, q):
+    """The q-quantile in ms of every request `path` served at `rate`."""
+    v = sorted(pooled.get((path, rate), []))
+    return v[min(int(len(v) * q), len(v) - 1)] / 1000 if v else None
+
+
+print()
+for path in paths:
+    if path in ("direct", "haproxy"):
+        continue
+    parts = []
+    for rate in rates:
+        d, w, h = (pct(p, rate, 0.99) for p in ("direct", path, "haproxy"))
+        if None in (d, w, h):
+            continue
+        n = len(pooled[(path, rate)])
+        ratio = f"{(w - d) / (h - d):.2f}x" if h > d else "n/a"
+        parts.append(f"at {rps(rate)} ({n:,} requests): p99 {w:.2f} vs {h:.2f} ms (direct {d:.2f}), "
+                     f"added {w - d:.2f} vs {h - d:.2f} ms ({ratio}); "
+                     f"p50 {pct(path, rate, 0.5):.2f} vs {pct('haproxy', rate, 0.5):.2f}, "
+                     f"p99.9 {pct(path, rate, 0.999):.2f} vs {pct('haproxy', rate, 0.999):.2f} ms")
+    print(f"{path} against haproxy, all rounds' requests pooled: " + "; ".join(parts))
