@@ -6,7 +6,8 @@
 # with no proxy, in one run with the rounds interleaved. Reports throughput
 # (wrk, 32 connections), latency p50/p90/p99 at fixed rates (weft-loadgen,
 # new TLS sessions only at connection start), CPU seconds per 1,000
-# requests and peak RSS of the proxy, each the median over the rounds.
+# requests and peak RSS of the proxy, each the median over the rounds;
+# then the targets against HAProxy, as medians and pooled (as bench/run.sh).
 #
 # Needs Debian's wrk, haproxy, nginx-light and openssl (installed when
 # missing, as root). Everything listens on 127.0.0.x.

@@ -5,7 +5,8 @@
 # rounds interleaved. Reports throughput (wrk), latency p50/p90/p99 at fixed
 # rates (weft-loadgen), CPU seconds per 1,000 requests and peak RSS per proxy,
 # each the median over the rounds, then the issue's targets as ratios to
-# HAProxy with the number of rounds that met them.
+# HAProxy with the number of rounds that met them, and the p99 of all the
+# rounds' requests pooled.
 #
 # Needs Debian's wrk, haproxy and nginx-light (installed when missing, as
 # root). Everything listens on 127.0.0.x.
