@@ -75,24 +75,33 @@ for path in paths:
 # figures measured back to back; "k/n" counts the rounds that met the target.
 if "haproxy" not in paths:
     sys.exit(0)
-print()
-for path in paths:
-    if path in ("direct", "haproxy"):
-        continue
-    parts = []
-    for rate in rates:
-        both = [r for r in rnds if all((p, rate, r) in load for p in (path, "haproxy", "direct"))]
-        added = [load[(path, rate, r)][2] - load[("direct", rate, r)][2] for r in both]
-        added_h = [load[("haproxy", rate, r)][2] - load[("direct", rate, r)][2] for r in both]
-        met = sum(a <= h for a, h in zip(added, added_h))
-        a, h = med(added), med(added_h)
-        ratio = f"{a / h:.2f}x" if h > 0 else "n/a"
-        cpu = [load[(path, rate, r)][3] / load[("haproxy", rate, r)][3] for r in both]
-        parts.append(f"at {rps(rate)}: added p99 {a:.2f} vs {h:.2f} ms ({ratio}, met in {met}/{len(both)} rounds), "
-                     f"CPU per request {med(cpu):.2f}x (rounds {min(cpu):.2f}-{max(cpu):.2f}x, "
-                     f"met in {sum(c <= 1 for c in cpu)}/{len(cpu)})")
-    print(f"{path} against haproxy, medians over the rounds: " + "; ".join(parts)
-          + f"; peak RSS {rss.get(path, 0)} MB (target 20 MB)")
+
+
+def against_haproxy(label, part, tail=lambda path: ""):
+    """Prints a line per weft path: `part(path, rate)` for each rate that has one."""
+    print()
+    for path in paths:
+        if path in ("direct", "haproxy"):
+            continue
+        parts = [p for rate in rates if (p := part(path, rate))]
+        print(f"{path} against haproxy, {label}: " + "; ".join(parts) + tail(path))
+
+
+def medians(path, rate):
+    both = [r for r in rnds if all((p, rate, r) in load for p in (path, "haproxy", "direct"))]
+    added = [load[(path, rate, r)][2] - load[("direct", rate, r)][2] for r in both]
+    added_h = [load[("haproxy", rate, r)][2] - load[("direct", rate, r)][2] for r in both]
+    met = sum(a <= h for a, h in zip(added, added_h))
+    a, h = med(added), med(added_h)
+    ratio = f"{a / h:.2f}x" if h > 0 else "n/a"
+    cpu = [load[(path, rate, r)][3] / load[("haproxy", rate, r)][3] for r in both]
+    return (f"at {rps(rate)}: added p99 {a:.2f} vs {h:.2f} ms ({ratio}, met in {met}/{len(both)} rounds), "
+            f"CPU per request {med(cpu):.2f}x (rounds {min(cpu):.2f}-{max(cpu):.2f}x, "
+            f"met in {sum(c <= 1 for c in cpu)}/{len(cpu)})")
+
+
+against_haproxy("medians over the rounds", medians,
+                lambda path: f"; peak RSS {rss.get(path, 0)} MB (target 20 MB)")
 
 # The rounds pooled: one p99 over every request a path served at a rate,
 # which a few stalled requests in one round move less than they move that
@@ -105,27 +114,26 @@ for name in os.listdir(lat_dir):
     path, rate, _ = name.rsplit("-", 2)
     with open(os.path.join(lat_dir, name)) as f:
         pooled.setdefault((path, int(rate)), []).extend(int(line.split()[1]) for line in f)
+for v in pooled.values():
+    v.sort()
 
 
 def pct(path, rate, q):
     """The q-quantile in ms of every request `path` served at `rate`."""
-    v = sorted(pooled.get((path, rate), []))
+    v = pooled.get((path, rate), [])
     return v[min(int(len(v) * q), len(v) - 1)] / 1000 if v else None
 
 
-print()
-for path in paths:
-    if path in ("direct", "haproxy"):
-        continue
-    parts = []
-    for rate in rates:
-        d, w, h = (pct(p, rate, 0.99) for p in ("direct", path, "haproxy"))
-        if None in (d, w, h):
-            continue
-        n = len(pooled[(path, rate)])
-        ratio = f"{(w - d) / (h - d):.2f}x" if h > d else "n/a"
-        parts.append(f"at {rps(rate)} ({n:,} requests): p99 {w:.2f} vs {h:.2f} ms (direct {d:.2f}), "
-                     f"added {w - d:.2f} vs {h - d:.2f} ms ({ratio}); "
-                     f"p50 {pct(path, rate, 0.5):.2f} vs {pct('haproxy', rate, 0.5):.2f}, "
-                     f"p99.9 {pct(path, rate, 0.999):.2f} vs {pct('haproxy', rate, 0.999):.2f} ms")
-    print(f"{path} against haproxy, all rounds' requests pooled: " + "; ".join(parts))
+def pooled_part(path, rate):
+    d, w, h = (pct(p, rate, 0.99) for p in ("direct", path, "haproxy"))
+    if None in (d, w, h):
+        return None
+    n = len(pooled[(path, rate)])
+    ratio = f"{(w - d) / (h - d):.2f}x" if h > d else "n/a"
+    return (f"at {rps(rate)} ({n:,} requests): p99 {w:.2f} vs {h:.2f} ms (direct {d:.2f}), "
+            f"added {w - d:.2f} vs {h - d:.2f} ms ({ratio}); "
+            f"p50 {pct(path, rate, 0.5):.2f} vs {pct('haproxy', rate, 0.5):.2f}, "
+            f"p99.9 {pct(path, rate, 0.999):.2f} vs {pct('haproxy', rate, 0.999):.2f} ms")
+
+
+against_haproxy("all rounds' requests pooled", pooled_part)
