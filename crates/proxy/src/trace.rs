@@ -1,9 +1,15 @@
-//! Request identity and trace context, created when missing and passed on:
-//! `x-request-id`, W3C `traceparent`, and Zipkin's B3 headers. A proxy
-//! continues the caller's trace with a new span of its own.
+//! Request identity and trace context: `x-request-id`, W3C `traceparent`
+//! and Zipkin's B3 headers. weft reports no spans, so it starts none inside
+//! a caller's trace: a span ID that nobody reports would leave the app's
+//! spans pointing at a parent that never arrives. A request's context
+//! passes through unchanged, as Linkerd's proxy passes it when it has no
+//! collector. What is missing is created: a request ID, and a new trace
+//! when the request has none. A context in only one of the two formats is
+//! written in the other too, naming the same trace and span.
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
+use std::ops::Range;
 
 thread_local! {
     /// Trace and request IDs need uniqueness, not secrecy: a per-thread
@@ -27,6 +33,27 @@ fn next_u64() -> u64 {
     })
 }
 
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const X_B3_TRACEID: HeaderName = HeaderName::from_static("x-b3-traceid");
+const X_B3_SPANID: HeaderName = HeaderName::from_static("x-b3-spanid");
+const X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
+
+/// Whether `id` is all hex digits, as trace and span IDs are written.
+fn is_hex(id: &[u8]) -> bool {
+    id.iter().all(u8::is_ascii_hexdigit)
+}
+
+/// A W3C `traceparent` (version-traceid-parentid-flags): its trace ID, span
+/// ID and flags. Version 00 has fixed widths: 2-32-16-2 hex digits.
+fn traceparent(tp: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    if tp.len() != 55 || !tp.starts_with(b"00-") || tp[35] != b'-' || tp[52] != b'-' {
+        return None;
+    }
+    let (trace, span, flags) = (&tp[3..35], &tp[36..52], &tp[53..]);
+    (is_hex(trace) && is_hex(span) && is_hex(flags)).then_some((trace, span, flags))
+}
+
 fn fill(buf: &mut [u8]) {
     for chunk in buf.chunks_mut(8) {
         let r = next_u64().to_le_bytes();
@@ -34,121 +61,165 @@ fn fill(buf: &mut [u8]) {
     }
 }
 
-pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-const X_B3_TRACEID: HeaderName = HeaderName::from_static("x-b3-traceid");
-const X_B3_SPANID: HeaderName = HeaderName::from_static("x-b3-spanid");
-const X_B3_PARENTSPANID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
-const X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
+/// The values this proxy writes, side by side in one buffer, so that the
+/// headers made from it share one allocation: at most a request ID (36
+/// bytes) and a `traceparent` (55), which B3's IDs are slices of.
+struct Written {
+    buf: [u8; 96],
+    len: usize,
+}
 
-/// Appends `bytes` to `out` in lowercase hex.
-fn hex(bytes: &[u8], out: &mut Vec<u8>) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)]);
-        out.push(DIGITS[usize::from(b & 15)]);
+impl Written {
+    fn put(&mut self, bytes: &[u8]) -> Range<usize> {
+        let start = self.len;
+        self.len += bytes.len();
+        self.buf[start..self.len].copy_from_slice(bytes);
+        start..self.len
     }
-}
 
-/// Appends `N` random bytes in hex.
-fn random_hex<const N: usize>(out: &mut Vec<u8>) {
-    let mut b = [0u8; N];
-    fill(&mut b);
-    hex(&b, out);
-}
-
-/// Appends a UUID v4, as Envoy generates `x-request-id`.
-fn uuid(out: &mut Vec<u8>) {
-    let mut b = [0u8; 16];
-    fill(&mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    for (i, part) in [&b[..4], &b[4..6], &b[6..8], &b[8..10], &b[10..]]
-        .into_iter()
-        .enumerate()
-    {
-        if i > 0 {
-            out.push(b'-');
+    /// `bytes` in lowercase hex.
+    fn hex(&mut self, bytes: &[u8]) -> Range<usize> {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let start = self.len;
+        self.len += 2 * bytes.len();
+        for (pair, b) in self.buf[start..self.len].chunks_exact_mut(2).zip(bytes) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 15)];
         }
-        hex(part, out);
+        start..self.len
     }
-}
 
-/// A W3C `traceparent` (version-traceid-parentid-flags): its trace ID and
-/// flags. Version 00 has fixed widths: 2-32-16-2 characters.
-fn traceparent(tp: &str) -> Option<(&str, &str)> {
-    let b = tp.as_bytes();
-    if b.len() != 55 || !tp.starts_with("00-") || b[35] != b'-' || b[52] != b'-' {
-        return None;
+    /// `N` random bytes in hex.
+    fn random_hex<const N: usize>(&mut self) -> Range<usize> {
+        let mut b = [0u8; N];
+        fill(&mut b);
+        self.hex(&b)
     }
-    Some((tp.get(3..35)?, tp.get(53..)?))
-}
 
-/// Makes sure the request carries a request ID and trace context, with a
-/// new span for the hop this proxy makes. The values it writes share one
-/// buffer, so copying the headers later copies no bytes.
-pub fn propagate(headers: &mut HeaderMap) {
-    let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let has_id = text(&X_REQUEST_ID).is_some_and(|id| !id.is_empty());
-    let has_b3_trace = text(&X_B3_TRACEID).is_some();
-    let mut buf = Vec::with_capacity(36 + 55 + 32);
-    let id = (!has_id).then(|| {
-        uuid(&mut buf);
-        0..buf.len()
-    });
-    // traceparent: the caller's trace and flags, else B3's trace (a 64-bit
-    // one padded), else a new trace; always a new span.
-    let tp = buf.len();
-    buf.extend_from_slice(b"00-");
-    match text(&TRACEPARENT).and_then(traceparent) {
-        Some((trace, flags)) => {
-            buf.extend_from_slice(trace.as_bytes());
-            buf.push(b'-');
-            random_hex::<8>(&mut buf);
-            buf.push(b'-');
-            buf.extend_from_slice(flags.as_bytes());
-        }
-        None => {
-            match text(&X_B3_TRACEID) {
-                Some(t) if t.len() == 32 => buf.extend_from_slice(t.as_bytes()),
-                Some(t) if t.len() == 16 => {
-                    buf.extend_from_slice(&[b'0'; 16]);
-                    buf.extend_from_slice(t.as_bytes());
-                }
-                _ => random_hex::<16>(&mut buf),
+    /// A UUID v4, as Envoy generates `x-request-id`.
+    fn uuid(&mut self) -> Range<usize> {
+        let mut b = [0u8; 16];
+        fill(&mut b);
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let start = self.len;
+        for (i, part) in [&b[..4], &b[4..6], &b[6..8], &b[8..10], &b[10..]]
+            .into_iter()
+            .enumerate()
+        {
+            if i > 0 {
+                self.put(b"-");
             }
-            buf.push(b'-');
-            random_hex::<8>(&mut buf);
-            // B3's sampling decision, when it says no, carries over.
-            let unsampled = text(&X_B3_SAMPLED).is_some_and(|v| v == "0" || v == "false");
-            buf.extend_from_slice(if unsampled { b"-00" } else { b"-01" });
+            self.hex(part);
+        }
+        start..self.len
+    }
+}
+
+/// What a request carries of its identity and trace context.
+#[derive(Default)]
+struct Carried<'a> {
+    request_id: bool,
+    traceparent: Option<&'a [u8]>,
+    b3_trace: Option<&'a [u8]>,
+    b3_span: Option<&'a [u8]>,
+    b3_sampled: Option<&'a [u8]>,
+}
+
+impl<'a> Carried<'a> {
+    /// One pass over the headers, cheaper than a lookup of each name.
+    fn find(headers: &'a HeaderMap) -> Carried<'a> {
+        let mut c = Carried::default();
+        for (name, value) in headers {
+            let value = Some(value.as_bytes());
+            match name.as_str() {
+                "x-request-id" => c.request_id |= value.is_some_and(|v| !v.is_empty()),
+                "traceparent" => c.traceparent = c.traceparent.or(value),
+                "x-b3-traceid" => c.b3_trace = c.b3_trace.or(value),
+                "x-b3-spanid" => c.b3_span = c.b3_span.or(value),
+                "x-b3-sampled" => c.b3_sampled = c.b3_sampled.or(value),
+                _ => {}
+            }
+        }
+        c
+    }
+}
+
+/// Makes sure the request carries a request ID and trace context in both
+/// formats; what it has passes unchanged.
+pub fn propagate(headers: &mut HeaderMap) {
+    let carried = Carried::find(headers);
+    let mut out = Written {
+        buf: [0; 96],
+        len: 0,
+    };
+    let request_id = (!carried.request_id).then(|| out.uuid());
+    // Ranges of `out` for the headers to write, and B3's sampling decision
+    // when it is missing.
+    let (mut tp, mut b3_trace, mut b3_span, mut b3_sampled) = (None, None, None, None);
+    match carried.traceparent.and_then(traceparent) {
+        // W3C's context, copied into B3's headers when they are missing.
+        Some((trace, span, flags)) => {
+            if carried.b3_trace.is_none() {
+                b3_trace = Some(out.put(trace));
+                b3_span = Some(out.put(span));
+                b3_sampled = Some(b"13579bdfBDF".contains(&flags[1]));
+            }
+        }
+        // B3's context as a traceparent; or a new span, in B3's trace when
+        // it names one (a 64-bit one padded to 128 bits), else in a new
+        // trace. B3 keeps a trace ID it has as it was.
+        None => {
+            let trace = carried
+                .b3_trace
+                .filter(|t| (t.len() == 32 || t.len() == 16) && is_hex(t));
+            let span = carried.b3_span.filter(|s| s.len() == 16 && is_hex(s));
+            let unsampled = carried
+                .b3_sampled
+                .is_some_and(|v| v == b"0" || v == b"false");
+            let start = out.put(b"00-").start;
+            let trace_ids = match trace {
+                Some(t) => {
+                    let pad = out.put(&[b'0'; 16][..32 - t.len()]).start;
+                    pad..out.put(t).end
+                }
+                None => out.random_hex::<16>(),
+            };
+            out.put(b"-");
+            let span_id = match (trace, span) {
+                (Some(_), Some(s)) => out.put(s),
+                _ => out.random_hex::<8>(),
+            };
+            out.put(if unsampled { b"-00" } else { b"-01" });
+            tp = Some(start..out.len);
+            if carried.b3_trace.is_none() {
+                b3_trace = Some(trace_ids);
+            }
+            if trace.is_none() || span.is_none() {
+                b3_span = Some(span_id);
+            }
+            b3_sampled = Some(!unsampled);
         }
     }
-    let traceparent = tp..buf.len();
-    let trace = tp + 3..tp + 35;
-    let span = tp + 36..tp + 52;
-    let buf = Bytes::from(buf);
-    // Sets a header to part of the buffer; gives back the value it replaced.
-    let mut set = |name: HeaderName, range: std::ops::Range<usize>| {
-        let v = HeaderValue::from_maybe_shared(buf.slice(range)).ok()?;
-        headers.insert(name, v)
-    };
-    if let Some(id) = id {
-        set(X_REQUEST_ID, id);
+    if carried.b3_sampled.is_some() {
+        b3_sampled = None;
     }
-    set(TRACEPARENT, traceparent);
-    // B3 keeps the caller's trace ID as it was.
-    if !has_b3_trace {
-        set(X_B3_TRACEID, trace);
+    let buf = Bytes::copy_from_slice(&out.buf[..out.len]);
+    for (name, range) in [
+        (X_REQUEST_ID, request_id),
+        (TRACEPARENT, tp),
+        (X_B3_TRACEID, b3_trace),
+        (X_B3_SPANID, b3_span),
+    ] {
+        let value = range.and_then(|r| HeaderValue::from_maybe_shared(buf.slice(r)).ok());
+        if let Some(value) = value {
+            headers.insert(name, value);
+        }
     }
-    // The caller's span is this hop's parent.
-    let parent = set(X_B3_SPANID, span).filter(|v| v.to_str().is_ok());
-    if let Some(parent) = parent {
-        headers.insert(X_B3_PARENTSPANID, parent);
+    if let Some(sampled) = b3_sampled {
+        let v = if sampled { "1" } else { "0" };
+        headers.insert(X_B3_SAMPLED, HeaderValue::from_static(v));
     }
-    headers
-        .entry(X_B3_SAMPLED)
-        .or_insert(HeaderValue::from_static("1"));
 }
 
 #[cfg(test)]
@@ -182,48 +253,110 @@ mod tests {
             (format!("00-{trace}x00f067aa0ba902b7-01"), false),
             // 55 bytes, not 55 characters: refused, not sliced mid-character.
             ("00-\u{e9}".repeat(11), false),
+            (format!("00-{trace}-00f067aa0ba902g7-01"), false),
         ] {
-            assert_eq!(traceparent(&tp).is_some(), continued, "{tp}");
+            assert_eq!(traceparent(tp.as_bytes()).is_some(), continued, "{tp}");
         }
     }
 
-    #[test]
-    fn incoming_context_is_continued_with_a_new_span() {
+    /// The headers of a request, as text, after `propagate`.
+    fn propagated(given: &[(&'static str, &'static str)]) -> Vec<(String, String)> {
         let mut h = HeaderMap::new();
-        h.insert("x-request-id", HeaderValue::from_static("abc"));
-        h.insert(
-            "traceparent",
-            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
-        );
-        h.insert("x-b3-spanid", HeaderValue::from_static("00f067aa0ba902b7"));
+        for (k, v) in given {
+            h.append(*k, HeaderValue::from_static(v));
+        }
         propagate(&mut h);
-        assert_eq!(h["x-request-id"], "abc");
-        let tp = h["traceparent"].to_str().unwrap();
-        assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
-        assert!(!tp.contains("00f067aa0ba902b7"));
-        assert_eq!(h["x-b3-parentspanid"], "00f067aa0ba902b7");
+        let mut out: Vec<_> = h
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn owned(h: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut out: Vec<_> = h
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn a_full_context_passes_unchanged() {
+        let given = [
+            ("x-request-id", "abc"),
+            ("traceparent", TP),
+            ("x-b3-traceid", TRACE),
+            ("x-b3-spanid", "00f067aa0ba902b7"),
+            ("x-b3-sampled", "1"),
+            ("user-agent", "curl/8"),
+        ];
+        assert_eq!(propagated(&given), owned(&given));
     }
 
     #[test]
-    fn a_b3_only_trace_is_continued_and_a_64_bit_one_padded() {
-        let mut h = HeaderMap::new();
-        h.insert("x-b3-traceid", HeaderValue::from_static("a3ce929d0e0e4736"));
-        h.insert("x-b3-spanid", HeaderValue::from_static("00f067aa0ba902b7"));
-        h.insert("x-b3-sampled", HeaderValue::from_static("0"));
-        propagate(&mut h);
-        let tp = h["traceparent"].to_str().unwrap();
-        assert!(
-            tp.starts_with("00-0000000000000000a3ce929d0e0e4736-"),
-            "{tp}"
+    fn a_w3c_context_is_written_in_b3_naming_the_same_span() {
+        let sampled = propagated(&[("x-request-id", "abc"), ("traceparent", TP)]);
+        assert_eq!(
+            sampled,
+            owned(&[
+                ("x-request-id", "abc"),
+                ("traceparent", TP),
+                ("x-b3-traceid", TRACE),
+                ("x-b3-spanid", "00f067aa0ba902b7"),
+                ("x-b3-sampled", "1"),
+            ])
         );
-        // Not sampled by B3, not sampled in W3C's flags.
-        assert!(tp.ends_with("-00"), "{tp}");
-        // B3 keeps the caller's trace ID and sampling; the span is new.
-        assert_eq!(h["x-b3-traceid"], "a3ce929d0e0e4736");
-        assert_eq!(h["x-b3-sampled"], "0");
-        assert_eq!(h["x-b3-parentspanid"], "00f067aa0ba902b7");
-        let span = h["x-b3-spanid"].to_str().unwrap();
+        let unsampled = propagated(&[
+            ("x-request-id", "abc"),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+            ),
+        ]);
+        assert!(unsampled.contains(&("x-b3-sampled".into(), "0".into())));
+    }
+
+    #[test]
+    fn a_b3_context_is_written_as_a_traceparent_a_64_bit_trace_padded() {
+        let given = [
+            ("x-request-id", "abc"),
+            ("x-b3-traceid", "a3ce929d0e0e4736"),
+            ("x-b3-spanid", "00f067aa0ba902b7"),
+            ("x-b3-sampled", "0"),
+        ];
+        let mut expected = given.to_vec();
+        expected.push((
+            "traceparent",
+            "00-0000000000000000a3ce929d0e0e4736-00f067aa0ba902b7-00",
+        ));
+        assert_eq!(propagated(&given), owned(&expected));
+    }
+
+    #[test]
+    fn a_b3_trace_without_a_span_gets_a_new_span_in_that_trace() {
+        let h = propagated(&[("x-request-id", "abc"), ("x-b3-traceid", TRACE)]);
+        let get = |name: &str| &h.iter().find(|(k, _)| k == name).unwrap().1;
+        assert_eq!(get("x-b3-traceid"), TRACE);
+        let span = get("x-b3-spanid");
         assert_eq!(span.len(), 16);
-        assert_eq!(&tp[36..52], span);
+        assert_eq!(get("traceparent"), &format!("00-{TRACE}-{span}-01"));
+        assert_eq!(get("x-b3-sampled"), "1");
+    }
+
+    #[test]
+    fn an_invalid_traceparent_is_replaced_by_a_new_trace() {
+        let h = propagated(&[("traceparent", "01-garbage")]);
+        let get = |name: &str| &h.iter().find(|(k, _)| k == name).unwrap().1;
+        let tp = get("traceparent");
+        assert_eq!(tp.len(), 55);
+        assert_eq!(&tp[3..35], get("x-b3-traceid"));
+        assert_eq!(&tp[36..52], get("x-b3-spanid"));
+        assert_eq!(get("x-request-id").len(), 36);
     }
 }

@@ -586,16 +586,19 @@ async fn access_log_lines_and_trace_context() {
     .await;
     assert_eq!(status, StatusCode::OK);
     // The app sees a request ID and trace context the proxy created.
-    let header = |name: &str| {
+    let seen = |body: &str, name: &str| {
         body.lines()
             .find_map(|l| l.strip_prefix(&format!("{name}: ")))
             .unwrap_or_else(|| panic!("{name} missing in {body}"))
             .to_string()
     };
+    let header = |name: &str| seen(&body, name);
     let request_id = header("x-request-id");
     assert_eq!(request_id.len(), 36);
-    assert!(header("traceparent").starts_with("00-"));
-    assert_eq!(header("x-b3-traceid").len(), 32);
+    let traceparent = header("traceparent");
+    assert!(traceparent.starts_with("00-"));
+    assert_eq!(header("x-b3-traceid"), traceparent[3..35]);
+    assert_eq!(header("x-b3-spanid"), traceparent[36..52]);
     assert_eq!(
         get(m.client, "http://nowhere.example.com/x", None, &[])
             .await
@@ -649,6 +652,23 @@ async fn access_log_lines_and_trace_context() {
             .starts_with("inbound|908")
     );
     assert_eq!(second["response_flags"], "NR");
+    // A caller's context crosses both proxies unchanged (they report no
+    // spans, so the app's span is the caller's child), and B3 names the
+    // same trace and span.
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (_, body) = get(
+        m.client,
+        &format!("{R}/headers"),
+        None,
+        &[("traceparent", tp), ("x-request-id", "caller-id")],
+    )
+    .await;
+    let header = |name: &str| seen(&body, name);
+    assert_eq!(header("traceparent"), tp);
+    assert_eq!(header("x-request-id"), "caller-id");
+    assert_eq!(header("x-b3-traceid"), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(header("x-b3-spanid"), "00f067aa0ba902b7");
+    assert_eq!(header("x-b3-sampled"), "1");
 }
 
 /// A body of one data frame and then trailers, as a gRPC server sends.
