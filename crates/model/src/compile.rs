@@ -242,7 +242,7 @@ impl TrafficSelectors {
 /// A configuration's traffic part.
 struct Traffic {
     outbound: Vec<OutboundService>,
-    clusters: BTreeMap<String, Cluster>,
+    clusters: crate::config::Clusters,
     gateway: Vec<crate::config::GatewayPort>,
     outbound_policy: OutboundPolicy,
 }
@@ -417,7 +417,7 @@ pub(crate) struct Compiler<'a> {
     registry: &'a Registry,
     rules: HashMap<String, Vec<&'a DestinationRule>>,
     trust_domain: &'a str,
-    clusters: BTreeMap<String, Cluster>,
+    clusters: crate::config::Clusters,
     /// The gateway (`namespace/name`) whose routes are being compiled;
     /// `None` for the mesh (sidecar) routes.
     pub(crate) gateway: Option<String>,
@@ -662,7 +662,7 @@ impl<'a> Compiler<'a> {
         let dns = service.and_then(|s| dns_endpoints(s, port, subset, subset_labels.as_ref()));
         self.clusters.insert(
             name.clone(),
-            Cluster {
+            Arc::new(Cluster {
                 name: name.clone(),
                 host: host.to_string(),
                 service_namespace: service.map(|s| s.namespace.clone()),
@@ -675,7 +675,7 @@ impl<'a> Compiler<'a> {
                 dns,
                 missing: service.is_none(),
                 policy,
-            },
+            }),
         );
         name
     }

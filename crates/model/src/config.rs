@@ -16,7 +16,7 @@ pub struct ProxyConfig {
     pub workload: WorkloadInfo,
     /// Services this proxy can reach, by host and port.
     pub outbound: Vec<OutboundService>,
-    pub clusters: BTreeMap<String, Cluster>,
+    pub clusters: Clusters,
     /// The workload's own ports, served through inbound HBONE.
     pub inbound: Vec<InboundPort>,
     /// The AuthorizationPolicies that apply to this workload.
@@ -52,9 +52,7 @@ impl ProxyConfig {
 }
 
 /// Each in-mesh endpoint's SPIFFE ID, by address.
-pub(crate) fn index_identities(
-    clusters: &BTreeMap<String, Cluster>,
-) -> HashMap<SocketAddr, String> {
+pub(crate) fn index_identities(clusters: &Clusters) -> HashMap<SocketAddr, String> {
     clusters
         .values()
         .flat_map(|c| &c.endpoints)
@@ -584,6 +582,10 @@ impl StrMatch {
         }
     }
 }
+
+/// Clusters by name, each shared: a request holds its cluster for its
+/// telemetry with one reference count, not a copy of its names.
+pub type Clusters = BTreeMap<String, std::sync::Arc<Cluster>>;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cluster {

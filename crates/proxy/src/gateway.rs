@@ -425,7 +425,9 @@ async fn forward<S>(
         return;
     };
     match outbound::open(out, &cluster, ep).await {
-        Ok(mut upstream) => outbound::relay(out, &cluster, ep, &mut io, &mut upstream).await,
+        Ok(mut upstream) => {
+            outbound::relay(out, cluster.shared(), ep, &mut io, &mut upstream).await
+        }
         Err(e) => tracing::debug!("gateway TCP to {}: {e}", ep.address),
     }
 }

@@ -40,7 +40,7 @@ use crate::metrics::Metrics;
 use crate::origination::Originator;
 use crate::ratelimit::{self, Decision, Limiter};
 use crate::telemetry::{
-    AccessLog, DestService, Observation, Upstream, baggage, outbound_labels, outbound_tcp_labels,
+    AccessLog, DestService, Observation, baggage, outbound_labels, outbound_tcp_labels,
     request_protocol,
 };
 use crate::upgrade;
@@ -158,7 +158,7 @@ async fn captured_tcp(outbound: &Arc<Outbound>, mut client: TcpStream, dst: Sock
     let config = outbound.config.load_full();
     match service_at(&config, dst) {
         Some(s) => match open_tcp_route(outbound, &config, s, &s.host).await {
-            Ok((mut up, cluster, ep)) => relay(outbound, &cluster, &ep, &mut client, &mut up).await,
+            Ok((mut up, cluster, ep)) => relay(outbound, cluster, &ep, &mut client, &mut up).await,
             Err(refused) => tracing::debug!(
                 "captured connection to {dst} ({}): {:?}",
                 s.host,
@@ -185,24 +185,24 @@ pub(crate) async fn observed(
     peer: SocketAddr,
     listener: Listener,
 ) -> Response<Body> {
-    req.extensions_mut().insert(Peer(peer));
+    let mut routed = Routed::default();
     if req.method() == Method::CONNECT {
-        return handle(outbound, req, listener).await;
+        return handle(outbound, req, peer, listener, &mut routed).await;
     }
     crate::trace::propagate(req.headers_mut());
     let observation = Observation::begin(&req, peer, outbound.access_log.as_ref());
     let protocol = request_protocol(req.headers());
-    let resp = handle(outbound, req, listener).await;
+    let resp = handle(outbound, req, peer, listener, &mut routed).await;
     let flag = resp.extensions().get::<ResponseFlag>().map(|f| f.0);
-    let upstream = resp.extensions().get::<Upstream>();
-    let dest = resp.extensions().get::<DestService>();
+    let upstream = routed.upstream.as_deref();
+    let dest = routed.dest.as_ref();
     let status = resp.status().as_u16();
     // What decides the labels: the upstream, the service, code and flag.
     let key = outbound.metrics.key((
         "outbound",
         protocol,
         upstream.map(|u| u.address),
-        dest.map(|d| d.host.as_str()),
+        dest.map(DestService::host),
         status,
         flag,
     ));
@@ -216,21 +216,27 @@ pub(crate) async fn observed(
             flag,
         )
     });
-    observation.finish(resp, outbound.metrics.clone(), (key, handles), |head| {
-        let upstream = head.extensions.get::<Upstream>();
-        let dest = head.extensions.get::<DestService>();
+    observation.finish(resp, outbound.metrics.clone(), (key, handles), |_| {
         (
             upstream.map(|u| u.address.to_string()),
-            dest.map(|d| d.cluster.clone()),
+            dest.map(|d| d.cluster().to_string()),
         )
     })
+}
+
+/// Where [`handle`] sent a request, for its metrics and log line: the
+/// service and the endpoint that answered.
+#[derive(Default)]
+struct Routed {
+    dest: Option<DestService>,
+    upstream: Option<Arc<ClusterEndpoint>>,
 }
 
 /// Where a request is going: host without port, and port.
 fn destination(req: &Request<Incoming>) -> Option<(String, u16)> {
     let authority = match req.uri().authority() {
-        Some(a) => a.as_str().to_string(),
-        None => req.headers().get(HOST)?.to_str().ok()?.to_string(),
+        Some(a) => a.as_str(),
+        None => req.headers().get(HOST)?.to_str().ok()?,
     };
     let default_port = if req.uri().scheme_str() == Some("https") {
         443
@@ -239,10 +245,10 @@ fn destination(req: &Request<Incoming>) -> Option<(String, u16)> {
     };
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse() {
-            Ok(p) => (h.to_string(), p),
-            Err(_) => (authority.clone(), default_port),
+            Ok(p) => (h, p),
+            Err(_) => (authority, default_port),
         },
-        _ => (authority.clone(), default_port),
+        _ => (authority, default_port),
     };
     Some((
         host.trim_start_matches('[')
@@ -264,7 +270,9 @@ pub(crate) enum Listener {
 async fn handle(
     outbound: &Arc<Outbound>,
     mut req: Request<Incoming>,
+    peer: SocketAddr,
     listener: Listener,
+    routed: &mut Routed,
 ) -> Response<Body> {
     // Routed by the name without its final dot, as it is authorized.
     crate::http::strip_host_dot(&mut req);
@@ -316,6 +324,7 @@ async fn handle(
         if matches!(listener, Listener::Outbound)
             && config.outbound_policy == OutboundPolicy::AllowAny
         {
+            routed.dest = Some(DestService::passthrough());
             return Box::pin(passthrough(outbound, req, &host, port)).await;
         }
         // Envoy's answers: a gateway without a virtual host for the name
@@ -328,13 +337,12 @@ async fn handle(
             ),
             Listener::Outbound => {
                 black_hole(outbound, &config, req.method() == Method::CONNECT);
-                let mut resp = flagged(
+                routed.dest = Some(DestService::black_hole());
+                flagged(
                     StatusCode::BAD_GATEWAY,
                     "NR",
                     &format!("no service {host}:{port} in the mesh registry"),
-                );
-                resp.extensions_mut().insert(DestService::black_hole());
-                resp
+                )
             }
         };
     };
@@ -348,17 +356,12 @@ async fn handle(
     // Matching borrows the request; the route found borrows the config.
     // `authority` matches the authority as the client sent it, as Envoy's
     // does.
-    let authority = req
+    let authority: std::borrow::Cow<str> = req
         .uri()
         .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers()
-                .get(HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| format!("{host}:{port}"));
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()))
+        .map_or_else(|| format!("{host}:{port}").into(), Into::into);
     let (route, prefix) = {
         let headers = req.headers();
         let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -384,12 +387,11 @@ async fn handle(
         None
     } else {
         let client = req.extensions().get::<Caller>();
-        let peer = req.extensions().get::<Peer>().map(|p| p.0.ip());
         let asked = ratelimit::Request {
             side: ratelimit::Side::Routed,
             host: &host,
             route: route.name.as_deref(),
-            remote: client.and_then(|c| c.remote).or(peer),
+            remote: client.and_then(|c| c.remote).or(Some(peer.ip())),
             principal: client.and_then(|c| c.principal.as_deref()),
             headers: req.headers(),
         };
@@ -462,7 +464,7 @@ async fn handle(
     };
     let downstream_upgrade = upgrade::requested(&mut req);
     let (mut parts, body) = req.into_parts();
-    if let Some(key) = hash_key(&cluster.policy.lb, &parts) {
+    if let Some(key) = hash_key(&cluster.policy.lb, &parts, peer) {
         parts.extensions.insert(LbKey(key));
     }
     prepare(&mut parts, route, chosen, prefix.as_deref(), &host, port);
@@ -488,12 +490,20 @@ async fn handle(
     if let (Some(mirror), Replay::Buffered(bytes)) = (&route.mirror, &body) {
         if chance(outbound, mirror.percent) {
             if let Some(mc) = find_cluster(outbound, &config, &mirror.cluster, &host).await {
-                Box::pin(shadow(outbound, &mc, &parts, bytes.clone())).await;
+                Box::pin(shadow(outbound, mc.shared(), &parts, bytes.clone())).await;
             }
         }
     }
     let attempts = async {
-        let mut resp = send_with_retries(outbound, cluster, &route.retries, &parts, body).await;
+        let mut resp = send_with_retries(
+            outbound,
+            cluster,
+            &route.retries,
+            &parts,
+            body,
+            &mut routed.upstream,
+        )
+        .await;
         upgrade::bridge(downstream_upgrade, &mut resp);
         apply_ops(resp.headers_mut(), &route.headers.response);
         apply_ops(resp.headers_mut(), &chosen.headers.response);
@@ -516,11 +526,7 @@ async fn handle(
     if delayed && resp.extensions().get::<ResponseFlag>().is_none() {
         resp.extensions_mut().insert(ResponseFlag("DI"));
     }
-    resp.extensions_mut().insert(DestService {
-        host: cluster.host.clone(),
-        namespace: cluster.service_namespace.clone(),
-        cluster: cluster.name.clone(),
-    });
+    routed.dest = Some(DestService::Cluster(resolved.shared()));
     if let Some(passed) = limits {
         passed.decorate(&mut resp);
     }
@@ -534,14 +540,14 @@ fn black_hole(outbound: &Outbound, config: &ProxyConfig, tunnel: bool) {
     if !tunnel {
         return;
     }
-    let none = Upstream(Arc::new(ClusterEndpoint {
+    let none = ClusterEndpoint {
         address: SocketAddr::from(([0, 0, 0, 0], 0)),
         identity: None,
         weight: 0,
         workload: None,
         namespace: "unknown".into(),
         labels: std::collections::BTreeMap::new(),
-    }));
+    };
     let mut labels = outbound_tcp_labels(&config.workload, &none, &DestService::black_hole());
     for (k, v) in &mut labels {
         if *k == "response_flags" {
@@ -609,17 +615,13 @@ fn redirect(
     resp
 }
 
-/// The downstream peer of a request.
-#[derive(Debug, Clone, Copy)]
-struct Peer(SocketAddr);
-
 /// The consistent-hash key of a request.
 #[derive(Debug, Clone, Copy)]
 struct LbKey(u64);
 
 /// The consistent-hash key the cluster's policy asks for, when the request
 /// has it.
-fn hash_key(lb: &LbPolicy, parts: &http::request::Parts) -> Option<u64> {
+fn hash_key(lb: &LbPolicy, parts: &http::request::Parts, peer: SocketAddr) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let LbPolicy::ConsistentHash(key) = lb else {
         return None;
@@ -639,7 +641,7 @@ fn hash_key(lb: &LbPolicy, parts: &http::request::Parts) -> Option<u64> {
                 .1;
             value.hash(&mut h);
         }
-        HashKey::SourceIp => parts.extensions.get::<Peer>()?.0.ip().hash(&mut h),
+        HashKey::SourceIp => peer.ip().hash(&mut h),
         HashKey::QueryParameter(name) => {
             let query = parts.uri.query()?;
             let value = query
@@ -790,7 +792,7 @@ pub(crate) async fn find_cluster<'a>(
         return Some(Found::Config(cluster));
     }
     // Resolving is the rare case: its future is kept out of the request's.
-    Some(Found::Resolved(Box::new(
+    Some(Found::Resolved(Arc::new(
         Box::pin(resolve(outbound, cluster, asked)).await,
     )))
 }
@@ -799,15 +801,16 @@ pub(crate) async fn find_cluster<'a>(
 /// endpoints its DNS names resolved to. Two words, where a `Cow` would
 /// hold a whole `Cluster` in every request's future.
 pub(crate) enum Found<'a> {
-    Config(&'a Cluster),
-    Resolved(Box<Cluster>),
+    Config(&'a Arc<Cluster>),
+    Resolved(Arc<Cluster>),
 }
 
 impl Found<'_> {
-    pub(crate) fn into_owned(self) -> Cluster {
+    /// The cluster, shared.
+    pub(crate) fn shared(&self) -> Arc<Cluster> {
         match self {
-            Found::Config(c) => c.clone(),
-            Found::Resolved(c) => *c,
+            Found::Config(c) => Arc::clone(c),
+            Found::Resolved(c) => Arc::clone(c),
         }
     }
 }
@@ -953,12 +956,14 @@ enum Failure {
     PerTryTimeout,
 }
 
-/// One attempt on one endpoint.
+/// One attempt on one endpoint; an endpoint that answers is left in
+/// `upstream`.
 async fn send_once(
     outbound: &Outbound,
     cluster: &Cluster,
     parts: &http::request::Parts,
     body: Body,
+    upstream: &mut Option<Arc<ClusterEndpoint>>,
 ) -> Result<Response<Incoming>, Failure> {
     if cluster.missing {
         return Err(Failure::Final(Box::new(flagged(
@@ -984,7 +989,7 @@ async fn send_once(
     *req.headers_mut() = parts.headers.clone();
     // HTTP/2 to HTTP/2 and gRPC apps: gRPC keeps its trailers end to end.
     let client = outbound.clients.for_cluster(cluster);
-    let mut resp = match client.request(ep.address, req).await {
+    let resp = match client.request(ep.address, req).await {
         Ok(resp) => {
             outbound
                 .tracker
@@ -1008,18 +1013,20 @@ async fn send_once(
             ));
         }
     };
-    resp.extensions_mut().insert(Upstream(ep.clone()));
+    *upstream = Some(ep.clone());
     Ok(resp)
 }
 
 /// Istio's retry loop: up to `attempts` more tries on the failures and
-/// statuses `retry_on` names, each within `per_try_timeout`.
+/// statuses `retry_on` names, each within `per_try_timeout`. The endpoint
+/// that answered is left in `upstream`.
 async fn send_with_retries(
     outbound: &Outbound,
     cluster: &Cluster,
     retry: &Retry,
     parts: &http::request::Parts,
     body: Replay,
+    upstream: &mut Option<Arc<ClusterEndpoint>>,
 ) -> Response<Body> {
     // A streamed body can be sent once only: no retries.
     let (mut streaming, bytes, attempts) = match body {
@@ -1036,7 +1043,7 @@ async fn send_with_retries(
                 .map_err(|never| match never {})
                 .boxed(),
         };
-        let attempt = send_once(outbound, cluster, parts, body);
+        let attempt = send_once(outbound, cluster, parts, body, upstream);
         let result = match retry.per_try_timeout {
             Some(t) => tokio::time::timeout(t, attempt)
                 .await
@@ -1085,7 +1092,12 @@ async fn send_with_retries(
 
 /// A copy of the request to the mirror cluster; its answer is dropped.
 /// Envoy appends `-shadow` to the authority of mirrored requests.
-async fn shadow(outbound: &Outbound, cluster: &Cluster, parts: &http::request::Parts, body: Bytes) {
+async fn shadow(
+    outbound: &Outbound,
+    cluster: Arc<Cluster>,
+    parts: &http::request::Parts,
+    body: Bytes,
+) {
     let mut parts = parts.clone();
     if let Some(host) = parts.headers.get(HOST).and_then(|h| h.to_str().ok()) {
         let shadowed = match host.rsplit_once(':') {
@@ -1099,7 +1111,6 @@ async fn shadow(outbound: &Outbound, cluster: &Cluster, parts: &http::request::P
     let body = http_body_util::Full::new(body)
         .map_err(|never| match never {})
         .boxed();
-    let cluster = cluster.clone();
     let Some(ep) = pick_endpoint(outbound, &cluster).cloned() else {
         return;
     };
@@ -1136,7 +1147,7 @@ async fn connect(
     let outbound = outbound.clone();
     tokio::spawn(async move {
         if let Ok(up) = hyper::upgrade::on(req).await {
-            relay(&outbound, &cluster, &ep, &mut TokioIo::new(up), &mut stream).await;
+            relay(&outbound, cluster, &ep, &mut TokioIo::new(up), &mut stream).await;
         }
     });
     full(StatusCode::OK, "")
@@ -1150,7 +1161,7 @@ pub(crate) async fn open_tcp_route(
     config: &ProxyConfig,
     service: &OutboundService,
     host: &str,
-) -> Result<(Box<dyn Io>, Cluster, Arc<ClusterEndpoint>), Response<Body>> {
+) -> Result<(Box<dyn Io>, Arc<Cluster>, Arc<ClusterEndpoint>), Response<Body>> {
     let weighted = if service.tcp.is_empty() {
         match service
             .routes
@@ -1179,14 +1190,14 @@ pub(crate) async fn open_tcp_route(
             &format!("upstream connect error: {e}"),
         )
     })?;
-    Ok((stream, cluster.into_owned(), ep))
+    Ok((stream, cluster.shared(), ep))
 }
 
 /// Bytes both ways between a client and the stream opened to endpoint
 /// `ep` of `cluster`, counted in Istio's TCP metrics (`reporter="source"`).
 pub(crate) async fn relay<A, B>(
     outbound: &Outbound,
-    cluster: &Cluster,
+    cluster: Arc<Cluster>,
     ep: &Arc<ClusterEndpoint>,
     client: &mut A,
     upstream: &mut B,
@@ -1194,14 +1205,10 @@ pub(crate) async fn relay<A, B>(
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    let dest = DestService {
-        host: cluster.host.clone(),
-        namespace: cluster.service_namespace.clone(),
-        cluster: cluster.name.clone(),
-    };
+    let dest = DestService::Cluster(cluster);
     let labels = {
         let config = outbound.config.load();
-        outbound_tcp_labels(&config.workload, &Upstream(ep.clone()), &dest)
+        outbound_tcp_labels(&config.workload, ep, &dest)
     };
     outbound.metrics.tcp_opened(&labels);
     let (sent, received) = tokio::io::copy_bidirectional(client, upstream)
@@ -1258,7 +1265,7 @@ fn connect_by_sni(
                     .await
                     .is_ok()
                 {
-                    relay(&outbound, &cluster, ep, &mut up, &mut stream).await;
+                    relay(&outbound, cluster.shared(), ep, &mut up, &mut stream).await;
                 }
             }
             Err(e) => tracing::debug!("TLS CONNECT to {}: {e}", ep.address),
@@ -1280,7 +1287,7 @@ async fn passthrough(
     } else {
         format!("{host}:{port}")
     };
-    let mut resp = if req.method() == Method::CONNECT {
+    if req.method() == Method::CONNECT {
         match TcpStream::connect(target.as_str()).await {
             Ok(mut stream) => {
                 let _ = stream.set_nodelay(true);
@@ -1326,11 +1333,5 @@ async fn passthrough(
                 &format!("upstream connect error: {:#}", anyhow::Error::new(e)),
             ),
         }
-    };
-    resp.extensions_mut().insert(DestService {
-        host: "PassthroughCluster".into(),
-        namespace: None,
-        cluster: "PassthroughCluster".into(),
-    });
-    resp
+    }
 }

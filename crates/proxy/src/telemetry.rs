@@ -15,39 +15,48 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::{Request, Response};
 use weft_identity::SpiffeId;
-use weft_model::config::WorkloadInfo;
+use weft_model::config::{Cluster, ClusterEndpoint, WorkloadInfo};
 
 use crate::http::{Body, ResponseFlag};
 use crate::metrics::{Labels, Metrics, RequestHandles};
 
-/// The upstream endpoint a response came from, left on it by the router:
-/// the cluster's own, shared, not copied per request.
+/// The service a request was routed to: its cluster (shared with the
+/// configuration), or one of Envoy's clusters of a name only.
 #[derive(Debug, Clone)]
-pub struct Upstream(pub Arc<weft_model::config::ClusterEndpoint>);
-
-impl std::ops::Deref for Upstream {
-    type Target = weft_model::config::ClusterEndpoint;
-
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-/// The service a request was routed to.
-#[derive(Debug, Clone)]
-pub struct DestService {
-    pub host: String,
-    pub namespace: Option<String>,
-    pub cluster: String,
+pub enum DestService {
+    Cluster(Arc<Cluster>),
+    Named(&'static str),
 }
 
 impl DestService {
     /// Where Envoy sends what REGISTRY_ONLY refuses.
     pub fn black_hole() -> DestService {
-        DestService {
-            host: "BlackHoleCluster".into(),
-            namespace: None,
-            cluster: "BlackHoleCluster".into(),
+        DestService::Named("BlackHoleCluster")
+    }
+
+    /// Where Envoy sends what is not in the registry, when ALLOW_ANY.
+    pub fn passthrough() -> DestService {
+        DestService::Named("PassthroughCluster")
+    }
+
+    pub fn host(&self) -> &str {
+        match self {
+            DestService::Cluster(c) => &c.host,
+            DestService::Named(n) => n,
+        }
+    }
+
+    pub fn namespace(&self) -> Option<&str> {
+        match self {
+            DestService::Cluster(c) => c.service_namespace.as_deref(),
+            DestService::Named(_) => None,
+        }
+    }
+
+    pub fn cluster(&self) -> &str {
+        match self {
+            DestService::Cluster(c) => &c.name,
+            DestService::Named(n) => n,
         }
     }
 }
@@ -93,7 +102,7 @@ pub fn request_protocol(headers: &hyper::HeaderMap) -> &'static str {
 /// (`reporter="source"`).
 pub fn outbound_labels(
     me: &WorkloadInfo,
-    upstream: Option<&Upstream>,
+    upstream: Option<&ClusterEndpoint>,
     dest: Option<&DestService>,
     protocol: &str,
     code: u16,
@@ -104,7 +113,7 @@ pub fn outbound_labels(
         Some(u) => canonical(&u.labels, u.workload.as_deref().unwrap_or("unknown")),
         None => ("unknown".into(), "latest".into()),
     };
-    let host = dest.map_or("unknown".to_string(), |d| d.host.clone());
+    let host = dest.map_or("unknown", DestService::host).to_string();
     let service_name = host.split('.').next().unwrap_or("unknown").to_string();
     vec![
         ("reporter", "source".into()),
@@ -142,7 +151,9 @@ pub fn outbound_labels(
         ("destination_service_name", service_name),
         (
             "destination_service_namespace",
-            or_unknown(dest.and_then(|d| d.namespace.as_ref())),
+            dest.and_then(DestService::namespace)
+                .unwrap_or("unknown")
+                .to_string(),
         ),
         (
             "destination_cluster",
@@ -162,7 +173,11 @@ pub fn outbound_labels(
 
 /// Labels for a connection this proxy opened (`reporter="source"`): TCP
 /// metrics have no response code.
-pub fn outbound_tcp_labels(me: &WorkloadInfo, upstream: &Upstream, dest: &DestService) -> Labels {
+pub fn outbound_tcp_labels(
+    me: &WorkloadInfo,
+    upstream: &ClusterEndpoint,
+    dest: &DestService,
+) -> Labels {
     let mut labels = outbound_labels(me, Some(upstream), Some(dest), "tcp", 0, None);
     labels.retain(|(k, _)| !matches!(*k, "response_code" | "grpc_response_status"));
     labels
@@ -365,7 +380,13 @@ impl Observation {
         let flag = parts.extensions.get::<ResponseFlag>().map(|f| f.0);
         let status = parts.status.as_u16();
         // A trailers-only gRPC answer has its status in the head.
-        let head_grpc = grpc_status(&parts.headers);
+        // Only a gRPC head (its content type says so) is asked, as Envoy's
+        // gRPC statistics do: other heads cost no lookup of a custom name.
+        let grpc = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
+        let head_grpc = grpc.then(|| grpc_status(&parts.headers)).flatten();
         let Observation {
             started,
             request_bytes,
@@ -407,6 +428,7 @@ pub struct Outcome {
     pub grpc_status: Option<u32>,
 }
 
+/// The `grpc-status` of a gRPC answer's head or trailers.
 fn grpc_status(headers: &hyper::HeaderMap) -> Option<u32> {
     headers
         .get(const { HeaderName::from_static("grpc-status") })?
@@ -440,20 +462,17 @@ impl Ending {
 }
 
 /// A response body that counts what passes and, when it ends or is
-/// dropped, records the request.
-pub struct Counted {
+/// dropped, records the request: it calls `done` with the bytes sent, how
+/// the body ended and the gRPC status of its trailers.
+pub struct Counted<F: FnOnce(u64, Ending, Option<u32>)> {
     inner: Body,
     bytes: u64,
     /// The gRPC status of the trailers, when they carried one.
     grpc_status: Option<u32>,
-    done: Option<Done>,
+    done: Option<F>,
 }
 
-/// What a [`Counted`] body calls at its end: bytes sent, how it ended, the
-/// gRPC status of its trailers.
-type Done = Box<dyn FnOnce(u64, Ending, Option<u32>) + Send + Sync>;
-
-impl std::fmt::Debug for Counted {
+impl<F: FnOnce(u64, Ending, Option<u32>)> std::fmt::Debug for Counted<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Counted")
             .field("bytes", &self.bytes)
@@ -461,18 +480,13 @@ impl std::fmt::Debug for Counted {
     }
 }
 
-impl Counted {
-    /// `done` gets the bytes sent, how the body ended and the gRPC status
-    /// of its trailers.
-    pub fn new(
-        inner: Body,
-        done: impl FnOnce(u64, Ending, Option<u32>) + Send + Sync + 'static,
-    ) -> Counted {
+impl<F: FnOnce(u64, Ending, Option<u32>)> Counted<F> {
+    pub fn new(inner: Body, done: F) -> Counted<F> {
         Counted {
             inner,
             bytes: 0,
             grpc_status: None,
-            done: Some(Box::new(done)),
+            done: Some(done),
         }
     }
 
@@ -483,7 +497,7 @@ impl Counted {
     }
 }
 
-impl Drop for Counted {
+impl<F: FnOnce(u64, Ending, Option<u32>)> Drop for Counted<F> {
     fn drop(&mut self) {
         // Dropped before its end was sent: the downstream is gone. (A body
         // that knows it has ended is not polled again.)
@@ -496,7 +510,7 @@ impl Drop for Counted {
     }
 }
 
-impl HttpBody for Counted {
+impl<F: FnOnce(u64, Ending, Option<u32>) + Unpin> HttpBody for Counted<F> {
     type Data = Bytes;
     type Error = hyper::Error;
 
