@@ -965,6 +965,7 @@ async fn send_once(
     body: Body,
     upstream: &mut Option<Arc<ClusterEndpoint>>,
 ) -> Result<Response<Incoming>, Failure> {
+    *upstream = None;
     if cluster.missing {
         return Err(Failure::Final(Box::new(flagged(
             StatusCode::SERVICE_UNAVAILABLE,
