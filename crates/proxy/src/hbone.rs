@@ -369,9 +369,17 @@ pub struct Tunnel {
     recv: RecvStream,
     /// Received and not yet read.
     buf: Bytes,
+    /// Where writes are copied for the stream. A frame's bytes are split
+    /// off it and, once the connection has sent them, its allocation is
+    /// reused for the next write.
+    out: BytesMut,
     /// END_STREAM is sent.
     ended: bool,
 }
+
+/// A write buffer larger than this is not kept for the next write: an
+/// idle stream holds at most this much.
+const KEEP_OUT: usize = 4 * 1024;
 
 impl Tunnel {
     fn new(send: SendStream<Bytes>, recv: RecvStream) -> Tunnel {
@@ -379,6 +387,7 @@ impl Tunnel {
             send,
             recv,
             buf: Bytes::new(),
+            out: BytesMut::new(),
             ended: false,
         }
     }
@@ -406,14 +415,17 @@ impl Tunnel {
             };
         }
         let n = capacity.min(len);
-        let mut data = BytesMut::with_capacity(n);
+        // Reclaims the last write's allocation when its frame is gone.
+        self.out.reserve(n);
         for b in bufs {
-            let take = b.len().min(n - data.len());
-            data.extend_from_slice(&b[..take]);
+            let take = b.len().min(n - self.out.len());
+            self.out.extend_from_slice(&b[..take]);
         }
-        self.send
-            .send_data(data.freeze(), false)
-            .map_err(io_error)?;
+        let data = self.out.split().freeze();
+        if data.len() > KEEP_OUT {
+            self.out = BytesMut::new();
+        }
+        self.send.send_data(data, false).map_err(io_error)?;
         Poll::Ready(Ok(n))
     }
 }
