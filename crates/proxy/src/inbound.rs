@@ -265,7 +265,7 @@ impl Inbound {
                 Some((status, flag)),
             )
         });
-        observation.finish(resp, self.metrics.clone(), (key, handles), |_| {
+        observation.finish(resp, self.metrics.clone(), (key, handles), || {
             (
                 Some(app.target.to_string()),
                 Some(format!("inbound|{}||", port.port)),

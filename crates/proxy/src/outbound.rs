@@ -216,7 +216,7 @@ pub(crate) async fn observed(
             flag,
         )
     });
-    observation.finish(resp, outbound.metrics.clone(), (key, handles), |_| {
+    observation.finish(resp, outbound.metrics.clone(), (key, handles), || {
         (
             upstream.map(|u| u.address.to_string()),
             dest.map(|d| d.cluster().to_string()),

@@ -367,21 +367,21 @@ impl Observation {
     /// sent: under `handles`, the metrics its head decided (cached in
     /// `metrics` under `key`), or under the same labels with the flag of
     /// an unfinished body (UC, DC) and the gRPC status of its trailers.
-    /// `upstream` names the upstream host and cluster from the response
-    /// head, asked only when there is an access log.
+    /// `upstream` names the upstream host and cluster, asked only when
+    /// there is an access log.
     pub fn finish(
         self,
         resp: Response<Body>,
         metrics: Arc<Metrics>,
         (key, handles): (u64, Arc<RequestHandles>),
-        upstream: impl FnOnce(&http::response::Parts) -> (Option<String>, Option<String>),
+        upstream: impl FnOnce() -> (Option<String>, Option<String>),
     ) -> Response<Body> {
         let (parts, body) = resp.into_parts();
         let flag = parts.extensions.get::<ResponseFlag>().map(|f| f.0);
         let status = parts.status.as_u16();
-        // A trailers-only gRPC answer has its status in the head.
-        // Only a gRPC head (its content type says so) is asked, as Envoy's
-        // gRPC statistics do: other heads cost no lookup of a custom name.
+        // A trailers-only gRPC answer has its status in the head. Only a
+        // gRPC head (its content type says so) is asked, as Envoy's gRPC
+        // statistics do: other heads cost no lookup of a custom name.
         let grpc = parts
             .headers
             .get(http::header::CONTENT_TYPE)
@@ -392,7 +392,7 @@ impl Observation {
             request_bytes,
             log,
         } = self;
-        let log = log.map(|(log, entry)| (log, entry, upstream(&parts)));
+        let log = log.map(|(log, entry)| (log, entry, upstream()));
         let body = Counted::new(body, move |response_bytes, ending, trailer_grpc| {
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             let outcome = Outcome {
