@@ -129,6 +129,7 @@ YAML
 # instances doing the sidecar pair's job, DIR/haproxy-a.cfg (HTTP on FRONT,
 # port 8081) and DIR/haproxy-b.cfg (TLS 1.3 with client certificates on
 # BACK, port 8443, to nginx at APP), with certificates from weft's CA in CA.
+# HAProxy starts a thread per core unless HAPROXY_THREADS says how many.
 haproxy_pair() {
   local dir=$1 ca=$2 front=$3 back=$4 app=$5 side
   for side in a b; do
@@ -136,7 +137,8 @@ haproxy_pair() {
     cat "$dir/$side/cert-chain.pem" "$dir/$side/key.pem" > "$dir/$side/crt.pem"
   done
   local common="global
-  maxconn 8192
+  maxconn 8192${HAPROXY_THREADS:+
+  nbthread $HAPROXY_THREADS}
 defaults
   mode http
   timeout connect 5s

@@ -14,6 +14,8 @@
 #
 # WEFT_BASELINE=/path/to/an/older/weft adds a second weft pair running that
 # binary (row weft-baseline), to compare two builds in the same run.
+# HAPROXY_THREADS=N runs each HAProxy on N threads (default: its own, one
+# per core); a weft sidecar runs on one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
