@@ -351,7 +351,15 @@ mod tests {
 
     #[test]
     fn an_invalid_traceparent_is_replaced_by_a_new_trace() {
-        let h = propagated(&[("traceparent", "01-garbage")]);
+        let h = propagated(&[
+            ("traceparent", "01-garbage"),
+            ("x-request-id", ""),
+            ("x-b3-spanid", "short"),
+        ]);
+        // Each is replaced, not joined by a second value.
+        for name in ["traceparent", "x-request-id", "x-b3-spanid"] {
+            assert_eq!(h.iter().filter(|(k, _)| k == name).count(), 1, "{name}");
+        }
         let get = |name: &str| &h.iter().find(|(k, _)| k == name).unwrap().1;
         let tp = get("traceparent");
         assert_eq!(tp.len(), 55);
