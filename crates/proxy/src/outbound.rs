@@ -232,12 +232,18 @@ struct Routed {
     upstream: Option<Arc<ClusterEndpoint>>,
 }
 
+/// The authority as the client wrote it: an absolute URI's (or HTTP/2's
+/// `:authority`), else the Host header.
+fn asked_authority<B>(req: &Request<B>) -> Option<&str> {
+    match req.uri().authority() {
+        Some(a) => Some(a.as_str()),
+        None => req.headers().get(HOST)?.to_str().ok(),
+    }
+}
+
 /// Where a request is going: host without port, and port.
 fn destination(req: &Request<Incoming>) -> Option<(String, u16)> {
-    let authority = match req.uri().authority() {
-        Some(a) => a.as_str(),
-        None => req.headers().get(HOST)?.to_str().ok()?,
-    };
+    let authority = asked_authority(req)?;
     let default_port = if req.uri().scheme_str() == Some("https") {
         443
     } else {
@@ -356,12 +362,8 @@ async fn handle(
     // Matching borrows the request; the route found borrows the config.
     // `authority` matches the authority as the client sent it, as Envoy's
     // does.
-    let authority: std::borrow::Cow<str> = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()))
-        .map_or_else(|| format!("{host}:{port}").into(), Into::into);
+    let authority: std::borrow::Cow<str> =
+        asked_authority(&req).map_or_else(|| format!("{host}:{port}").into(), Into::into);
     let (route, prefix) = {
         let headers = req.headers();
         let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
