@@ -515,3 +515,74 @@ impl Drop for Tunnel {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A tunnel over plain HTTP/2 in memory: the client's end and the
+    /// server's.
+    async fn tunnel_pair() -> (Tunnel, Tunnel) {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let server = tokio::spawn(async move {
+            let mut conn = h2::server::handshake(b).await.unwrap();
+            let (req, mut respond) = conn.accept().await.unwrap().unwrap();
+            let send = respond.send_response(Response::new(()), false).unwrap();
+            tokio::spawn(async move { while conn.accept().await.is_some() {} });
+            Tunnel::new(send, req.into_body())
+        });
+        let (sender, conn) = h2::client::handshake(a).await.unwrap();
+        tokio::spawn(conn);
+        let mut sender = sender.ready().await.unwrap();
+        let req = Request::builder()
+            .method(Method::CONNECT)
+            .uri("127.0.0.1:80")
+            .body(())
+            .unwrap();
+        let (resp, send) = sender.send_request(req, false).unwrap();
+        let server = server.await.unwrap();
+        let client = Tunnel::new(send, resp.await.unwrap().into_body());
+        (client, server)
+    }
+
+    /// Writes of every size arrive whole and in order, whether the
+    /// tunnel's kept buffer is reused (a write after the last frame was
+    /// sent), grown, or let go after a large write.
+    #[tokio::test]
+    async fn writes_arrive_whole_across_the_kept_buffer() {
+        let (mut client, mut server) = tunnel_pair().await;
+        let sizes = [100, 100, 1200, 100, KEEP_OUT + 1, 300, 40_000, 50, KEEP_OUT];
+        let mut sent = Vec::new();
+        let mut first = 0;
+        for (i, n) in sizes.into_iter().enumerate() {
+            let chunk: Vec<u8> = (0..n).map(|j| (i * 31 + j) as u8).collect();
+            client.write_all(&chunk).await.unwrap();
+            sent.extend_from_slice(&chunk);
+            // The allocation the second write went into is the first's.
+            if i < 2 {
+                let start = client.out.as_ptr() as usize - n;
+                if i == 0 {
+                    first = start;
+                } else {
+                    assert_eq!(start, first, "the second write reuses the buffer");
+                }
+            }
+            // Lets the connection send the frame, so the next write can
+            // reclaim its buffer.
+            tokio::task::yield_now().await;
+            if n > KEEP_OUT {
+                client.out.reserve(1);
+                assert!(
+                    client.out.capacity() < KEEP_OUT,
+                    "a large write's buffer is let go"
+                );
+            }
+        }
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got.len(), sent.len());
+        assert!(got == sent, "the bytes differ");
+    }
+}
