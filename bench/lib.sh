@@ -71,7 +71,13 @@ prepare() {
   trap cleanup EXIT
 }
 
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
+# BENCH_DATA=DIR keeps the measurements (data and every request's latency).
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ -n "${BENCH_DATA:-}" ] && [ -e "$W/data" ]; then mkdir -p "$BENCH_DATA" && cp -r "$W"/data* "$BENCH_DATA"/; fi
+  rm -rf "$W"
+}
 
 # The pieces the benchmarks set up. Each appends the pids it starts to the
 # caller's PIDS, for its cleanup.

@@ -10,7 +10,11 @@
 #
 # Needs Debian's wrk, haproxy and nginx-light (installed when missing, as
 # root). Everything listens on 127.0.0.x.
-# Usage: [ROUNDS=5] [RATES="1000 5000"] bench/run.sh [SECONDS per measurement, 10]
+# Usage: [ROUNDS=15] [RATES="1000 5000"] bench/run.sh [SECONDS per measurement, 3]
+#
+# Many short rounds rather than a few long ones: this machine's stalls come
+# in spells of seconds, and short interleaved measurements share them out
+# between the paths instead of handing one path a whole bad spell.
 #
 # WEFT_BASELINE=/path/to/an/older/weft adds a second weft pair running that
 # binary (row weft-baseline), to compare two builds in the same run.
@@ -18,8 +22,8 @@
 # per core); a weft sidecar runs on one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SECS=${1:-10}
-ROUNDS=${ROUNDS:-5}
+SECS=${1:-3}
+ROUNDS=${ROUNDS:-15}
 read -ra RATES <<< "${RATES:-1000 5000}"
 
 source bench/lib.sh
