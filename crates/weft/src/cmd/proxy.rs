@@ -191,6 +191,40 @@ fn peer_policy(
     })
 }
 
+/// What sets off a look at the folder: its file events, or, where those
+/// cannot be had (no inotify, or its limit of instances reached), a tick
+/// every second. The watcher, when there is one, must be kept.
+fn watch(
+    folder: &Folder,
+) -> (
+    Option<weft_control::source::Watcher>,
+    Arc<tokio::sync::Notify>,
+) {
+    let checks = Arc::new(tokio::sync::Notify::new());
+    let on_event = {
+        let checks = checks.clone();
+        move || checks.notify_one()
+    };
+    match folder.watch(Duration::from_millis(100), on_event) {
+        Ok(watcher) => (Some(watcher), checks),
+        Err(e) => {
+            tracing::warn!(
+                "no file events for {} ({e}): looking for changes every second",
+                folder.dir.display()
+            );
+            let tick = checks.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    every.tick().await;
+                    tick.notify_one();
+                }
+            });
+            (None, checks)
+        }
+    }
+}
+
 fn folder(dir: &Path, mesh_config: Option<&Path>) -> Folder {
     Folder {
         dir: dir.to_path_buf(),
@@ -300,6 +334,10 @@ async fn serve(args: &Args, ns: &str, name: &str) -> anyhow::Result<ExitCode> {
     let ca = Arc::new(Ca::load(ca_dir, None)?);
     let trust_domain = ca.trust_domain().clone();
     let mesh_config = args.mesh_config.as_deref();
+    // Watched before the first load, so that no change can fall between.
+    let folder = Arc::new(folder(mesh_dir, mesh_config));
+    let (_watcher, checks) = watch(&folder);
+    let mut seen = folder.fingerprint();
     let config = match load(mesh_dir, mesh_config, ns, name, trust_domain.as_str()) {
         Ok(c) => c,
         Err(e) => {
@@ -315,35 +353,50 @@ async fn serve(args: &Args, ns: &str, name: &str) -> anyhow::Result<ExitCode> {
     let policy = peer_policy(Arc::new(ca.bundle().clone()), trust_domain.clone(), &config)?;
     let sidecar = start(args, config, store, policy).await?;
     started(args, &sidecar, &id.to_string());
-    let folder = folder(mesh_dir, mesh_config);
-    let mut seen = folder.fingerprint();
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut poll = tokio::time::interval(Duration::from_secs(1));
     loop {
-        let reload = tokio::select! {
+        let forced = tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
             _ = hup.recv() => true,
-            _ = poll.tick() => {
-                let now = folder.fingerprint();
-                let changed = now != seen;
-                seen = now;
-                changed
-            }
-            () = renew(&mut rotator) => false,
+            () = checks.notified() => false,
+            () = renew(&mut rotator) => continue,
         };
-        if reload {
-            match load(mesh_dir, mesh_config, ns, name, trust_domain.as_str()) {
-                // Trust domain aliases are read at start.
-                Ok(c) => {
-                    sidecar.update(c);
-                    tracing::info!("configuration reloaded");
-                }
-                Err(e) => tracing::warn!(
-                    "keeping the last good configuration; the new one is not valid:\n{e}"
-                ),
+        // Listing, reading and compiling a large folder takes milliseconds:
+        // they run on the blocking pool, never on the thread serving
+        // traffic, which only swaps in the result.
+        let check = {
+            let (folder, ns, name) = (folder.clone(), ns.to_string(), name.to_string());
+            let trust_domain = trust_domain.as_str().to_string();
+            let seen = std::mem::take(&mut seen);
+            tokio::task::spawn_blocking(move || {
+                let now = folder.fingerprint();
+                let changed = forced || seen != now;
+                let loaded = changed.then(|| {
+                    load(
+                        &folder.dir,
+                        folder.mesh_config.as_deref(),
+                        &ns,
+                        &name,
+                        &trust_domain,
+                    )
+                });
+                (now, loaded)
+            })
+        };
+        let (now, loaded) = check.await?;
+        seen = now;
+        match loaded {
+            // Trust domain aliases are read at start.
+            Some(Ok(c)) => {
+                sidecar.update(c);
+                tracing::info!("configuration reloaded");
             }
+            Some(Err(e)) => tracing::warn!(
+                "keeping the last good configuration; the new one is not valid:\n{e}"
+            ),
+            None => {}
         }
     }
     tracing::info!("stopping");
@@ -472,4 +525,44 @@ async fn serve_managed(args: &Args, ns: &str, name: &str) -> anyhow::Result<Exit
     }
     tracing::info!("stopping");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("weft-watch-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[tokio::test]
+    async fn a_change_in_the_folder_sets_off_a_check_and_quiet_does_not() {
+        let dir = temp("events");
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("a.yaml"), "a: 1\n").expect("write");
+        let (watcher, checks) = watch(&folder(&dir, None));
+        assert!(watcher.is_some(), "inotify is there to watch with");
+        let quiet = tokio::time::timeout(Duration::from_millis(400), checks.notified()).await;
+        assert!(quiet.is_err(), "nothing changed, nothing to check");
+        std::fs::write(dir.join("b.yaml"), "b: 2\n").expect("write");
+        tokio::time::timeout(Duration::from_secs(5), checks.notified())
+            .await
+            .expect("the new file sets off a check");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn without_file_events_the_folder_is_looked_at_every_second() {
+        // A folder that cannot be watched: notify refuses it, as it does
+        // when inotify's instances run out.
+        let (watcher, checks) = watch(&folder(&temp("missing"), None));
+        assert!(watcher.is_none());
+        for _ in 0..2 {
+            tokio::time::timeout(Duration::from_secs(3), checks.notified())
+                .await
+                .expect("a tick sets off a check");
+        }
+    }
 }
