@@ -9,6 +9,7 @@ Usage: report.py DATA SECS ROUNDS CPU_HEADING RSS_HEADING
 
 import datetime
 import os
+import random
 import statistics
 import sys
 
@@ -109,13 +110,39 @@ against_haproxy("medians over the rounds", medians,
 lat_dir = data + ".lat"
 if not os.path.isdir(lat_dir):
     sys.exit(0)
-pooled = {}
+pooled, by_round = {}, {}
 for name in os.listdir(lat_dir):
-    path, rate, _ = name.rsplit("-", 2)
+    path, rate, rnd = name.rsplit("-", 2)
     with open(os.path.join(lat_dir, name)) as f:
-        pooled.setdefault((path, int(rate)), []).extend(int(line.split()[1]) for line in f)
+        v = [int(line.split()[1]) for line in f]
+    by_round.setdefault((path, int(rate)), {})[int(rnd)] = v
+    pooled.setdefault((path, int(rate)), []).extend(v)
 for v in pooled.values():
     v.sort()
+
+
+def added_ratio(path, rate, picked):
+    """The pooled p99 `path` adds to the direct path over the rounds
+    `picked` (a round may be picked more than once), as a ratio to
+    HAProxy's."""
+    def p99(p):
+        v = sorted(x for r in picked for x in by_round[(p, rate)][r])
+        return v[min(int(len(v) * 0.99), len(v) - 1)]
+    d, h = p99("direct"), p99("haproxy")
+    return (p99(path) - d) / (h - d) if h > d else None
+
+
+def interval(path, rate, draws=200):
+    """A 95% bootstrap interval of `added_ratio`, drawing whole rounds (each
+    with its three paths, measured back to back) with replacement: how far
+    the pooled ratio could move with other rounds of the same machine."""
+    common = sorted(set.intersection(*(set(by_round.get((p, rate), {})) for p in ("direct", path, "haproxy"))))
+    if len(common) < 2:
+        return None
+    rng = random.Random(1)
+    ratios = sorted(r for _ in range(draws)
+                    if (r := added_ratio(path, rate, [rng.choice(common) for _ in common])) is not None)
+    return ratios[len(ratios) * 25 // 1000], ratios[len(ratios) * 975 // 1000 - 1]
 
 
 def pct(path, rate, q):
@@ -130,6 +157,8 @@ def pooled_part(path, rate):
         return None
     n = len(pooled[(path, rate)])
     ratio = f"{(w - d) / (h - d):.2f}x" if h > d else "n/a"
+    if (ci := interval(path, rate)) is not None:
+        ratio += f", 95% over rounds {ci[0]:.2f}-{ci[1]:.2f}x"
     return (f"at {rps(rate)} ({n:,} requests): p99 {w:.2f} vs {h:.2f} ms (direct {d:.2f}), "
             f"added {w - d:.2f} vs {h - d:.2f} ms ({ratio}); "
             f"p50 {pct(path, rate, 0.5):.2f} vs {pct('haproxy', rate, 0.5):.2f}, "
