@@ -166,7 +166,18 @@ pub(crate) fn load(
     name: &str,
     trust_domain: &str,
 ) -> Result<ProxyConfig, String> {
-    let set = folder(dir, mesh_config).load(trust_domain)?;
+    compiled(&folder(dir, mesh_config), ns, name, trust_domain)
+}
+
+/// The configuration of workload `ns`/`name` compiled from `folder`, or
+/// every error that stops it.
+fn compiled(
+    folder: &Folder,
+    ns: &str,
+    name: &str,
+    trust_domain: &str,
+) -> Result<ProxyConfig, String> {
+    let set = folder.load(trust_domain)?;
     let registry = Registry::from_resources(&set.resources);
     compile(&set.resources, &registry, ns, name, &set.mesh).map_err(|e| e.to_string())
 }
@@ -338,7 +349,7 @@ async fn serve(args: &Args, ns: &str, name: &str) -> anyhow::Result<ExitCode> {
     let folder = Arc::new(folder(mesh_dir, mesh_config));
     let (_watcher, checks) = watch(&folder);
     let mut seen = folder.fingerprint();
-    let config = match load(mesh_dir, mesh_config, ns, name, trust_domain.as_str()) {
+    let config = match compiled(&folder, ns, name, trust_domain.as_str()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!(
@@ -373,15 +384,7 @@ async fn serve(args: &Args, ns: &str, name: &str) -> anyhow::Result<ExitCode> {
             tokio::task::spawn_blocking(move || {
                 let now = folder.fingerprint();
                 let changed = forced || seen != now;
-                let loaded = changed.then(|| {
-                    load(
-                        &folder.dir,
-                        folder.mesh_config.as_deref(),
-                        &ns,
-                        &name,
-                        &trust_domain,
-                    )
-                });
+                let loaded = changed.then(|| compiled(&folder, &ns, &name, &trust_domain));
                 (now, loaded)
             })
         };
