@@ -2,7 +2,8 @@
 prints the README table (each figure the median over the rounds) and, for
 each weft row, the issue's targets as ratios to HAProxy: the medians of the
 rounds, and the p99 of all the rounds' requests pooled (DATA.lat, one file
-of latencies per path, rate and round).
+of latencies per path, rate and round) with a 95% bootstrap interval drawn
+over whole rounds.
 
 Usage: report.py DATA SECS ROUNDS CPU_HEADING RSS_HEADING
 """

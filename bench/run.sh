@@ -6,7 +6,7 @@
 # rates (weft-loadgen), CPU seconds per 1,000 requests and peak RSS per proxy,
 # each the median over the rounds, then the issue's targets as ratios to
 # HAProxy with the number of rounds that met them, and the p99 of all the
-# rounds' requests pooled.
+# rounds' requests pooled with a 95% bootstrap interval over the rounds.
 #
 # Needs Debian's wrk, haproxy and nginx-light (installed when missing, as
 # root). Everything listens on 127.0.0.x.
@@ -19,7 +19,8 @@
 # WEFT_BASELINE=/path/to/an/older/weft adds a second weft pair running that
 # binary (row weft-baseline), to compare two builds in the same run.
 # HAPROXY_THREADS=N runs each HAProxy on N threads (default: its own, one
-# per core); a weft sidecar runs on one.
+# per core); a weft sidecar runs on one. BENCH_DATA=DIR keeps the raw
+# measurements and every request's latency there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-3}
